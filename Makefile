@@ -1,0 +1,37 @@
+# The two commands a new user runs: `make demo` and `make test`.
+# Each installs what it needs (a virtualenv with the project, system programs).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: test test-fast lint sysdeps venv demo clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+sysdeps:
+	@bash scripts/system-deps.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict webhook worker
+	$(BIN)/lint-imports
+
+test: venv sysdeps lint
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest $(PYTEST_ARGS)
+
+# During development: everything but the slow end-to-end tests.
+test-fast: venv sysdeps
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

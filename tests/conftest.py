@@ -1,0 +1,140 @@
+"""Shared fixtures: a real redis-server for the session, a fresh sandbox cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+@dataclass
+class RedisServer:
+    port: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *, appendonly: bool = False) -> None:
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is missing: run `make test`, which installs it"
+        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--save", "", "--appendonly", "yes" if appendonly else "no",
+                "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port for the whole session."""
+    server = RedisServer(port=free_port(), dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The URL of an empty Redis database (flushed before each test)."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()  # a test may have stopped it on purpose
+    conn = redis_lib.Redis.from_url(redis_server.url)
+    conn.flushall()
+    conn.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[redis_lib.Redis]:
+    conn = redis_lib.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@dataclass
+class Sandbox:
+    """A running sandbox cluster: its API and ingress URLs and kubeconfig path."""
+
+    api: str
+    ingress: str
+    kubeconfig: str
+    proc: subprocess.Popen[str]
+
+    def env(self) -> dict[str, str]:
+        """Environment for a process that should talk to this cluster."""
+        return {**os.environ, "KUBECONFIG": self.kubeconfig, "BLUEGREEN_INGRESS_URL": self.ingress}
+
+
+def start_sandbox(tmp_path: Path) -> Sandbox:
+    kubeconfig = tmp_path / "kubeconfig"
+    log = open(tmp_path / "sandbox.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "serve", "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(5)
+        raise RuntimeError(f"sandbox did not start: {(tmp_path / 'sandbox.log').read_text()}")
+    info = json.loads(line)
+    return Sandbox(api=info["api"], ingress=info["ingress"], kubeconfig=info["kubeconfig"], proc=proc)
+
+
+def stop_sandbox(sb: Sandbox) -> None:
+    if sb.proc.poll() is None:
+        sb.proc.terminate()
+        try:
+            sb.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            sb.proc.kill()
+            sb.proc.wait()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """A fresh sandbox cluster (API server, kubelet, ingress) on free ports."""
+    sb = start_sandbox(tmp_path)
+    yield sb
+    stop_sandbox(sb)

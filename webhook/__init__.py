@@ -1,0 +1,1 @@
+"""HTTP edge of bluegreen: forge intake, chat-ops, operator API, status pages, metrics."""

@@ -1,0 +1,1 @@
+"""Release engine of bluegreen: config, releases, queueing, steps, Kubernetes operations."""
