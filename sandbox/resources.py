@@ -1,0 +1,188 @@
+"""The catalogue of resources the sandbox serves, and the errors it answers with.
+
+Owns `ResourceType` (where a resource lives in the API, its kind, short names,
+whether it is namespaced or a custom resource), `RESOURCES` keyed like
+`apps/v1/deployments` or `v1/pods`, and `ApiError` with constructors that word
+errors exactly as the real API server does. Storage, HTTP and discovery documents
+live elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+ISTIO_GROUP = "networking.istio.io"
+ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One served resource: where it lives in the API and how the server treats it."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    short_names: tuple[str, ...] = ()
+    custom: bool = False  # CustomResourceDefinition semantics (istio kinds)
+    has_status: bool = True  # serves a /status subresource; main writes keep status
+    has_generation: bool = False
+    categories: tuple[str, ...] = ()
+    field_selectors: tuple[str, ...] = ()  # beyond metadata.name / metadata.namespace
+    storage_version: str = ""  # for a type served at several versions: the stored one
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}/{self.version}/{self.plural}" if self.group else f"v1/{self.plural}"
+
+    @property
+    def storage_key(self) -> str:
+        if not self.storage_version:
+            return self.key
+        return f"{self.group}/{self.storage_version}/{self.plural}"
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    @property
+    def group_resource(self) -> str:
+        """`deployments.apps`, or `pods` for the core group: how errors name a resource."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def group_kind(self) -> str:
+        """`Deployment.apps`, or `Pod`: how validation errors name a kind."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    @property
+    def selectable_fields(self) -> tuple[str, ...]:
+        base = ("metadata.name",) + (("metadata.namespace",) if self.namespaced else ())
+        return base + self.field_selectors
+
+
+def _catalogue() -> dict[str, ResourceType]:
+    types = [
+        ResourceType("", "v1", "namespaces", "Namespace", namespaced=False,
+                     short_names=("ns",), field_selectors=("status.phase",)),
+        ResourceType("", "v1", "pods", "Pod", short_names=("po",), categories=("all",),
+                     field_selectors=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+                                      "spec.serviceAccountName", "status.phase", "status.podIP",
+                                      "status.nominatedNodeName")),
+        ResourceType("", "v1", "services", "Service", short_names=("svc",), categories=("all",)),
+        ResourceType("", "v1", "configmaps", "ConfigMap", short_names=("cm",), has_status=False),
+        ResourceType("", "v1", "secrets", "Secret", has_status=False, field_selectors=("type",)),
+        ResourceType("", "v1", "events", "Event", short_names=("ev",), has_status=False,
+                     field_selectors=("involvedObject.kind", "involvedObject.namespace",
+                                      "involvedObject.name", "involvedObject.uid",
+                                      "involvedObject.apiVersion", "involvedObject.fieldPath",
+                                      "reason", "type", "source")),
+        ResourceType("apps", "v1", "deployments", "Deployment", short_names=("deploy",),
+                     has_generation=True, categories=("all",)),
+        ResourceType("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",),
+                     has_generation=True, categories=("all",),
+                     field_selectors=("status.replicas",)),
+    ]
+    istio = [("gateways", "Gateway", ("gw",)), ("virtualservices", "VirtualService", ("vs",)),
+             ("destinationrules", "DestinationRule", ("dr",))]
+    for version in ISTIO_VERSIONS:
+        for plural, kind, short in istio:
+            types.append(ResourceType(
+                ISTIO_GROUP, version, plural, kind, short_names=short, custom=True,
+                has_generation=True, categories=("istio-io", "networking-istio-io"),
+                storage_version="" if version == "v1" else "v1"))
+    return {t.key: t for t in types}
+
+
+RESOURCES: dict[str, ResourceType] = _catalogue()
+
+
+def resource(key: str) -> ResourceType:
+    """The ResourceType for a key such as `apps/v1/deployments` or `v1/pods`."""
+    try:
+        return RESOURCES[key]
+    except KeyError:
+        raise ApiError(404, "NotFound",
+                       "the server could not find the requested resource") from None
+
+
+class ApiError(Exception):
+    """An error the API server reports as a v1 `Status` with this code and reason."""
+
+    def __init__(self, code: int, reason: str, message: str,
+                 details: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "message": self.message}
+        if self.reason:
+            body["reason"] = self.reason
+        if self.details:
+            body["details"] = self.details
+        body["code"] = self.code
+        return body
+
+
+def _details(rt: ResourceType, name: str, *, kind: str | None = None,
+             **extra: Any) -> dict[str, Any]:
+    details: dict[str, Any] = {"name": name}
+    if rt.group:
+        details["group"] = rt.group
+    details["kind"] = kind or rt.plural
+    details.update(extra)
+    return details
+
+
+def not_found(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{rt.group_resource} "{name}" not found', _details(rt, name))
+
+
+def already_exists(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(409, "AlreadyExists", f'{rt.group_resource} "{name}" already exists',
+                    _details(rt, name))
+
+
+def conflict(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(409, "Conflict",
+                    f'Operation cannot be fulfilled on {rt.group_resource} "{name}": '
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again",
+                    _details(rt, name))
+
+
+def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiError:
+    """A 422 Invalid naming each (field, problem) as the real validation errors do."""
+    text = ", ".join(f"{f}: {m}" for f, m in causes)
+    if len(causes) > 1:
+        text = "[" + text + "]"
+    return ApiError(422, "Invalid", f'{rt.group_kind} "{name}" is invalid: {text}',
+                    _details(rt, name, kind=rt.kind, causes=[
+                        {"reason": "FieldValueInvalid" if m.startswith("Invalid value")
+                         else "FieldValueRequired", "message": m, "field": f} for f, m in causes]))
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+

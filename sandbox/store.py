@@ -1,0 +1,471 @@
+"""The sandbox cluster's state: every object, one global resourceVersion, watches.
+
+Owns what etcd plus the generic registry own in a real cluster: create/update/
+delete with optimistic concurrency, server-set metadata (uid, creationTimestamp,
+resourceVersion, generation), owner-reference cascade on delete, a bounded
+per-resource event history for watches, and change subscriptions for in-process
+controllers (the kubelet). The resource catalogue and `ApiError` live in
+`sandbox.resources` (re-exported here), defaulting and validation in
+`sandbox.defaults`; HTTP, patch formats and discovery in other modules.
+
+All state sits behind one lock. Watchers get events pushed into their own
+unbounded queues and subscribers are called from a dispatcher thread, so neither
+can block a writer.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import random
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.defaults import apply_defaults, validate
+from sandbox.resources import (
+    RESOURCES,
+    ApiError,
+    ResourceType,
+    already_exists,
+    bad_request,
+    conflict,
+    invalid,
+    not_found,
+    now_rfc3339,
+    resource,
+)
+from sandbox.selectors import (
+    FieldRequirement,
+    Requirement,
+    SelectorError,
+    fields_match,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
+
+__all__ = ["RESOURCES", "ApiError", "ResourceType", "Store", "Watcher", "resource"]
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+@dataclass
+class Event:
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    key: str  # storage key
+    obj: Obj
+    old: Obj | None = None
+
+
+class Watcher:
+    """One watch: events matching its resource, namespace and selectors, in order."""
+
+    def __init__(self, store: Store, rt: ResourceType, namespace: str | None,
+                 labels: list[Requirement], fields: list[FieldRequirement]) -> None:
+        self._store = store
+        self.rt = rt
+        self.namespace = namespace
+        self._labels = labels
+        self._fields = fields
+        self._queue: queue.SimpleQueue[tuple[str, Obj] | None] = queue.SimpleQueue()
+        self.closed = False
+
+    def _matches(self, obj: Obj | None) -> bool:
+        if obj is None:
+            return False
+        meta = obj.get("metadata") or {}
+        if self.namespace and meta.get("namespace") != self.namespace:
+            return False
+        return labels_match(self._labels, meta.get("labels")) and fields_match(self._fields, obj)
+
+    def offer(self, event: Event) -> None:
+        """Queue an event if it concerns this watch (called under the store lock)."""
+        if self.closed or event.key != self.rt.storage_key:
+            return
+        now, before = self._matches(event.obj), self._matches(event.old)
+        kind = event.type
+        if kind == "MODIFIED" and now and not before:
+            kind = "ADDED"  # the object started matching the selector
+        elif kind == "MODIFIED" and before and not now:
+            kind, now = "DELETED", True  # it stopped matching
+        if now:
+            self._queue.put((kind, event.obj))
+
+    def next(self, timeout: float | None = None) -> tuple[str, Obj] | None:
+        """The next (type, object), or None on timeout or once closed."""
+        if self.closed:
+            return None
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is None:
+            return None
+        kind, obj = item
+        return kind, self._store.present(self.rt, obj)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._store._unregister(self)
+            self._queue.put(None)
+
+
+Subscriber = Callable[[str, str, Obj], None]
+
+
+@dataclass
+class _History:
+    events: deque[Event]
+    dropped_upto: int = 0  # highest resourceVersion no longer in `events`
+
+
+@dataclass
+class _State:
+    objects: dict[str, dict[tuple[str, str], Obj]] = field(default_factory=dict)
+    history: dict[str, _History] = field(default_factory=dict)
+
+
+class Store:
+    """Thread-safe object storage with one global resourceVersion counter."""
+
+    def __init__(self, *, history: int = 500) -> None:
+        self._lock = threading.RLock()
+        self._rv = 0
+        self._history_size = history
+        self._state = _State()
+        self._watchers: list[Watcher] = []
+        self._subscribers: list[Subscriber] = []
+        self._dispatch: queue.SimpleQueue[tuple[str, str, Obj] | None] = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
+
+    # ---- reads -------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        with self._lock:
+            return self._rv
+
+    def present(self, rt: ResourceType, obj: Obj) -> Obj:
+        """A deep copy of a stored object as served at `rt`'s version."""
+        out = copy.deepcopy(obj)
+        out["apiVersion"] = rt.api_version
+        out["kind"] = rt.kind
+        return out
+
+    def get(self, key: str, namespace: str | None, name: str) -> Obj | None:
+        rt = resource(key)
+        with self._lock:
+            obj = self._table(rt).get((self._ns(rt, namespace), name))
+            return None if obj is None else self.present(rt, obj)
+
+    def list(self, key: str, namespace: str | None = None, *, label_selector: str | None = None,
+             field_selector: str | None = None) -> tuple[list[Obj], int]:
+        """Matching objects sorted by namespace and name, and the list's resourceVersion."""
+        rt = resource(key)
+        labels, fields = _parse_selectors(rt, label_selector, field_selector)
+        with self._lock:
+            items = [obj for (ns, _), obj in sorted(self._table(rt).items())
+                     if (not namespace or ns == namespace)
+                     and labels_match(labels, obj["metadata"].get("labels"))
+                     and fields_match(fields, obj)]
+            return [self.present(rt, o) for o in items], self._rv
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def create(self, key: str, namespace: str | None, obj: Obj) -> Obj:
+        """Store a new object; 409 AlreadyExists, 404 for a missing namespace."""
+        rt = resource(key)
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        ns = self._ns(rt, namespace or meta.get("namespace"))
+        if rt.namespaced and meta.get("namespace") and namespace and meta["namespace"] != namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace "
+                              "sent on the request")
+        with self._lock:
+            if rt.namespaced and ("", ns) not in self._table(RESOURCES["v1/namespaces"]):
+                raise not_found(RESOURCES["v1/namespaces"], ns)
+            name = meta.get("name") or self._generate_name(rt, ns, meta.get("generateName"))
+            if (ns, name) in self._table(rt):
+                raise already_exists(rt, name)
+            meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
+            for transient in ("resourceVersion", "deletionTimestamp", "selfLink"):
+                meta.pop(transient, None)
+            if rt.namespaced:
+                meta["namespace"] = ns
+            else:
+                meta.pop("namespace", None)
+            if rt.has_generation:
+                meta["generation"] = 1
+            if rt.has_status:
+                obj.pop("status", None)
+            apply_defaults(rt, obj)
+            validate(rt, obj)
+            return self._commit(rt, "ADDED", obj, None)
+
+    def update(self, key: str, namespace: str | None, obj: Obj, *,
+               subresource: str | None = None) -> Obj:
+        """Replace an object (or only its status); 409 when metadata.resourceVersion is stale."""
+        rt = resource(key)
+        name = (obj.get("metadata") or {}).get("name") or ""
+        with self._lock:
+            current = self._table(rt).get((self._ns(rt, namespace), name))
+            if current is None:
+                raise not_found(rt, name)
+            rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if not rv and rt.custom and subresource is None:
+                raise invalid(rt, name, [("metadata.resourceVersion",
+                                          "Invalid value: 0x0: must be specified for an update")])
+            if rv and str(rv) != current["metadata"]["resourceVersion"]:
+                raise conflict(rt, name)
+            return self._replace(rt, current, copy.deepcopy(obj), subresource)
+
+    def mutate(self, key: str, namespace: str | None, name: str, change: Callable[[Obj], Obj], *,
+               subresource: str | None = None) -> Obj:
+        """Atomically read, transform and write one object (the basis of PATCH).
+
+        `change` gets a deep copy and returns the new object; it runs under the store
+        lock, so it must be quick and must not call the store. A resourceVersion it
+        leaves in the result must still be current (409 otherwise).
+        """
+        rt = resource(key)
+        with self._lock:
+            current = self._table(rt).get((self._ns(rt, namespace), name))
+            if current is None:
+                raise not_found(rt, name)
+            new = change(self.present(rt, current))
+            meta = new.setdefault("metadata", {})
+            rv = meta.get("resourceVersion")
+            if rv and str(rv) != current["metadata"]["resourceVersion"]:
+                raise conflict(rt, name)
+            return self._replace(rt, current, new, subresource)
+
+    def delete(self, key: str, namespace: str | None, name: str) -> Obj | None:
+        """Remove an object and, like the garbage collector, everything it owns."""
+        rt = resource(key)
+        with self._lock:
+            current = self._table(rt).get((self._ns(rt, namespace), name))
+            if current is None:
+                return None
+            gone = self._remove(rt, current)
+            return self.present(rt, gone)
+
+    # ---- watches and subscriptions -------------------------------------------------------
+
+    def watch(self, key: str, namespace: str | None, *, since_rv: int | None,
+              label_selector: str | None = None, field_selector: str | None = None) -> Watcher:
+        """Events after `since_rv`; when it is None or 0, ADDED for every current object first.
+
+        Raises ApiError 410 Expired when events after `since_rv` are no longer kept.
+        """
+        rt = resource(key)
+        labels, fields = _parse_selectors(rt, label_selector, field_selector)
+        watcher = Watcher(self, rt, namespace, labels, fields)
+        with self._lock:
+            if not since_rv:
+                for obj in self._table(rt).values():
+                    watcher.offer(Event(self._rv, "ADDED", rt.storage_key, obj))
+            else:
+                history = self._history(rt)
+                if since_rv < history.dropped_upto:
+                    raise ApiError(410, "Expired", f"too old resource version: {since_rv} "
+                                   f"({history.dropped_upto + 1})")
+                for event in history.events:
+                    if event.rv > since_rv:
+                        watcher.offer(event)
+            self._watchers.append(watcher)
+        return watcher
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call `callback(event_type, key, obj)` after every change, in commit order.
+
+        Callbacks run on one dispatcher thread (never under the store lock), so they
+        may call the store; a slow callback delays later callbacks, not writers.
+        """
+        with self._lock:
+            self._subscribers.append(callback)
+            if self._dispatcher is None:
+                self._dispatcher = threading.Thread(target=self._dispatch_loop,
+                                                    name="store-dispatch", daemon=True)
+                self._dispatcher.start()
+
+    def close(self) -> None:
+        """End every watch and stop calling subscribers."""
+        with self._lock:
+            watchers, self._watchers = list(self._watchers), []
+            self._subscribers = []
+        for watcher in watchers:
+            watcher.close()
+        self._dispatch.put(None)
+
+    def _unregister(self, watcher: Watcher) -> None:
+        with self._lock:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+    def _dispatch_loop(self) -> None:
+        while (item := self._dispatch.get()) is not None:
+            with self._lock:
+                subscribers = list(self._subscribers)
+            for callback in subscribers:
+                try:
+                    callback(*item)
+                except Exception:
+                    log.exception("store subscriber %r failed", callback)
+
+    # ---- internals (call with the lock held) --------------------------------------------
+
+    @staticmethod
+    def _ns(rt: ResourceType, namespace: str | None) -> str:
+        return (namespace or "default") if rt.namespaced else ""
+
+    def _table(self, rt: ResourceType) -> dict[tuple[str, str], Obj]:
+        return self._state.objects.setdefault(rt.storage_key, {})
+
+    def _history(self, rt: ResourceType) -> _History:
+        return self._state.history.setdefault(rt.storage_key, _History(deque()))
+
+    def _generate_name(self, rt: ResourceType, ns: str, prefix: str | None) -> str:
+        if not prefix:
+            raise invalid(rt, "", [("metadata.name",
+                                    "Required value: name or generateName is required")])
+        for _ in range(100):
+            name = prefix + "".join(random.choice(_NAME_CHARS) for _ in range(5))
+            if (ns, name) not in self._table(rt):
+                return name
+        raise already_exists(rt, prefix)
+
+    def _replace(self, rt: ResourceType, current: Obj, new: Obj, subresource: str | None) -> Obj:
+        if subresource == "status":
+            result = copy.deepcopy(current)
+            result["status"] = new.get("status") or {}
+        elif subresource is not None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        else:
+            result = new
+            _keep_server_fields(rt, current, result)
+            apply_defaults(rt, result)
+            validate(rt, result)
+        storage = RESOURCES[rt.storage_key]
+        result["apiVersion"], result["kind"] = storage.api_version, storage.kind
+        if _same_content(current, result):
+            return self.present(rt, current)
+        if rt.has_generation and _generation_body(rt, current) != _generation_body(rt, result):
+            result["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+        return self._commit(rt, "MODIFIED", result, current)
+
+    def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None) -> Obj:
+        self._rv += 1
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(self._rv)
+        storage = RESOURCES[rt.storage_key]
+        obj["apiVersion"], obj["kind"] = storage.api_version, storage.kind
+        key = (meta.get("namespace", ""), meta["name"])
+        if kind == "DELETED":
+            self._table(rt).pop(key, None)
+        else:
+            self._table(rt)[key] = obj
+        event = Event(self._rv, kind, rt.storage_key, obj, old)
+        history = self._history(rt)
+        history.events.append(event)
+        while len(history.events) > self._history_size:
+            history.dropped_upto = history.events.popleft().rv
+        for watcher in list(self._watchers):
+            watcher.offer(event)
+        if self._subscribers:
+            self._dispatch.put((kind, rt.storage_key, copy.deepcopy(obj)))
+        return self.present(rt, obj)
+
+    def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
+        gone = copy.deepcopy(obj)
+        self._commit(rt, "DELETED", gone, obj)
+        uid = obj["metadata"]["uid"]
+        for key in sorted({t.storage_key for t in RESOURCES.values()}):
+            dep_rt = RESOURCES[key]
+            for dependent in list(self._table(dep_rt).values()):
+                meta = dependent["metadata"]
+                owned = any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or ())
+                in_ns = rt.plural == "namespaces" and meta.get("namespace") == meta_name(obj)
+                still_there = (meta.get("namespace", ""), meta["name"]) in self._table(dep_rt)
+                if (owned or in_ns) and still_there:
+                    self._remove(dep_rt, dependent)
+        return gone
+
+
+def meta_name(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _parse_selectors(rt: ResourceType, label_selector: str | None, field_selector: str | None
+                     ) -> tuple[list[Requirement], list[FieldRequirement]]:
+    try:
+        return (parse_label_selector(label_selector),
+                parse_field_selector(field_selector, rt.selectable_fields))
+    except SelectorError as e:
+        raise bad_request(str(e)) from None
+
+
+_SERVER_META = ("name", "namespace", "uid", "creationTimestamp", "generation",
+                "deletionTimestamp", "resourceVersion")
+
+
+def _keep_server_fields(rt: ResourceType, current: Obj, result: Obj) -> None:
+    """Carry over what a client cannot change with a main-resource write."""
+    meta = result.setdefault("metadata", {})
+    for key in _SERVER_META:
+        if key in current["metadata"]:
+            meta[key] = current["metadata"][key]
+        else:
+            meta.pop(key, None)
+    if "managedFields" not in meta and "managedFields" in current["metadata"]:
+        meta["managedFields"] = current["metadata"]["managedFields"]
+    if rt.has_status:
+        if "status" in current:
+            result["status"] = copy.deepcopy(current["status"])
+        else:
+            result.pop("status", None)
+    if rt.kind == "Service":
+        _keep_allocations(current.get("spec") or {}, result.setdefault("spec", {}))
+
+
+def _keep_allocations(old: Obj, new: Obj) -> None:
+    for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+        if key in old and not new.get(key):
+            new[key] = copy.deepcopy(old[key])
+    old_ports = {p.get("port"): p for p in old.get("ports") or ()}
+    for port in new.get("ports") or ():
+        previous = old_ports.get(port.get("port"))
+        if previous and previous.get("nodePort") and not port.get("nodePort"):
+            port["nodePort"] = previous["nodePort"]
+
+
+def _without_volatile(obj: Obj) -> Obj:
+    out = copy.deepcopy(obj)
+    meta = out.get("metadata") or {}
+    meta.pop("resourceVersion", None)
+    for entry in meta.get("managedFields") or ():
+        entry.pop("time", None)
+    return out
+
+
+def _same_content(a: Obj, b: Obj) -> bool:
+    return _without_volatile(a) == _without_volatile(b)
+
+
+def _generation_body(rt: ResourceType, obj: Obj) -> Any:
+    """What counts as the desired state: `spec` for built-ins, all but metadata/status for CRDs."""
+    if rt.custom:
+        skip = ("metadata", "status", "apiVersion", "kind")
+        return {k: v for k, v in obj.items() if k not in skip}
+    return obj.get("spec")
+
+
