@@ -1,0 +1,290 @@
+"""The sandbox kubelet and workload controllers, in-process on a Store.
+
+Covers Deployments becoming ready with truthful status, pods as real processes
+answering with their version and colour, template changes (RollingUpdate and
+Recreate), scaling, restarts of killed and crashing processes, never-ready
+images, deletion stopping processes, and `stop()` leaving no process behind.
+The same behaviour through the HTTP API and the official client is covered in
+`test_sandbox_cluster_kubelet.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.kubelet import Kubelet
+from sandbox.store import Store
+
+DEPLOYMENTS, REPLICASETS, PODS = "apps/v1/deployments", "apps/v1/replicasets", "v1/pods"
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 8.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def deployment(name: str = "myapp-blue", color: str = "blue",
+               image: str = "registry/acme/myapp:v1.0", replicas: int = 1,
+               strategy: str = "RollingUpdate",
+               env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    labels = {"app": "myapp", "color": color}
+    container: dict[str, Any] = {
+        "name": "myapp", "image": image, "ports": [{"containerPort": 3000, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
+                           "initialDelaySeconds": 1, "periodSeconds": 2},
+        "env": env or []}
+    return {"metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": replicas, "strategy": {"type": strategy},
+                     "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [container]}}}}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[Store, Kubelet]]:
+    store = Store()
+    store.create("v1/namespaces", None, {"metadata": {"name": "default"}})
+    kubelet = Kubelet(store, tmp_path)
+    kubelet.start()
+    yield store, kubelet
+    kubelet.stop()
+    store.close()
+    assert kubelet.pids() == {}
+
+
+def status(store: Store, name: str = "myapp-blue") -> dict[str, Any]:
+    obj = store.get(DEPLOYMENTS, "default", name)
+    assert obj is not None
+    result: dict[str, Any] = obj.get("status") or {}
+    return {**result, "generation": obj["metadata"]["generation"]}
+
+
+def rolled_out(store: Store, name: str = "myapp-blue", replicas: int = 1) -> bool:
+    """As `kubectl rollout status` decides."""
+    st = status(store, name)
+    return (st.get("observedGeneration", 0) >= st["generation"]
+            and st.get("updatedReplicas", 0) == st.get("availableReplicas", 0) == replicas
+            and st.get("replicas", 0) == replicas)
+
+
+def pods(store: Store) -> list[dict[str, Any]]:
+    return store.list(PODS, "default")[0]
+
+
+def get_json(pod: dict[str, Any], path: str = "/") -> Any:
+    port = pod["metadata"]["annotations"]["sandbox.bluegreen.dev/port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def pid_of(pod: dict[str, Any]) -> int:
+    return int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("sandbox://"))
+
+
+def test_deployment_becomes_ready_with_truthful_status(cluster: tuple[Store, Kubelet]) -> None:
+    store, _ = cluster
+    store.create(DEPLOYMENTS, "default", deployment(replicas=2))
+    wait_for(lambda: rolled_out(store, replicas=2), what="rollout")
+    st = status(store)
+    assert st["observedGeneration"] == 1
+    assert (st["replicas"], st["updatedReplicas"], st["readyReplicas"],
+            st["availableReplicas"]) == (2, 2, 2, 2)
+    assert st.get("unavailableReplicas", 0) == 0
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]}
+    assert conditions == {"Available": ("True", "MinimumReplicasAvailable"),
+                          "Progressing": ("True", "NewReplicaSetAvailable")}
+    [rs] = store.list(REPLICASETS, "default")[0]
+    pod_hash = rs["metadata"]["labels"]["pod-template-hash"]
+    assert rs["metadata"]["name"] == f"myapp-blue-{pod_hash}"
+    assert rs["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+    for pod in pods(store):
+        assert pod["metadata"]["name"].startswith(f"myapp-blue-{pod_hash}-")
+        assert pod["metadata"]["labels"]["pod-template-hash"] == pod_hash
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
+        assert pod["status"]["podIP"] == "127.0.0.1"
+        assert pod["status"]["phase"] == "Running"
+        [container] = pod["status"]["containerStatuses"]
+        assert container["ready"] is True
+        assert container["image"] == "registry/acme/myapp:v1.0"
+
+
+def test_pods_are_processes_answering_with_their_identity(cluster: tuple[Store, Kubelet]) -> None:
+    store, kubelet = cluster
+    env = [{"name": "DB_HOST", "value": "db.internal"},
+           {"name": "MY_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    store.create(DEPLOYMENTS, "default", deployment(color="green", image="r/acme/myapp:v2.0",
+                                                    env=env))
+    wait_for(lambda: rolled_out(store), what="rollout")
+    [pod] = pods(store)
+    name = pod["metadata"]["name"]
+    assert get_json(pod) == {"version": "v2.0", "color": "green", "pod": name}
+    assert get_json(pod, "/ready") == {"ready": True}
+    assert kubelet.pids() == {f"default/{name}": pid_of(pod)}
+    environ = Path(f"/proc/{pid_of(pod)}/environ")
+    if environ.exists():
+        variables = dict(item.split("=", 1) for item in
+                         environ.read_text().split("\0") if "=" in item)
+        port = pod["metadata"]["annotations"]["sandbox.bluegreen.dev/port"]
+        assert variables["DB_HOST"] == "db.internal"
+        assert variables["MY_POD"] == name
+        assert (variables["PORT"], variables["SANDBOX_CONTAINER_PORT"]) == (port, "3000")
+        assert (variables["SANDBOX_VERSION"], variables["SANDBOX_COLOR"]) == ("v2.0", "green")
+
+
+def change_image(store: Store, image: str, name: str = "myapp-blue") -> None:
+    obj = store.get(DEPLOYMENTS, "default", name)
+    assert obj is not None
+    obj["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    store.update(DEPLOYMENTS, "default", obj)
+
+
+def test_template_change_replaces_pods_with_a_new_replicaset(
+        cluster: tuple[Store, Kubelet]) -> None:
+    store, _ = cluster
+    store.create(DEPLOYMENTS, "default", deployment(replicas=2))
+    wait_for(lambda: rolled_out(store, replicas=2), what="first rollout")
+    old_pids = {pid_of(p) for p in pods(store)}
+    change_image(store, "registry/acme/myapp:v2.0")
+    assert not rolled_out(store, replicas=2)  # generation moved on: not observed yet
+    wait_for(lambda: rolled_out(store, replicas=2), what="second rollout")
+    assert status(store)["observedGeneration"] == 2
+    assert {get_json(p)["version"] for p in pods(store)} == {"v2.0"}
+    replicasets = {rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]:
+                   rs["spec"]["replicas"] for rs in store.list(REPLICASETS, "default")[0]}
+    assert replicasets == {"1": 0, "2": 2}
+    wait_for(lambda: not any(pid_exists(pid) for pid in old_pids), what="old processes gone")
+
+
+def test_recreate_stops_old_pods_before_starting_new_ones(
+        cluster: tuple[Store, Kubelet]) -> None:
+    store, kubelet = cluster
+    store.create(DEPLOYMENTS, "default", deployment(replicas=2, strategy="Recreate"))
+    wait_for(lambda: rolled_out(store, replicas=2), what="first rollout")
+    old = set(kubelet.pids())
+    change_image(store, "registry/acme/myapp:v2.0")
+    overlap = []
+    deadline = time.monotonic() + 8
+    while not rolled_out(store, replicas=2) and time.monotonic() < deadline:
+        running = set(kubelet.pids())
+        if running & old and running - old:
+            overlap.append(running)
+        time.sleep(0.02)
+    assert rolled_out(store, replicas=2)
+    assert overlap == []
+    assert {get_json(p)["version"] for p in pods(store)} == {"v2.0"}
+
+
+def test_scaling_up_and_down(cluster: tuple[Store, Kubelet]) -> None:
+    store, kubelet = cluster
+    store.create(DEPLOYMENTS, "default", deployment(replicas=1))
+    wait_for(lambda: rolled_out(store, replicas=1), what="rollout")
+    for replicas in (3, 1):
+        obj = store.get(DEPLOYMENTS, "default", "myapp-blue")
+        assert obj is not None
+        obj["spec"]["replicas"] = replicas
+        store.update(DEPLOYMENTS, "default", obj)
+        wait_for(lambda n=replicas: rolled_out(store, replicas=n)  # type: ignore[misc]
+                 and len(kubelet.pids()) == n, what=f"{replicas} replicas")
+    assert len(store.list(REPLICASETS, "default")[0]) == 1
+
+
+def test_a_killed_process_is_restarted_in_the_same_pod(cluster: tuple[Store, Kubelet]) -> None:
+    store, _ = cluster
+    store.create(DEPLOYMENTS, "default", deployment())
+    wait_for(lambda: rolled_out(store), what="rollout")
+    [pod] = pods(store)
+    os.kill(pid_of(pod), signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        [now] = pods(store)
+        ready = now["status"]["containerStatuses"][0]
+        return now if ready["restartCount"] == 1 and ready["ready"] else None
+
+    again = wait_for(restarted, what="restart")
+    assert again["metadata"]["name"] == pod["metadata"]["name"]
+    assert pid_of(again) != pid_of(pod)
+    last = again["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["exitCode"] == 137
+    assert get_json(again)["pod"] == pod["metadata"]["name"]
+    wait_for(lambda: rolled_out(store), what="ready again")
+
+
+def test_crashing_image_loops_with_backoff(cluster: tuple[Store, Kubelet]) -> None:
+    store, _ = cluster
+    store.create(DEPLOYMENTS, "default", deployment(image="registry/acme/myapp:v1-crash"))
+
+    def crash_looping() -> bool:
+        found = pods(store)
+        statuses = found[0]["status"].get("containerStatuses") if found else None
+        return bool(statuses) and statuses[0]["restartCount"] >= 2
+    wait_for(crash_looping, what="restarts")
+    [pod] = pods(store)
+    container = pod["status"]["containerStatuses"][0]
+    assert container["ready"] is False
+    assert container["lastState"]["terminated"]["exitCode"] == 1
+    st = status(store)
+    assert st.get("availableReplicas", 0) == 0
+    assert st["unavailableReplicas"] == 1
+
+
+def test_never_ready_image_stays_unready(cluster: tuple[Store, Kubelet]) -> None:
+    store, kubelet = cluster
+    store.create(DEPLOYMENTS, "default", deployment(image="registry/acme/myapp:v3-never-ready"))
+    wait_for(lambda: kubelet.pids(), what="process")
+    time.sleep(1.5)  # several probe periods after start
+    [pod] = pods(store)
+    ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"]
+    assert ready == "False"
+    assert pod["status"]["phase"] == "Running"
+    st = status(store)
+    assert st.get("readyReplicas", 0) == 0
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Available"] == "False"
+    assert not rolled_out(store)
+
+
+def test_deleting_the_deployment_stops_its_processes(cluster: tuple[Store, Kubelet]) -> None:
+    store, kubelet = cluster
+    store.create(DEPLOYMENTS, "default", deployment(replicas=2))
+    wait_for(lambda: rolled_out(store, replicas=2), what="rollout")
+    pids = set(kubelet.pids().values())
+    assert len(pids) == 2 and all(pid_exists(p) for p in pids)
+    store.delete(DEPLOYMENTS, "default", "myapp-blue")
+    wait_for(lambda: not any(pid_exists(p) for p in pids), what="processes gone")
+    assert kubelet.pids() == {}
+    assert pods(store) == []
+
+
+def test_stop_terminates_every_process(tmp_path: Path) -> None:
+    store = Store()
+    store.create("v1/namespaces", None, {"metadata": {"name": "default"}})
+    kubelet = Kubelet(store, tmp_path)
+    kubelet.start()
+    store.create(DEPLOYMENTS, "default", deployment(replicas=2))
+    store.create(DEPLOYMENTS, "default", deployment(name="crashy", image="x:crash"))
+    pids = wait_for(lambda: len(kubelet.pids()) >= 2 and set(kubelet.pids().values()),
+                    what="processes")
+    kubelet.stop()
+    assert not any(pid_exists(p) for p in pids)
+    assert kubelet.pids() == {}
