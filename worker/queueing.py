@@ -1,0 +1,119 @@
+"""Queues, jobs and the per-queue lock: how releases and commands reach a worker.
+
+Owns the rq side of the engine: one rq queue per configured queue name; job ids
+(a release's job id is its release id; commands get `<release>-<action>-<hex>`);
+enqueueing into a caller's MULTI/EXEC pipeline (`at_front` for rollback, SPEC
+§5.8); queue positions; job timeouts computed from the app's config; and the
+per-queue Redis lock a worker holds while it serves a queue, so a second worker on
+the same queue waits instead of running jobs alongside (SPEC §5.5). Keys:
+
+    bluegreen:queue:<queue>:lock            the lock (token: the holding worker's name)
+    bluegreen:worker:<queue>:heartbeat      JSON about the worker serving the queue, with TTL
+
+Jobs are named by dotted path (`worker.jobs.run_release`) so enqueuing never
+imports the steps. Reading a queue's state for people is `worker.queuestatus`.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.lock import Lock
+from rq import Queue
+
+from worker.config import AppConfig, Settings
+
+RELEASE_JOB = "worker.jobs.run_release"
+COMMAND_JOB = "worker.jobs.run_command"
+LOCK_KEY = "bluegreen:queue:{queue}:lock"
+HEARTBEAT_KEY = "bluegreen:worker:{queue}:heartbeat"
+
+RESULT_TTL = 24 * 3600            # finished jobs stay visible for a day
+FAILURE_TTL = 30 * 24 * 3600      # failed jobs for a month (the release record keeps the rest)
+JOB_OVERHEAD = 120                # API calls, waits and retries outside the timed parts
+LOCK_MARGIN = 120                 # the lock outlives any job its holder may still be running
+HEARTBEAT_INTERVAL = 10           # seconds between heartbeats, idle or working
+HEARTBEAT_TTL = 3 * HEARTBEAT_INTERVAL + 15
+
+
+def job_timeout(app: AppConfig) -> int:
+    """Seconds a job of `app` may run: rollout + every hook + smoke tests + overhead."""
+    hooks = sum(len(commands) for commands in app.hooks.values())
+    return math.ceil(app.rollout_timeout + hooks * app.hook_timeout + app.smoke_timeout
+                     + JOB_OVERHEAD)
+
+
+def queue_job_timeout(settings: Settings, queue: str) -> int:
+    """The longest job timeout of the apps sharing `queue`."""
+    return max((job_timeout(app) for app in settings.apps_on_queue(queue)), default=JOB_OVERHEAD)
+
+
+def lock_timeout(settings: Settings, queue: str) -> int:
+    """Expiry of the queue lock: longer than any job, so a dead holder's job has ended first."""
+    return queue_job_timeout(settings, queue) + LOCK_MARGIN
+
+
+def get_queue(redis: Redis, name: str) -> Queue:
+    return Queue(name, connection=redis)
+
+
+def queue_lock(redis: Redis, settings: Settings, queue: str) -> Lock:
+    """The lock a worker holds while it serves `queue`; acquire with the worker's name as token."""
+    return Lock(redis, LOCK_KEY.format(queue=queue), timeout=lock_timeout(settings, queue),
+                sleep=0.2, blocking=True, thread_local=False)
+
+
+def lock_holder(redis: Redis, queue: str) -> str | None:
+    """The name of the worker holding `queue`'s lock, if any."""
+    raw = redis.get(LOCK_KEY.format(queue=queue))
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def release_job_id(release_id: str) -> str:
+    return release_id
+
+
+def command_job_id(release_id: str, action: str) -> str:
+    return f"{release_id}-{action}-{secrets.token_hex(3)}"
+
+
+def enqueue_release(pipe: Pipeline, redis: Redis, app: AppConfig, *, release_id: str,
+                    description: str) -> str:
+    """Queue `run_release(release_id)`: all of a release's automatic steps as one job."""
+    return _enqueue(pipe, redis, app, RELEASE_JOB, args=(release_id,),
+                    job_id=release_job_id(release_id), description=description,
+                    meta={"release": release_id, "app": app.name, "action": "release"})
+
+
+def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str,
+                    release_id: str, color: str | None, actor: str, at_front: bool) -> str:
+    """Queue `run_command(...)`; rollback passes `at_front=True` to jump the queue."""
+    job_id = command_job_id(release_id, action)
+    return _enqueue(pipe, redis, app, COMMAND_JOB,
+                    args=(app.name, action, release_id, color, actor), job_id=job_id,
+                    description=f"{action} {release_id} requested by {actor}",
+                    meta={"release": release_id, "app": app.name, "action": action,
+                          "actor": actor},
+                    at_front=at_front)
+
+
+def position(redis: Redis, queue: str, job_id: str) -> int | None:
+    """1 for the next job to run; None when the job is not waiting in `queue`."""
+    index = redis.lpos(get_queue(redis, queue).key, job_id)
+    return index + 1 if isinstance(index, int) else None
+
+
+def _enqueue(pipe: Pipeline, redis: Redis, app: AppConfig, func: str, *, args: tuple[Any, ...],
+             job_id: str, description: str, meta: dict[str, Any],
+             at_front: bool = False) -> str:
+    """Add the job's writes to `pipe`, which must already be in MULTI (nothing runs until EXEC)."""
+    queue = get_queue(redis, app.queue)
+    job = queue.enqueue_call(func, args=args, job_id=job_id, timeout=job_timeout(app),
+                             result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+                             description=description, meta=meta, at_front=at_front,
+                             pipeline=pipe)
+    return str(job.id)

@@ -1,0 +1,273 @@
+"""Release records and their audit trail in Redis: the one module that writes them.
+
+Owns `Release`, `AuditEntry`, release ids, the Redis keys below and
+`ReleaseStore`. Every write that must land together (record, indexes, audit entry)
+goes through one MULTI/EXEC; state changes go through `machine.advance()` under
+WATCH, so two writers cannot both move one release. Keys:
+
+    bluegreen:release:<id>                  hash: the record
+    bluegreen:release:<id>:audit            list: JSON audit entries, oldest first
+    bluegreen:releases                      zset: every release, by created_at
+    bluegreen:releases:app:<app>            zset: one app's releases
+    bluegreen:releases:app:<app>:<color>    zset: one app's releases into one colour
+    bluegreen:releases:state:<state>        zset: releases now in that state
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, NewType
+
+from redis import Redis, WatchError
+from redis.client import Pipeline
+
+from worker.colors import Color
+from worker.machine import IllegalTransition, ReleaseState, advance
+
+__all__ = ["AuditEntry", "IllegalTransition", "Release", "ReleaseId", "ReleaseNotFound",
+           "ReleaseState", "ReleaseStore", "new_release_id"]
+
+ReleaseId = NewType("ReleaseId", str)
+Route = dict[str, Any]
+
+PREFIX = "bluegreen:"
+RELEASE_KEY = PREFIX + "release:{id}"
+AUDIT_KEY = PREFIX + "release:{id}:audit"
+ALL_KEY = PREFIX + "releases"
+APP_KEY = PREFIX + "releases:app:{app}"
+COLOR_KEY = PREFIX + "releases:app:{app}:{color}"
+STATE_KEY = PREFIX + "releases:state:{state}"
+MAX_ID_LENGTH = 63
+
+
+class ReleaseNotFound(LookupError):
+    """No release has this id."""
+
+
+def new_release_id(app: str, tag: str) -> ReleaseId:
+    """`myapp-v2-0-green-1a2b3c4d`: letters, digits and '-' only, as rq job ids need.
+
+    At most 63 characters, so it is also a valid Kubernetes label value (`release:`).
+    """
+    room = max(1, MAX_ID_LENGTH - len(app) - 10)
+    slug = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")[:room].strip("-") or "tag"
+    return ReleaseId(f"{app}-{slug}-{secrets.token_hex(4)}")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of a release's history: who did what, and the route before and after."""
+
+    at: float
+    actor: str
+    step: str
+    state_from: str | None
+    state_to: str | None
+    route_before: Route | None
+    route_after: Route | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AuditEntry:
+        def route(name: str) -> Route | None:
+            value = data.get(name)
+            return value if isinstance(value, dict) else None
+        return cls(at=float(data["at"]), actor=str(data.get("actor", "")),
+                   step=str(data.get("step", "")), state_from=data.get("state_from"),
+                   state_to=data.get("state_to"), route_before=route("route_before"),
+                   route_after=route("route_after"), message=str(data.get("message", "")))
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release of one tag of one app into one colour."""
+
+    id: str
+    app: str
+    color: Color
+    tag: str
+    version: str
+    commit: str
+    forge: str
+    delivery_id: str
+    repository: str
+    state: ReleaseState
+    created_at: float
+    updated_at: float
+    step: str | None = None
+    error: str | None = None
+    actor: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(color=self.color.value, state=self.state.value)
+        return data
+
+    def to_hash(self) -> dict[Any, Any]:
+        return {k: str(v) if isinstance(v, float) else v
+                for k, v in self.to_json().items() if v is not None}
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> Release:
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        values.update(color=Color(data["color"]), state=ReleaseState(data["state"]),
+                      created_at=float(data["created_at"]), updated_at=float(data["updated_at"]))
+        return cls(**values)
+
+
+class ReleaseStore:
+    """Reads and writes release records; every multi-key write is one transaction."""
+
+    def __init__(self, redis: Redis, *, clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.clock = clock
+
+    def add(self, release: Release, *, message: str, pipe: Pipeline | None = None) -> None:
+        """Record a new release and its first audit entry (in `pipe`'s transaction if given)."""
+        entry = AuditEntry(at=release.created_at, actor=release.actor, step="intake",
+                           state_from=None, state_to=release.state.value, route_before=None,
+                           route_after=None, message=message)
+        if pipe is not None:
+            self._queue_add(pipe, release, entry)
+            return
+        with self.redis.pipeline() as own:
+            self._queue_add(own, release, entry)
+            own.execute()
+
+    def get(self, release_id: str) -> Release | None:
+        raw = self.redis.hgetall(RELEASE_KEY.format(id=release_id))
+        return Release.from_hash(raw) if raw else None
+
+    def get_many(self, release_ids: Iterable[bytes | str]) -> list[Release]:
+        """The releases that exist among `release_ids`, in the order given."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for release_id in release_ids:
+                pipe.hgetall(RELEASE_KEY.format(id=_text(release_id)))
+            return [Release.from_hash(raw) for raw in pipe.execute() if raw]
+
+    def transition(self, release_id: str, to: ReleaseState, *, actor: str, step: str,
+                   message: str, route_before: Route | None = None,
+                   route_after: Route | None = None, error: str | None = None) -> Release:
+        """Move the release to `to` (per `machine.TRANSITIONS`) and append an audit entry."""
+        def change(current: Release) -> tuple[Release, AuditEntry]:
+            updated = advance(current, to, now=self.clock())
+            if error is not None:
+                updated = replace(updated, error=error)
+            entry = AuditEntry(at=updated.updated_at, actor=actor, step=step,
+                               state_from=current.state.value, state_to=to.value,
+                               route_before=route_before, route_after=route_after,
+                               message=message)
+            return updated, entry
+        return self._update(release_id, change)
+
+    def set_step(self, release_id: str, step: str | None) -> Release:
+        """Record which step a job is running now (None: none)."""
+        return self._update(release_id, lambda current: (
+            replace(current, step=step, updated_at=self.clock()), None))
+
+    def note(self, release_id: str, *, actor: str, step: str, message: str,
+             route_before: Route | None = None, route_after: Route | None = None,
+             pipe: Pipeline | None = None) -> None:
+        """Append an audit entry without changing the state (in `pipe`'s transaction if given)."""
+        if pipe is None and not self.redis.exists(RELEASE_KEY.format(id=release_id)):
+            raise ReleaseNotFound(release_id)
+        entry = AuditEntry(at=self.clock(), actor=actor, step=step, state_from=None,
+                           state_to=None, route_before=route_before,
+                           route_after=route_after, message=message)
+        target = self.redis if pipe is None else pipe  # an empty Pipeline is falsy
+        target.rpush(AUDIT_KEY.format(id=release_id), json.dumps(entry.to_json()))
+
+    def audit(self, release_id: str) -> list[AuditEntry]:
+        raw = self.redis.lrange(AUDIT_KEY.format(id=release_id), 0, -1)
+        return [AuditEntry.from_json(json.loads(item)) for item in raw]
+
+    def latest_for(self, app: str, color: Color) -> Release | None:
+        """The newest release ever recorded for `app` into `color`."""
+        ids = _ids(self.redis.zrevrange(COLOR_KEY.format(app=app, color=color.value), 0, 0))
+        found = self.get_many(ids)
+        return found[0] if found else None
+
+    def in_states(self, states: Iterable[ReleaseState]) -> list[Release]:
+        """Releases now in any of `states`, oldest first."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for state in states:
+                pipe.zrange(STATE_KEY.format(state=state.value), 0, -1)
+            ids = {_text(i) for group in pipe.execute() for i in group}
+        return sorted(self.get_many(ids), key=lambda r: (r.created_at, r.id))
+
+    def recent(self, *, app: str | None = None, state: ReleaseState | None = None,
+             limit: int = 100) -> list[Release]:
+        """Newest first, filtered by app and state."""
+        index = (STATE_KEY.format(state=state.value) if state is not None
+                 else APP_KEY.format(app=app) if app is not None else ALL_KEY)
+        found: list[Release] = []
+        start, page = 0, max(limit, 50)
+        while len(found) < limit:
+            ids = _ids(self.redis.zrevrange(index, start, start + page - 1))
+            if not ids:
+                break
+            found += [r for r in self.get_many(ids) if app is None or r.app == app]
+            start += page
+        return found[:limit]
+
+    def _queue_add(self, pipe: Pipeline, release: Release, entry: AuditEntry) -> None:
+        score = {release.id: release.created_at}
+        pipe.hset(RELEASE_KEY.format(id=release.id), mapping=release.to_hash())
+        pipe.zadd(ALL_KEY, score)
+        pipe.zadd(APP_KEY.format(app=release.app), score)
+        pipe.zadd(COLOR_KEY.format(app=release.app, color=release.color.value), score)
+        pipe.zadd(STATE_KEY.format(state=release.state.value), score)
+        pipe.rpush(AUDIT_KEY.format(id=release.id), json.dumps(entry.to_json()))
+
+    def _update(self, release_id: str,
+                change: Callable[[Release], tuple[Release, AuditEntry | None]]) -> Release:
+        """Read-modify-write one record under WATCH; retried if someone wrote in between."""
+        key = RELEASE_KEY.format(id=release_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.hgetall(key)
+                    if not raw:
+                        raise ReleaseNotFound(release_id)
+                    current = Release.from_hash(raw)
+                    updated, entry = change(current)
+                    pipe.multi()
+                    self._queue_write(pipe, current, updated, entry)
+                    pipe.execute()
+                    return updated
+                except WatchError:
+                    continue
+
+    def _queue_write(self, pipe: Pipeline, current: Release, updated: Release,
+                     entry: AuditEntry | None) -> None:
+        key = RELEASE_KEY.format(id=updated.id)
+        pipe.hset(key, mapping=updated.to_hash())
+        cleared = [k for k, v in updated.to_json().items() if v is None]
+        if cleared:
+            pipe.hdel(key, *cleared)
+        if updated.state is not current.state:
+            pipe.zrem(STATE_KEY.format(state=current.state.value), updated.id)
+            pipe.zadd(STATE_KEY.format(state=updated.state.value),
+                      {updated.id: updated.created_at})
+        if entry is not None:
+            pipe.rpush(AUDIT_KEY.format(id=updated.id), json.dumps(entry.to_json()))
+
+
+def _ids(members: Iterable[Any]) -> list[str]:
+    """Members of a sorted set (read without scores) as text."""
+    return [_text(member) for member in members]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
