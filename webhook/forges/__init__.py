@@ -10,12 +10,12 @@ Bitbucket. Secrets live in `worker.config.Settings`; checking them is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from webhook.forges import bitbucket, gitea, github, gitlab
-from webhook.forges.payload import Ignored, MalformedPayload, Parsed, TagPush
+from webhook.forges.payload import HeaderMap, Ignored, MalformedPayload, Parsed, TagPush
 
 __all__ = ["FORGES", "Forge", "Ignored", "MalformedPayload", "Parsed", "Scheme", "TagPush",
            "detect"]
@@ -39,7 +39,7 @@ class Forge:
     signature_header: str
     scheme: Scheme
     secret_setting: str  # the Settings attribute holding its secrets
-    parse: Callable[[Mapping[str, str], object], Parsed]
+    parse: Callable[[HeaderMap, object], Parsed]
 
 
 FORGES: dict[str, Forge] = {forge.name: forge for forge in (
@@ -56,7 +56,7 @@ FORGES: dict[str, Forge] = {forge.name: forge for forge in (
 )}
 
 
-def detect(headers: Mapping[str, str]) -> Forge | None:
+def detect(headers: HeaderMap) -> Forge | None:
     """The forge that sent a request, from its event headers (in `FORGES` order)."""
     for forge in FORGES.values():
         if headers.get(forge.event_header):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from webhook.forges.payload import (
+    HeaderMap,
     Ignored,
     MalformedPayload,
     Parsed,
@@ -27,7 +28,7 @@ EVENT_HEADER = "X-Event-Key"
 DELIVERY_HEADERS = ("X-Request-UUID",)
 
 
-def parse(headers: Mapping[str, str], body: object) -> Parsed:
+def parse(headers: HeaderMap, body: object) -> Parsed:
     """The tags a Bitbucket delivery created, or why it is ignored."""
     event = header(headers, EVENT_HEADER) or ""
     if event != "repo:push":

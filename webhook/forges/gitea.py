@@ -8,10 +8,8 @@ detection (`webhook.forges.detect`) asks about Forgejo first, then Gitea, then G
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from webhook.forges import github
-from webhook.forges.payload import Ignored, Parsed, header
+from webhook.forges.payload import HeaderMap, Ignored, Parsed, header
 
 GITEA = "gitea"
 FORGEJO = "forgejo"
@@ -21,13 +19,13 @@ GITEA_DELIVERY_HEADERS = ("X-Gitea-Delivery",)
 FORGEJO_DELIVERY_HEADERS = ("X-Forgejo-Delivery", "X-Gitea-Delivery")
 
 
-def parse_gitea(headers: Mapping[str, str], body: object) -> Parsed:
+def parse_gitea(headers: HeaderMap, body: object) -> Parsed:
     """The tags a Gitea delivery created, or why it is ignored."""
     return _parse(GITEA, header(headers, GITEA_EVENT_HEADER),
                   header(headers, *GITEA_DELIVERY_HEADERS), body)
 
 
-def parse_forgejo(headers: Mapping[str, str], body: object) -> Parsed:
+def parse_forgejo(headers: HeaderMap, body: object) -> Parsed:
     """The tags a Forgejo delivery created, or why it is ignored."""
     return _parse(FORGEJO, header(headers, FORGEJO_EVENT_HEADER, GITEA_EVENT_HEADER),
                   header(headers, *FORGEJO_DELIVERY_HEADERS), body)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from webhook.forges.payload import (
+    HeaderMap,
     Ignored,
     MalformedPayload,
     Parsed,
@@ -33,7 +34,7 @@ TAG_PREFIX = "refs/tags/"
 BRANCH_PREFIX = "refs/heads/"
 
 
-def parse(headers: Mapping[str, str], body: object) -> Parsed:
+def parse(headers: HeaderMap, body: object) -> Parsed:
     """The tags a GitHub delivery created, or why it is ignored."""
     event = header(headers, EVENT_HEADER) or ""
     delivery = header(headers, *DELIVERY_HEADERS) or ""

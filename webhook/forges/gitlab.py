@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from webhook.forges.payload import (
+    HeaderMap,
     Ignored,
     Parsed,
     TagPush,
@@ -29,7 +30,7 @@ DELIVERY_HEADERS = ("Idempotency-Key", "X-Gitlab-Event-UUID")
 TAG_PREFIX = "refs/tags/"
 
 
-def parse(headers: Mapping[str, str], body: object) -> Parsed:
+def parse(headers: HeaderMap, body: object) -> Parsed:
     """The tag a GitLab delivery created, or why it is ignored."""
     event = header(headers, EVENT_HEADER) or ""
     if event == "Push Hook":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 ZERO_SHA = "0" * 40
 
@@ -38,6 +39,12 @@ class Ignored:
 
 
 Parsed = tuple[TagPush, ...] | Ignored
+
+
+class HeaderMap(Protocol):
+    """Request headers with case-insensitive lookup (e.g. Werkzeug's `Headers`)."""
+
+    def get(self, key: str) -> str | None: ...
 
 
 def as_object(value: object, where: str) -> Mapping[str, object]:
@@ -107,7 +114,7 @@ def is_zero_sha(sha: str) -> bool:
     return set(sha) == {"0"}
 
 
-def header(headers: Mapping[str, str], *names: str) -> str | None:
+def header(headers: HeaderMap, *names: str) -> str | None:
     """The first present, non-empty header among `names` (lookups are case-insensitive)."""
     for name in names:
         value = headers.get(name)

@@ -1,0 +1,319 @@
+"""Operator commands of `bluegreen` that go through the HTTP API, sharing its auth and audit.
+
+`status`, `releases [APP]`, `show RELEASE`, `promote APP [RELEASE]`, `rollback APP`,
+`decommission APP COLOR` and `abort APP` talk to `BLUEGREEN_URL` with
+`BLUEGREEN_API_TOKEN` over urllib (no extra runtime dependency). People get
+tables; `--json` prints the API's own answer for scripts. Exit codes: 0 done or
+queued; 1 refused, stale or not found; 2 usage; 3 the server cannot be reached;
+every failure is one line on stderr. Without a release id a command acts on the one
+release it can mean and says which; none or several → it says so and changes nothing.
+Deciding and doing is the server's job; this module only asks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TIMEOUT = 15.0
+NOT_LIVE_YET = ("queued", "checking", "deploying", "testing", "awaiting_promotion")
+# States whose release may still be what a colour's Deployment carries.
+DEPLOYED = ("live", "awaiting_promotion", "rolled_back", "failed", "superseded", "aborted")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Refused(click.ClickException):
+    """The server refused, the release is stale or unknown, or nothing matches: exit 1."""
+
+    exit_code = 1
+
+
+class Unreachable(click.ClickException):
+    """The server cannot be reached or did not answer with our JSON: exit 3."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Api:
+    """A small client of the bluegreen HTTP API."""
+
+    url: str
+    token: str | None
+    timeout: float = TIMEOUT
+
+    def get(self, path: str, **params: str | int | None) -> dict[str, Any]:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        return self._call("GET", path + (f"?{query}" if query else ""), None)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", path, json.dumps(body).encode())
+
+    def _call(self, method: str, path: str, body: bytes | None) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "User-Agent": "bluegreen-cli"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if not self.url.startswith(("http://", "https://")):
+            raise click.UsageError(f"--url must be an http:// or https:// address: {self.url!r}")
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
+            self.url.rstrip("/") + path, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
+                return _decode(answer.read(), answer.status)
+        except urllib.error.HTTPError as e:
+            answer = _decode(e.read(), e.code)
+            raise _refusal(e.code, answer) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise Unreachable(f"cannot reach {self.url}: {reason}") from None
+
+
+def _decode(raw: bytes, status: int) -> dict[str, Any]:
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise Unreachable(f"the server answered HTTP {status} without bluegreen's JSON")
+    return answer
+
+
+def _refusal(status: int, answer: dict[str, Any]) -> click.ClickException:
+    message = str(answer.get("message") or f"HTTP {status}")
+    code = answer.get("code")
+    text = f"{message} ({code})" if code else message
+    if status >= 500:
+        return Unreachable(f"server error: {text}")
+    return Refused(text)
+
+
+def api_options(command: F) -> F:
+    """--url, --token and --json, shared by every operator command."""
+    options = (
+        click.option("--url", envvar="BLUEGREEN_URL", default=DEFAULT_URL, show_default=True,
+                     help="bluegreen web address (env BLUEGREEN_URL)"),
+        click.option("--token", envvar="BLUEGREEN_API_TOKEN", default=None, show_default=False,
+                     help="API bearer token (env BLUEGREEN_API_TOKEN)"),
+        click.option("--json", "as_json", is_flag=True, help="print the API's JSON answer"),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def emit_json(answer: dict[str, Any]) -> None:
+    click.echo(json.dumps(answer, indent=2, sort_keys=True))
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    """Rows as left-aligned columns under `headers`."""
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
+
+
+def ago(timestamp: object, now: float | None = None) -> str:
+    """`12s ago`, `5m ago`, `3h ago`, `2d ago` for a Unix time; `-` when unknown."""
+    if not isinstance(timestamp, int | float):
+        return "-"
+    seconds = max(0, int((time.time() if now is None else now) - timestamp))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def release_rows(releases: Iterable[dict[str, Any]]) -> list[list[object]]:
+    return [[r.get("id"), r.get("app"), r.get("color"), r.get("tag"), r.get("state"),
+             r.get("step") or "", ago(r.get("updated_at"))] for r in releases]
+
+
+RELEASE_HEADERS = ("RELEASE", "APP", "COLOR", "TAG", "STATE", "STEP", "UPDATED")
+
+
+def releases_of(api: Api, app: str, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The app's releases (newest first), optionally only those in `states`."""
+    found: list[dict[str, Any]] = api.get("/api/releases", app=app, limit=200)["releases"]
+    return [r for r in found if states is None or r.get("state") in states]
+
+
+def the_one(candidates: list[dict[str, Any]], what: str) -> dict[str, Any]:
+    """The single candidate, or exit 1 saying there is none or which there are."""
+    if not candidates:
+        raise Refused(f"no {what}; nothing changed")
+    if len(candidates) > 1:
+        ids = ", ".join(str(r.get("id")) for r in candidates)
+        raise Refused(f"several: {what}: {ids}; name one; nothing changed")
+    return candidates[0]
+
+
+def describe(release: dict[str, Any]) -> str:
+    return f"{release.get('id')} ({release.get('tag')}, {release.get('color')})"
+
+
+def send(api: Api, app: str, action: str, body: dict[str, Any], as_json: bool) -> None:
+    """POST one command and report the queued job."""
+    answer = api.post(f"/api/apps/{urllib.parse.quote(app, safe='')}/{action}", body)
+    if as_json:
+        emit_json(answer)
+        return
+    click.echo(f"queued {action} of {answer.get('release')} "
+               f"(job {answer.get('job')}, position {answer.get('position')})")
+
+
+def say(text: str, as_json: bool) -> None:
+    """A note for people; kept off stdout in --json mode so scripts get pure JSON."""
+    click.echo(text, err=as_json)
+
+
+@click.command()
+@api_options
+@click.option("--watch", is_flag=True, help="refresh every few seconds until interrupted")
+@click.option("--interval", default=2.0, show_default=True, help="seconds between refreshes")
+def status(url: str, token: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """Per app: the live release, releases awaiting promotion, releases in progress."""
+    api = Api(url, token)
+    while True:
+        summary = summarize(api.get("/api/releases", limit=200)["releases"])
+        if as_json:
+            emit_json({"result": "ok", "apps": summary})
+        else:
+            if watch:
+                click.clear()
+            click.echo(status_table(summary))
+        if not watch:
+            return
+        time.sleep(interval)
+
+
+def summarize(releases: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{app: {"live": release | None, "awaiting": [...], "in_progress": [...]}}."""
+    apps: dict[str, dict[str, Any]] = {}
+    for r in releases:
+        entry = apps.setdefault(str(r.get("app")), {"live": None, "awaiting": [],
+                                                     "in_progress": []})
+        state = r.get("state")
+        if state == "live" and entry["live"] is None:
+            entry["live"] = r
+        elif state == "awaiting_promotion":
+            entry["awaiting"].append(r)
+        elif state in NOT_LIVE_YET:
+            entry["in_progress"].append(r)
+    return dict(sorted(apps.items()))
+
+
+def status_table(summary: dict[str, dict[str, Any]]) -> str:
+    if not summary:
+        return "no releases yet"
+    def names(rs: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r.get('tag')} [{r.get('state')}]" for r in rs) or "-"
+    rows = [[app, describe(s["live"]) if s["live"] else "-", names(s["awaiting"]),
+             names(s["in_progress"])] for app, s in summary.items()]
+    return table(rows, ("APP", "LIVE", "AWAITING PROMOTION", "IN PROGRESS"))
+
+
+@click.command()
+@api_options
+@click.argument("app", required=False)
+@click.option("--state", default=None, help="only releases in this state")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+def releases(url: str, token: str | None, as_json: bool, app: str | None,
+             state: str | None, limit: int) -> None:
+    """Releases, newest first (of APP when given)."""
+    answer = Api(url, token).get("/api/releases", app=app, state=state, limit=limit)
+    if as_json:
+        emit_json(answer)
+    elif not answer["releases"]:
+        click.echo("no releases")
+    else:
+        click.echo(table(release_rows(answer["releases"]), RELEASE_HEADERS))
+
+
+@click.command()
+@api_options
+@click.argument("release")
+def show(url: str, token: str | None, as_json: bool, release: str) -> None:
+    """One release and its audit trail."""
+    answer = Api(url, token).get(f"/api/releases/{urllib.parse.quote(release, safe='')}")
+    if as_json:
+        emit_json(answer)
+        return
+    record = answer["release"]
+    for key in ("id", "app", "color", "tag", "version", "commit", "state", "step", "error",
+                "forge", "delivery_id", "repository", "actor"):
+        if record.get(key) not in (None, ""):
+            click.echo(f"{key + ':':<13}{record[key]}")
+    click.echo(f"{'updated:':<13}{ago(record.get('updated_at'))}")
+    rows = [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("at", 0))), e.get("actor"),
+             e.get("step"), f"{e.get('state_from') or ''} -> {e.get('state_to') or ''}",
+             e.get("message")] for e in answer.get("audit", [])]
+    click.echo("")
+    click.echo(table(rows, ("TIME", "ACTOR", "STEP", "STATE", "MESSAGE")))
+
+
+@click.command()
+@api_options
+@click.argument("app")
+@click.argument("release", required=False)
+def promote(url: str, token: str | None, as_json: bool, app: str, release: str | None) -> None:
+    """Switch APP's default route to RELEASE (default: the one awaiting promotion)."""
+    api = Api(url, token)
+    if release is None:
+        chosen = the_one(releases_of(api, app, ["awaiting_promotion"]),
+                         f"release of {app} is awaiting promotion")
+        release = str(chosen["id"])
+        say(f"promoting {describe(chosen)}", as_json)
+    send(api, app, "promote", {"release": release}, as_json)
+
+
+@click.command()
+@api_options
+@click.argument("app")
+def rollback(url: str, token: str | None, as_json: bool, app: str) -> None:
+    """Route APP's default traffic back to the other colour, undoing the live release."""
+    api = Api(url, token)
+    chosen = the_one(releases_of(api, app, ["live"]), f"release of {app} is live")
+    say(f"rolling back {describe(chosen)}", as_json)
+    send(api, app, "rollback", {"release": chosen["id"]}, as_json)
+
+
+@click.command()
+@api_options
+@click.argument("app")
+@click.argument("color", type=click.Choice(["blue", "green"]))
+def decommission(url: str, token: str | None, as_json: bool, app: str, color: str) -> None:
+    """Delete APP's idle COLOR Deployment (never the live one)."""
+    api = Api(url, token)
+    on_color = [r for r in releases_of(api, app, DEPLOYED) if r.get("color") == color]
+    if not on_color:
+        raise Refused(f"no release of {app} was deployed into {color}; nothing changed")
+    chosen = on_color[0]  # newest first: the one that colour's Deployment carries
+    say(f"decommissioning {color}, which carries {describe(chosen)}", as_json)
+    send(api, app, "decommission", {"color": color, "release": chosen["id"]}, as_json)
+
+
+@click.command()
+@api_options
+@click.argument("app")
+def abort(url: str, token: str | None, as_json: bool, app: str) -> None:
+    """Drop APP's release that is not live yet (queued, in progress or awaiting)."""
+    api = Api(url, token)
+    chosen = the_one(releases_of(api, app, NOT_LIVE_YET), f"release of {app} is not live yet")
+    say(f"aborting {describe(chosen)}", as_json)
+    send(api, app, "abort", {"release": chosen["id"]}, as_json)
+
+
+COMMANDS: list[click.Command] = [status, releases, show, promote, rollback, decommission, abort]
