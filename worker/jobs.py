@@ -1,0 +1,381 @@
+"""The jobs rq runs: a release's automatic steps, an operator's command, recovery at start.
+
+Owns the sequencing around `worker.steps`: state transitions and audit entries (actor
+"worker" for automatic steps, the requester for commands), superseding, failing a
+release safely (test route removed, live traffic untouched, a snapshot of the routes
+and Deployments recorded), and turning stale or refused commands into a result instead
+of a crash. Each job returns `{"result": ..., "message": ...}` (rq keeps it):
+`run_release` → awaiting_promotion | live | rejected | failed | superseded | skipped;
+`run_command` → done | stale | failed.
+
+`run_release` is all of a release's automatic steps in ONE job (SPEC §5.5); it also
+resumes a release a dead worker left mid-step, since every step is idempotent.
+`recover(queue)` runs when a worker starts (holding the queue's lock): it takes the
+dead worker's jobs out of rq's StartedJobRegistry (so rq never runs or fails them
+behind our back) and re-runs them here, in order, before new jobs (SPEC §5.7).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
+from rq.job import Job, JobStatus, get_current_job
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from worker import steps
+from worker.colors import Color
+from worker.config import Settings, load_settings
+from worker.kube import Cluster, KubeError
+from worker.machine import RUNNING, ReleaseState
+from worker.queueing import COMMAND_JOB, RELEASE_JOB
+from worker.releases import Release, ReleaseStore
+from worker.steps import Context, Stale, StepFailed
+
+log = logging.getLogger(__name__)
+
+S = ReleaseState
+ACTOR = "worker"
+Result = dict[str, str]
+PATH = (S.QUEUED, S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION)
+
+
+@dataclass(frozen=True)
+class Session:
+    """Settings and records for one job."""
+
+    settings: Settings
+    redis: Redis
+    store: ReleaseStore
+
+    @classmethod
+    def open(cls) -> Session:
+        settings = load_settings()
+        job = get_current_job()
+        redis = job.connection if job is not None else Redis.from_url(settings.redis_url)
+        return cls(settings, redis, ReleaseStore(redis))
+
+    @contextmanager
+    def context(self, app: str, user_agent: str) -> Iterator[Context]:
+        """A step context with its own Cluster, named `user_agent` in the API's logs."""
+        cluster = Cluster(kubeconfig=self.settings.kubeconfig, user_agent=user_agent)
+        try:
+            yield Context(self.settings.apps[app], cluster, self.store, self.settings.ingress_url)
+        finally:
+            cluster.close()
+
+
+def result(outcome: str, message: str) -> Result:
+    log.info("%s: %s", outcome, message)
+    return {"result": outcome, "message": message}
+
+
+# -- run_release ------------------------------------------------------------------------------
+
+
+def run_release(release_id: str) -> Result:
+    """Sanity check, deploy, smoke test, then await promotion (or promote: auto_promote)."""
+    return release_job(Session.open(), release_id)
+
+
+def release_job(session: Session, release_id: str) -> Result:
+    release = session.store.get(release_id)
+    if release is None:
+        return result("skipped", f"no release {release_id} is recorded")
+    if release.state not in PATH[:-1]:
+        return result("skipped", f"{release_id} is already {release.state}")
+    if release.app not in session.settings.apps:
+        why = f"app {release.app} is no longer configured; nothing was applied"
+        session.store.transition(release_id, S.FAILED, actor=ACTOR, step="checking",
+                                 message=why, error=why)
+        return result("failed", why)
+    with session.context(release.app, f"bluegreen/{release_id}") as ctx:
+        newer = newer_queued(ctx, release)
+        if newer is not None:
+            why = f"a newer release {newer.id} ({newer.tag}) for {release.color} is queued"
+            ctx.store.transition(release_id, S.SUPERSEDED, actor=ACTOR, step="supersede",
+                                 message=f"{why}; skipped without touching the cluster")
+            return result("superseded", why)
+        supersede_older(ctx, release)
+        return run_steps(ctx, release)
+
+
+def newer_queued(ctx: Context, release: Release) -> Release | None:
+    """A newer release into the same colour that is still queued (it will replace this one)."""
+    newest = ctx.store.latest_for(release.app, release.color)
+    if (release.state is S.QUEUED and newest is not None and newest.id != release.id
+            and newest.state is S.QUEUED):
+        return newest
+    return None
+
+
+def supersede_older(ctx: Context, release: Release) -> None:
+    """Older releases into the same colour that wait (queued or for promotion) are dropped."""
+    for old in ctx.store.in_states([S.QUEUED, S.AWAITING_PROMOTION]):
+        if (old.app == release.app and old.color is release.color and old.id != release.id
+                and (old.created_at, old.id) < (release.created_at, release.id)):
+            ctx.store.transition(old.id, S.SUPERSEDED, actor=ACTOR, step="supersede",
+                                 message=f"superseded by {release.id} ({release.tag}), which "
+                                 f"takes {release.color} and its test route")
+
+
+def run_steps(ctx: Context, release: Release) -> Result:
+    step, live = "sanity_check", None
+    try:
+        release = enter(ctx, release, S.CHECKING, step)
+        live = steps.sanity_check(ctx, release)
+        step = "deploy"
+        release = enter(ctx, release, S.DEPLOYING, step)
+        occupant = steps.release_on(ctx, release.color)
+        try:
+            steps.deploy(ctx, release, live)
+        finally:
+            retire_replaced(ctx, release, occupant)
+        step = "smoke_test"
+        release = enter(ctx, release, S.TESTING, step)
+        steps.smoke_test(ctx, release)
+    except steps.Rejected as e:
+        return reject(ctx, release, str(e))
+    except RedisError:
+        raise
+    except Exception as e:  # any failure must end in `failed`, never a release stuck mid-step
+        return fail(ctx, release, step, e, live)
+    release = ctx.store.transition(
+        release.id, S.AWAITING_PROMOTION, actor=ACTOR, step="smoke_test",
+        message=f"smoke tests passed; {release.tag} awaits promotion on {release.color} "
+        "(requests with Cookie test=true reach it)", route_after=steps.route_state(ctx))
+    if ctx.app.auto_promote:
+        return promote(ctx, release, f"{ACTOR} (auto_promote)")
+    return result("awaiting_promotion", f"{release.id} awaits promotion on {release.color}")
+
+
+def enter(ctx: Context, release: Release, state: ReleaseState, step: str) -> Release:
+    """Move forward to `state`; a resumed release already past it just records the step."""
+    current = ctx.store.get(release.id) or release
+    if PATH.index(current.state) < PATH.index(state):
+        return ctx.store.transition(release.id, state, actor=ACTOR, step=step,
+                                    message=f"{step} started")
+    return ctx.store.set_step(release.id, step)
+
+
+def retire_replaced(ctx: Context, release: Release, occupant: str | None) -> None:
+    """The standby (or rolled back) release whose Deployment this deploy replaced is gone."""
+    try:
+        now_on = steps.release_on(ctx, release.color)
+    except KubeError as e:
+        log.warning("release %s: cannot tell whether %s was replaced: %s", release.id,
+                    occupant, e)
+        return
+    previous = ctx.store.get(occupant) if occupant and now_on == release.id else None
+    if previous is not None and previous.id != release.id and previous.state in (
+            S.STANDBY, S.ROLLED_BACK):
+        ctx.store.transition(previous.id, S.DECOMMISSIONED, actor=ACTOR, step="deploy",
+                             message=f"its Deployment {ctx.app.deployment(release.color)} was "
+                             f"replaced by {release.id} ({release.tag}); no rollback to it now")
+
+
+def reject(ctx: Context, release: Release, why: str) -> Result:
+    current = ctx.store.get(release.id) or release
+    to = S.REJECTED if current.state is S.CHECKING else S.FAILED  # FAILED: a resumed release
+    ctx.store.transition(release.id, to, actor=ACTOR, step="sanity_check", message=why,
+                         error=why)
+    return result(to.value, why)
+
+
+def fail(ctx: Context, release: Release, step: str, error: Exception,
+         live: Color | None) -> Result:
+    """Record the failure with a snapshot; take the release's test route off the cluster."""
+    reason = str(error) if isinstance(error, StepFailed | KubeError) else (
+        f"unexpected {type(error).__name__}: {error}")
+    if not isinstance(error, StepFailed | KubeError):
+        log.exception("release %s: %s failed unexpectedly", release.id, step)
+    before = after = None
+    try:
+        before = steps.route_state(ctx)
+        if live is None and before["default"] is not None:
+            live = Color(before["default"])
+        steps.remove_test_route(ctx, release, live)
+        after = steps.route_state(ctx)
+        cleanup = ("its test route was removed" if before["test"] != after["test"]
+                   else "no test route of it was in place")
+    except KubeError as e:
+        cleanup = f"cleaning up failed too ({e}); check the VirtualService by hand"
+    message = (f"{step} failed: {reason}. Live traffic untouched; {cleanup}; its Deployment, "
+               "if created, is left for inspection (decommission deletes it).")
+    ctx.store.transition(release.id, S.FAILED, actor=ACTOR, step=step, message=message,
+                         route_before=before, route_after=after, error=f"{step}: {reason}")
+    return result("failed", message)
+
+
+# -- run_command ------------------------------------------------------------------------------
+
+
+def run_command(app: str, action: str, release_id: str | None, color: str | None,
+                actor: str) -> Result:
+    """promote | rollback | decommission | abort, re-checked against the cluster first."""
+    return command_job(Session.open(), app, action, release_id, color, actor)
+
+
+def command_job(session: Session, app: str, action: str, release_id: str | None,
+                color: str | None, actor: str) -> Result:
+    handler = COMMANDS.get(action)
+    release = session.store.get(release_id) if release_id else None
+    if handler is None or app not in session.settings.apps:
+        return result("failed", f"cannot {action} for app {app}: unknown action or app")
+    if release_id and (release is None or release.app != app):
+        return result("stale", f"{app} has no release {release_id}")
+    with session.context(app, f"bluegreen/{release_id or app} ({action})") as ctx:
+        try:
+            return handler(ctx, release, color, actor)
+        except Stale as e:
+            return refuse(ctx, release, action, actor, "stale", f"{action} refused: {e}")
+        except RedisError:
+            raise
+        except Exception as e:  # a command that cannot finish says why; rq sees no crash
+            log.exception("%s of %s failed", action, release_id)
+            return refuse(ctx, release, action, actor, "failed", f"{action} failed: {e}")
+
+
+def refuse(ctx: Context, release: Release | None, action: str, actor: str, outcome: str,
+           why: str) -> Result:
+    message = f"{why}; nothing was changed" if outcome == "stale" else why
+    if release is not None:
+        ctx.store.note(release.id, actor=actor, step=action, message=message)
+    return result(outcome, message)
+
+
+def require(release: Release | None, action: str) -> Release:
+    if release is None:
+        raise Stale(f"{action} needs a release id")
+    return release
+
+
+def promote(ctx: Context, release: Release | None, actor: str) -> Result:
+    """Switch default traffic to the release (re-checked), make it live, the old one standby."""
+    release = require(release, "promote")
+    before, after = steps.promote(ctx, release)
+    for old in ctx.store.in_states([S.LIVE]):
+        if old.app == release.app and old.id != release.id:
+            ctx.store.transition(old.id, S.STANDBY, actor=actor, step="promote",
+                                 message=f"{release.tag} took default traffic; {old.color} "
+                                 "stays up, idle, as the rollback target", route_before=before,
+                                 route_after=after)
+    ctx.store.transition(release.id, S.LIVE, actor=actor, step="promote",
+                         message=f"default traffic goes to {release.color} ({release.tag})",
+                         route_before=before, route_after=after)
+    return result("done", f"{release.id} is live on {release.color}")
+
+
+def rollback(ctx: Context, release: Release | None, actor: str) -> Result:
+    """Route default traffic back to the standby release; the undone one is rolled back."""
+    release = require(release, "rollback")
+    target = steps.rollback_target(ctx, release)
+    before, after = steps.switch_default(ctx, target)
+    ctx.store.transition(release.id, S.ROLLED_BACK, actor=actor, step="rollback",
+                         message=f"default traffic went back to {target.color} ({target.tag})",
+                         route_before=before, route_after=after)
+    ctx.store.transition(target.id, S.LIVE, actor=actor, step="rollback",
+                         message=f"live again: {release.tag} was rolled back",
+                         route_before=before, route_after=after)
+    return result("done", f"rolled back {release.id}; {target.id} is live on {target.color}")
+
+
+def decommission(ctx: Context, release: Release | None, color: str | None,
+                 actor: str) -> Result:
+    """Delete the idle colour's Deployment after checking it carries the expected release."""
+    target = Color.parse(color) if color else require(release, "decommission").color
+    before = steps.route_state(ctx)
+    deleted = steps.decommission(ctx, target, release)
+    what = f"Deployment {ctx.namespace}/{ctx.app.deployment(target)}"
+    message = f"{what} deleted" if deleted else f"{what} was already gone"
+    if release is not None and release.state in (S.STANDBY, S.ROLLED_BACK):
+        ctx.store.transition(release.id, S.DECOMMISSIONED, actor=actor, step="decommission",
+                             message=message, route_before=before,
+                             route_after=steps.route_state(ctx))
+    elif release is not None:
+        ctx.store.note(release.id, actor=actor, step="decommission", message=message)
+    return result("done", message)
+
+
+def abort(ctx: Context, release: Release | None, actor: str) -> Result:
+    """Drop a release that is not live: test route and Deployment gone, state aborted."""
+    release = require(release, "abort")
+    if release.state not in (S.QUEUED, S.AWAITING_PROMOTION):
+        raise Stale(f"{release.id} is {release.state}: only a queued release or one awaiting "
+                    "promotion can be aborted")
+    before = after = None
+    if release.state is S.AWAITING_PROMOTION:
+        before, after = steps.abort(ctx, release)
+    ctx.store.transition(release.id, S.ABORTED, actor=actor, step="abort",
+                         message=f"aborted; {release.color}'s test route and Deployment removed"
+                         if before else "aborted before it ran; nothing was on the cluster",
+                         route_before=before, route_after=after)
+    return result("done", f"{release.id} aborted")
+
+
+Command = Callable[[Context, Release | None, str | None, str], Result]
+COMMANDS: dict[str, Command] = {
+    "promote": lambda ctx, release, color, actor: promote(ctx, release, actor),
+    "rollback": lambda ctx, release, color, actor: rollback(ctx, release, actor),
+    "decommission": decommission,
+    "abort": lambda ctx, release, color, actor: abort(ctx, release, actor),
+}
+
+
+# -- recover ------------------------------------------------------------------------------------
+
+
+def recover(queue: str) -> list[Result]:
+    """Resume or safely fail what a dead worker left on `queue`; call before serving it."""
+    session = Session.open()
+    orphans = take_orphaned_jobs(session.redis, queue)
+    apps = {app.name for app in session.settings.apps_on_queue(queue)}
+    left = {r.id for r in session.store.in_states(RUNNING) if r.app in apps}
+    left |= {str(job.args[0]) for job in orphans if _is_job(job, RELEASE_JOB)}
+    outcomes = []
+    for release in sorted(session.store.get_many(left), key=lambda r: (r.created_at, r.id)):
+        if release.state.is_running:
+            session.store.note(release.id, actor=ACTOR, step="recover", message=(
+                f"a worker stopped while this release was {release.state} ({release.step}); "
+                "re-checking the cluster and resuming"))
+        outcomes.append(release_job(session, release.id))
+    for job in orphans:
+        if _is_job(job, COMMAND_JOB):
+            log.info("recover: running %s again (%s)", job.id, job.description)
+            outcomes.append(command_job(session, *job.args))
+    return outcomes
+
+
+def take_orphaned_jobs(redis: Redis, queue: str) -> list[Job]:
+    """Jobs a dead worker started on `queue`, moved out of StartedJobRegistry into failed."""
+    rq_queue = Queue(queue, connection=redis)
+    started = StartedJobRegistry(queue=rq_queue)
+    failed = FailedJobRegistry(queue=rq_queue)
+    jobs: list[Job] = []
+    for job_id, execution_id in started.get_job_and_execution_ids(cleanup=False):
+        started.remove_execution(Execution(execution_id, job_id, connection=redis))
+        try:
+            job = Job.fetch(job_id, connection=redis)
+        except NoSuchJobError:
+            continue
+        job.set_status(JobStatus.FAILED)
+        failed.add(job, exc_string="the worker running this job stopped; the next worker on "
+                   "the queue re-ran it in recovery (see the release's audit trail)")
+        jobs.append(job)
+    return sorted(jobs, key=lambda j: _started(j))
+
+
+def _is_job(job: Job, func_name: str) -> bool:
+    return job.func_name == func_name
+
+
+def _started(job: Job) -> Any:
+    return job.started_at or job.enqueued_at or job.created_at
