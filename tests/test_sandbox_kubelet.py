@@ -15,51 +15,25 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_objects import (
+    DEPLOYMENTS,
+    REPLICASETS,
+    deployment,
+    pid_exists,
+    pid_of,
+    pods,
+    rolled_out,
+    status,
+    wait_for,
+)
 
 from sandbox.kubelet import Kubelet
 from sandbox.store import Store
-
-DEPLOYMENTS, REPLICASETS, PODS = "apps/v1/deployments", "apps/v1/replicasets", "v1/pods"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 8.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def deployment(name: str = "myapp-blue", color: str = "blue",
-               image: str = "registry/acme/myapp:v1.0", replicas: int = 1,
-               strategy: str = "RollingUpdate",
-               env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    labels = {"app": "myapp", "color": color}
-    container: dict[str, Any] = {
-        "name": "myapp", "image": image, "ports": [{"containerPort": 3000, "name": "http"}],
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
-                           "initialDelaySeconds": 1, "periodSeconds": 2},
-        "env": env or []}
-    return {"metadata": {"name": name, "labels": labels},
-            "spec": {"replicas": replicas, "strategy": {"type": strategy},
-                     "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [container]}}}}
 
 
 @pytest.fixture
@@ -74,33 +48,10 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Store, Kubelet]]:
     assert kubelet.pids() == {}
 
 
-def status(store: Store, name: str = "myapp-blue") -> dict[str, Any]:
-    obj = store.get(DEPLOYMENTS, "default", name)
-    assert obj is not None
-    result: dict[str, Any] = obj.get("status") or {}
-    return {**result, "generation": obj["metadata"]["generation"]}
-
-
-def rolled_out(store: Store, name: str = "myapp-blue", replicas: int = 1) -> bool:
-    """As `kubectl rollout status` decides."""
-    st = status(store, name)
-    return (st.get("observedGeneration", 0) >= st["generation"]
-            and st.get("updatedReplicas", 0) == st.get("availableReplicas", 0) == replicas
-            and st.get("replicas", 0) == replicas)
-
-
-def pods(store: Store) -> list[dict[str, Any]]:
-    return store.list(PODS, "default")[0]
-
-
 def get_json(pod: dict[str, Any], path: str = "/") -> Any:
     port = pod["metadata"]["annotations"]["sandbox.bluegreen.dev/port"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def pid_of(pod: dict[str, Any]) -> int:
-    return int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("sandbox://"))
 
 
 def test_deployment_becomes_ready_with_truthful_status(cluster: tuple[Store, Kubelet]) -> None:
