@@ -36,3 +36,6 @@ loglevel = os.environ.get("WEB_LOG_LEVEL", "info")
 # %(U)s is the path without the query string; no header atoms: nothing secret is logged.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 proc_name = "bluegreen-web"
+# gunicorn 27's control socket defaults to one path per user; several web processes on
+# one host (and the tests) would take it from each other. Older gunicorns ignore this.
+control_socket_disable = True

@@ -1,0 +1,95 @@
+"""The web process as the Procfile runs it: Redis going away, logs, gunicorn settings.
+
+Redis is stopped mid-test: deliveries get 503 with nothing half-written, /readyz
+says not ready, and once Redis is back the next delivery is queued. The log gets one
+structured line per delivery and never a secret, signature or query string.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from conftest import RedisServer, free_port
+from test_intake import start_web
+from web import SECRET_ENV, SECRETS, Gunicorn, delivery, hmac_hex, http, signed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, so stopping it disturbs no other test."""
+    server = RedisServer(port=free_port(), dir=tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def web(own_redis: RedisServer, tmp_path: Path) -> Iterator[Gunicorn]:
+    server = start_web(own_redis.url, tmp_path)
+    yield server
+    server.stop()
+
+
+def test_redis_down_is_503_and_the_next_delivery_after_restart_works(
+        own_redis: RedisServer, web: Gunicorn) -> None:
+    d = signed(delivery("github", "push__tag_lightweight"))
+    own_redis.stop()
+    down = web.post("/webhook", d)
+    assert (down.status, down.json["code"]) == (503, "redis_unavailable")
+    assert http("GET", f"{web.url}/readyz").status == 503
+    assert http("GET", f"{web.url}/healthz").status == 200
+    own_redis.start()
+    conn = redis_lib.Redis.from_url(own_redis.url)
+    assert conn.dbsize() == 0  # nothing half-written (this Redis keeps no data across restarts)
+    up = web.post("/webhook", d)
+    assert (up.status, up.json["result"]) == (202, "queued")
+    assert http("GET", f"{web.url}/readyz").status == 200
+    conn.close()
+
+
+def test_one_log_line_per_delivery_and_no_secrets(web: Gunicorn) -> None:
+    deliveries = [signed(delivery("github", "push__tag_lightweight")),
+                  signed(delivery("gitlab", "tag_push__deleted")),
+                  signed(delivery("bitbucket", "repo_push__tag"), "wrong-secret"),
+                  signed(delivery("gitea", "push__tag").with_body(b"{not json"))]
+    for d in deliveries:
+        web.post("/webhook", d)
+    http("GET", f"{web.url}/api/releases?app=myapp&token=query-secret-value")
+    web.stop()  # flushes and closes the log
+    log = web.log.read_text()
+    lines = [json.loads(line[line.index("{"):]) for line in log.splitlines()
+             if '"event": "webhook"' in line]
+    assert [(entry["forge"], entry["result"], entry["status"]) for entry in lines] == [
+        ("github", "queued", 202), ("gitlab", "ignored", 200),
+        ("bitbucket", "error", 401), ("gitea", "error", 400)]
+    assert lines[0]["tags"] == ["v2.0-green"] and lines[0]["repository"] == "acme/myapp"
+    assert lines[0]["delivery"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    assert "deleted" in lines[1]["reason"]
+    forbidden = [*SECRETS.values(), *SECRET_ENV.values(), "query-secret-value",
+                 *(hmac_hex(s, d.body) for d in deliveries
+                   for s in [*SECRETS.values(), "wrong-secret"])]
+    assert not [value for value in forbidden if value in log]
+    assert '"GET /api/releases HTTP/1.1" 200' in log
+
+
+def test_gunicorn_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "9123")
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    conf = runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))
+    assert conf["bind"] == "0.0.0.0:9123"
+    assert conf["workers"] == 3
+    assert 0 < conf["timeout"] <= 30
+    assert "%(U)s" in conf["access_log_format"] and "%(r)s" not in conf["access_log_format"]
+    assert "%(q)s" not in conf["access_log_format"] and "%({" not in conf["access_log_format"]
+    monkeypatch.delenv("PORT")
+    monkeypatch.delenv("WEB_CONCURRENCY")
+    conf = runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))
+    assert conf["bind"] == "0.0.0.0:8000"
+    assert conf["workers"] >= 1
