@@ -30,6 +30,7 @@ class ResourceType:
     custom: bool = False  # CustomResourceDefinition semantics (istio kinds)
     has_status: bool = True  # serves a /status subresource; main writes keep status
     has_generation: bool = False
+    has_scale: bool = False  # serves a /scale subresource (autoscaling/v1 Scale)
     categories: tuple[str, ...] = ()
     field_selectors: tuple[str, ...] = ()  # beyond metadata.name / metadata.namespace
     storage_version: str = ""  # for a type served at several versions: the stored one
@@ -89,9 +90,9 @@ def _catalogue() -> dict[str, ResourceType]:
                                       "involvedObject.apiVersion", "involvedObject.fieldPath",
                                       "reason", "type", "source")),
         ResourceType("apps", "v1", "deployments", "Deployment", short_names=("deploy",),
-                     has_generation=True, categories=("all",)),
+                     has_generation=True, has_scale=True, categories=("all",)),
         ResourceType("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",),
-                     has_generation=True, categories=("all",),
+                     has_generation=True, has_scale=True, categories=("all",),
                      field_selectors=("status.replicas",)),
     ]
     istio = [("gateways", "Gateway", ("gw",)), ("virtualservices", "VirtualService", ("vs",)),
@@ -176,6 +177,12 @@ def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiEr
                     _details(rt, name, kind=rt.kind, causes=[
                         {"reason": "FieldValueInvalid" if m.startswith("Invalid value")
                          else "FieldValueRequired", "message": m, "field": f} for f, m in causes]))
+
+
+def missing_resource_version(rt: ResourceType, name: str) -> ApiError:
+    """The 422 a custom resource answers to a PUT without metadata.resourceVersion."""
+    return invalid(rt, name, [("metadata.resourceVersion",
+                               "Invalid value: 0x0: must be specified for an update")])
 
 
 def bad_request(message: str) -> ApiError:

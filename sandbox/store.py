@@ -35,6 +35,7 @@ from sandbox.resources import (
     bad_request,
     conflict,
     invalid,
+    missing_resource_version,
     not_found,
     now_rfc3339,
     resource,
@@ -182,7 +183,7 @@ class Store:
 
     # ---- writes ------------------------------------------------------------------------
 
-    def create(self, key: str, namespace: str | None, obj: Obj) -> Obj:
+    def create(self, key: str, namespace: str | None, obj: Obj, *, dry_run: bool = False) -> Obj:
         """Store a new object; 409 AlreadyExists, 404 for a missing namespace."""
         rt = resource(key)
         obj = copy.deepcopy(obj)
@@ -210,10 +211,10 @@ class Store:
                 obj.pop("status", None)
             apply_defaults(rt, obj)
             validate(rt, obj)
-            return self._commit(rt, "ADDED", obj, None)
+            return self._commit(rt, "ADDED", obj, None, dry_run=dry_run)
 
     def update(self, key: str, namespace: str | None, obj: Obj, *,
-               subresource: str | None = None) -> Obj:
+               subresource: str | None = None, dry_run: bool = False) -> Obj:
         """Replace an object (or only its status); 409 when metadata.resourceVersion is stale."""
         rt = resource(key)
         name = (obj.get("metadata") or {}).get("name") or ""
@@ -223,14 +224,13 @@ class Store:
                 raise not_found(rt, name)
             rv = (obj.get("metadata") or {}).get("resourceVersion")
             if not rv and rt.custom and subresource is None:
-                raise invalid(rt, name, [("metadata.resourceVersion",
-                                          "Invalid value: 0x0: must be specified for an update")])
+                raise missing_resource_version(rt, name)
             if rv and str(rv) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
-            return self._replace(rt, current, copy.deepcopy(obj), subresource)
+            return self._replace(rt, current, copy.deepcopy(obj), subresource, dry_run)
 
     def mutate(self, key: str, namespace: str | None, name: str, change: Callable[[Obj], Obj], *,
-               subresource: str | None = None) -> Obj:
+               subresource: str | None = None, dry_run: bool = False) -> Obj:
         """Atomically read, transform and write one object (the basis of PATCH).
 
         `change` gets a deep copy and returns the new object; it runs under the store
@@ -247,17 +247,23 @@ class Store:
             rv = meta.get("resourceVersion")
             if rv and str(rv) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
-            return self._replace(rt, current, new, subresource)
+            return self._replace(rt, current, new, subresource, dry_run)
 
-    def delete(self, key: str, namespace: str | None, name: str) -> Obj | None:
-        """Remove an object and, like the garbage collector, everything it owns."""
+    def delete(self, key: str, namespace: str | None, name: str, *, dry_run: bool = False,
+               preconditions: dict[str, Any] | None = None) -> Obj | None:
+        """Remove an object and, like the garbage collector, everything it owns.
+
+        `preconditions` ({uid, resourceVersion}) must match the stored object (409).
+        """
         rt = resource(key)
         with self._lock:
             current = self._table(rt).get((self._ns(rt, namespace), name))
             if current is None:
                 return None
-            gone = self._remove(rt, current)
-            return self.present(rt, gone)
+            _check_preconditions(rt, current, preconditions or {})
+            if dry_run:
+                return self.present(rt, current)
+            return self.present(rt, self._remove(rt, current))
 
     # ---- watches and subscriptions -------------------------------------------------------
 
@@ -344,7 +350,8 @@ class Store:
                 return name
         raise already_exists(rt, prefix)
 
-    def _replace(self, rt: ResourceType, current: Obj, new: Obj, subresource: str | None) -> Obj:
+    def _replace(self, rt: ResourceType, current: Obj, new: Obj, subresource: str | None,
+                 dry_run: bool = False) -> Obj:
         if subresource == "status":
             result = copy.deepcopy(current)
             result["status"] = new.get("status") or {}
@@ -361,14 +368,19 @@ class Store:
             return self.present(rt, current)
         if rt.has_generation and _generation_body(rt, current) != _generation_body(rt, result):
             result["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
-        return self._commit(rt, "MODIFIED", result, current)
+        return self._commit(rt, "MODIFIED", result, current, dry_run=dry_run)
 
-    def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None) -> Obj:
+    def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None, *,
+                dry_run: bool = False) -> Obj:
+        storage = RESOURCES[rt.storage_key]
+        obj["apiVersion"], obj["kind"] = storage.api_version, storage.kind
+        if dry_run:  # what would be stored, without storing it or using up a version
+            if old is not None:
+                obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            return self.present(rt, obj)
         self._rv += 1
         meta = obj["metadata"]
         meta["resourceVersion"] = str(self._rv)
-        storage = RESOURCES[rt.storage_key]
-        obj["apiVersion"], obj["kind"] = storage.api_version, storage.kind
         key = (meta.get("namespace", ""), meta["name"])
         if kind == "DELETED":
             self._table(rt).pop(key, None)
@@ -399,6 +411,17 @@ class Store:
                 if (owned or in_ns) and still_there:
                     self._remove(dep_rt, dependent)
         return gone
+
+
+def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str, Any]) -> None:
+    meta = current["metadata"]
+    for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        wanted = preconditions.get(key)
+        if wanted and str(wanted) != meta.get(key):
+            raise ApiError(409, "Conflict", f"Operation cannot be fulfilled on {rt.group_resource} "
+                           f'"{meta["name"]}": Precondition failed: {label} in precondition: '
+                           f"{wanted}, {label} in object meta: {meta.get(key)}",
+                           {"name": meta["name"], "group": rt.group, "kind": rt.plural})
 
 
 def meta_name(obj: Obj) -> str:
