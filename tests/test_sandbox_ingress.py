@@ -3,7 +3,9 @@
 Covers the seed's cookie test route end to end (blue and green Deployments),
 round-robin, pass-through of method/path/headers/body on keep-alive connections,
 retries past a dead endpoint, and Envoy's answers: 404 without a route, 503 for
-an undefined subset, no ready pod, or a pod that refuses connections.
+an undefined subset, no ready pod, or a pod that refuses connections; then the
+cookie route, 503 and 404 through `python -m sandbox serve` with objects applied
+by the official client, as a release would.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import signal
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import client, config
 from sandbox_objects import (
     ISTIO,
     deployment,
@@ -179,3 +183,37 @@ def test_a_pod_refusing_connections_is_503(tmp_path: Path) -> None:
     assert status == 503
     assert body.startswith(b"upstream connect error")
     assert "ghost" in headers["x-sandbox-reason"]
+
+
+def test_through_the_api_the_ingress_routes_like_istio(sandbox: Any) -> None:
+    api_client = config.new_client_from_config(sandbox.kubeconfig)
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    istio = client.CustomObjectsApi(api_client)
+    apps.create_namespaced_deployment("default", deployment(
+        "myapp-blue", "blue", "registry/acme/myapp:v1.0", strategy="Recreate"))
+    apps.create_namespaced_deployment("default", deployment(
+        "myapp-green", "green", "registry/acme/myapp:v2.0", strategy="Recreate"))
+    core.create_namespaced_service("default", service())
+    for plural, obj in (("gateways", gateway()), ("destinationrules", destination_rule(("blue",))),
+                        ("virtualservices", route_test_vs())):
+        kind = {"gateways": "Gateway", "destinationrules": "DestinationRule",
+                "virtualservices": "VirtualService"}[plural]
+        istio.create_namespaced_custom_object("networking.istio.io", "v1", "default", plural,
+                                              {"apiVersion": "networking.istio.io/v1",
+                                               "kind": kind, **obj})
+    mesh = Mesh(Store(), sandbox.ingress)
+    wait_for(lambda: mesh.get()[0] == 200 and mesh.get(Cookie="test=true")[0] == 503,
+             what="blue ready behind the ingress")
+    assert mesh.color() == "blue"
+    assert mesh.get(Cookie="test=true")[2] == b"no healthy upstream"  # green: no subset yet
+    istio.patch_namespaced_custom_object(
+        "networking.istio.io", "v1", "default", "destinationrules", "myapp-blue-green",
+        {"spec": destination_rule()["spec"]})
+    wait_for(lambda: mesh.get(Cookie="test=true")[0] == 200, what="green behind the ingress")
+    assert mesh.color(Cookie="test=true") == "green"
+    assert mesh.color(Cookie="a=1;test=true;b=2") == "green"
+    assert mesh.color(Cookie="a=1") == "blue"
+    istio.delete_namespaced_custom_object("networking.istio.io", "v1", "default",
+                                          "virtualservices", "myapp-blue-green")
+    assert mesh.get()[0] == 404
+    api_client.close()

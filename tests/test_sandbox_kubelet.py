@@ -3,9 +3,9 @@
 Covers Deployments becoming ready with truthful status, pods as real processes
 answering with their version and colour, template changes (RollingUpdate and
 Recreate), scaling, restarts of killed and crashing processes, never-ready
-images, deletion stopping processes, and `stop()` leaving no process behind.
-The same behaviour through the HTTP API and the official client is covered in
-`test_sandbox_cluster_kubelet.py`.
+images, deletion stopping processes, and `stop()` leaving no process behind;
+then the same through `python -m sandbox serve` with the official client
+(status as clients and watches see it, processes checked by their PIDs).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import stop_sandbox
+from kubernetes import client, config, watch
 from sandbox_objects import (
     DEPLOYMENTS,
     REPLICASETS,
@@ -239,3 +241,92 @@ def test_stop_terminates_every_process(tmp_path: Path) -> None:
     kubelet.stop()
     assert not any(pid_exists(p) for p in pids)
     assert kubelet.pids() == {}
+
+
+# ---- through the API server, with the official client ------------------------------------
+
+
+def client_rolled_out(apps: client.AppsV1Api, name: str, replicas: int) -> bool:
+    obj = apps.read_namespaced_deployment(name, "default")
+    st = obj.status
+    return bool((st.observed_generation or 0) >= obj.metadata.generation
+                and (st.updated_replicas or 0) == (st.available_replicas or 0) == replicas
+                and (st.replicas or 0) == replicas)
+
+
+def answers(pod: Any) -> dict[str, Any]:
+    port = pod.metadata.annotations["sandbox.bluegreen.dev/port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+
+def client_pid(pod: Any) -> int:
+    return int(pod.status.container_statuses[0].container_id.removeprefix("sandbox://"))
+
+
+def test_through_the_api_a_deployment_rolls_out_is_replaced_and_goes_away(
+        sandbox: Any) -> None:
+    api_client = config.new_client_from_config(sandbox.kubeconfig)
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    created = apps.create_namespaced_deployment("default", deployment(replicas=2))
+    events = watch.Watch().stream(apps.list_namespaced_deployment, "default",
+                                  resource_version=created.metadata.resource_version,
+                                  timeout_seconds=10)
+    seen = []
+    for event in events:
+        seen.append((event["type"], int(event["object"].metadata.resource_version)))
+        if (event["object"].status.available_replicas or 0) == 2:
+            break
+    assert seen and {kind for kind, _ in seen} == {"MODIFIED"}
+    assert [rv for _, rv in seen] == sorted(rv for _, rv in seen)
+    wait_for(lambda: client_rolled_out(apps, "myapp-blue", 2), what="rollout")
+    st = apps.read_namespaced_deployment("myapp-blue", "default").status
+    assert (st.observed_generation, st.replicas, st.ready_replicas) == (1, 2, 2)
+    assert {c.type: c.status for c in st.conditions} == {"Available": "True",
+                                                         "Progressing": "True"}
+    first = core.list_namespaced_pod("default").items
+    assert {answers(p)["version"] for p in first} == {"v1.0"}
+
+    apps.patch_namespaced_deployment("myapp-blue", "default", {"spec": {"template": {"spec": {
+        "containers": [{"name": "myapp", "image": "registry/acme/myapp:v2.0"}]}}}})
+    wait_for(lambda: client_rolled_out(apps, "myapp-blue", 2), what="second rollout")
+    second = core.list_namespaced_pod("default").items
+    assert {answers(p)["version"] for p in second} == {"v2.0"}
+    assert not {p.metadata.name for p in first} & {p.metadata.name for p in second}
+    wait_for(lambda: not any(pid_exists(client_pid(p)) for p in first), what="old PIDs gone")
+    revisions = {rs.metadata.annotations["deployment.kubernetes.io/revision"]: rs.spec.replicas
+                 for rs in apps.list_namespaced_replica_set("default").items}
+    assert revisions == {"1": 0, "2": 2}
+
+    victim = second[0]
+    os.kill(client_pid(victim), signal.SIGKILL)
+    wait_for(lambda: core.read_namespaced_pod(victim.metadata.name, "default")
+             .status.container_statuses[0].restart_count == 1, what="restart")
+    wait_for(lambda: client_rolled_out(apps, "myapp-blue", 2), what="ready again")
+    pids = [client_pid(p) for p in core.list_namespaced_pod("default").items]
+    assert client_pid(victim) not in pids
+
+    apps.delete_namespaced_deployment("myapp-blue", "default")
+    wait_for(lambda: not any(pid_exists(p) for p in pids), what="PIDs gone")
+    assert core.list_namespaced_pod("default").items == []
+    api_client.close()
+
+
+def test_through_the_api_a_never_ready_image_stays_unready(sandbox: Any) -> None:
+    api_client = config.new_client_from_config(sandbox.kubeconfig)
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    apps.create_namespaced_deployment("default", deployment(
+        image="registry/acme/myapp:v3-never-ready"))
+    wait_for(lambda: any(p.status.phase == "Running"
+                         for p in core.list_namespaced_pod("default").items), what="running")
+    time.sleep(1.5)
+    [pod] = core.list_namespaced_pod("default").items
+    assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "False"
+    assert pid_exists(client_pid(pod))
+    st = apps.read_namespaced_deployment("myapp-blue", "default").status
+    assert (st.ready_replicas, st.available_replicas, st.unavailable_replicas) == (None, None, 1)
+    assert {c.type: c.status for c in st.conditions}["Available"] == "False"
+    api_client.close()
+    stop_sandbox(sandbox)
+    assert not pid_exists(client_pid(pod))  # stopping the sandbox stops its pods
