@@ -87,7 +87,7 @@ class Context:
 # -- reading the cluster --------------------------------------------------------------------
 
 
-def test_route_subset(virtual_service: Mapping[str, Any] | None) -> str | None:
+def cookie_route_subset(virtual_service: Mapping[str, Any] | None) -> str | None:
     """The subset of the first route with a `match` (the cookie route), if any."""
     for route in ((virtual_service or {}).get("spec") or {}).get("http") or []:
         if route.get("match"):
@@ -117,7 +117,7 @@ def route_state(ctx: Context) -> Route:
             "release": info.release_id, "image": info.image, "ready": info.is_ready,
             "rollout": info.summary()}
     return {"default": default_route_subset(vs) if vs else None,
-            "test": test_route_subset(vs),
+            "test": cookie_route_subset(vs),
             "subsets": sorted(str(s.get("name")) for s in subsets_of(dr)),
             "deployments": deployments}
 
@@ -169,7 +169,7 @@ def _widened(ctx: Context, rule: Manifest) -> Manifest:
 def remove_test_route(ctx: Context, release: Release, live: Color | None) -> None:
     """Drop the test route to `release`'s colour: default-only on `live`, or no routes at all."""
     vs = ctx.cluster.get_virtual_service(namespace=ctx.namespace, name=ctx.routes)
-    if vs is None or test_route_subset(vs) != release.color.value:
+    if vs is None or cookie_route_subset(vs) != release.color.value:
         return  # nothing of this release is routed
     if live is None:
         ctx.cluster.delete(manifest_kind="VirtualService", namespace=ctx.namespace,
@@ -361,7 +361,7 @@ def decommission(ctx: Context, color: Color, expected: Release | None) -> bool:
     vs = ctx.cluster.get_virtual_service(namespace=ctx.namespace, name=ctx.routes)
     if vs is not None and default_route_subset(vs) == color.value:
         raise Stale(f"{color} is live: only the idle colour can be decommissioned")
-    if test_route_subset(vs) == color.value:
+    if cookie_route_subset(vs) == color.value:
         raise Stale(f"the test route goes to {color}: a release awaits promotion there; "
                     "abort it instead")
     if expected is not None and expected.state is ReleaseState.AWAITING_PROMOTION:
