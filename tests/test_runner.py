@@ -1,0 +1,165 @@
+"""The worker process: real `bluegreen worker` subprocesses on a real Redis.
+
+Covers: a worker runs queued jobs and keeps a heartbeat; a second worker on the
+same queue waits for the queue lock instead of running jobs alongside, and takes
+over (in FIFO order, never overlapping) when the first stops; SIGTERM finishes the
+current job and exits 0; a worker waits out a lock held by another (dead) worker;
+an invalid configuration or an unknown queue exits 2 with a message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+import runner_jobs
+from conftest import ROOT
+from rq import Queue
+
+from worker import queueing
+from worker.api import Engine
+from worker.config import load_settings
+
+BLUEGREEN = str(Path(sys.executable).parent / "bluegreen")
+LOCK = queueing.LOCK_KEY.format(queue="deploy")
+HEARTBEAT = queueing.HEARTBEAT_KEY.format(queue="deploy")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+class Workers:
+    """Starts `bluegreen worker` processes; stops any left running at the end."""
+
+    def __init__(self, redis_url: str, tmp_path: Path) -> None:
+        self.redis_url, self.tmp_path = redis_url, tmp_path
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        full_env = {k: v for k, v in os.environ.items() if k != "BLUEGREEN_CONFIG"}
+        full_env.update(REDIS_URL=self.redis_url, PYTHONPATH=str(ROOT / "tests"), **(env or {}))
+        log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "w+")
+        proc = subprocess.Popen([BLUEGREEN, "worker", *args], env=full_env, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, index: int) -> str:
+        return (self.tmp_path / f"worker-{index}.log").read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def workers(redis_url: str, tmp_path: Path) -> Iterator[Workers]:
+    started = Workers(redis_url, tmp_path)
+    yield started
+    started.stop_all()
+
+
+def runs(redis: redis_lib.Redis, key: str = runner_jobs.RUNS_KEY) -> list[dict[str, Any]]:
+    return [json.loads(item) for item in redis.lrange(key, 0, -1)]
+
+
+def holder(redis: redis_lib.Redis) -> str | None:
+    raw = redis.get(LOCK)
+    return raw.decode() if raw else None
+
+
+def enqueue(redis: redis_lib.Redis, label: str, seconds: float = 0.0) -> None:
+    Queue("deploy", connection=redis).enqueue("runner_jobs.record", label, seconds)
+
+
+def test_worker_runs_a_job_and_keeps_a_heartbeat(redis: redis_lib.Redis,
+                                                 workers: Workers) -> None:
+    proc = workers.start()
+    wait_until(lambda: redis.exists(HEARTBEAT), what="the heartbeat")
+    enqueue(redis, "a")
+    done = wait_until(lambda: runs(redis), what="the job to run")
+    assert [r["label"] for r in done] == ["a"]
+    assert done[0]["worker"] == proc.pid
+    beat = json.loads(redis.get(HEARTBEAT) or b"{}")
+    assert beat["pid"] == proc.pid and beat["worker"] == holder(redis)
+    assert 0 < redis.ttl(HEARTBEAT) <= queueing.HEARTBEAT_TTL
+    status = Engine(load_settings({}), redis).queue_status()
+    assert status[0]["queue"] == "deploy" and status[0]["worker"]["alive"] is True
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert not redis.exists(LOCK) and not redis.exists(HEARTBEAT)
+
+
+def test_second_worker_waits_then_takes_over_without_overlap(redis: redis_lib.Redis,
+                                                             workers: Workers) -> None:
+    first = workers.start()
+    wait_until(lambda: redis.exists(HEARTBEAT), what="the first worker's heartbeat")
+    second = workers.start()
+    wait_until(lambda: "waiting for its lock" in workers.log(1), what="the second to wait")
+    for label in "abcd":
+        enqueue(redis, label, 0.6)
+    wait_until(lambda: redis.llen(runner_jobs.STARTED_KEY), what="the first job to start")
+    first.send_signal(signal.SIGTERM)  # warm shutdown: finishes job a, then lets go
+    assert first.wait(15) == 0
+    done = wait_until(lambda: len(runs(redis)) == 4 and runs(redis), what="all four jobs")
+    assert [r["label"] for r in done] == list("abcd")  # FIFO across the handover
+    assert [r["worker"] for r in done] == [first.pid] + [second.pid] * 3
+    for earlier, later in itertools.pairwise(done):
+        assert later["start"] >= earlier["end"], f"{later['label']} overlapped {earlier['label']}"
+    assert json.loads(redis.get(HEARTBEAT) or b"{}")["pid"] == second.pid
+
+
+def test_sigterm_while_waiting_for_the_lock_exits_cleanly(redis: redis_lib.Redis,
+                                                          workers: Workers) -> None:
+    workers.start()
+    wait_until(lambda: redis.exists(HEARTBEAT), what="the first worker's heartbeat")
+    owner = holder(redis)
+    waiting = workers.start()
+    wait_until(lambda: "waiting for its lock" in workers.log(1), what="the second to wait")
+    waiting.send_signal(signal.SIGTERM)
+    assert waiting.wait(10) == 0
+    assert holder(redis) == owner
+
+
+def test_a_lock_left_by_a_dead_worker_is_waited_out(redis: redis_lib.Redis,
+                                                    workers: Workers) -> None:
+    redis.set(LOCK, "bluegreen-gone-1", px=2500)  # as if its holder died 2.5 s before expiry
+    workers.start()
+    enqueue(redis, "after")
+    time.sleep(1.0)
+    assert runs(redis) == []
+    done = wait_until(lambda: runs(redis), what="the job after the lock expired")
+    assert done[0]["label"] == "after"
+
+
+def test_invalid_config_exits_2_naming_the_key(workers: Workers, tmp_path: Path) -> None:
+    config = tmp_path / "bluegreen.yml"
+    config.write_text("apps:\n  myapp:\n    rollout_timeout: x\n")
+    proc = workers.start(env={"BLUEGREEN_CONFIG": str(config)})
+    assert proc.wait(15) == 2
+    assert "apps.myapp.rollout_timeout: must be a positive number, got 'x'" in workers.log(0)
+
+
+def test_unknown_queue_exits_2(workers: Workers) -> None:
+    proc = workers.start("--queue", "nope")
+    assert proc.wait(15) == 2
+    assert "unknown queue 'nope'" in workers.log(0)
