@@ -202,11 +202,20 @@ def test_crashing_image_loops_with_backoff(cluster: tuple[Store, Kubelet]) -> No
     assert st["unavailableReplicas"] == 1
 
 
-def test_never_ready_image_stays_unready(cluster: tuple[Store, Kubelet]) -> None:
+def test_never_ready_image_stays_unready_past_its_deadline(
+        cluster: tuple[Store, Kubelet]) -> None:
     store, kubelet = cluster
-    store.create(DEPLOYMENTS, "default", deployment(image="registry/acme/myapp:v3-never-ready"))
+    stuck = deployment(image="registry/acme/myapp:v3-never-ready")
+    stuck["spec"]["progressDeadlineSeconds"] = 1
+    store.create(DEPLOYMENTS, "default", stuck)
     wait_for(lambda: kubelet.pids(), what="process")
-    time.sleep(1.5)  # several probe periods after start
+
+    def progressing() -> tuple[str, str]:
+        found = {c["type"]: c for c in status(store).get("conditions", [])}.get("Progressing")
+        return (found["status"], found["reason"]) if found else ("", "")
+    assert progressing() == ("True", "ReplicaSetUpdated")
+    wait_for(lambda: progressing() == ("False", "ProgressDeadlineExceeded"), timeout=5,
+             what="the progress deadline")
     [pod] = pods(store)
     ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"]
     assert ready == "False"
