@@ -38,14 +38,16 @@ def apply_defaults(rt: ResourceType, obj: Obj) -> None:
                 strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
     elif rt.kind == "Pod":
         _default_pod_spec(spec)
-        obj.setdefault("status", {"phase": "Pending", "qosClass": "BestEffort"})
+        status = obj.setdefault("status", {})
+        status.setdefault("phase", "Pending")
+        status.setdefault("qosClass", "BestEffort")
     elif rt.kind == "Service":
         _default_service(obj)
     elif rt.kind == "Namespace":
         meta = obj.setdefault("metadata", {})
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
         obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-        obj.setdefault("status", {"phase": "Active"})
+        obj.setdefault("status", {}).setdefault("phase", "Active")
     elif rt.kind == "Secret":
         obj.setdefault("type", "Opaque")
 
@@ -96,7 +98,7 @@ def _default_service(obj: Obj) -> None:
         port.setdefault("targetPort", port.get("port"))
         if kind in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
             port["nodePort"] = next(_node_ports)
-    obj.setdefault("status", {"loadBalancer": {}})
+    obj.setdefault("status", {}).setdefault("loadBalancer", {})
 
 
 def validate(rt: ResourceType, obj: Obj) -> None:

@@ -207,8 +207,10 @@ class Store:
                 meta.pop("namespace", None)
             if rt.has_generation:
                 meta["generation"] = 1
-            if rt.has_status:
+            if rt.has_status:  # status is the controllers' to write, never the creator's
                 obj.pop("status", None)
+                if not rt.custom:
+                    obj["status"] = {}
             apply_defaults(rt, obj)
             validate(rt, obj)
             return self._commit(rt, "ADDED", obj, None, dry_run=dry_run)
