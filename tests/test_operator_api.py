@@ -64,7 +64,8 @@ def everything_in(redis: redis_lib.Redis) -> bytes:
     """Every key and value in the database, concatenated (to look for what must not be there)."""
     readers = {b"string": lambda k: [redis.get(k)], b"hash": lambda k: redis.hgetall(k).items(),
                b"list": lambda k: redis.lrange(k, 0, -1), b"set": redis.smembers,
-               b"zset": lambda k: redis.zrange(k, 0, -1)}
+               b"zset": lambda k: redis.zrange(k, 0, -1),
+               b"stream": lambda k: [v for _, entry in redis.xrange(k) for v in entry.values()]}
     parts: list[bytes] = []
     for key in redis.keys("*"):
         for item in readers[redis.type(key)](key):

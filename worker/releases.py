@@ -11,6 +11,10 @@ WATCH, so two writers cannot both move one release. Keys:
     bluegreen:releases:app:<app>            zset: one app's releases
     bluegreen:releases:app:<app>:<color>    zset: one app's releases into one colour
     bluegreen:releases:state:<state>        zset: releases now in that state
+    bluegreen:events                        stream: {release, app, state, step, at} per write
+                                            (add, transition, set_step, note), MAXLEN ~ 10000;
+                                            readers (chat notifier, live status) re-read the
+                                            record, so an entry only says "look again"
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ ALL_KEY = PREFIX + "releases"
 APP_KEY = PREFIX + "releases:app:{app}"
 COLOR_KEY = PREFIX + "releases:app:{app}:{color}"
 STATE_KEY = PREFIX + "releases:state:{state}"
+EVENTS_KEY = PREFIX + "events"
+EVENTS_MAXLEN = 10000
 MAX_ID_LENGTH = 63
 
 
@@ -179,13 +185,18 @@ class ReleaseStore:
              route_before: Route | None = None, route_after: Route | None = None,
              pipe: Pipeline | None = None) -> None:
         """Append an audit entry without changing the state (in `pipe`'s transaction if given)."""
-        if pipe is None and not self.redis.exists(RELEASE_KEY.format(id=release_id)):
+        app, state, current_step = self.redis.hmget(RELEASE_KEY.format(id=release_id),
+                                                    ["app", "state", "step"])
+        if pipe is None and app is None:
             raise ReleaseNotFound(release_id)
         entry = AuditEntry(at=self.clock(), actor=actor, step=step, state_from=None,
                            state_to=None, route_before=route_before,
                            route_after=route_after, message=message)
-        target = self.redis if pipe is None else pipe  # an empty Pipeline is falsy
+        target = self.redis.pipeline() if pipe is None else pipe
         target.rpush(AUDIT_KEY.format(id=release_id), json.dumps(entry.to_json()))
+        _queue_event(target, release_id, app, state, current_step, entry.at)
+        if pipe is None:
+            target.execute()
 
     def audit(self, release_id: str) -> list[AuditEntry]:
         raw = self.redis.lrange(AUDIT_KEY.format(id=release_id), 0, -1)
@@ -228,6 +239,7 @@ class ReleaseStore:
         pipe.zadd(COLOR_KEY.format(app=release.app, color=release.color.value), score)
         pipe.zadd(STATE_KEY.format(state=release.state.value), score)
         pipe.rpush(AUDIT_KEY.format(id=release.id), json.dumps(entry.to_json()))
+        _queue_event(pipe, release.id, release.app, release.state, release.step, entry.at)
 
     def _update(self, release_id: str,
                 change: Callable[[Release], tuple[Release, AuditEntry | None]]) -> Release:
@@ -262,6 +274,16 @@ class ReleaseStore:
                       {updated.id: updated.created_at})
         if entry is not None:
             pipe.rpush(AUDIT_KEY.format(id=updated.id), json.dumps(entry.to_json()))
+        _queue_event(pipe, updated.id, updated.app, updated.state, updated.step,
+                     updated.updated_at)
+
+
+def _queue_event(pipe: Pipeline, release_id: str, app: Any, state: Any, step: Any,
+                 at: float) -> None:
+    """Add "this release changed" to the events stream, in the writer's transaction."""
+    fields_ = {"release": release_id, "app": _text(app or ""), "state": _text(state or ""),
+               "step": _text(step or ""), "at": repr(at)}
+    pipe.xadd(EVENTS_KEY, fields_, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
 
 def _ids(members: Iterable[Any]) -> list[str]:
