@@ -20,6 +20,7 @@ into stdout (no terminal, no resize).
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import json
@@ -205,6 +206,12 @@ class ExecSession:
             self._kill()
 
     def _start(self) -> subprocess.Popen[bytes]:
+        with _RUNNING_LOCK:
+            proc = self._popen()
+            _RUNNING.add(proc)
+        return proc
+
+    def _popen(self) -> subprocess.Popen[bytes]:
         directory = pod_dir(self.pod)
         out = subprocess.PIPE if self.want_stdout else subprocess.DEVNULL
         err: int = subprocess.PIPE if self.want_stderr else subprocess.DEVNULL
@@ -283,10 +290,29 @@ class ExecSession:
                 pass
 
     def _kill(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        if self.proc is not None:
+            _kill_group(self.proc)
+            with _RUNNING_LOCK:
+                _RUNNING.discard(self.proc)
+
+
+_RUNNING: set[subprocess.Popen[bytes]] = set()  # exec'd commands still running
+_RUNNING_LOCK = threading.Lock()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+@atexit.register
+def _kill_all() -> None:
+    """A sandbox that exits mid-exec leaves no exec'd command behind."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for proc in running:
+        _kill_group(proc)

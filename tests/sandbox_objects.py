@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sandbox.store import Store
@@ -30,11 +31,16 @@ def wait_for(check: Callable[[], Any], timeout: float = 8.0, what: str = "condit
 
 
 def pid_exists(pid: int) -> bool:
+    """Whether a process runs with this pid (a zombie waiting to be reaped does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True  # no /proc here: trust kill(0)
+    return state != "Z"
 
 
 def deployment(name: str = "myapp-blue", color: str = "blue",

@@ -3,7 +3,8 @@
 Covers stdout/stderr on their channels, exit codes 0 and non-zero read from the
 status channel (`resp.returncode`), a missing command (127), the pod's environment
 and working directory, stdin closed through the v5 protocol, the refusals before
-any upgrade (pod not running, no such pod), and the exact Status documents.
+any upgrade (pod not running, no such pod), commands killed when the client leaves
+or the sandbox stops, and the exact Status documents.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import stop_sandbox
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
-from sandbox_objects import deployment, wait_for
+from sandbox_objects import deployment, pid_exists, wait_for
 
 from sandbox.execws import status_json
 
@@ -97,6 +99,25 @@ def test_exec_is_refused_before_upgrade_when_the_pod_does_not_run(
     with pytest.raises(ApiException) as missing:
         run(core, ["echo", "hi"], pod="nope")
     assert "404" in str(missing.value)
+
+
+def start_sleeper(core: client.CoreV1Api) -> tuple[Any, int]:
+    """An exec'd `sleep` still running, and its pid."""
+    resp = stream(core.connect_get_namespaced_pod_exec, pod_name(core), "default",
+                  command=["sh", "-c", "echo $$; exec sleep 30"], stderr=True, stdin=False,
+                  stdout=True, tty=False, _preload_content=False)
+    return resp, int(resp.readline_stdout(timeout=10))
+
+
+def test_an_exec_command_does_not_outlive_its_client_or_the_sandbox(
+        sandbox: Any, core: client.CoreV1Api) -> None:
+    resp, pid = start_sleeper(core)
+    assert pid_exists(pid)
+    resp.close()
+    wait_for(lambda: not pid_exists(pid), what="the command killed with its client")
+    resp, pid = start_sleeper(core)
+    stop_sandbox(sandbox)
+    assert not pid_exists(pid)
 
 
 def test_status_documents_are_the_kubelets() -> None:
