@@ -1,0 +1,76 @@
+"""Tags → colour and version, and the release ids made from them.
+
+Covers the seed's patterns (`^v.*-blue$` / `^v.*-green$`), tags matching neither or
+both patterns (not ours: None), custom patterns with a `version` group, and that
+release ids are valid rq job ids and Kubernetes label values.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from worker.colors import Color, color_for_tag, version_for_tag
+from worker.config import load_settings
+from worker.releases import new_release_id
+
+SEED = {Color.BLUE: re.compile("^v.*-blue$"), Color.GREEN: re.compile("^v.*-green$")}
+
+
+@pytest.mark.parametrize(("tag", "color", "version"), [
+    ("v2.0-green", Color.GREEN, "v2.0"),
+    ("v1.2.3-blue", Color.BLUE, "v1.2.3"),
+    ("v10-rc.1-green", Color.GREEN, "v10-rc.1"),
+    ("v2.0", None, "v2.0"),
+    ("2.0-green", None, "2.0"),          # the seed's patterns want a leading v
+    ("v2.0-green-hotfix", None, "v2.0-green-hotfix"),
+    ("v2.0-Green", None, "v2.0"),        # patterns are case-sensitive, as the seed's regex
+    ("", None, ""),
+])
+def test_seed_patterns(tag: str, color: Color | None, version: str) -> None:
+    assert color_for_tag(SEED, tag) is color
+    assert version_for_tag(SEED, tag) == version
+
+
+def test_a_tag_matching_both_patterns_names_no_colour() -> None:
+    both = {Color.BLUE: re.compile("^v"), Color.GREEN: re.compile("-green$")}
+    assert color_for_tag(both, "v2.0-green") is None
+    assert color_for_tag(both, "x-green") is Color.GREEN
+
+
+def test_a_version_group_in_the_pattern_wins() -> None:
+    patterns = {Color.BLUE: re.compile(r"^release/(?P<version>[\d.]+)/b$"),
+                Color.GREEN: re.compile(r"^release/(?P<version>[\d.]+)/g$")}
+    assert color_for_tag(patterns, "release/4.1/g") is Color.GREEN
+    assert version_for_tag(patterns, "release/4.1/g") == "4.1"
+
+
+def test_app_config_applies_its_patterns() -> None:
+    app = load_settings({}).apps["myapp"]
+    assert app.color_for_tag("v2.0-green") is Color.GREEN
+    assert app.version_for_tag("v2.0-green") == "v2.0"
+
+
+def test_colours() -> None:
+    assert Color.BLUE.other() is Color.GREEN and Color.GREEN.other() is Color.BLUE
+    assert Color.parse(" Green ") is Color.GREEN
+    assert str(Color.BLUE) == "blue"
+    with pytest.raises(ValueError, match="not a colour: 'red'"):
+        Color.parse("red")
+
+
+@pytest.mark.parametrize("tag", ["v2.0-green", "V2.0_Green!", "release/x/y", "v" + "9" * 200,
+                                 "...", "ü-blue"])
+def test_release_ids_are_job_ids_and_label_values(tag: str) -> None:
+    app = "a" * 40
+    ids = {new_release_id(app, tag) for _ in range(20)}
+    assert len(ids) == 20
+    for release_id in ids:
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", release_id), release_id
+        assert len(release_id) <= 63
+        assert release_id.startswith(app + "-")
+
+
+def test_release_id_reads_like_the_tag() -> None:
+    assert re.fullmatch(r"myapp-v2-0-green-[0-9a-f]{8}", new_release_id("myapp", "v2.0-green"))
