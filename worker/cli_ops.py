@@ -26,8 +26,6 @@ import click
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT = 15.0
 NOT_LIVE_YET = ("queued", "checking", "deploying", "testing", "awaiting_promotion")
-# States whose release may still be what a colour's Deployment carries.
-DEPLOYED = ("live", "awaiting_promotion", "rolled_back", "failed", "superseded", "aborted")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,7 +182,7 @@ def say(text: str, as_json: bool) -> None:
 @click.option("--watch", is_flag=True, help="refresh every few seconds until interrupted")
 @click.option("--interval", default=2.0, show_default=True, help="seconds between refreshes")
 def status(url: str, token: str | None, as_json: bool, watch: bool, interval: float) -> None:
-    """Per app: the live release, releases awaiting promotion, releases in progress."""
+    """Per app: the live release, its standby, releases awaiting promotion or in progress."""
     api = Api(url, token)
     while True:
         summary = summarize(api.get("/api/releases", limit=200)["releases"])
@@ -200,14 +198,16 @@ def status(url: str, token: str | None, as_json: bool, watch: bool, interval: fl
 
 
 def summarize(releases: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{app: {"live": release | None, "awaiting": [...], "in_progress": [...]}}."""
+    """Per app: {"live": release or None, "standby", "awaiting", "in_progress": [releases]}."""
     apps: dict[str, dict[str, Any]] = {}
     for r in releases:
-        entry = apps.setdefault(str(r.get("app")), {"live": None, "awaiting": [],
+        entry = apps.setdefault(str(r.get("app")), {"live": None, "standby": [], "awaiting": [],
                                                      "in_progress": []})
         state = r.get("state")
         if state == "live" and entry["live"] is None:
             entry["live"] = r
+        elif state == "standby":
+            entry["standby"].append(r)
         elif state == "awaiting_promotion":
             entry["awaiting"].append(r)
         elif state in NOT_LIVE_YET:
@@ -220,9 +220,9 @@ def status_table(summary: dict[str, dict[str, Any]]) -> str:
         return "no releases yet"
     def names(rs: list[dict[str, Any]]) -> str:
         return ", ".join(f"{r.get('tag')} [{r.get('state')}]" for r in rs) or "-"
-    rows = [[app, describe(s["live"]) if s["live"] else "-", names(s["awaiting"]),
-             names(s["in_progress"])] for app, s in summary.items()]
-    return table(rows, ("APP", "LIVE", "AWAITING PROMOTION", "IN PROGRESS"))
+    rows = [[app, describe(s["live"]) if s["live"] else "-", names(s["standby"]),
+             names(s["awaiting"]), names(s["in_progress"])] for app, s in summary.items()]
+    return table(rows, ("APP", "LIVE", "STANDBY", "AWAITING PROMOTION", "IN PROGRESS"))
 
 
 @click.command()
@@ -258,10 +258,17 @@ def show(url: str, token: str | None, as_json: bool, release: str) -> None:
             click.echo(f"{key + ':':<13}{record[key]}")
     click.echo(f"{'updated:':<13}{ago(record.get('updated_at'))}")
     rows = [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("at", 0))), e.get("actor"),
-             e.get("step"), f"{e.get('state_from') or ''} -> {e.get('state_to') or ''}",
-             e.get("message")] for e in answer.get("audit", [])]
+             e.get("step"), state_change(e), e.get("message")] for e in answer.get("audit", [])]
     click.echo("")
     click.echo(table(rows, ("TIME", "ACTOR", "STEP", "STATE", "MESSAGE")))
+
+
+def state_change(entry: dict[str, Any]) -> str:
+    """`queued -> checking` for a transition, `-> queued` for the first, "" for a note."""
+    before, after = entry.get("state_from"), entry.get("state_to")
+    if not after:
+        return ""
+    return f"{before} -> {after}" if before else f"-> {after}"
 
 
 @click.command()
@@ -296,13 +303,9 @@ def rollback(url: str, token: str | None, as_json: bool, app: str) -> None:
 @click.argument("color", type=click.Choice(["blue", "green"]))
 def decommission(url: str, token: str | None, as_json: bool, app: str, color: str) -> None:
     """Delete APP's idle COLOR Deployment (never the live one)."""
-    api = Api(url, token)
-    on_color = [r for r in releases_of(api, app, DEPLOYED) if r.get("color") == color]
-    if not on_color:
-        raise Refused(f"no release of {app} was deployed into {color}; nothing changed")
-    chosen = on_color[0]  # newest first: the one that colour's Deployment carries
-    say(f"decommissioning {color}, which carries {describe(chosen)}", as_json)
-    send(api, app, "decommission", {"color": color, "release": chosen["id"]}, as_json)
+    # The server knows which release that colour's Deployment carries; its answer names it.
+    say(f"decommissioning {app}'s {color} colour", as_json)
+    send(Api(url, token), app, "decommission", {"color": color}, as_json)
 
 
 @click.command()
