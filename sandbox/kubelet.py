@@ -8,8 +8,8 @@ running processes match the Pods: one `PodWorker` thread per Pod starts
 version) on a free local port, probes readiness (`sandbox.probes`), restarts the
 process when it exits (restartCount bumps, small exponential back-off: 0.2 s
 doubling to 2 s; `restartPolicy` Never/OnFailure honoured) and reports it all in
-the Pod's status through the status subresource. A Pod that leaves the Store has
-its process terminated (SIGTERM, SIGKILL after 2 s); `stop()` ends them all.
+the Pod's status (`sandbox.podstatus`) through the status subresource. A Pod that
+leaves the Store has its process terminated (SIGTERM, SIGKILL after 2 s); `stop()` ends them all.
 
 What a pod looks like from outside:
 - annotations `sandbox.bluegreen.dev/port` (the real port) and `sandbox.bluegreen.dev/dir`
@@ -47,21 +47,21 @@ from typing import Any
 from sandbox import probes
 from sandbox.controllers import PODS, WorkloadControllers
 from sandbox.pods import (
-    CONTAINER_ID_PREFIX,
     DIR_ANNOTATION,
     PORT_ANNOTATION,
     first_container,
     process_env,
     real_port,
 )
-from sandbox.resources import ApiError, now_rfc3339
+from sandbox.podstatus import PodReport
+from sandbox.resources import ApiError
 from sandbox.store import Store
 
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 0.3
 TERMINATION_GRACE = 2.0
-BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET_AFTER = 0.2, 2.0, 10.0
+BACKOFF_RESET_AFTER = 10.0  # a run this long resets the restart back-off
 WATCHED = {"apps/v1/deployments", "apps/v1/replicasets", "v1/pods"}
 
 Obj = dict[str, Any]
@@ -341,72 +341,3 @@ class PodWorker:
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL)
             proc.wait()
-
-
-class PodReport:
-    """The pod status the worker reports, with transition times kept stable."""
-
-    def __init__(self, pod: Obj) -> None:
-        container = first_container(pod)
-        self.container, self.image = container.get("name", ""), container.get("image", "")
-        self.created = now_rfc3339()
-        self.ready = False
-        self.restarts = 0
-        self.backoff = 0  # exits in a row without a long run: doubles the restart delay
-        self.phase = "Pending"
-        self.state: Obj = {"waiting": {"reason": "ContainerCreating"}}
-        self.last_state: Obj = {}
-        self.container_id = ""
-        self.ready_since = self.created
-        self.started_at = ""
-
-    def started(self, pid: int) -> None:
-        self.phase, self.started_at = "Running", now_rfc3339()
-        self.state = {"running": {"startedAt": self.started_at}}
-        self.container_id = f"{CONTAINER_ID_PREFIX}{pid}"
-        self.set_ready(False)
-
-    def set_ready(self, ready: bool) -> None:
-        if ready != self.ready:
-            self.ready_since = now_rfc3339()
-        self.ready = ready
-
-    def exited(self, code: int, restart: bool, reset_backoff: bool) -> float:
-        """Record an exit; the back-off before the restart (seconds)."""
-        self.set_ready(False)
-        self.backoff = 0 if reset_backoff else self.backoff
-        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                      "startedAt": self.started_at, "finishedAt": now_rfc3339(),
-                      "containerID": self.container_id}
-        delay = min(BACKOFF_START * 2 ** self.backoff, BACKOFF_MAX)
-        if restart:
-            self.restarts += 1
-            self.backoff += 1
-            self.last_state = {"terminated": terminated}
-            self.state = {"waiting": {"reason": "CrashLoopBackOff", "message": (
-                f"back-off {delay:g}s restarting failed container={self.container}")}}
-        else:
-            self.state = {"terminated": terminated}
-            self.phase = "Succeeded" if code == 0 else "Failed"
-        return delay
-
-    def status(self) -> Obj:
-        ready = str(self.ready)
-        running = "running" in self.state
-        return {
-            "phase": self.phase, "qosClass": "BestEffort", "startTime": self.created,
-            "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": self.created},
-                {"type": "Initialized", "status": "True", "lastTransitionTime": self.created},
-                {"type": "ContainersReady", "status": ready,
-                 "lastTransitionTime": self.ready_since},
-                {"type": "Ready", "status": ready, "lastTransitionTime": self.ready_since},
-            ],
-            "containerStatuses": [{
-                "name": self.container, "image": self.image, "imageID": "",
-                "containerID": self.container_id, "ready": self.ready, "started": running,
-                "restartCount": self.restarts, "state": self.state,
-                "lastState": self.last_state,
-            }],
-        }
