@@ -6,9 +6,12 @@ signature over the raw body, the content type, JSON decoding, the forge's pure
 parser, matching a configured app by repository and tag pattern, and finally
 `Engine.submit_tag`, which dedupes, records and queues in one Redis transaction.
 Every refusal happens before the engine is called, so a refused delivery changes
-nothing. Events we do not act on get 200 `ignored` (GitLab disables a hook for good
-after a 4xx). Each delivery ends in exactly one structured log line, which never
-holds a secret, a signature or a token.
+nothing. A request carrying no forge's event header is 400 `unknown_forge` (no forge
+sends such a request, so no hook is disabled by it); an unknown forge named in the
+path is 404. A GitHub or Gitea `create` event is ignored: the tag's push is the
+release (see `webhook.forges.github.parse_create`). Events we do not act on get
+200 `ignored` (GitLab disables a hook for good after a 4xx). Each delivery ends in
+exactly one structured log line, which never holds a secret, a signature or a token.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from webhook import errors, forges, signatures
 from webhook.context import current
 from webhook.forges import Forge, Ignored, Scheme, TagPush
-from webhook.forges.payload import HeaderMap
+from webhook.forges.payload import HeaderMap, header
 from worker.api import Submitted, TagEvent
 from worker.config import Settings
 
@@ -66,7 +69,7 @@ def receive(forge_name: str | None = None) -> Response:
 def _receive(forge_name: str | None, outcome: Outcome) -> Response:
     forge = _forge(forge_name)
     outcome.forge = forge.name
-    outcome.delivery = forges.payload.header(request.headers, *forge.delivery_headers)
+    outcome.delivery = header(request.headers, *forge.delivery_headers)
     _check_size()
     settings = current().settings
     raw = _verified_body(forge, settings)
@@ -134,7 +137,7 @@ def _json_body(raw: bytes) -> Any:
             "content type to application/json")
     if not request.is_json:
         raise errors.UnsupportedMediaType(
-            f"content type {request.mimetype or 'none'!r} is not accepted: "
+            f"content type {request.mimetype[:60] or 'none'!r} is not accepted: "
             "send application/json")
     try:
         return json.loads(raw)
