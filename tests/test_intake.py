@@ -8,9 +8,11 @@ have recorded and queued nothing (the Redis database stays empty). Redis going a
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import redis as redis_lib
@@ -182,7 +184,6 @@ def _signature_of_another_body(d: Delivery) -> Delivery:
 
 
 def _form_encoded(d: Delivery) -> Delivery:
-    from urllib.parse import urlencode
     form = d.with_body(urlencode({"payload": d.body.decode()}).encode())
     return signed(form.with_headers(Content_Type="application/x-www-form-urlencoded"))
 
@@ -259,4 +260,18 @@ def test_forge_without_a_secret_is_401(redis_server: RedisServer, redis: redis_l
         web.stop()
     assert (answer.status, answer.json["code"]) == (401, "unauthorized")
     assert "not configured" in answer.json["message"]
+    assert nothing_recorded(redis)
+
+
+def test_chunked_body_over_the_cap_is_413(web: Gunicorn, redis: redis_lib.Redis) -> None:
+    big = signed(delivery("github", "push__tag_lightweight").with_body(
+        b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'))
+    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+    chunks = (big.body[i:i + 65536] for i in range(0, len(big.body), 65536))
+    headers = {k: v for k, v in big.headers.items() if k.lower() != "content-length"}
+    conn.request("POST", "/webhook", body=chunks, headers=headers, encode_chunked=True)
+    answer = conn.getresponse()
+    assert answer.status == 413
+    assert json.loads(answer.read())["code"] == "payload_too_large"
+    conn.close()
     assert nothing_recorded(redis)

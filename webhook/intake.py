@@ -101,10 +101,25 @@ def _forge(forge_name: str | None) -> Forge:
     return forges.FORGES[forge_name]
 
 
+def _body_limit() -> int:
+    return int(current_app.config["MAX_CONTENT_LENGTH"])
+
+
 def _check_size() -> None:
-    limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+    """Refuse by the declared Content-Length, before reading anything."""
+    limit = _body_limit()
     if request.content_length is not None and request.content_length > limit:
         raise errors.PayloadTooLarge(f"the body is over the {limit} byte limit")
+
+
+def _read_body() -> bytes:
+    """The raw body. A chunked body (no Content-Length) is read only up to the limit,
+    silently, so one that fills it is refused rather than checked truncated."""
+    raw = request.get_data(cache=True)
+    limit = _body_limit()
+    if request.content_length is None and len(raw) >= limit:
+        raise errors.PayloadTooLarge(f"the body is over the {limit} byte limit")
+    return raw
 
 
 def _verified_body(forge: Forge, settings: Settings) -> bytes:
@@ -113,7 +128,7 @@ def _verified_body(forge: Forge, settings: Settings) -> bytes:
     if not any(secrets):
         raise errors.Unauthorized(f"{forge.name} webhooks are not configured here "
                                   "(no secret is set for this forge)")
-    raw = request.get_data(cache=True)
+    raw = _read_body()
     if not is_authentic(forge, request.headers, raw, secrets):
         raise errors.Unauthorized(f"missing or invalid {forge.signature_header} header")
     return raw
