@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
+import redis as redis_lib
+from conftest import Sandbox
+from flows import Flow, S, app_body, environ
 
+from worker.colors import Color
+from worker.jobs import Session, command_job
 from worker.smoke import SmokeFailed, check_http, contains
-from worker.steps import referenced_subsets, cookie_route_subset
+from worker.steps import Context, cookie_route_subset, referenced_subsets, route_state
 
 COOKIE_ROUTE = {"name": "myapp-test",
                 "match": [{"headers": {"cookie": {"regex": "^(.*?;)?(test=true)(;.*)?$"}}}],
@@ -109,3 +116,213 @@ def test_smoke_check_failure_shows_what_came_back(local_app: str) -> None:
 def test_smoke_check_without_an_answer(local_app: str) -> None:
     with pytest.raises(SmokeFailed, match="no answer"):
         check_http("http://127.0.0.1:9", path="/ready", within=0.2, interval=0.1)
+
+
+# -- steps and jobs against the sandbox, jobs run in-process by a burst rq worker -------------
+
+
+@pytest.fixture
+def make_flow(sandbox: Sandbox, redis: redis_lib.Redis, redis_url: str,
+              tmp_path: Path) -> Callable[..., Flow]:
+    """A Flow for the app `myapp` configured with `app_body(**overrides)`."""
+    def make(**overrides: Any) -> Flow:
+        return Flow(sandbox, redis, redis_url, tmp_path, {"myapp": app_body(**overrides)})
+    return make
+
+
+@pytest.fixture
+def flow(make_flow: Callable[..., Flow]) -> Flow:
+    return make_flow()
+
+
+def live(flow: Flow, tag: str) -> str:
+    """Release `tag` and promote it; its release id."""
+    rid = flow.release(tag)
+    flow.run_jobs()
+    assert flow.get(rid).state is S.AWAITING_PROMOTION, flow.store.audit(rid)[-1].message
+    flow.command("promote", rid)
+    flow.run_jobs()
+    assert flow.get(rid).state is S.LIVE, flow.store.audit(rid)[-1].message
+    return rid
+
+
+def routes_now(flow: Flow) -> dict[str, Any]:
+    cluster = flow.cluster()
+    try:
+        return route_state(Context(flow.settings.apps["myapp"], cluster, flow.store))
+    finally:
+        cluster.close()
+
+
+def test_first_release_is_tested_by_cookie_then_promoted(flow: Flow) -> None:
+    rid = flow.release("v1.0-green")
+    flow.run_jobs()
+    release = flow.get(rid)
+    assert release.state is S.AWAITING_PROMOTION and release.step is None
+    assert flow.ingress("/")[0] == 404  # nothing is live: no default route at all
+    assert flow.served_by(cookie=True) == "green v1.0", flow.ingress("/", cookie=True)
+    steps_seen = [a.step for a in flow.store.audit(rid)]
+    assert steps_seen[:4] == ["intake", "sanity_check", "deploy", "smoke_test"]
+    flow.command("promote", rid)
+    flow.run_jobs()
+    assert flow.get(rid).state is S.LIVE
+    assert flow.served_by() == flow.served_by(cookie=True) == "green v1.0"
+    entry = flow.store.audit(rid)[-1]
+    assert entry.route_before is not None and entry.route_after is not None
+    assert (entry.route_before["default"], entry.route_before["test"]) == (None, "green")
+    assert (entry.route_after["default"], entry.route_after["test"]) == ("green", None)
+
+
+def test_promote_rollback_decommission(flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    v2 = flow.release("v2.0-blue")
+    flow.run_jobs()
+    assert (flow.served_by(), flow.served_by(cookie=True)) == ("green v1.0", "blue v2.0")
+    flow.command("promote", v2)
+    flow.run_jobs()
+    assert (flow.get(v1).state, flow.get(v2).state) == (S.STANDBY, S.LIVE)
+    assert flow.served_by() == flow.served_by(cookie=True) == "blue v2.0"
+    flow.command("rollback", v2)
+    flow.run_jobs()
+    assert (flow.get(v1).state, flow.get(v2).state) == (S.LIVE, S.ROLLED_BACK)
+    assert flow.served_by() == "green v1.0"
+    flow.command("decommission", v2, color=Color.BLUE)
+    flow.run_jobs()
+    assert flow.get(v2).state is S.DECOMMISSIONED
+    assert routes_now(flow)["deployments"]["blue"] is None
+    assert flow.served_by() == "green v1.0"
+
+
+def test_tag_for_the_live_colour_is_rejected(flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    before = routes_now(flow)
+    rid = flow.release("v1.1-green")
+    flow.run_jobs()
+    release = flow.get(rid)
+    assert release.state is S.REJECTED
+    assert release.error is not None and "green, which is live" in release.error
+    assert routes_now(flow) == before
+    assert flow.get(v1).state is S.LIVE and flow.served_by() == "green v1.0"
+
+
+def test_failed_smoke_test_removes_test_route_leaves_live_alone(
+        make_flow: Callable[..., Flow]) -> None:
+    flow = make_flow(smoke=[{"path": "/", "json": {"version": "v1.0"}}], smoke_timeout=2)
+    live(flow, "v1.0-green")
+    rid = flow.release("v2.0-blue")
+    flow.run_jobs()
+    release = flow.get(rid)
+    assert release.state is S.FAILED
+    assert release.error is not None and release.error.startswith("smoke_test: GET ")
+    assert '"version": "v2.0"' in release.error  # what came back is shown
+    routes = routes_now(flow)
+    assert (routes["default"], routes["test"]) == ("green", None)
+    assert routes["deployments"]["blue"]["release"] == rid  # left for inspection
+    assert flow.served_by() == flow.served_by(cookie=True) == "green v1.0"
+    failed = flow.store.audit(rid)[-1]
+    assert failed.route_before is not None and failed.route_before["test"] == "blue"
+    assert failed.route_after is not None and failed.route_after["test"] is None
+
+
+def test_rollout_that_never_gets_ready_fails(make_flow: Callable[..., Flow]) -> None:
+    flow = make_flow(rollout_timeout=3)
+    live(flow, "v1.0-green")
+    rid = flow.release("v2.0-never-ready-blue")
+    flow.run_jobs()
+    release = flow.get(rid)
+    assert release.state is S.FAILED
+    assert release.error is not None and "not ready after 3s (0/1 ready" in release.error
+    assert flow.served_by() == flow.served_by(cookie=True) == "green v1.0"
+
+
+def test_hook_that_exits_non_zero_fails_the_release(make_flow: Callable[..., Flow]) -> None:
+    flow = make_flow(hooks={"post_deploy": [
+    ["true"], ["sh", "-c", "echo migrating; echo 'no database' >&2; exit 4"]]})
+    rid = flow.release("v1.0-green")
+    flow.run_jobs()
+    release = flow.get(rid)
+    assert release.state is S.FAILED
+    assert release.error is not None and "exited with 4" in release.error
+    assert "no database" in release.error
+    assert routes_now(flow)["test"] is None  # nothing was live: the routes are gone
+    assert flow.ingress("/", cookie=True)[0] == 404
+
+
+def test_auto_promote_goes_live_after_hooks_and_smoke_tests(make_flow: Callable[..., Flow]) -> None:
+    flow = make_flow(auto_promote=True, hooks={"post_deploy": [["true"]]},
+                                     smoke=[{"path": "/ready", "json": {"ready": True}},
+                                            {"exec": ["sh", "-c", "test -n \"$PORT\""]}])
+    rid = flow.release("v1.0-green")
+    flow.run_jobs()
+    assert flow.get(rid).state is S.LIVE
+    assert flow.served_by() == "green v1.0"
+
+
+def test_promote_of_a_superseded_release_is_stale(flow: Flow) -> None:
+    older = flow.release("v1.0-green")
+    flow.run_jobs()
+    newer = flow.release("v1.1-green")
+    flow.command("promote", older)  # accepted: older still awaits when it is asked
+    flow.run_jobs()
+    assert (flow.get(older).state, flow.get(newer).state) == (S.SUPERSEDED, S.AWAITING_PROMOTION)
+    note = flow.store.audit(older)[-1]
+    assert note.step == "promote" and note.state_to is None
+    assert "promote refused" in note.message and "nothing was changed" in note.message
+    assert flow.served_by(cookie=True) == "green v1.1"
+    assert flow.ingress("/")[0] == 404  # still nothing live
+
+
+def test_stale_commands_change_nothing(flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    v2 = flow.release("v2.0-blue")
+    flow.run_jobs()
+    before = routes_now(flow)
+    session = Session(flow.settings, flow.redis, flow.store)
+    with environ(flow.env):
+        refused = [
+            command_job(session, "myapp", "decommission", v1, "green", "api:x"),  # live colour
+            command_job(session, "myapp", "rollback", v1, None, "api:x"),  # no standby
+            command_job(session, "myapp", "abort", v1, None, "api:x"),  # live
+            command_job(session, "myapp", "promote", v1, None, "api:x"),  # already live
+        ]
+    assert [r["result"] for r in refused] == ["stale"] * 4, refused
+    assert "green is live" in refused[0]["message"]
+    assert routes_now(flow) == before
+    assert (flow.get(v1).state, flow.get(v2).state) == (S.LIVE, S.AWAITING_PROMOTION)
+
+
+def test_abort_takes_the_release_off_the_cluster(flow: Flow) -> None:
+    live(flow, "v1.0-green")
+    rid = flow.release("v2.0-blue")
+    flow.run_jobs()
+    flow.command("abort", rid)
+    flow.run_jobs()
+    assert flow.get(rid).state is S.ABORTED
+    routes = routes_now(flow)
+    assert (routes["default"], routes["test"], routes["deployments"]["blue"]) == (
+        "green", None, None)
+    assert flow.served_by(cookie=True) == "green v1.0"
+
+
+def test_routes_change_make_before_break(flow: Flow) -> None:
+    """The DestinationRule is written before the VirtualService that needs its subsets."""
+    live(flow, "v1.0-green")
+    since = flow.last_request()
+    v2 = flow.release("v2.0-blue")
+    flow.run_jobs()
+    flow.command("promote", v2)
+    flow.run_jobs()
+    writes = [r["path"].split("/")[-2] for r in flow.api_requests(since)
+              if r["method"] == "PATCH" and "networking.istio.io" in r["path"]
+              and "gateways" not in r["path"]]
+    assert writes == ["destinationrules", "virtualservices"] * 2
+
+
+def test_a_colour_redeployed_replaces_its_standby_release(flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    v2 = live(flow, "v2.0-blue")
+    assert flow.get(v1).state is S.STANDBY
+    v3 = flow.release("v3.0-green")
+    flow.run_jobs()
+    assert flow.get(v1).state is S.DECOMMISSIONED
+    assert flow.get(v3).state is S.AWAITING_PROMOTION and flow.get(v2).state is S.LIVE
