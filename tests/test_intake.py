@@ -8,9 +8,9 @@ have recorded and queued nothing (the Redis database stays empty). Redis going a
 
 from __future__ import annotations
 
-import http.client
 import json
 from collections.abc import Callable, Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -266,7 +266,7 @@ def test_forge_without_a_secret_is_401(redis_server: RedisServer, redis: redis_l
 def test_chunked_body_over_the_cap_is_413(web: Gunicorn, redis: redis_lib.Redis) -> None:
     big = signed(delivery("github", "push__tag_lightweight").with_body(
         b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'))
-    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+    conn = HTTPConnection("127.0.0.1", web.port, timeout=10)
     chunks = (big.body[i:i + 65536] for i in range(0, len(big.body), 65536))
     headers = {k: v for k, v in big.headers.items() if k.lower() != "content-length"}
     conn.request("POST", "/webhook", body=chunks, headers=headers, encode_chunked=True)
