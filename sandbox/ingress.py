@@ -54,6 +54,7 @@ class Reply:
     reason: str
     headers: list[tuple[str, str]]
     body: bytes
+    length: int  # Content-Length to announce (a HEAD answer has no body but a length)
     elapsed: float
 
 
@@ -191,7 +192,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
             data = b"" if self.command == "HEAD" else resp.read()
             headers = [(k, v) for k, v in resp.getheaders()
                        if k.lower() not in HOP_BY_HOP | {"server", "date"}]
-            return Reply(resp.status, resp.reason, headers, data, time.monotonic() - started)
+            length = len(data)
+            if self.command == "HEAD" and str(resp.getheader("Content-Length", "")).isdigit():
+                length = int(resp.getheader("Content-Length", "0"))
+            return Reply(resp.status, resp.reason, headers, data, length,
+                         time.monotonic() - started)
         finally:
             conn.close()
 
@@ -201,7 +206,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("x-envoy-upstream-service-time", str(int(reply.elapsed * 1000)))
         self.send_header("x-sandbox-pod", backend.pod)
-        self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("Content-Length", str(reply.length))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(reply.body)

@@ -133,6 +133,12 @@ def test_requests_pass_through_on_a_keep_alive_connection(mesh: Mesh) -> None:
         assert echoed["headers"]["X-Team"] == "qa"
         assert echoed["headers"]["X-Forwarded-Proto"] == "http"
         seen.add(resp.getheader("x-sandbox-pod"))
+    conn.request("HEAD", "/")
+    head = conn.getresponse()
+    assert (head.status, head.read()) == (200, b"")
+    assert int(head.getheader("Content-Length")) > 0  # the GET's length, no body sent
+    conn.request("GET", "/")  # the connection is still in step after the HEAD
+    assert json.loads(conn.getresponse().read())["color"] == "blue"
     conn.close()
     assert len(seen) == 2  # round-robin over both blue pods
 

@@ -2,9 +2,9 @@
 
 Covers Deployments becoming ready with truthful status, pods as real processes
 answering with their version and colour, template changes (RollingUpdate and
-Recreate), scaling, restarts of killed and crashing processes, never-ready
-images, deletion stopping processes, and `stop()` leaving no process behind;
-then the same through `python -m sandbox serve` with the official client
+Recreate), scaling, restarts of killed and crashing processes, never-ready and
+slow-ready images, deletion stopping processes, and `stop()` leaving no process
+behind; then the same through `python -m sandbox serve` with the official client
 (status as clients and watches see it, processes checked by their PIDs).
 """
 
@@ -224,6 +224,18 @@ def test_never_ready_image_stays_unready_past_its_deadline(
     assert st.get("readyReplicas", 0) == 0
     assert {c["type"]: c["status"] for c in st["conditions"]}["Available"] == "False"
     assert not rolled_out(store)
+
+
+def test_slow_ready_image_becomes_ready_after_a_few_seconds(
+        cluster: tuple[Store, Kubelet]) -> None:
+    store, kubelet = cluster
+    store.create(DEPLOYMENTS, "default", deployment(image="registry/acme/myapp:v4-slow-ready"))
+    started = time.monotonic()
+    wait_for(lambda: kubelet.pids(), what="process")
+    time.sleep(1.0)
+    assert not rolled_out(store)
+    wait_for(lambda: rolled_out(store), timeout=6, what="slow readiness")
+    assert 2.5 < time.monotonic() - started < 5.5
 
 
 def test_deleting_the_deployment_stops_its_processes(cluster: tuple[Store, Kubelet]) -> None:
