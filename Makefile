@@ -33,5 +33,11 @@ test: venv sysdeps lint
 test-fast: venv sysdeps
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
+# The whole product on the sandbox cluster, one release cycle played, serving until Ctrl-C.
+# `make demo ARGS=--once` plays the cycle and exits 0 only if every step went as expected.
+ARGS ?=
+demo: venv sysdeps
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python scripts/demo.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
