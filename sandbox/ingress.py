@@ -66,7 +66,7 @@ class Ingress:
         self.port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._counters: dict[tuple[str, str | None, str | None], Iterator[int]] = {}
+        self._counters: dict[tuple[str | None, ...], Iterator[int]] = {}
         self._lock = threading.Lock()
 
     def start(self) -> int:
@@ -119,7 +119,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:

@@ -56,7 +56,7 @@ class PodReport:
         terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
                       "startedAt": self.started_at, "finishedAt": now_rfc3339(),
                       "containerID": self.container_id}
-        delay = min(BACKOFF_START * 2 ** self.backoff, BACKOFF_MAX)
+        delay = min(BACKOFF_START * float(2 ** self.backoff), BACKOFF_MAX)
         if restart:
             self.restarts += 1
             self.backoff += 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import http.client
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sandbox.pods import container_port
@@ -54,24 +54,24 @@ def from_container(container: dict[str, Any], real_port: int) -> Probe:
     spec = container.get("readinessProbe")
     if not spec:
         return Probe("listen", port=real_port)
-    timing = {
-        "initial_delay": min(float(spec.get("initialDelaySeconds", 0)) * TIME_SCALE, 1.0),
-        "period": min(max(float(spec.get("periodSeconds", 10)) * TIME_SCALE, 0.1), 0.5),
-        "timeout": min(float(spec.get("timeoutSeconds", 1)), 1.0),
-        "failure_threshold": int(spec.get("failureThreshold", 3)),
-        "success_threshold": int(spec.get("successThreshold", 1)),
-    }
+    timed = Probe(
+        "listen", port=real_port,
+        initial_delay=min(float(spec.get("initialDelaySeconds", 0)) * TIME_SCALE, 1.0),
+        period=min(max(float(spec.get("periodSeconds", 10)) * TIME_SCALE, 0.1), 0.5),
+        timeout=min(float(spec.get("timeoutSeconds", 1)), 1.0),
+        failure_threshold=int(spec.get("failureThreshold", 3)),
+        success_threshold=int(spec.get("successThreshold", 1)))
     default_port = container_port(container) or real_port
     if "httpGet" in spec:
         get = spec["httpGet"]
-        port = _target_port(container, get.get("port", default_port), real_port)
-        return Probe("http", port=port, path=str(get.get("path") or "/"), **timing)
+        return replace(timed, kind="http", path=str(get.get("path") or "/"),
+                       port=_target_port(container, get.get("port", default_port), real_port))
     if "tcpSocket" in spec:
-        port = _target_port(container, spec["tcpSocket"].get("port", default_port), real_port)
-        return Probe("tcp", port=port, **timing)
+        port = spec["tcpSocket"].get("port", default_port)
+        return replace(timed, kind="tcp", port=_target_port(container, port, real_port))
     if "exec" in spec:
-        return Probe("exec", command=tuple(spec["exec"].get("command") or ()), **timing)
-    return Probe("listen", port=real_port, **timing)
+        return replace(timed, kind="exec", command=tuple(spec["exec"].get("command") or ()))
+    return timed
 
 
 def check(probe: Probe, env: dict[str, str], cwd: str | None = None) -> bool:

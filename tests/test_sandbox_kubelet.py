@@ -34,8 +34,51 @@ from sandbox_objects import (
     wait_for,
 )
 
+from sandbox import probes
 from sandbox.kubelet import Kubelet
+from sandbox.pods import image_tag, pod_env
 from sandbox.store import Store
+
+
+@pytest.mark.parametrize(("image", "tag"), [
+    ("registry/acme/myapp:v2.0", "v2.0"), ("registry:5000/acme/myapp", "latest"),
+    ("myapp", "latest"), ("registry:5000/acme/myapp:v1-crash@sha256:abc", "v1-crash"),
+])
+def test_image_tag_is_the_version(image: str, tag: str) -> None:
+    assert image_tag(image) == tag
+
+
+def test_pod_env_adds_the_sandbox_variables_over_the_containers() -> None:
+    pod = {"metadata": {"name": "p-1", "namespace": "ns", "labels": {"color": "green"},
+                        "annotations": {"sandbox.bluegreen.dev/port": "40001"}},
+           "spec": {"containers": [{"image": "r/a:v9", "ports": [{"containerPort": 3000}],
+                                    "env": [{"name": "PORT", "value": "3000"},
+                                            {"name": "A", "value": 1},
+                                            {"name": "S", "valueFrom": {"secretKeyRef": {}}},
+                                            {"name": "C", "valueFrom": {"fieldRef": {
+                                                "fieldPath": "metadata.labels['color']"}}}]}]}}
+    env = pod_env(pod)
+    assert {k: env[k] for k in ("PORT", "A", "C", "SANDBOX_VERSION", "SANDBOX_COLOR",
+                                "SANDBOX_POD", "SANDBOX_CONTAINER_PORT")} == {
+        "PORT": "40001", "A": "1", "C": "green", "SANDBOX_VERSION": "v9",
+        "SANDBOX_COLOR": "green", "SANDBOX_POD": "p-1", "SANDBOX_CONTAINER_PORT": "3000"}
+    assert "S" not in env  # Secret references are not resolved
+
+
+def test_probe_ports_map_to_the_real_port_only_when_they_name_the_container() -> None:
+    container = {"ports": [{"containerPort": 3000, "name": "http"}],
+                 "readinessProbe": {"httpGet": {"path": "/ready", "port": 3000},
+                                    "initialDelaySeconds": 5, "periodSeconds": 10,
+                                    "failureThreshold": 2}}
+    probe = probes.from_container(container, 41000)
+    assert (probe.kind, probe.port, probe.path, probe.failure_threshold) == (
+        "http", 41000, "/ready", 2)
+    assert (probe.initial_delay, probe.period) == (0.5, 0.5)  # scaled down, clamped
+    container["readinessProbe"]["httpGet"]["port"] = "http"
+    assert probes.from_container(container, 41000).port == 41000
+    container["readinessProbe"]["httpGet"]["port"] = 8080
+    assert probes.from_container(container, 41000).port is None  # nothing listens there
+    assert probes.from_container({}, 41000).kind == "listen"
 
 
 @pytest.fixture
