@@ -29,6 +29,8 @@ def apply_defaults(rt: ResourceType, obj: Obj) -> None:
     if rt.kind in ("Deployment", "ReplicaSet") and isinstance(spec, dict):
         spec.setdefault("replicas", 1)
         _default_pod_spec((spec.get("template") or {}).get("spec"))
+        if rt.kind == "ReplicaSet" and isinstance(obj.get("status"), dict):
+            obj["status"].setdefault("replicas", 0)  # not omitempty in the real API
         if rt.kind == "Deployment":
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault("progressDeadlineSeconds", 600)

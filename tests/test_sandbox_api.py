@@ -1,0 +1,541 @@
+"""The sandbox's Kubernetes API server, driven by the official `kubernetes` client.
+
+Most tests run the API server in-process on a Store with no kubelet (so nothing
+else writes while they look) and a short watch history; the last ones go through
+`python -m sandbox serve` (the `sandbox` fixture) with kubelet and ingress.
+Covered: CRUD and status codes for Deployments, Services and Istio objects,
+conflicts, 422/415 for custom resources, generation and the status subresource,
+the patch formats, server-side apply through the DynamicClient, selectors,
+watches (status change, timeout, 410), owner cascade, discovery, fault injection
+and the request log, and the serve command's seed objects and shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from conftest import Sandbox
+from kubernetes import client, config, dynamic, watch
+from kubernetes.client.rest import ApiException
+
+from sandbox.apiserver import ApiServer
+from sandbox.cluster import kubeconfig, seed_namespaces
+from sandbox.store import Store
+
+ISTIO = ("networking.istio.io", "v1")
+
+
+@dataclass
+class Api:
+    url: str
+    store: Store
+    client: client.ApiClient
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.client)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.client)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.client)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    """An in-process API server (no kubelet, watch history of 20 events per resource)."""
+    store = Store(history=20)
+    seed_namespaces(store)
+    server = ApiServer(store)
+    server.start()
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig(server.url)))
+    api_client = config.new_client_from_config(config_file=str(path))
+    yield Api(server.url, store, api_client)
+    api_client.close()
+    server.stop()
+    store.close()
+
+
+def deployment(name: str = "web", *, image: str = "app:v1", replicas: int = 1,
+               labels: dict[str, str] | None = None) -> dict[str, Any]:
+    labels = {"app": name, **(labels or {})}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
+                         {"name": "web", "image": image, "env": [{"name": "A", "value": "1"}],
+                          "ports": [{"containerPort": 3000}]}]}}}}
+
+
+def virtual_service(name: str = "myapp-blue-green", subset: str = "blue") -> dict[str, Any]:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name},
+            "spec": {"hosts": ["*"], "gateways": ["myapp-gateway"],
+                     "http": [{"route": [{"destination": {"host": "myapp", "subset": subset}}]}]}}
+
+
+def status_of(e: ApiException) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(e.body)
+    assert body["kind"] == "Status" and body["apiVersion"] == "v1" and body["status"] == "Failure"
+    assert body["code"] == e.status
+    return body
+
+
+# ---- CRUD, status codes, metadata ---------------------------------------------------------------
+
+def test_deployment_lifecycle_through_the_typed_client(api: Api) -> None:
+    created, code, _ = api.apps.create_namespaced_deployment_with_http_info("default",
+                                                                            deployment())
+    assert code == 201
+    meta = created.metadata
+    assert meta.uid and meta.creation_timestamp and meta.namespace == "default"
+    assert meta.generation == 1 and int(meta.resource_version) > 0
+
+    got = api.apps.read_namespaced_deployment("web", "default")
+    assert got.spec.template.spec.containers[0].image == "app:v1"
+    assert got.spec.replicas == 1 and got.spec.strategy.type == "RollingUpdate"  # defaulted
+
+    listed = requests.get(f"{api.url}/apis/apps/v1/namespaces/default/deployments").json()
+    assert listed["kind"] == "DeploymentList" and listed["apiVersion"] == "apps/v1"
+    assert int(listed["metadata"]["resourceVersion"]) >= int(meta.resource_version)
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["web"]
+
+    got.spec.replicas = 3
+    replaced = api.apps.replace_namespaced_deployment("web", "default", got)
+    assert replaced.spec.replicas == 3 and replaced.metadata.generation == 2
+
+    api.apps.delete_namespaced_deployment("web", "default")
+    with pytest.raises(ApiException) as e:
+        api.apps.read_namespaced_deployment("web", "default")
+    assert e.value.status == 404
+    assert status_of(e.value)["message"] == 'deployments.apps "web" not found'
+    assert status_of(e.value)["details"] == {"name": "web", "group": "apps", "kind": "deployments"}
+
+
+def test_duplicate_create_is_409_already_exists(api: Api) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    with pytest.raises(ApiException) as e:
+        api.apps.create_namespaced_deployment("default", deployment())
+    body = status_of(e.value)
+    assert (e.value.status, body["reason"]) == (409, "AlreadyExists")
+    assert body["message"] == 'deployments.apps "web" already exists'
+
+
+def test_stale_resource_version_is_409_conflict(api: Api) -> None:
+    first = api.apps.create_namespaced_deployment("default", deployment())
+    api.apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 2}})
+    first.spec.replicas = 5
+    with pytest.raises(ApiException) as e:
+        api.apps.replace_namespaced_deployment("web", "default", first)
+    body = status_of(e.value)
+    assert (e.value.status, body["reason"]) == (409, "Conflict")
+    assert body["message"] == (
+        'Operation cannot be fulfilled on deployments.apps "web": the object has been modified; '
+        "please apply your changes to the latest version and try again")
+    assert api.apps.read_namespaced_deployment("web", "default").spec.replicas == 2
+
+
+def test_create_in_an_unknown_namespace_is_404(api: Api) -> None:
+    with pytest.raises(ApiException) as e:
+        api.core.create_namespaced_config_map("nowhere", {"metadata": {"name": "c"}})
+    assert e.value.status == 404
+    assert status_of(e.value)["message"] == 'namespaces "nowhere" not found'
+
+
+def test_generate_name_and_bad_requests(api: Api) -> None:
+    made = api.core.create_namespaced_config_map("default", {"metadata": {"generateName": "cfg-"}})
+    assert made.metadata.name.startswith("cfg-") and len(made.metadata.name) == 9
+    url = f"{api.url}/api/v1/namespaces/default/configmaps"
+    bad = requests.post(url, data="{not json", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["reason"] == "BadRequest"
+    not_allowed = requests.put(url, json={"metadata": {"name": "x"}})
+    assert not_allowed.status_code == 405 and not_allowed.json()["reason"] == "MethodNotAllowed"
+    invalid = requests.post(url, json={"metadata": {"name": "Not_Valid"}})
+    assert invalid.status_code == 422 and invalid.json()["reason"] == "Invalid"
+
+
+def test_generation_bumps_only_when_the_spec_changes(api: Api) -> None:
+    made = api.apps.create_namespaced_deployment("default", deployment())
+    labelled = api.apps.patch_namespaced_deployment("web", "default",
+                                                    {"metadata": {"labels": {"x": "y"}}})
+    assert labelled.metadata.generation == 1
+    with_status = api.apps.patch_namespaced_deployment_status(
+        "web", "default", {"status": {"replicas": 1, "readyReplicas": 1}})
+    assert with_status.metadata.generation == 1 and with_status.status.ready_replicas == 1
+    scaled = api.apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 2}})
+    assert scaled.metadata.generation == 2
+    again = api.apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 2}})
+    assert again.metadata.resource_version == scaled.metadata.resource_version, "no-op write"
+    assert int(scaled.metadata.resource_version) > int(made.metadata.resource_version)
+
+
+def test_status_subresource_writes_only_status_and_main_writes_keep_it(api: Api) -> None:
+    made = api.apps.create_namespaced_deployment("default", deployment())
+    made.spec.replicas = 9
+    made.status = client.V1DeploymentStatus(replicas=1, observed_generation=1)
+    after = api.apps.replace_namespaced_deployment_status("web", "default", made)
+    assert after.spec.replicas == 1 and after.status.observed_generation == 1
+    after.status.observed_generation = 42
+    kept = api.apps.replace_namespaced_deployment("web", "default", after)
+    assert kept.status.observed_generation == 1 and kept.spec.replicas == 1
+
+
+# ---- patch formats ------------------------------------------------------------------------------
+
+def test_deployment_patches_strategic_merge_and_json_patch(api: Api) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    merged = api.apps.patch_namespaced_deployment("web", "default", {"spec": {"template": {
+        "spec": {"containers": [{"name": "web", "image": "app:v2",
+                                 "env": [{"name": "B", "value": "2"}]}]}}}})
+    container = merged.spec.template.spec.containers[0]
+    assert container.image == "app:v2"
+    assert [(e.name, e.value) for e in container.env] == [("A", "1"), ("B", "2")]
+    assert merged.metadata.generation == 2
+
+    patched = api.apps.patch_namespaced_deployment(
+        "web", "default", [{"op": "test", "path": "/spec/replicas", "value": 1},
+                           {"op": "replace", "path": "/spec/replicas", "value": 4}])
+    assert patched.spec.replicas == 4
+    with pytest.raises(ApiException) as e:
+        api.apps.patch_namespaced_deployment(
+            "web", "default", [{"op": "test", "path": "/spec/replicas", "value": 1}])
+    assert e.value.status == 422 and status_of(e.value)["reason"] == "Invalid"
+
+
+def test_merge_patch_replaces_lists_where_strategic_merge_would_merge(api: Api) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "other", "image": "b:1"}]}}}}
+    answer = requests.patch(url, data=json.dumps(patch),
+                            headers={"Content-Type": "application/merge-patch+json"})
+    assert answer.status_code == 200
+    containers = answer.json()["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["other"]
+    unknown = requests.patch(url, data="{}", headers={"Content-Type": "text/plain"})
+    assert unknown.status_code == 415
+
+
+def test_service_lifecycle_and_ports_merged_by_port(api: Api) -> None:
+    made = api.core.create_namespaced_service("default", {
+        "metadata": {"name": "myapp", "labels": {"app": "myapp"}},
+        "spec": {"selector": {"app": "myapp"}, "ports": [{"name": "http", "port": 3000}]}})
+    assert made.spec.cluster_ip and made.spec.type == "ClusterIP"
+    assert made.spec.ports[0].target_port == 3000 and made.spec.ports[0].protocol == "TCP"
+    patched = api.core.patch_namespaced_service("myapp", "default", {"spec": {"ports": [
+        {"port": 3000, "name": "web"}, {"port": 9090, "name": "metrics"}]}})
+    assert [(p.port, p.name) for p in patched.spec.ports] == [(3000, "web"), (9090, "metrics")]
+    assert patched.spec.cluster_ip == made.spec.cluster_ip
+    api.core.delete_namespaced_service("myapp", "default")
+    assert api.core.list_namespaced_service("default").items == []
+
+
+def test_istio_objects_through_custom_objects_api(api: Api) -> None:
+    made = api.custom.create_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                                      virtual_service())
+    assert made["metadata"]["generation"] == 1 and made["kind"] == "VirtualService"
+    patched = api.custom.patch_namespaced_custom_object(
+        *ISTIO, "default", "virtualservices", "myapp-blue-green", {"spec": {"hosts": ["a.b"]}})
+    assert patched["spec"]["hosts"] == ["a.b"] and patched["metadata"]["generation"] == 2
+
+    with pytest.raises(ApiException) as e:
+        api.custom.replace_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                                    "myapp-blue-green", virtual_service())
+    assert e.value.status == 422
+    assert status_of(e.value)["message"] == (
+        'VirtualService.networking.istio.io "myapp-blue-green" is invalid: '
+        "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update")
+    body = virtual_service(subset="green")
+    body["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"]
+    replaced = api.custom.replace_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                                           "myapp-blue-green", body)
+    assert replaced["spec"]["http"][-1]["route"][0]["destination"]["subset"] == "green"
+
+    beta = api.custom.get_namespaced_custom_object("networking.istio.io", "v1beta1", "default",
+                                                   "virtualservices", "myapp-blue-green")
+    assert beta["apiVersion"] == "networking.istio.io/v1beta1", "one object, several versions"
+    listed = api.custom.list_namespaced_custom_object(*ISTIO, "default", "virtualservices")
+    assert listed["kind"] == "VirtualServiceList" and len(listed["items"]) == 1
+    api.custom.delete_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                               "myapp-blue-green")
+    with pytest.raises(ApiException) as e:
+        api.custom.get_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                                "myapp-blue-green")
+    assert e.value.status == 404
+
+
+def test_strategic_merge_patch_on_a_custom_resource_is_415(api: Api) -> None:
+    api.custom.create_namespaced_custom_object(*ISTIO, "default", "destinationrules", {
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "dr"}, "spec": {"host": "myapp"}})
+    answer = requests.patch(f"{api.url}/apis/networking.istio.io/v1/namespaces/default/"
+                            "destinationrules/dr", data="{}",
+                            headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert answer.status_code == 415
+    assert answer.json()["reason"] == "UnsupportedMediaType"
+    assert answer.json()["message"] == (
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+
+
+# ---- server-side apply --------------------------------------------------------------------------
+
+def test_server_side_apply_through_the_dynamic_client(api: Api, tmp_path: Path) -> None:
+    dyn = dynamic.DynamicClient(api.client, cache_file=str(tmp_path / "discovery.json"))
+    deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    first = deployments.server_side_apply(body=deployment(), field_manager="bluegreen",
+                                          namespace="default")
+    assert first.spec.replicas == 1
+    assert [m.manager for m in first.metadata.managedFields] == ["bluegreen"]
+
+    second = deployments.server_side_apply(body=deployment(image="app:v2"),
+                                           field_manager="bluegreen", namespace="default")
+    assert second.spec.template.spec.containers[0].image == "app:v2"
+    assert second.metadata.generation == 2
+
+    wanted = deployment(image="app:v2", replicas=3)
+    with pytest.raises(ApiException) as e:
+        deployments.server_side_apply(body=wanted, field_manager="someone-else",
+                                      namespace="default")
+    body = status_of(e.value)
+    assert (e.value.status, body["reason"]) == (409, "Conflict")
+    assert body["message"] == ('Apply failed with 1 conflict: conflict with "bluegreen": '
+                               ".spec.replicas")
+    forced = deployments.server_side_apply(body=wanted, field_manager="someone-else",
+                                           namespace="default", force_conflicts=True)
+    assert forced.spec.replicas == 3
+
+    services = dyn.resources.get(api_version="networking.istio.io/v1", kind="VirtualService")
+    vs = services.patch(body=virtual_service(), namespace="default", field_manager="bluegreen",
+                        content_type="application/apply-patch+yaml")
+    assert vs.spec.http[-1].route[0].destination.subset == "blue"
+
+
+def test_apply_creates_with_201_and_needs_a_field_manager(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    missing = requests.patch(url, data=yaml.safe_dump(deployment()), headers=headers)
+    assert missing.status_code == 422
+    assert "fieldManager: Required value: is required for apply patch" in missing.json()["message"]
+    created = requests.patch(url, params={"fieldManager": "me"},
+                             data=yaml.safe_dump(deployment()), headers=headers)
+    assert created.status_code == 201
+    updated = requests.patch(url, params={"fieldManager": "me"},
+                             data=yaml.safe_dump(deployment(replicas=2)), headers=headers)
+    assert updated.status_code == 200 and updated.json()["spec"]["replicas"] == 2
+
+
+# ---- selectors ----------------------------------------------------------------------------------
+
+def test_label_and_field_selectors(api: Api) -> None:
+    for name, color in (("myapp-blue", "blue"), ("myapp-green", "green"), ("other", "blue")):
+        api.apps.create_namespaced_deployment(
+            "default", deployment(name, labels={"app": "myapp" if "myapp" in name else name,
+                                                "color": color}))
+
+    def names(**kwargs: str) -> list[str]:
+        items = api.apps.list_namespaced_deployment("default", **kwargs).items
+        return [d.metadata.name for d in items]
+
+    assert names(label_selector="app=myapp") == ["myapp-blue", "myapp-green"]
+    assert names(label_selector="app=myapp,color!=blue") == ["myapp-green"]
+    assert names(label_selector="color in (blue),app notin (myapp)") == ["other"]
+    assert names(label_selector="!color") == []
+    assert names(field_selector="metadata.name=other") == ["other"]
+    assert names(field_selector="metadata.name!=other,metadata.namespace=default") == [
+        "myapp-blue", "myapp-green"]
+    everywhere = api.apps.list_deployment_for_all_namespaces(label_selector="color=blue")
+    assert sorted(d.metadata.name for d in everywhere.items) == ["myapp-blue", "other"]
+    with pytest.raises(ApiException) as e:
+        api.apps.list_namespaced_deployment("default", field_selector="spec.replicas=1")
+    assert e.value.status == 400
+
+
+# ---- watches ------------------------------------------------------------------------------------
+
+def test_watch_sees_a_status_change_and_ends_at_timeout(api: Api) -> None:
+    made = api.apps.create_namespaced_deployment("default", deployment())
+
+    def make_ready() -> None:
+        time.sleep(0.3)
+        api.apps.patch_namespaced_deployment_status("web", "default", {"status": {
+            "observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+            "updatedReplicas": 1}})
+
+    threading.Thread(target=make_ready).start()
+    started, seen = time.monotonic(), []
+    for event in watch.Watch().stream(api.apps.list_namespaced_deployment, "default",
+                                      resource_version=made.metadata.resource_version,
+                                      timeout_seconds=2):
+        seen.append((event["type"], event["object"].status.ready_replicas))
+    elapsed = time.monotonic() - started
+    assert seen == [("MODIFIED", 1)]
+    assert 1.8 <= elapsed < 4, "the stream ends when timeoutSeconds is up"
+
+
+def test_watch_without_resource_version_starts_with_the_current_objects(api: Api) -> None:
+    api.core.create_namespaced_config_map("default", {"metadata": {"name": "a",
+                                                                   "labels": {"k": "v"}}})
+    api.core.create_namespaced_config_map("default", {"metadata": {"name": "b"}})
+    events = [(e["type"], e["object"].metadata.name) for e in watch.Watch().stream(
+        api.core.list_namespaced_config_map, "default", label_selector="k=v", timeout_seconds=1)]
+    assert events == [("ADDED", "a")]
+
+
+def test_watch_from_a_too_old_resource_version_is_410(api: Api) -> None:
+    first = api.core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    for i in range(25):  # the in-process server keeps 20 events per resource
+        api.core.patch_namespaced_config_map("c", "default", {"data": {"n": str(i)}})
+    with pytest.raises(ApiException) as e:
+        for _ in watch.Watch().stream(api.core.list_namespaced_config_map, "default",
+                                      resource_version=first.metadata.resource_version,
+                                      timeout_seconds=1):
+            pass
+    assert e.value.status == 410
+    raw = requests.get(f"{api.url}/api/v1/namespaces/default/configmaps",
+                       params={"watch": "true", "resourceVersion": "1"}, timeout=5)
+    event = json.loads(raw.text.splitlines()[0])
+    assert raw.status_code == 200 and event["type"] == "ERROR"
+    assert event["object"]["code"] == 410 and event["object"]["reason"] == "Expired"
+    assert event["object"]["message"].startswith("too old resource version: 1 (")
+
+
+# ---- cascade, discovery, dry run ----------------------------------------------------------------
+
+def test_deleting_a_deployment_deletes_what_it_owns(api: Api) -> None:
+    owner = api.apps.create_namespaced_deployment("default", deployment())
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
+           "uid": owner.metadata.uid, "controller": True}
+    rs = deployment("web-abc")
+    rs.update(kind="ReplicaSet", metadata={**rs["metadata"], "ownerReferences": [ref]})
+    made_rs = api.apps.create_namespaced_replica_set("default", rs)
+    rs_ref = {**ref, "kind": "ReplicaSet", "name": "web-abc", "uid": made_rs.metadata.uid}
+    api.core.create_namespaced_pod("default", {"metadata": {"name": "web-abc-1",
+                                                            "ownerReferences": [rs_ref]},
+                                               "spec": {"containers": [{"name": "web",
+                                                                        "image": "app:v1"}]}})
+    api.apps.delete_namespaced_deployment("web", "default")
+    assert api.apps.list_namespaced_replica_set("default").items == []
+    assert api.core.list_namespaced_pod("default").items == []
+
+
+def test_discovery_names_kinds_short_names_and_versions(api: Api) -> None:
+    groups = requests.get(f"{api.url}/apis").json()
+    istio = next(g for g in groups["groups"] if g["name"] == "networking.istio.io")
+    assert istio["preferredVersion"]["version"] == "v1"
+    resources = requests.get(f"{api.url}/apis/networking.istio.io/v1").json()["resources"]
+    vs = next(r for r in resources if r["name"] == "virtualservices")
+    assert (vs["kind"], vs["shortNames"], vs["namespaced"]) == ("VirtualService", ["vs"], True)
+    core = requests.get(f"{api.url}/api/v1").json()["resources"]
+    assert {"pods", "pods/status", "pods/exec", "services", "namespaces"} <= {
+        r["name"] for r in core}
+    assert requests.get(f"{api.url}/version").json()["major"] == "1"
+
+
+def test_dry_run_changes_nothing(api: Api) -> None:
+    dry = api.apps.create_namespaced_deployment("default", deployment(), dry_run="All")
+    assert dry.metadata.name == "web"
+    assert api.apps.list_namespaced_deployment("default").items == []
+
+
+# ---- fault injection and the request log --------------------------------------------------------
+
+def test_injected_fault_is_seen_by_the_client_then_requests_succeed(api: Api) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    since = requests.get(f"{api.url}/sandbox/requests").json()[-1]["seq"]
+    fault = {"path": "/deployments/web$", "method": "PATCH", "status": 500, "count": 1}
+    assert requests.post(f"{api.url}/sandbox/faults", json=fault).status_code == 201
+    with pytest.raises(ApiException) as e:
+        api.apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 2}})
+    assert e.value.status == 500 and status_of(e.value)["reason"] == "InternalError"
+    assert api.apps.read_namespaced_deployment("web", "default").spec.replicas == 1
+    api.apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 2}})
+
+    log = requests.get(f"{api.url}/sandbox/requests", params={"since": since}).json()
+    assert [(r["method"], r["status"]) for r in log] == [("PATCH", 500), ("GET", 200),
+                                                         ("PATCH", 200)]
+    assert log[0]["path"] == "/apis/apps/v1/namespaces/default/deployments/web"
+    assert log[0]["user_agent"].startswith("OpenAPI-Generator/")
+
+
+def test_throttling_latency_refusal_and_clearing_faults(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps"
+    requests.post(f"{api.url}/sandbox/faults", json={"path": "configmaps", "status": 429,
+                                                     "count": 1})
+    throttled = requests.get(url)
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "1"
+    assert throttled.json()["reason"] == "TooManyRequests"
+    requests.post(f"{api.url}/sandbox/faults", json={"path": "configmaps", "latency": 0.5,
+                                                     "count": 1})
+    started = time.monotonic()
+    assert requests.get(url).status_code == 200
+    assert time.monotonic() - started >= 0.5
+    requests.post(f"{api.url}/sandbox/faults", json={"path": "configmaps", "refuse": True})
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url)
+    requests.delete(f"{api.url}/sandbox/faults")
+    assert requests.get(url).status_code == 200
+
+
+# ---- through `python -m sandbox serve` ----------------------------------------------------------
+
+def test_serve_writes_a_kubeconfig_and_seeds_the_cluster(sandbox: Sandbox) -> None:
+    config.load_kube_config(config_file=sandbox.kubeconfig)
+    core = client.CoreV1Api()
+    assert {"default", "kube-system", "istio-system"} <= {
+        n.metadata.name for n in core.list_namespace().items}
+    gateway = core.read_namespaced_service("istio-ingressgateway", "istio-system")
+    http2 = next(p for p in gateway.spec.ports if p.name == "http2")
+    assert sandbox.ingress == f"http://127.0.0.1:{http2.port}"
+    assert gateway.spec.type == "LoadBalancer"
+    assert gateway.status.load_balancer.ingress[0].ip == "127.0.0.1"
+    assert yaml.safe_load(Path(sandbox.kubeconfig).read_text())["current-context"] == "sandbox"
+
+
+def test_serve_watch_sees_the_kubelet_make_a_deployment_ready(sandbox: Sandbox) -> None:
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=sandbox.kubeconfig))
+    made = apps.create_namespaced_deployment("default", deployment(image="myapp:v1.0"))
+    ready = None
+    for event in watch.Watch().stream(apps.list_namespaced_deployment, "default",
+                                      resource_version=made.metadata.resource_version,
+                                      timeout_seconds=20):
+        status = event["object"].status
+        if status and status.ready_replicas == 1 and status.observed_generation == 1:
+            ready = event
+            break
+    assert ready is not None and ready["type"] == "MODIFIED"
+
+
+def test_serve_stops_every_pod_process_and_exits_zero(sandbox: Sandbox) -> None:
+    api_client = config.new_client_from_config(config_file=sandbox.kubeconfig)
+    client.AppsV1Api(api_client).create_namespaced_deployment("default",
+                                                              deployment(image="myapp:v1.0"))
+    core = client.CoreV1Api(api_client)
+    pid = None
+    deadline = time.monotonic() + 20
+    while pid is None and time.monotonic() < deadline:
+        for pod in core.list_namespaced_pod("default", label_selector="app=web").items:
+            statuses = pod.status.container_statuses or []
+            if statuses and statuses[0].container_id and statuses[0].ready:
+                pid = int(statuses[0].container_id.rsplit("/", 1)[-1])
+        time.sleep(0.2)
+    assert pid is not None, "the kubelet never ran the pod"
+    os.kill(pid, 0)  # the pod's process is alive
+    sandbox.proc.send_signal(signal.SIGTERM)
+    assert sandbox.proc.wait(15) == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
