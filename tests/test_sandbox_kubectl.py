@@ -1,0 +1,111 @@
+"""Real kubectl against `python -m sandbox serve`, as the seed tutorial's scripts use it.
+
+Covers discovery (kubectl finds deployments, `vs`, `virtualservice`), server-printed
+tables (`kubectl get deployments`), `kubectl apply --server-side` of a Deployment
+and a VirtualService, client-side `kubectl apply`, `kubectl rollout status`,
+`kubectl delete deployment`, and the seed's sanity check run verbatim through bash.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import Sandbox
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "myapp-blue", "labels": {"app": "myapp", "color": "blue"}},
+    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "myapp", "color": "blue"}},
+             "template": {"metadata": {"labels": {"app": "myapp", "color": "blue"}},
+                          "spec": {"containers": [{"name": "myapp", "image": "myapp:v1.0",
+                                                   "ports": [{"containerPort": 3000}]}]}}},
+}
+VIRTUAL_SERVICE = {
+    "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+    "metadata": {"name": "myapp-blue-green"},
+    "spec": {"hosts": ["*"], "gateways": ["myapp-gateway"], "http": [
+        {"match": [{"headers": {"cookie": {"regex": "^(.*?;)?(test=true)(;.*)?$"}}}],
+         "route": [{"destination": {"host": "myapp", "subset": "green"}}]},
+        {"route": [{"destination": {"host": "myapp", "subset": "blue"}}]}]},
+}
+SANITY_CHECK = ("kubectl get virtualservice myapp-blue-green -o json "
+                "| jq -r '.spec.http[-1].route[0].destination.subset'")
+
+
+def kubectl(sandbox: Sandbox, home: Path, *args: str, check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
+    env = {**sandbox.env(), "HOME": str(home)}
+    done = subprocess.run(["kubectl", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def manifest(tmp_path: Path, name: str, *docs: dict[str, object]) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump_all(docs))
+    return str(path)
+
+
+def test_apply_server_side_then_get_and_the_seed_sanity_check(sandbox: Sandbox,
+                                                              tmp_path: Path) -> None:
+    files = manifest(tmp_path, "app.yml", DEPLOYMENT, VIRTUAL_SERVICE)
+    applied = kubectl(sandbox, tmp_path, "apply", "--server-side", "-f", files)
+    assert applied.stdout.splitlines() == [
+        "deployment.apps/myapp-blue serverside-applied",
+        "virtualservice.networking.istio.io/myapp-blue-green serverside-applied"]
+
+    table = kubectl(sandbox, tmp_path, "get", "deployments").stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert table[1].split()[0] == "myapp-blue"
+    assert kubectl(sandbox, tmp_path, "get", "vs", "-o", "name").stdout.strip() == (
+        "virtualservice.networking.istio.io/myapp-blue-green")
+
+    check = subprocess.run(["bash", "-c", SANITY_CHECK], capture_output=True, text=True,
+                           env={**sandbox.env(), "HOME": str(tmp_path)}, timeout=60)
+    assert (check.returncode, check.stdout) == (0, "blue\n"), check.stderr
+
+
+def test_server_side_apply_reports_conflicts_and_updates(sandbox: Sandbox,
+                                                         tmp_path: Path) -> None:
+    files = manifest(tmp_path, "deploy.yml", DEPLOYMENT)
+    kubectl(sandbox, tmp_path, "apply", "--server-side", "-f", files)
+    kubectl(sandbox, tmp_path, "scale", "deployment/myapp-blue", "--replicas=2")
+    conflict = kubectl(sandbox, tmp_path, "apply", "--server-side", "-f", files, check=False)
+    assert conflict.returncode != 0
+    assert "Apply failed with 1 conflict" in conflict.stderr and ".spec.replicas" in conflict.stderr
+    kubectl(sandbox, tmp_path, "apply", "--server-side", "--force-conflicts", "-f", files)
+    replicas = kubectl(sandbox, tmp_path, "get", "deployment", "myapp-blue",
+                       "-o", "jsonpath={.spec.replicas}").stdout
+    assert replicas == "1"
+
+
+def test_client_side_apply_and_rollout_status(sandbox: Sandbox, tmp_path: Path) -> None:
+    files = manifest(tmp_path, "deploy.yml", DEPLOYMENT)
+    assert "created" in kubectl(sandbox, tmp_path, "apply", "-f", files).stdout
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    changed = {**DEPLOYMENT, "metadata": {**DEPLOYMENT["metadata"],  # type: ignore[dict-item]
+                                          "annotations": {"release": "r2"}}}
+    files = manifest(tmp_path, "deploy.yml", changed)
+    assert "configured" in kubectl(sandbox, tmp_path, "apply", "-f", files).stdout
+    annotation = kubectl(sandbox, tmp_path, "get", "deployment", "myapp-blue", "-o",
+                         "jsonpath={.metadata.annotations.release}").stdout
+    assert annotation == "r2"
+
+
+def test_delete_deployment(sandbox: Sandbox, tmp_path: Path) -> None:
+    kubectl(sandbox, tmp_path, "apply", "--server-side", "-f",
+            manifest(tmp_path, "deploy.yml", DEPLOYMENT))
+    deleted = kubectl(sandbox, tmp_path, "delete", "deployment", "myapp-blue")
+    assert deleted.stdout.strip() == 'deployment.apps "myapp-blue" deleted'
+    gone = kubectl(sandbox, tmp_path, "get", "deployment", "myapp-blue", check=False)
+    assert gone.returncode == 1
+    assert 'deployments.apps "myapp-blue" not found' in gone.stderr
+    assert "No resources found" in kubectl(sandbox, tmp_path, "get", "replicasets").stderr
