@@ -140,7 +140,8 @@ def start_sandbox(processes: Processes) -> dict[str, str]:
     out = processes.workdir / "sandbox.json"
     with open(out, "wb") as stdout, open(processes.workdir / "sandbox.log", "ab") as log:
         processes.procs["sandbox"] = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "serve", "--kubeconfig", str(kubeconfig)],
+            [sys.executable, "-m", "sandbox", "serve", "--kubeconfig", str(kubeconfig),
+             "--workdir", str(processes.workdir / "cluster")],
             cwd=ROOT, stdout=stdout, stderr=log, stdin=subprocess.DEVNULL,
             start_new_session=True)
 

@@ -1,0 +1,318 @@
+"""The whole product as separate real processes, driven only through its public faces.
+
+`Stack(tmp, apps)` starts, with one config file: a redis-server with its append-only
+file on (conftest's `RedisServer`), the sandbox cluster (`python -m sandbox serve`, via
+conftest), gunicorn serving `webhook:create_app()` as the Procfile does (tests/web.py's
+`Gunicorn`) and one `bluegreen worker` in its own process group. Tests then talk to it
+as forges, operators and users do: signed GitHub webhooks (`push`), the operator API
+(`command`), release reads (`release`, `wait`), the ingress (`served_by`) and the
+sandbox's test hooks (`fault`, `api_requests`). Faults are process-level: SIGKILL the
+worker, restart Redis or the web process. `stop()` ends every process it started and
+`leftovers()` finds any that outlived it (pods included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import ROOT, RedisServer, Sandbox, free_port, start_sandbox, stop_sandbox
+from invariants import Monitor
+from web import API_TOKEN, SECRET_ENV, Gunicorn, Response, delivery, http, signed
+
+BLUEGREEN = str(Path(sys.executable).parent / "bluegreen")
+TERMINAL = frozenset({"rejected", "failed", "superseded", "aborted", "rolled_back",
+                      "decommissioned"})
+SETTLED = TERMINAL | {"awaiting_promotion", "live", "standby"}
+PASSED_SMOKE = frozenset({"awaiting_promotion", "live", "standby", "rolled_back"})
+
+
+def app_config(repository: str, **overrides: Any) -> dict[str, Any]:
+    """One app's config: sandbox images and short timeouts, so a failure shows quickly."""
+    body: dict[str, Any] = {"repository": repository, "image": "sandbox.local/app:$VERSION",
+                            "rollout_timeout": 20, "smoke_timeout": 10, "hook_timeout": 10}
+    body.update(overrides)
+    return body
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "",
+               interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class Stack:
+    """See the module docstring."""
+
+    def __init__(self, tmp: Path, apps: dict[str, dict[str, Any]]) -> None:
+        self.tmp = tmp
+        self.config = tmp / "bluegreen.yml"
+        self.config.write_text(yaml.safe_dump({"apps": apps}))
+        self.redis = RedisServer(port=free_port(), dir=tmp / "redis")
+        self.redis.dir.mkdir()
+        self.sandbox: Sandbox | None = None
+        self.web: Gunicorn | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.workers_started = 0
+        self._commits = 0
+        self._passed: set[str] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        self.redis.start(appendonly=True)
+        self.sandbox = start_sandbox(self.tmp)
+        self.env = {**SECRET_ENV, "REDIS_URL": self.redis.url,
+                    "KUBECONFIG": self.sandbox.kubeconfig,
+                    "BLUEGREEN_INGRESS_URL": self.sandbox.ingress,
+                    "BLUEGREEN_CONFIG": str(self.config),
+                    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        self.web = Gunicorn(port=free_port(), env=self.env, log=self.tmp / "web.log")
+        self.web.start()
+        self.start_worker()
+        return self
+
+    def stop(self) -> None:
+        self.stop_worker()
+        if self.web is not None:
+            self.web.stop()
+        if self.sandbox is not None:
+            stop_sandbox(self.sandbox)
+        self.redis.stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start_worker(self) -> None:
+        """`bluegreen worker` (the Procfile's worker line) in its own process group."""
+        log = self.tmp / f"worker-{self.workers_started}.log"
+        self.workers_started += 1
+        with open(log, "wb") as out:
+            self.worker = subprocess.Popen(
+                [BLUEGREEN, "worker"], env={**os.environ, **self.env}, cwd=ROOT, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its work horse, as an OOM kill or a lost node would."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(10)
+        self.worker = None
+
+    def stop_worker(self) -> None:
+        if self.worker is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.worker.pid, signal.SIGTERM)
+        try:
+            self.worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.worker.pid, signal.SIGKILL)
+            self.worker.wait(5)
+        self.worker = None
+
+    def restart_redis(self) -> None:
+        """Stop redis-server (SIGTERM: it syncs its append-only file) and start it again."""
+        self.redis.stop()
+        self.redis.start(appendonly=True)
+
+    def restart_web(self) -> None:
+        assert self.web is not None
+        self.web.stop()
+        self.web.start()
+
+    def worker_log(self) -> str:
+        return "\n".join((self.tmp / f"worker-{i}.log").read_text(errors="replace")
+                         for i in range(self.workers_started))
+
+    def leftovers(self) -> list[str]:
+        """Processes still running that this stack started: its files or its sandbox's pods."""
+        assert self.sandbox is not None
+        return processes_mentioning(str(self.tmp), f"SANDBOX_PARENT_PID={self.sandbox.proc.pid}")
+
+    # -- forges and operators ------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self.web is not None
+        return self.web.url
+
+    def push(self, tag: str, *, repository: str = "acme/myapp", delivery_id: str | None = None,
+             commit: str | None = None) -> Response:
+        """A signed GitHub tag push; a fresh commit and delivery id unless given."""
+        self._commits += 1
+        commit = commit or f"{os.getpid():08x}{self._commits:032x}"
+        body = tag_push_body(tag, repository, commit)
+        d = signed(delivery("github", "push__tag_lightweight").with_body(body))
+        d = d.with_headers(X_GitHub_Delivery=delivery_id or f"e2e-{tag}-{commit[-8:]}")
+        return http("POST", f"{self.url}/webhook", d.body, d.headers)
+
+    def release_id(self, tag: str, **kwargs: Any) -> str:
+        """Push `tag`; the one release it queued."""
+        answer = self.push(tag, **kwargs)
+        assert answer.status == 202, (answer.status, answer.body)
+        (entry,) = answer.json["releases"]
+        return str(entry["id"])
+
+    def command(self, app: str, action: str, release: str | None = None,
+                color: str | None = None) -> Response:
+        body = {k: v for k, v in {"release": release, "color": color}.items() if v}
+        return http("POST", f"{self.url}/api/apps/{app}/{action}", json.dumps(body).encode(),
+                    {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
+
+    def act(self, app: str, action: str, release: str) -> None:
+        answer = self.command(app, action, release)
+        assert answer.status == 202, (action, release, answer.status, answer.body)
+
+    # -- reading state ------------------------------------------------------------------------
+
+    def release(self, release_id: str) -> dict[str, Any]:
+        answer = http("GET", f"{self.url}/api/releases/{release_id}")
+        assert answer.status == 200, (release_id, answer.status, answer.body)
+        record: dict[str, Any] = answer.json
+        return record
+
+    def state(self, release_id: str) -> str:
+        return str(self.release(release_id)["release"]["state"])
+
+    def releases(self, app: str | None = None) -> list[dict[str, Any]]:
+        query = f"?app={app}&limit=1000" if app else "?limit=1000"
+        answer = http("GET", f"{self.url}/api/releases{query}")
+        assert answer.status == 200, (answer.status, answer.body)
+        found: list[dict[str, Any]] = answer.json["releases"]
+        return found
+
+    def wait(self, release_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
+        """Wait for one of `states`; fail at once, with the audit trail, in another final one."""
+        def reached() -> bool:
+            state = self.state(release_id)
+            if state not in states and state in TERMINAL:
+                raise AssertionError(f"{release_id} ended {state}, not {'/'.join(states)}")
+            return state in states
+
+        try:
+            wait_until(reached, timeout, f"{release_id} to be {'/'.join(states)}", 0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {self.story(release_id)}") from None
+        return self.release(release_id)
+
+    def story(self, release_id: str) -> str:
+        """The release's state and audit messages, for failure messages."""
+        record = self.release(release_id)
+        lines = [f"{a['step']}: {a['message']}" for a in record["audit"]]
+        return f"[{record['release']['state']}] " + " | ".join(lines)
+
+    def release_ok(self, release_id: str) -> bool:
+        """For the invariant monitor: did this release pass its smoke tests (as recorded)?"""
+        if release_id not in self._passed:
+            answer = http("GET", f"{self.url}/api/releases/{release_id}", timeout=5)
+            if answer.status != 200 or not any(
+                    entry["state_to"] in PASSED_SMOKE for entry in answer.json["audit"]):
+                return answer.status != 200  # the web process may be restarting: no verdict
+            self._passed.add(release_id)
+        return True
+
+    def monitor(self, app: str, *, traffic: bool = True) -> Monitor:
+        assert self.sandbox is not None
+        return Monitor(api=self.sandbox.api, ingress=self.sandbox.ingress, app=app,
+                       release_ok=self.release_ok, traffic=traffic)
+
+    # -- the cluster, from outside ------------------------------------------------------------
+
+    def ingress(self, *, cookie: bool = False, host: str | None = None) -> tuple[int, Any]:
+        assert self.sandbox is not None
+        headers = {"Cookie": "test=true"} if cookie else {}
+        if host:
+            headers["Host"] = host
+        answer = http("GET", self.sandbox.ingress + "/", headers=headers, timeout=5)
+        try:
+            return answer.status, answer.json
+        except ValueError:
+            return answer.status, None
+
+    def served_by(self, *, cookie: bool = False) -> str | None:
+        status, body = self.ingress(cookie=cookie)
+        return f"{body['color']} {body['version']}" if status == 200 else None
+
+    def api_requests(self, since: int = 0) -> list[dict[str, Any]]:
+        assert self.sandbox is not None
+        answer = http("GET", f"{self.sandbox.api}/sandbox/requests?since={since}")
+        found: list[dict[str, Any]] = answer.json
+        return found
+
+    def last_request(self) -> int:
+        log = self.api_requests()
+        return int(log[-1]["seq"]) if log else 0
+
+    def fault(self, **rule: Any) -> None:
+        assert self.sandbox is not None
+        answer = http("POST", f"{self.sandbox.api}/sandbox/faults", json.dumps(rule).encode(),
+                      {"Content-Type": "application/json"})
+        assert answer.status < 300, (answer.status, answer.body)
+
+    def clear_faults(self) -> None:
+        assert self.sandbox is not None
+        http("DELETE", f"{self.sandbox.api}/sandbox/faults")
+
+
+def tag_push_body(tag: str, repository: str, commit: str) -> dict[str, Any]:
+    """GitHub's lightweight tag push fixture, for another tag, repository and commit."""
+    body: dict[str, Any] = delivery("github", "push__tag_lightweight").json
+    body.update(ref=f"refs/tags/{tag}", after=commit,
+                compare=f"https://github.com/{repository}/compare/{tag}")
+    body["repository"].update(full_name=repository, name=repository.split("/")[-1])
+    body["head_commit"]["id"] = commit
+    return body
+
+
+def processes_mentioning(*markers: str) -> list[str]:
+    """`pid cmdline` of live processes whose command line, environment or cwd has a marker."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+            cwd = os.readlink(proc / "cwd")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue  # exited, not yet reaped by its parent
+        text = "\n".join([cmdline, cwd, *environ])
+        if any(m in text for m in markers):
+            found.append(f"{proc.name} {cmdline.strip()}")
+    return found
+
+
+@contextlib.contextmanager
+def running(tmp: Path, apps: dict[str, dict[str, Any]]) -> Iterator[Stack]:
+    """A started stack; stopped on the way out, failing if any of its processes outlived it."""
+    stack = Stack(tmp, apps).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+    deadline = time.monotonic() + 10
+    while stack.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stack.leftovers() == [], "processes outlived the stack"
