@@ -98,9 +98,9 @@ def release_job(session: Session, release_id: str) -> Result:
                                  message=why, error=why)
         return result("failed", why)
     with session.context(release.app, f"bluegreen/{release_id}") as ctx:
-        newer = newer_queued(ctx, release)
+        newer = newer_release(ctx, release)
         if newer is not None:
-            why = f"a newer release {newer.id} ({newer.tag}) for {release.color} is queued"
+            why = f"a newer release {newer.id} ({newer.tag}) for {release.color} was recorded"
             ctx.store.transition(release_id, S.SUPERSEDED, actor=ACTOR, step="supersede",
                                  message=f"{why}; skipped without touching the cluster")
             return result("superseded", why)
@@ -108,11 +108,15 @@ def release_job(session: Session, release_id: str) -> Result:
         return run_steps(ctx, release)
 
 
-def newer_queued(ctx: Context, release: Release) -> Release | None:
-    """A newer release into the same colour that is still queued (it will replace this one)."""
+def newer_release(ctx: Context, release: Release) -> Release | None:
+    """A newer release into the same colour, for a release that has not started yet.
+
+    Only the newest release of a colour is deployed: tags pushed together may be queued
+    in another order than they were recorded in, and an older one must never replace a
+    newer one's Deployment.
+    """
     newest = ctx.store.latest_for(release.app, release.color)
-    if (release.state is S.QUEUED and newest is not None and newest.id != release.id
-            and newest.state is S.QUEUED):
+    if release.state is S.QUEUED and newest is not None and newest.id != release.id:
         return newest
     return None
 
