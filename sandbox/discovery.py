@@ -47,7 +47,10 @@ def api_group(group: str) -> Obj | None:
     if not versions:
         return None
     preferred = PREFERRED.get(group, versions[0])
-    entry = lambda v: {"groupVersion": f"{group}/{v}", "version": v}  # noqa: E731
+
+    def entry(version: str) -> Obj:
+        return {"groupVersion": f"{group}/{version}", "version": version}
+
     return {"kind": "APIGroup", "apiVersion": "v1", "name": group,
             "versions": [entry(v) for v in versions], "preferredVersion": entry(preferred)}
 

@@ -264,10 +264,10 @@ def apply(live: Obj | None, applied: Obj, manager: str, *, force: bool, kind: st
     others = set().union(*(o for i, o in enumerate(entries.owned) if i != mine))
     for path in sorted(previously - set(wanted) - others, key=len, reverse=True):
         remove_path(result, path)
-    result = merge_applied(result, applied, kind, custom=custom)
+    merged: Obj = merge_applied(result, applied, kind, custom=custom)
     entries.set(manager, "Apply", set(wanted), applied.get("apiVersion", ""))
-    result["metadata"]["managedFields"] = entries.render()
-    return result
+    merged["metadata"]["managedFields"] = entries.render()
+    return merged
 
 
 def merge_applied(live: Any, applied: Any, kind: str, *, custom: bool,

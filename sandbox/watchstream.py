@@ -1,0 +1,78 @@
+"""Watch streams: `?watch=true` answered as chunked, newline-delimited JSON events.
+
+Owns the watch verb on the wire: resourceVersion and timeoutSeconds handling,
+the ERROR event carrying a 410 Expired Status when the history no longer reaches
+back far enough, and ending the stream on timeout, server stop or a client that
+went away. Which events a watch sees is the store's business.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sandbox.httpbase import HandlerBase, Obj, Target
+from sandbox.resources import ApiError, bad_request
+
+WATCH_DEFAULT_TIMEOUT = 1800.0  # the real server picks 30-60 minutes
+
+
+class WatchVerb(HandlerBase):
+    """`GET <collection>?watch=true` (and the old `/watch/` path prefix)."""
+
+    def watch(self, target: Target) -> None:
+        rv_param = self.param("resourceVersion") or ""
+        if rv_param and not rv_param.isdigit():
+            raise bad_request(f"invalid resource version: {rv_param}")
+        timeout = float(self.param("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
+        field_selector = self.param("fieldSelector")
+        if target.name:
+            field_selector = ",".join(filter(None, [field_selector,
+                                                    f"metadata.name={target.name}"]))
+        try:
+            watcher = self.api.store.watch(target.rt.key, target.namespace,
+                                           since_rv=int(rv_param) if rv_param else None,
+                                           label_selector=self.param("labelSelector"),
+                                           field_selector=field_selector)
+        except ApiError as e:
+            if e.code != 410:
+                raise
+            self.start_chunked()  # the real server also answers 200, then an ERROR event
+            self.write_chunk({"type": "ERROR", "object": e.status()})
+            self.end_chunked()
+            return
+        self.start_chunked()
+        try:
+            self.stream_events(watcher, time.monotonic() + timeout)
+        finally:
+            watcher.close()
+
+    def stream_events(self, watcher: Any, deadline: float) -> None:
+        while not self.api.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            event = watcher.next(timeout=min(remaining, 0.5))
+            if event is not None:
+                self.write_chunk({"type": event[0], "object": event[1]})
+            elif watcher.closed:
+                break
+        self.end_chunked()
+
+    def start_chunked(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+
+    def write_chunk(self, event: Obj) -> None:
+        data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def end_chunked(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
