@@ -10,6 +10,7 @@ rq `SimpleWorker` (fast, for step-level tests) or in real `bluegreen worker` pro
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -89,14 +90,12 @@ class Flow:
         self.engine = Engine(self.settings, redis)
         self.store = ReleaseStore(redis)
         self.workers: list[subprocess.Popen[str]] = []
-        self._commits = 0
 
     # -- the engine, as the web side uses it ---------------------------------------------------
 
     def tag(self, tag: str, *, repository: str = "acme/myapp") -> list[str]:
         """Push a tag; the ids of the releases it created (one per matching app)."""
-        self._commits += 1
-        commit = f"{self._commits:040x}"
+        commit = hashlib.sha1(f"{repository} {tag}".encode()).hexdigest()
         event = TagEvent(forge="github", delivery_id=f"d-{tag}-{commit[-6:]}",
                          repository=repository, tag=tag, commit=commit, pusher="dev")
         return [s.release.id for s in self.engine.submit_tag(event)]
