@@ -1,0 +1,153 @@
+"""GET /status (JSON) and GET / (the live board): what every app, queue and release is doing.
+
+Owns the status document and its optional token. The document is assembled from
+Redis only: release records and queue state through `worker.api`, and the cluster as
+the worker last saw it (`worker.clusterview` snapshots, with their age and drift). The
+web process never talks to Kubernetes. Reads are pipelined and bounded (recent
+releases: `?limit=`, default 50, at most 200), so the answer stays fast with many
+apps and thousands of releases.
+
+The board is a static page whose script polls `/status` every two seconds. Polling,
+not server-sent events: gunicorn's gthread workers have a few threads each, and every
+open event stream would hold one of them for as long as a board is open, taking it
+from forge deliveries with 3-10 s deadlines; a poll is one short request.
+
+When `BLUEGREEN_STATUS_TOKEN` is set, both routes need it (or an operator API token)
+as `Authorization: Bearer <token>` or, for the browser page, `?token=<token>`;
+it is compared in constant time and never echoed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template, request
+
+from webhook import auth, errors
+from webhook.context import Web, current
+from webhook.signatures import matching_token
+from worker import clusterview
+from worker.api import Release, ReleaseState
+
+bp = Blueprint("status", __name__)
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+POLL_MS = 2000
+S = ReleaseState
+UNFINISHED = frozenset({S.QUEUED, S.CHECKING, S.DEPLOYING, S.TESTING})
+
+
+@bp.get("/status")
+def status() -> Response:
+    """Apps, queues and recent releases as JSON."""
+    web = current()
+    _authorize(web)
+    response = jsonify(document(web, limit=_limit(request.args.get("limit")), now=time.time()))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/")
+def board() -> Response:
+    """The live HTML board (it polls /status)."""
+    _authorize(current())
+    response = Response(render_template("board.html", poll_ms=POLL_MS), mimetype="text/html")
+    response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                             "X-Content-Type-Options": "nosniff"})
+    return response
+
+
+def _authorize(web: Web) -> None:
+    token = web.settings.status_token
+    if not token:
+        return
+    given = auth.bearer_token(request.headers.get("Authorization")) or request.args.get("token")
+    if matching_token(given, (token, *web.settings.api_tokens)) is None:
+        raise errors.Unauthorized("the status needs a token: send 'Authorization: Bearer "
+                                  "<token>', or open the board as /?token=<token>",
+                                  headers=auth.CHALLENGE)
+
+
+def _limit(value: str | None) -> int:
+    if not value:
+        return DEFAULT_LIMIT
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
+        raise errors.BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+# -- the document ------------------------------------------------------------------------------
+
+
+def document(web: Web, *, limit: int, now: float) -> dict[str, Any]:
+    """The whole status answer (see README, "Watching releases")."""
+    engine, names = web.engine, sorted(web.settings.apps)
+    live = _by_app(engine.list_releases(state=S.LIVE, limit=len(names) * 4 + 10))
+    awaiting = _by_app(engine.list_releases(state=S.AWAITING_PROMOTION, limit=MAX_LIMIT))
+    snapshots = clusterview.load_many(web.redis, names)
+    return {
+        "result": "ok",
+        "generated_at": now,
+        "apps": {name: _app(web, name, live.get(name, []), awaiting.get(name, []),
+                            snapshots[name], now) for name in names},
+        "queues": [_queue(q, now) for q in engine.queue_status()],
+        "releases": [summary(r, now) for r in engine.list_releases(limit=limit)],
+    }
+
+
+def _by_app(releases: list[Release]) -> dict[str, list[Release]]:
+    grouped: dict[str, list[Release]] = {}
+    for release in releases:
+        grouped.setdefault(release.app, []).append(release)
+    return grouped
+
+
+def _app(web: Web, name: str, live: list[Release], awaiting: list[Release],
+         snap: clusterview.Snapshot | None, now: float) -> dict[str, Any]:
+    record = live[0] if live else None
+    seen = snap is not None and snap.get("taken_at") is not None
+    color = snap.get("live") if snap is not None and seen else (
+        record.color.value if record else None)
+    since = (snap or {}).get("live_since") if seen else (record.updated_at if record else None)
+    return {
+        "queue": web.settings.apps[name].queue,
+        "live": {"color": color, "since": since,
+                 "release": summary(record, now) if record else None,
+                 "seen_on": "cluster" if seen else "records"},
+        "colors": _colors(snap, color),
+        "awaiting": [summary(r, now) for r in awaiting],
+        "drift": list((snap or {}).get("drift") or []),
+        "snapshot": _snapshot_age(snap, now),
+    }
+
+
+def _colors(snap: clusterview.Snapshot | None, live: str | None) -> dict[str, Any]:
+    colors = dict((snap or {}).get("colors") or {})
+    return {c: {**colors.get(c, {"exists": None}), "live": c == live} for c in ("blue", "green")}
+
+
+def _snapshot_age(snap: clusterview.Snapshot | None, now: float) -> dict[str, Any] | None:
+    if snap is None:
+        return None
+    taken = snap.get("taken_at")
+    return {"taken_at": taken, "age": None if taken is None else round(now - float(taken), 3),
+            "source": snap.get("source"), "error": snap.get("error"),
+            "error_at": snap.get("error_at")}
+
+
+def _queue(queue: dict[str, Any], now: float) -> dict[str, Any]:
+    worker = dict(queue.get("worker") or {})
+    if isinstance(worker.get("at"), int | float):
+        worker["age"] = round(now - worker["at"], 3)
+    running = queue.get("running")
+    if running and isinstance(running.get("started_at"), int | float):
+        running = {**running, "running_for": round(now - running["started_at"], 3)}
+    return {**queue, "worker": worker, "running": running}
+
+
+def summary(release: Release, now: float) -> dict[str, Any]:
+    """A release as the status shows it: the record plus its duration and audit link."""
+    end = now if release.state in UNFINISHED else release.updated_at
+    return {**release.to_json(), "duration": round(max(0.0, end - release.created_at), 3),
+            "audit_url": f"/api/releases/{release.id}"}
