@@ -31,7 +31,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus, get_current_job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from worker import steps
+from worker import snapshot, steps
 from worker.colors import Color
 from worker.config import Settings, load_settings
 from worker.kube import Cluster, KubeError
@@ -70,6 +70,7 @@ class Session:
         try:
             yield Context(self.settings.apps[app], cluster, self.store, self.settings.ingress_url)
         finally:
+            snapshot.after_job(self.redis, self.settings.apps[app], cluster, self.store)
             cluster.close()
 
 
@@ -163,6 +164,7 @@ def run_steps(ctx: Context, release: Release) -> Result:
 
 def enter(ctx: Context, release: Release, state: ReleaseState, step: str) -> Release:
     """Move forward to `state`; a resumed release already past it just records the step."""
+    snapshot.step_starts(ctx, release.id, step)
     current = ctx.store.get(release.id) or release
     if PATH.index(current.state) < PATH.index(state):
         return ctx.store.transition(release.id, state, actor=ACTOR, step=step,
@@ -237,6 +239,7 @@ def command_job(session: Session, app: str, action: str, release_id: str | None,
     if release_id and (release is None or release.app != app):
         return result("stale", f"{app} has no release {release_id}")
     with session.context(app, f"bluegreen/{release_id or app} ({action})") as ctx:
+        snapshot.step_starts(ctx, release_id or app, action, look=False)
         try:
             return handler(ctx, release, color, actor)
         except Stale as e:
