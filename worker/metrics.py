@@ -51,6 +51,7 @@ from worker.machine import ReleaseState
 
 log = logging.getLogger(__name__)
 
+PREFIX = "bluegreen:metrics:"
 RELEASES_KEY = "bluegreen:metrics:releases"
 STEPS_KEY = "bluegreen:metrics:steps"
 WEBHOOKS_KEY = "bluegreen:metrics:webhooks"
