@@ -30,6 +30,7 @@ from typing import Any, NewType
 from redis import Redis, WatchError
 from redis.client import Pipeline
 
+from worker import metrics
 from worker.colors import Color
 from worker.machine import IllegalTransition, ReleaseState, advance
 
@@ -272,6 +273,8 @@ class ReleaseStore:
             pipe.zrem(STATE_KEY.format(state=current.state.value), updated.id)
             pipe.zadd(STATE_KEY.format(state=updated.state.value),
                       {updated.id: updated.created_at})
+            metrics.count_transition(pipe, app=updated.app, before=current.state,
+                                     after=updated.state)
         if entry is not None:
             pipe.rpush(AUDIT_KEY.format(id=updated.id), json.dumps(entry.to_json()))
         _queue_event(pipe, updated.id, updated.app, updated.state, updated.step,
