@@ -28,6 +28,7 @@ from webhook import errors, forges, signatures
 from webhook.context import current
 from webhook.forges import Forge, Ignored, Scheme, TagPush
 from webhook.forges.payload import HeaderMap, header
+from worker import metrics
 from worker.api import Submitted, TagEvent
 from worker.config import Settings
 
@@ -63,6 +64,7 @@ def receive(forge_name: str | None = None) -> Response:
         response = errors.render(refusal)
     outcome.status = response.status_code
     _log(outcome)
+    metrics.record_webhook(current().redis, outcome.forge, outcome.result)
     return response
 
 
