@@ -17,7 +17,17 @@ import yaml
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from web import API_TOKEN, CONFIG_YAML, SECRET_ENV, Delivery, delivery, fixture_names, signed
+from test_intake import nothing_recorded
+from web import (
+    API_TOKEN,
+    CONFIG_YAML,
+    SECRET_ENV,
+    Delivery,
+    delivery,
+    fixture_names,
+    recorded_keys,
+    signed,
+)
 
 from webhook import create_app
 from worker.config import parse_settings
@@ -91,7 +101,7 @@ def test_arbitrary_requests_never_500_and_never_record_unsigned(
     answer = app.test_client().post(path, data=body, headers=headers)
     assert answer.status_code in WEBHOOK_STATUSES
     assert answer.get_json()["result"] in {"error", "ignored"}
-    assert redis.dbsize() == 0
+    assert nothing_recorded(redis)
 
 
 @PROPERTY_SETTINGS
@@ -104,7 +114,7 @@ def test_signed_mangled_payloads_get_an_answer_from_the_table(
     result = answer.get_json()["result"]
     assert result in {"queued", "duplicate", "ignored", "error"}
     if result != "queued":
-        assert redis.dbsize() == 0
+        assert nothing_recorded(redis)
 
 
 @PROPERTY_SETTINGS
@@ -122,7 +132,7 @@ def test_operator_api_never_500_and_never_queues_without_a_token(
                                     headers=headers, content_type="application/json")
     assert answer.status_code in {202, 400, 401, 404, 405, 409}
     assert answer.get_json()["result"] in {"queued", "error"}
-    assert redis.dbsize() == 0  # nothing exists to act on, with or without a token
+    assert recorded_keys(redis) == []  # nothing exists to act on, with or without a token
 
 
 @PROPERTY_SETTINGS
