@@ -27,3 +27,8 @@ def record(label: str, seconds: float = 0.0) -> str:
     entry["end"] = time.time()
     job.connection.rpush(RUNS_KEY, json.dumps(entry))
     return label
+
+
+def explode(message: str) -> None:
+    """Fail the way a step does, with a message a person can act on."""
+    raise RuntimeError(message)

@@ -3,7 +3,8 @@
 Covers: a worker runs queued jobs and keeps a heartbeat; a second worker on the
 same queue waits for the queue lock instead of running jobs alongside, and takes
 over (in FIFO order, never overlapping) when the first stops; SIGTERM finishes the
-current job and exits 0; a worker waits out a lock held by another (dead) worker;
+current job and exits 0; the queue status shows the running job and its step; a
+worker waits out a lock held by another (dead) worker;
 an invalid configuration or an unknown queue exits 2 with a message.
 """
 
@@ -28,7 +29,9 @@ from rq import Queue
 
 from worker import queueing
 from worker.api import Engine
+from worker.colors import Color
 from worker.config import load_settings
+from worker.releases import Release, ReleaseState
 
 BLUEGREEN = str(Path(sys.executable).parent / "bluegreen")
 LOCK = queueing.LOCK_KEY.format(queue="deploy")
@@ -163,3 +166,30 @@ def test_unknown_queue_exits_2(workers: Workers) -> None:
     proc = workers.start("--queue", "nope")
     assert proc.wait(15) == 2
     assert "unknown queue 'nope'" in workers.log(0)
+
+
+def test_queue_status_shows_the_running_job_and_its_step(redis: redis_lib.Redis,
+                                                         workers: Workers) -> None:
+    engine = Engine(load_settings({}), redis)
+    release = Release(id="myapp-v2-0-green-0000abcd", app="myapp", color=Color.GREEN,
+                      tag="v2.0-green", version="v2.0", commit="c" * 40, forge="github",
+                      delivery_id="d", repository="acme/myapp", state=ReleaseState.QUEUED,
+                      created_at=1.0, updated_at=1.0)
+    proc = workers.start()  # first: its recovery would resume a release left mid-step
+    wait_until(lambda: b'"state": "idle"' in (redis.get(HEARTBEAT) or b""), what="idle")
+    engine.store.add(release, message="recorded")
+    engine.store.transition(release.id, ReleaseState.CHECKING, actor="worker", step="sanity",
+                            message="checking")
+    engine.store.set_step(release.id, "deploy: rollout")
+    Queue("deploy", connection=redis).enqueue("runner_jobs.record", "slow", 3.0,
+                                              job_id=release.id,
+                                              meta={"release": release.id, "action": "release"})
+    wait_until(lambda: redis.llen(runner_jobs.STARTED_KEY), what="the job to start")
+    [status] = engine.queue_status()
+    running = status["running"]
+    assert running["job_id"] == release.id and running["step"] == "deploy: rollout"
+    assert running["state"] == "checking" and running["started_at"] is not None
+    assert status["worker"]["alive"] and status["worker"]["pid"] == proc.pid
+    proc.send_signal(signal.SIGTERM)  # warm shutdown: the job still finishes
+    assert proc.wait(15) == 0
+    assert [r["label"] for r in runs(redis)] == ["slow"]

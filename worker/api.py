@@ -225,4 +225,5 @@ def _redis_errors() -> Iterator[None]:
     try:
         yield
     except redis.exceptions.RedisError as e:
-        raise Unavailable(f"Redis is unavailable, nothing was changed: {e}") from e
+        raise Unavailable("Redis is unavailable or refused the write; nothing was changed: "
+                          f"{e}") from e

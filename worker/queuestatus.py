@@ -8,6 +8,7 @@ for `Engine.queue_status()`; the keys are described in docs/architecture.md.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 from redis import Redis
@@ -97,8 +98,18 @@ def _running(store: ReleaseStore, job: Job) -> dict[str, Any]:
 
 def _failed(job: Job) -> dict[str, Any]:
     summary = _job_summary(job)
-    summary.update(ended_at=_time(job.ended_at), error=_last_line(job.exc_info))
+    summary.update(ended_at=_time(job.ended_at), error=_last_line(_error_text(job)))
     return summary
+
+
+def _error_text(job: Job) -> str | None:
+    """The failure's traceback: from rq's latest result or, for a job a registry marked
+    failed (an abandoned job), from the job itself. `latest_result()` alone misses the
+    second case, so rq's deprecated `exc_info`, which reads both, is used knowingly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        text = job.exc_info
+    return text
 
 
 def _last_line(text: str | None) -> str | None:

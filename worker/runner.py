@@ -109,7 +109,8 @@ class LockedWorker(Worker):
         if self.is_horse:
             return  # the horse's parent keeps the locks
         try:
-            self.queue_locks.refresh(str(self.get_state()))
+            state = self.get_state()
+            self.queue_locks.refresh(getattr(state, "value", str(state)))  # "idle", "busy"
         except LockLost as e:
             log.error("%s; stopping after the current job, taking no more", e)
             self.lock_lost = self._stop_requested = True

@@ -1,0 +1,108 @@
+"""Queues, job ids, timeouts, the per-queue lock and what the queue status shows.
+
+Covers: job timeouts longer than the timed parts of a release, the lock outliving
+any job, the lock as a real redis-py Lock (a second holder waits), enqueueing that
+lands only when the caller's transaction executes, positions and `at_front`, and
+`Engine.queue_status()` after a real (burst) rq worker ran a failing job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import redis as redis_lib
+from rq import Queue, SimpleWorker
+
+from worker import queueing
+from worker.api import Engine
+from worker.config import AppConfig, Settings, parse_settings
+
+SETTINGS = parse_settings({"apps": {
+    "myapp": {"hooks": {"post_deploy": [["npm", "run", "migrate"], ["npm", "run", "seed"]]}},
+    "website": {"repository": "acme/website", "rollout_timeout": 900},
+    "docs": {"repository": "acme/docs", "queue": "docs"},
+}}, {})
+
+
+def app(name: str = "myapp", settings: Settings = SETTINGS) -> AppConfig:
+    return settings.apps[name]
+
+
+def test_job_timeout_covers_rollout_hooks_and_smoke() -> None:
+    myapp = app()
+    timed = myapp.rollout_timeout + 2 * myapp.hook_timeout + myapp.smoke_timeout
+    assert queueing.job_timeout(myapp) > timed
+    assert queueing.job_timeout(dataclasses.replace(myapp, hooks={})) < queueing.job_timeout(myapp)
+
+
+def test_the_lock_outlives_every_job_on_its_queue() -> None:
+    longest = max(queueing.job_timeout(a) for a in SETTINGS.apps_on_queue("deploy"))
+    assert longest == queueing.job_timeout(app("website"))
+    assert queueing.lock_timeout(SETTINGS, "deploy") > longest
+    assert queueing.lock_timeout(SETTINGS, "docs") < queueing.lock_timeout(SETTINGS, "deploy")
+
+
+def test_a_second_holder_of_the_queue_lock_waits(redis: redis_lib.Redis) -> None:
+    first = queueing.queue_lock(redis, SETTINGS, "deploy")
+    second = queueing.queue_lock(redis, SETTINGS, "deploy")
+    assert first.acquire(token="worker-1")
+    assert not second.acquire(blocking_timeout=0.3, token="worker-2")
+    assert queueing.lock_holder(redis, "deploy") == "worker-1"
+    ttl = redis.ttl(queueing.LOCK_KEY.format(queue="deploy"))
+    assert queueing.lock_timeout(SETTINGS, "deploy") - 5 < ttl <= queueing.lock_timeout(
+        SETTINGS, "deploy")
+    assert queueing.queue_lock(redis, SETTINGS, "docs").acquire(blocking=False, token="w3")
+    first.release()
+    assert second.acquire(blocking_timeout=1, token="worker-2")
+
+
+def test_enqueued_jobs_appear_only_when_the_transaction_runs(redis: redis_lib.Redis) -> None:
+    queue = Queue("deploy", connection=redis)
+    with redis.pipeline() as pipe:
+        pipe.multi()
+        job_id = queueing.enqueue_release(pipe, redis, app(), release_id="myapp-v1-blue-00000001",
+                                          description="release v1-blue")
+        assert queue.count == 0 and not redis.exists(f"rq:job:{job_id}")
+        pipe.execute()
+    assert queue.job_ids == ["myapp-v1-blue-00000001"]
+    assert queueing.position(redis, "deploy", job_id) == 1
+
+
+def test_commands_get_their_own_job_ids_and_rollback_jumps_the_queue(
+        redis: redis_lib.Redis) -> None:
+    with redis.pipeline() as pipe:
+        pipe.multi()
+        for i in range(3):
+            queueing.enqueue_release(pipe, redis, app(), release_id=f"r-{i}", description="x")
+        promote = queueing.enqueue_command(pipe, redis, app(), action="promote",
+                                           release_id="r-0", color=None, actor="bob",
+                                           at_front=False)
+        rollback = queueing.enqueue_command(pipe, redis, app(), action="rollback",
+                                            release_id="r-9", color=None, actor="bob",
+                                            at_front=True)
+        pipe.execute()
+    assert re.fullmatch(r"r-0-promote-[0-9a-f]{6}", promote)
+    assert queueing.position(redis, "deploy", rollback) == 1
+    assert queueing.position(redis, "deploy", promote) == 5
+    assert queueing.position(redis, "deploy", "not-there") is None
+
+
+def test_queue_status_shows_waiting_failed_and_no_worker(redis: redis_lib.Redis) -> None:
+    queue = Queue("deploy", connection=redis)
+    queue.enqueue("runner_jobs.explode", "smoke test failed: GET /ready answered 503",
+                  job_id="failing", meta={"release": "r-1", "app": "myapp", "action": "release"})
+    SimpleWorker([queue], connection=redis).work(burst=True)
+    queue.enqueue("runner_jobs.record", "a", job_id="waiting-1", meta={"release": "r-2"})
+    queue.enqueue("runner_jobs.record", "b", job_id="waiting-2", meta={"release": "r-3"})
+    status = {q["queue"]: q for q in Engine(SETTINGS, redis).queue_status()}
+    assert list(status) == ["deploy", "docs"]
+    deploy = status["deploy"]
+    assert deploy["apps"] == ["myapp", "website"] and deploy["worker"] == {"alive": False}
+    assert deploy["running"] is None and deploy["waiting_count"] == 2
+    assert [(w["job_id"], w["position"], w["release"]) for w in deploy["waiting"]] == [
+        ("waiting-1", 1, "r-2"), ("waiting-2", 2, "r-3")]
+    [failed] = deploy["failed"]
+    assert failed["job_id"] == "failing" and failed["release"] == "r-1"
+    assert failed["error"] == "RuntimeError: smoke test failed: GET /ready answered 503"
+    assert status["docs"]["waiting"] == [] and status["docs"]["failed"] == []
