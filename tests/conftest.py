@@ -108,18 +108,19 @@ class Sandbox:
 
 def start_sandbox(tmp_path: Path) -> Sandbox:
     kubeconfig = tmp_path / "kubeconfig"
-    log = open(tmp_path / "sandbox.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "serve", "--kubeconfig", str(kubeconfig)],
-        stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
-    )
+    with open(tmp_path / "sandbox.log", "w") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox", "serve", "--kubeconfig", str(kubeconfig)],
+            stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
         proc.wait(5)
         raise RuntimeError(f"sandbox did not start: {(tmp_path / 'sandbox.log').read_text()}")
     info = json.loads(line)
-    return Sandbox(api=info["api"], ingress=info["ingress"], kubeconfig=info["kubeconfig"], proc=proc)
+    return Sandbox(api=info["api"], ingress=info["ingress"], kubeconfig=info["kubeconfig"],
+                   proc=proc)
 
 
 def stop_sandbox(sb: Sandbox) -> None:
