@@ -17,7 +17,15 @@ from conftest import free_port
 from flask import Flask
 from flask.testing import FlaskClient
 from rq import Queue
-from web import API_TOKEN, CONFIG_YAML, SECRET_ENV, delivery, signed, with_delivery_id
+from web import (
+    API_TOKEN,
+    CONFIG_YAML,
+    SECRET_ENV,
+    delivery,
+    recorded_keys,
+    signed,
+    with_delivery_id,
+)
 
 from webhook import create_app
 from webhook.auth import fingerprint
@@ -183,7 +191,7 @@ def test_bad_body_is_400(client: FlaskClient, redis: redis_lib.Redis, action: st
     answer = client.post(f"/api/apps/myapp/{action}", data=data, headers=AUTH,
                          content_type="application/json")
     assert (answer.status_code, answer.get_json()["code"]) == (400, code)
-    assert redis.dbsize() == 0
+    assert recorded_keys(redis) == []
 
 
 def test_list_releases_filters_newest_first(client: FlaskClient, redis: redis_lib.Redis) -> None:

@@ -117,6 +117,15 @@ def with_delivery_id(d: Delivery, delivery_id: str) -> Delivery:
     return replace(d, headers={**d.headers, **{h: delivery_id for h in names}})
 
 
+def recorded_keys(redis: Any) -> list[bytes]:
+    """Every Redis key a delivery or command may have written, but for counters.
+
+    Counters (`bluegreen:metrics:*`) count refusals too; "nothing recorded" means
+    no release, audit, dedupe or queue entry.
+    """
+    return sorted(k for k in redis.keys("*") if not k.startswith(b"bluegreen:metrics:"))
+
+
 @dataclass
 class Response:
     status: int
