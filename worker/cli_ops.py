@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import click
 
+from worker import statusview
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT = 15.0
 NOT_LIVE_YET = ("queued", "checking", "deploying", "testing", "awaiting_promotion")
@@ -179,50 +181,14 @@ def say(text: str, as_json: bool) -> None:
 
 @click.command()
 @api_options
-@click.option("--watch", is_flag=True, help="refresh every few seconds until interrupted")
-@click.option("--interval", default=2.0, show_default=True, help="seconds between refreshes")
+@click.option("--watch", is_flag=True, help="redraw every --interval seconds until interrupted")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
+              help="seconds between redraws with --watch")
 def status(url: str, token: str | None, as_json: bool, watch: bool, interval: float) -> None:
-    """Per app: the live release, its standby, releases awaiting promotion or in progress."""
+    """Apps (live colour, Deployments, awaiting promotion, drift), queues, recent releases."""
     api = Api(url, token)
-    while True:
-        summary = summarize(api.get("/api/releases", limit=200)["releases"])
-        if as_json:
-            emit_json({"result": "ok", "apps": summary})
-        else:
-            if watch:
-                click.clear()
-            click.echo(status_table(summary))
-        if not watch:
-            return
-        time.sleep(interval)
-
-
-def summarize(releases: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per app: {"live": release or None, "standby", "awaiting", "in_progress": [releases]}."""
-    apps: dict[str, dict[str, Any]] = {}
-    for r in releases:
-        entry = apps.setdefault(str(r.get("app")), {"live": None, "standby": [], "awaiting": [],
-                                                     "in_progress": []})
-        state = r.get("state")
-        if state == "live" and entry["live"] is None:
-            entry["live"] = r
-        elif state == "standby":
-            entry["standby"].append(r)
-        elif state == "awaiting_promotion":
-            entry["awaiting"].append(r)
-        elif state in NOT_LIVE_YET:
-            entry["in_progress"].append(r)
-    return dict(sorted(apps.items()))
-
-
-def status_table(summary: dict[str, dict[str, Any]]) -> str:
-    if not summary:
-        return "no releases yet"
-    def names(rs: list[dict[str, Any]]) -> str:
-        return ", ".join(f"{r.get('tag')} [{r.get('state')}]" for r in rs) or "-"
-    rows = [[app, describe(s["live"]) if s["live"] else "-", names(s["standby"]),
-             names(s["awaiting"]), names(s["in_progress"])] for app, s in summary.items()]
-    return table(rows, ("APP", "LIVE", "STANDBY", "AWAITING PROMOTION", "IN PROGRESS"))
+    statusview.run(lambda: api.get("/status"), as_json=as_json, watch=watch, interval=interval,
+                   emit_json=emit_json)
 
 
 @click.command()
