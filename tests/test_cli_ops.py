@@ -140,8 +140,10 @@ def test_releases_status_and_show_for_people_and_scripts(
     assert json.loads(cli("releases", "--json").stdout)["releases"][1]["id"] == live
     status = cli("status")
     assert status.exit_code == 0
-    assert live in status.output and "v2.1-blue [awaiting_promotion]" in status.output
-    assert json.loads(cli("status", "--json").stdout)["apps"]["myapp"]["live"]["id"] == live
+    assert live in status.output
+    assert f"awaiting promotion: {waiting} (v2.1-blue, blue)" in status.output
+    answer = json.loads(cli("status", "--json").stdout)  # the same document as GET /status
+    assert answer["apps"]["myapp"]["live"]["release"]["id"] == live
     shown = cli("show", live)
     assert shown.exit_code == 0
     assert "commit:      6dcb09b5b57875f334f61aebed695e2e4193db5e" in shown.output
