@@ -1,0 +1,237 @@
+"""A local stand-in for Slack: the Web API methods we call, and `response_url` endpoints.
+
+`FakeSlack` is a real HTTP server on a free port (slack_sdk's `WebClient` is pointed
+at `fake.api_url`, as `SLACK_API_URL` does in production). It keeps the messages
+posted with `chat.postMessage` and edited with `chat.update` as Slack would (a channel
+name becomes an id, each message gets a `ts`), records every call, and records what
+is POSTed to `fake.response_url(name)`. It checks the bot token like Slack does
+(`invalid_auth`). Faults for the next N API calls: `fail_next(n)` answers 500,
+`rate_limit_next(n, retry_after)` answers 429 with `Retry-After`. Signing a request
+*to* our endpoints, as Slack does, is `sign(secret, body)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+BOT_TOKEN = "xoxb-test-bot-token-123"
+SIGNING_SECRET = "slack-signing-secret-1"
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack adds to a request it sends us."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    base = b"v0:" + ts.encode() + b":" + body
+    digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+@dataclass
+class Call:
+    """One Web API call as the fake received it."""
+
+    method: str
+    body: dict[str, Any]
+    at: float
+    status: int
+    authorization: str | None
+
+
+@dataclass
+class FakeSlack:
+    """See the module docstring."""
+
+    token: str = BOT_TOKEN
+    calls: list[Call] = field(default_factory=list)
+    messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    responses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    faults: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+    _ts: int = 0
+
+    # -- life ----------------------------------------------------------------------------------
+
+    def start(self) -> FakeSlack:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                status, headers, body = fake.handle(self.path, dict(self.headers), raw)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def response_url(self, name: str = "r1") -> str:
+        return f"{self.url}/actions/T0/{name}/secret-{name}"
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def fail_next(self, count: int, status: int = 500) -> None:
+        with self.lock:
+            self.faults.extend([(status, {})] * count)
+
+    def rate_limit_next(self, count: int, retry_after: int = 1) -> None:
+        with self.lock:
+            self.faults.extend([(429, {"Retry-After": str(retry_after)})] * count)
+
+    def delete_all_messages(self) -> None:
+        with self.lock:
+            self.messages.clear()
+
+    # -- what tests look at ----------------------------------------------------------------------
+
+    def api_calls(self, *methods: str) -> list[Call]:
+        with self.lock:
+            return [c for c in self.calls if not methods or c.method in methods]
+
+    def message_for(self, release_id: str) -> dict[str, Any] | None:
+        """The current message about `release_id`, which shows it as `id` (None if none)."""
+        quoted = json.dumps(f"`{release_id}`")[1:-1]  # not the ids in other messages' buttons
+        with self.lock:
+            found = [m for m in self.messages.values() if quoted in json.dumps(m["blocks"])]
+        return found[-1] if found else None
+
+    def responses_to(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [body for path, body in self.responses if f"/{name}/" in path]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0,
+                 what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"fake Slack: timed out waiting for {what or predicate}; "
+                             f"calls: {[(c.method, c.status) for c in self.api_calls()]}")
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def handle(self, path: str, headers: dict[str, str], raw: bytes
+               ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        if path.startswith("/actions/"):
+            with self.lock:
+                self.responses.append((path, json.loads(raw or b"{}")))
+            return 200, {}, {"ok": True}
+        method = path.removeprefix("/api/").split("?", 1)[0]
+        body = _body(headers, raw)
+        with self.lock:
+            status, extra, answer = self._answer(method, headers, body)
+            self.calls.append(Call(method, body, time.time(), status,
+                                   headers.get("Authorization")))
+        return status, extra, answer
+
+    def _answer(self, method: str, headers: dict[str, str], body: dict[str, Any]
+                ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        if self.faults:
+            status, extra = self.faults.popleft()
+            error = "ratelimited" if status == 429 else "fatal_error"
+            return status, extra, {"ok": False, "error": error}
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 200, {}, {"ok": False, "error": "invalid_auth"}
+        if method == "chat.postMessage":
+            return 200, {}, self._post(body)
+        if method == "chat.update":
+            return 200, {}, self._update(body)
+        return 200, {}, {"ok": False, "error": "unknown_method"}
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel_id(str(body.get("channel") or ""))
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        self._ts += 1
+        ts = f"{int(time.time())}.{self._ts:06d}"
+        message = {"channel": channel, "ts": ts, "text": body.get("text"),
+                   "blocks": body.get("blocks") or [], "edits": 0}
+        self.messages[(channel, ts)] = message
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _update(self, body: dict[str, Any]) -> dict[str, Any]:
+        key = (str(body.get("channel")), str(body.get("ts")))
+        if key not in self.messages:
+            return {"ok": False, "error": "message_not_found"}
+        message = self.messages[key]
+        message.update(text=body.get("text"), blocks=body.get("blocks") or [],
+                       edits=message["edits"] + 1)
+        return {"ok": True, "channel": key[0], "ts": key[1]}
+
+
+def _body(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
+    kind = headers.get("Content-Type", "")
+    if "json" in kind:
+        parsed: dict[str, Any] = json.loads(raw or b"{}")
+        return parsed
+    form = dict(urllib.parse.parse_qsl(raw.decode()))
+    if isinstance(form.get("blocks"), str):
+        form["blocks"] = json.loads(form["blocks"])
+    return form
+
+
+def _channel_id(channel: str) -> str:
+    """`#deploys` → `CDEPLOYS`; an id stays as it is."""
+    if re.fullmatch(r"[CDG][A-Z0-9]+", channel):
+        return channel
+    return "C" + re.sub(r"[^A-Za-z0-9]", "", channel).upper()
+
+
+def button_texts(message: dict[str, Any] | None) -> list[str]:
+    """The labels of a message's buttons, in order."""
+    if message is None:
+        return []
+    return [element["text"]["text"] for block in message["blocks"] if block["type"] == "actions"
+            for element in block["elements"]]
+
+
+def button(message: dict[str, Any] | None, label: str) -> dict[str, Any]:
+    """The button labelled `label` (its action_id and value)."""
+    for block in (message or {}).get("blocks", []):
+        for element in block.get("elements", []) if block["type"] == "actions" else []:
+            if element["text"]["text"] == label:
+                return dict(element)
+    raise AssertionError(f"no button {label!r}; buttons: {button_texts(message)}")
+
+
+def message_text(message: dict[str, Any] | None) -> str:
+    """Everything a person can read in the message (blocks and fallback), as one string."""
+    return json.dumps(message or {}, ensure_ascii=False)

@@ -1,0 +1,305 @@
+"""The chat notifier (worker.notify) against a real Redis and the fake Slack Web API.
+
+Covers: one message per release, posted when it is queued and updated in place as it
+moves; buttons follow the state (Promote/Abort → Rollback/Decommission → none), and
+the older release's message and the live one's buttons follow other releases' changes;
+Slack failing (500) or rate-limiting (429 + Retry-After) never holds up a release's
+records and the message catches up, with the trouble noted once in the audit trail;
+a restart resumes from the stream (pending entries and scheduled retries survive);
+two notifiers never both post; old history is not backfilled; a message deleted in
+Slack is posted again; the bot token never reaches the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from fakeslack import BOT_TOKEN, FakeSlack, button, button_texts, message_text
+
+from worker import notify, sidecars
+from worker.colors import Color
+from worker.config import Settings, parse_settings
+from worker.releases import EVENTS_KEY, Release, ReleaseState, ReleaseStore, new_release_id
+
+S = ReleaseState
+PATH = [(S.CHECKING, "sanity_check"), (S.DEPLOYING, "deploy"), (S.TESTING, "smoke_test"),
+        (S.AWAITING_PROMOTION, "smoke_test")]
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+def make_settings(slack: FakeSlack, redis_url: str, **env: str) -> Settings:
+    return parse_settings({"apps": {"myapp": {}}}, {
+        "REDIS_URL": redis_url, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": slack.api_url,
+        "SLACK_CHANNEL": "#deploys", **env})
+
+
+@dataclass
+class Notifiers:
+    """Notifier threads started by a test; all stopped at the end."""
+
+    settings: Settings
+    redis: redis_lib.Redis
+    running: list[tuple[threading.Event, threading.Thread]] = field(default_factory=list)
+
+    def start(self, **kwargs: Any) -> tuple[threading.Event, threading.Thread]:
+        stop = threading.Event()
+        notifier = notify.Notifier(self.settings, self.redis, backoff=(0.2, 2.0), **kwargs)
+        thread = threading.Thread(target=notifier.run, args=(stop,), daemon=True)
+        thread.start()
+        self.running.append((stop, thread))
+        return stop, thread
+
+    def stop_all(self) -> None:
+        for stop, thread in self.running:
+            stop.set()
+            thread.join(15)
+
+
+@pytest.fixture
+def notifiers(slack: FakeSlack, redis_url: str, redis: redis_lib.Redis) -> Iterator[Notifiers]:
+    started = Notifiers(make_settings(slack, redis_url), redis)
+    yield started
+    started.stop_all()
+
+
+def add(store: ReleaseStore, tag: str, *, at: float | None = None) -> Release:
+    now = time.time() if at is None else at
+    color = Color(tag.rsplit("-", 1)[1])
+    release = Release(id=new_release_id("myapp", tag), app="myapp", color=color, tag=tag,
+                      version=tag.rsplit("-", 1)[0], commit="c0ffee" * 6 + "abcd",
+                      forge="github", delivery_id=f"d-{tag}", repository="acme/myapp",
+                      state=S.QUEUED, created_at=now, updated_at=now, actor="github:dev")
+    store.add(release, message=f"tag {tag} pushed")
+    return release
+
+
+def walk(store: ReleaseStore, release: Release, *moves: tuple[ReleaseState, str]) -> None:
+    for state, step in moves:
+        store.transition(release.id, state, actor="worker", step=step, message=f"{step}: {state}")
+
+
+def promote(store: ReleaseStore, release: Release, previous: Release | None = None) -> None:
+    if previous is not None:
+        store.transition(previous.id, S.STANDBY, actor="slack:U1 (alice)", step="promote",
+                         message="stays up, idle, as the rollback target")
+    store.transition(release.id, S.LIVE, actor="slack:U1 (alice)", step="promote",
+                     message=f"default traffic goes to {release.color}")
+
+
+def shows(slack: FakeSlack, release: Release, *words: str,
+          buttons: list[str] | None = None) -> Callable[[], bool]:
+    def check() -> bool:
+        message = slack.message_for(release.id)
+        text = message_text(message)
+        return message is not None and all(w in text for w in words) and (
+            buttons is None or button_texts(message) == buttons)
+    return check
+
+
+def test_the_notifier_is_a_registered_sidecar() -> None:
+    assert "worker.notify.start" in sidecars.SIDECARS
+
+
+def test_one_message_per_release_updated_in_place(slack: FakeSlack, notifiers: Notifiers,
+                                                  redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    notifiers.start()
+    release = add(store, "v1.0-green")
+    slack.wait_for(shows(slack, release, "Queued", buttons=["Abort"]), what="the queued message")
+    walk(store, release, *PATH)
+    slack.wait_for(shows(slack, release, "Awaiting promotion", "Cookie: test=true",
+                         buttons=["Promote green", "Abort"]), what="awaiting promotion")
+    (posted,) = slack.api_calls("chat.postMessage")
+    assert posted.body["channel"] == "#deploys"
+    message = slack.message_for(release.id)
+    assert message is not None and message["channel"] == "CDEPLOYS" and message["edits"] >= 1
+    assert all(c.body["ts"] == message["ts"] for c in slack.api_calls("chat.update"))
+    value = json.loads(button(message, "Promote green")["value"])
+    assert value == {"app": "myapp", "action": "promote", "release": release.id}
+    assert "myapp v1.0-green → green: awaiting promotion" == message["text"]
+
+
+def test_promotion_moves_the_buttons_and_updates_the_older_release(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    notifiers.start()
+    first = add(store, "v1.0-blue")
+    walk(store, first, *PATH)
+    promote(store, first)
+    slack.wait_for(shows(slack, first, "Live", buttons=[]), what="the first release live")
+    second = add(store, "v2.0-green")
+    walk(store, second, *PATH)
+    slack.wait_for(shows(slack, second, buttons=["Promote green", "Abort"]), what="awaiting")
+    promote(store, second, previous=first)
+    slack.wait_for(shows(slack, second, "Live", "Default traffic goes to green", "<@U1>",
+                         buttons=["Rollback", "Decommission blue"]), what="second live")
+    slack.wait_for(shows(slack, first, "Standby", buttons=[]), what="first standby")
+    value = json.loads(button(slack.message_for(second.id), "Decommission blue")["value"])
+    assert value == {"app": "myapp", "action": "decommission", "release": first.id,
+                     "color": "blue"}
+    store.transition(first.id, S.DECOMMISSIONED, actor="api:x", step="decommission",
+                     message="Deployment default/myapp-blue deleted")
+    slack.wait_for(shows(slack, second, "Live", buttons=[]), what="buttons gone after decommission")
+    slack.wait_for(shows(slack, first, "Decommissioned", "myapp-blue deleted"), what="first gone")
+
+
+def test_failure_says_which_step_and_why(slack: FakeSlack, notifiers: Notifiers,
+                                         redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    notifiers.start()
+    release = add(store, "v1.0-green")
+    walk(store, release, (S.CHECKING, "sanity_check"), (S.DEPLOYING, "deploy"))
+    store.transition(release.id, S.FAILED, actor="worker", step="deploy",
+                     message="deploy failed: rollout timed out after 20 s. Live traffic untouched",
+                     error="deploy: rollout timed out after 20 s")
+    slack.wait_for(shows(slack, release, "Failed", "*deploy* failed", "rollout timed out",
+                         buttons=[]), what="the failure")
+
+
+def test_a_pending_command_shows_and_hides_the_buttons(slack: FakeSlack, notifiers: Notifiers,
+                                                       redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    notifiers.start()
+    release = add(store, "v1.0-green")
+    walk(store, release, *PATH)
+    store.note(release.id, actor="slack:U1 (alice)", step="promote",
+               message="promote requested by slack:U1 (alice)")
+    slack.wait_for(shows(slack, release, "promoting…", buttons=[]), what="promoting…")
+    promote(store, release)
+    slack.wait_for(shows(slack, release, "Live", buttons=[]), what="live")
+    assert "promoting…" not in message_text(slack.message_for(release.id))
+
+
+def test_slack_down_never_holds_up_a_release_and_the_message_catches_up(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    slack.fail_next(3)
+    notifiers.start()
+    release = add(store, "v1.0-green")
+    walk(store, release, *PATH)  # the records move on while Slack answers 500
+    assert store.get(release.id).state is S.AWAITING_PROMOTION  # type: ignore[union-attr]
+    slack.wait_for(shows(slack, release, "Awaiting promotion"), what="the message to catch up")
+    assert [c.status for c in slack.api_calls()][:3] == [500, 500, 500]
+    slack.wait_for(lambda: len([e for e in store.audit(release.id) if e.step == "chat"]) == 2)
+    notes = [e.message for e in store.audit(release.id) if e.step == "chat"]
+    assert notes[0].startswith("Slack message not updated: Slack answered HTTP 500")
+    assert notes[1] == "Slack message caught up after 3 failed attempts"
+    assert [c.status for c in slack.api_calls("chat.postMessage")] == [500, 500, 500, 200]
+
+
+def test_rate_limiting_is_waited_out_as_slack_asks(slack: FakeSlack, notifiers: Notifiers,
+                                                   redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    slack.rate_limit_next(1, retry_after=2)
+    notifiers.start()
+    release = add(store, "v1.0-green")
+    slack.wait_for(shows(slack, release, "Queued"), what="the message after the 429")
+    limited, posted = slack.api_calls()[:2]
+    assert (limited.status, posted.status) == (429, 200)
+    assert posted.at - limited.at >= 1.9
+    note = next(e.message for e in store.audit(release.id) if e.step == "chat")
+    assert "rate-limited us (retry after 2 s)" in note
+
+
+def test_a_restart_loses_nothing(slack: FakeSlack, notifiers: Notifiers,
+                                 redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    redis.xgroup_create(EVENTS_KEY, notify.GROUP, id="0", mkstream=True)
+    release = add(store, "v1.0-green")
+    walk(store, release, *PATH[:2])
+    # a notifier read these events and died before acknowledging them
+    read = redis.xreadgroup(notify.GROUP, notify.CONSUMER, {EVENTS_KEY: ">"})
+    assert len(read[0][1]) == 3
+    walk(store, release, *PATH[2:])
+    notifiers.start()
+    slack.wait_for(shows(slack, release, "Awaiting promotion"), what="the backlog")
+    slack.wait_for(lambda: redis.xpending(EVENTS_KEY, notify.GROUP)["pending"] == 0,
+                   what="every event acknowledged")
+    assert len(slack.api_calls("chat.postMessage")) == 1
+
+
+def test_a_retry_scheduled_before_a_restart_still_happens(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    slack.fail_next(1000)
+    stop, thread = notifiers.start()
+    release = add(store, "v1.0-green")
+    slack.wait_for(lambda: slack.api_calls(), what="a first failed try")
+    stop.set()
+    thread.join(10)
+    assert redis.zscore(notify.DIRTY_KEY, release.id) is not None
+    slack.faults.clear()
+    notifiers.start()
+    slack.wait_for(shows(slack, release, "Queued"), what="the message after the restart")
+
+
+def test_two_notifiers_post_each_message_once(slack: FakeSlack, notifiers: Notifiers,
+                                              redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    notifiers.start()
+    notifiers.start()
+    releases = [add(store, f"v1.{i}-green") for i in range(3)]
+    for release in releases:
+        slack.wait_for(shows(slack, release, "Queued"), what=release.tag)
+    time.sleep(1.0)
+    assert len(slack.api_calls("chat.postMessage")) == 3
+
+
+def test_old_history_is_not_backfilled(slack: FakeSlack, notifiers: Notifiers,
+                                       redis: redis_lib.Redis) -> None:
+    long_ago = time.time() - 2 * notify.BACKFILL_SECONDS
+    old = add(ReleaseStore(redis, clock=lambda: long_ago), "v0.9-blue", at=long_ago)
+    notifiers.start()
+    fresh = add(ReleaseStore(redis), "v1.0-green")
+    slack.wait_for(shows(slack, fresh, "Queued"), what="the fresh release")
+    assert slack.message_for(old.id) is None
+
+
+def test_a_message_deleted_in_slack_is_posted_again(slack: FakeSlack, notifiers: Notifiers,
+                                                    redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    notifiers.start()
+    release = add(store, "v1.0-green")
+    slack.wait_for(shows(slack, release, "Queued"), what="the first message")
+    slack.delete_all_messages()
+    walk(store, release, PATH[0])
+    slack.wait_for(shows(slack, release, "Sanity check"), what="a new message")
+    assert len(slack.api_calls("chat.postMessage")) == 2
+
+
+def test_without_a_bot_token_nothing_is_posted(slack: FakeSlack, redis_url: str,
+                                               redis: redis_lib.Redis) -> None:
+    settings = make_settings(slack, redis_url, SLACK_BOT_TOKEN="")
+    thread = notify.start(settings, redis, threading.Event())
+    thread.join(5)
+    assert not thread.is_alive()
+    add(ReleaseStore(redis), "v1.0-green")
+    assert slack.api_calls() == []
+
+
+def test_the_bot_token_is_never_logged(slack: FakeSlack, notifiers: Notifiers,
+                                       redis: redis_lib.Redis,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    slack.fail_next(2)
+    slack.rate_limit_next(1)
+    notifiers.start()
+    release = add(ReleaseStore(redis), "v1.0-green")
+    slack.wait_for(shows(slack, release, "Queued"), what="the message")
+    assert "chat message of" in caplog.text
+    assert BOT_TOKEN not in caplog.text
+    assert all(c.authorization == f"Bearer {BOT_TOKEN}" for c in slack.api_calls())

@@ -1,0 +1,377 @@
+"""The chat notifier: one Slack message per release, posted when it is queued, updated in place.
+
+A sidecar of the worker process (`worker.sidecars`). It follows the release events
+stream (`bluegreen:events`, written by `worker.releases`) with the consumer group
+`notify`, and for every release that changed it renders the message
+(`worker.chatmessages`) and posts it (`chat.postMessage`) or updates it
+(`chat.update`, by the `ts` kept in Redis). It never blocks or fails a release: Slack
+is only ever called from this thread, and a failed call is retried later.
+
+How nothing is lost: an event is acknowledged in the same MULTI/EXEC that marks its
+release *dirty* (a sorted set scored by when to sync it next), so after a restart the
+dirty set and the group's pending entries hold all unfinished work. Syncing renders
+the release as it is *now*, so many events coalesce into one call, and a message whose
+rendering did not change is not sent again. A failed call is retried with exponential
+backoff (1 s doubling to 5 min); a 429 pauses every Slack call for its `Retry-After`.
+The first failure of a streak and the recovery are noted in the release's audit trail
+(step `chat`, which the message itself leaves out). Errors that retrying cannot fix
+(bad token, unknown channel) wait for the release's next change instead.
+
+Only one notifier is active per Redis (a lock), so two worker processes never post
+the same message twice. Keys:
+
+    bluegreen:chat:slack:<release>     hash: channel, ts, digest, attempts
+    bluegreen:chat:slack:dirty         zset: release id -> time of its next sync
+    bluegreen:chat:notify:lock         the active notifier (token: host-pid)
+
+Events older than `BACKFILL_SECONDS` for releases that never had a message are skipped,
+so a first start on an old stream does not flood the channel. The bot token is never
+logged; Slack's answers are logged and noted only as status and error code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import LockError, RedisError, ResponseError
+from redis.lock import Lock
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from worker import chatmessages, queueing
+from worker.chatmessages import Message
+from worker.config import Settings
+from worker.machine import ReleaseState
+from worker.releases import EVENTS_KEY, Release, ReleaseStore
+
+log = logging.getLogger(__name__)
+
+S = ReleaseState
+GROUP = CONSUMER = "notify"
+MESSAGE_KEY = "bluegreen:chat:slack:{release}"
+DIRTY_KEY = "bluegreen:chat:slack:dirty"
+LOCK_KEY = "bluegreen:chat:notify:lock"
+LOCK_TIMEOUT = 30
+BLOCK_MS = 500
+READ_BATCH = 100
+SYNC_BATCH = 20
+BACKFILL_SECONDS = 3600
+FIRST_BACKOFF, MAX_BACKOFF = 1.0, 300.0
+SLACK_TIMEOUT = 5
+ACTOR = "notifier"
+PERMANENT = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked",
+                       "token_expired", "channel_not_found", "not_in_channel", "is_archived",
+                       "missing_scope", "no_permission", "invalid_blocks", "msg_too_long",
+                       "restricted_action"})
+
+
+class ChatFailure(Exception):
+    """A Slack call that did not work; `reason` is safe to log and to note."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None,
+                 permanent: bool = False, error: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after, self.permanent, self.error = (
+            reason, retry_after, permanent, error)
+
+
+def start(settings: Settings, redis: Redis, stop: threading.Event) -> threading.Thread:
+    """The sidecar entry point (`worker.sidecars.SIDECARS`): run the notifier in a thread."""
+    thread = threading.Thread(target=Notifier(settings, redis).run, args=(stop,),
+                              name="bluegreen-notify", daemon=True)
+    thread.start()
+    return thread
+
+
+def slack_client(settings: Settings) -> WebClient:
+    """A Web API client without slack_sdk's own sleeping retries (the notifier schedules them)."""
+    base = settings.slack_api_url if settings.slack_api_url.endswith("/") \
+        else settings.slack_api_url + "/"
+    return WebClient(token=settings.slack_bot_token, base_url=base, timeout=SLACK_TIMEOUT,
+                     retry_handlers=[])
+
+
+class Notifier:
+    """Follows the events stream and keeps each release's Slack message up to date."""
+
+    def __init__(self, settings: Settings, redis: Redis, *, client: WebClient | None = None,
+                 clock: Callable[[], float] = time.time,
+                 backoff: tuple[float, float] = (FIRST_BACKOFF, MAX_BACKOFF)) -> None:
+        self.settings, self.redis, self.clock = settings, redis, clock
+        self.backoff = backoff    # first and longest wait between tries of one message
+        self.store = ReleaseStore(redis, clock=clock)
+        self.client = client or slack_client(settings)
+        self.lock = Lock(redis, LOCK_KEY, timeout=LOCK_TIMEOUT, thread_local=False)
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.paused_until = 0.0
+        self.backlog = True       # first read our own pending entries (left by a crash)
+        self.group_ready = False
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Until `stop` is set: hold the lock, read events, sync messages; never raise."""
+        if not self.settings.slack_bot_token:
+            log.info("no SLACK_BOT_TOKEN: release messages are not posted to Slack")
+            return
+        log.info("posting release messages to Slack")
+        errors = 0
+        while not stop.is_set():
+            try:
+                if self.hold():
+                    self.step()
+                else:
+                    stop.wait(1.0)
+                errors = 0
+            except Exception as e:  # Redis away, a bug: wait and try again, never die
+                errors += 1
+                log.warning("chat notifier: %s: %s; retrying", type(e).__name__, e)
+                stop.wait(min(30.0, FIRST_BACKOFF * 2 ** min(errors, 5)))
+        self.let_go()
+
+    def hold(self) -> bool:
+        """Take or extend the notifier lock; False while another notifier is active."""
+        try:
+            if self.lock.owned():
+                self.lock.reacquire()
+                return True
+        except LockError:
+            log.warning("chat notifier lost its lock; standing by")
+        if self.lock.acquire(blocking=False, token=self.token):
+            self.backlog = True
+            return True
+        return False
+
+    def let_go(self) -> None:
+        try:
+            if self.lock.owned():
+                self.lock.release()
+        except (LockError, RedisError):
+            pass  # expired or unreachable: the next notifier waits out the timeout
+
+    def step(self) -> None:
+        """One round: read new events (waiting at most until a sync is due), then sync."""
+        self.consume(self._block_ms())
+        self.sync_due()
+
+    def _block_ms(self) -> int | None:
+        """How long the next read may wait: None (do not block) when a sync is due now."""
+        nxt = self.redis.zrange(DIRTY_KEY, 0, 0, withscores=True)
+        if not nxt:
+            return BLOCK_MS
+        wait = max(float(nxt[0][1]), self.paused_until) - self.clock()
+        return None if wait <= 0 else max(1, min(BLOCK_MS, int(wait * 1000)))
+
+    # -- events -> dirty releases ------------------------------------------------------------------
+
+    def consume(self, block_ms: int | None = None) -> int:
+        """Read a batch of events; mark their releases (and related ones) dirty; ack."""
+        self._ensure_group()
+        start = "0" if self.backlog else ">"
+        try:
+            reply: Any = self.redis.xreadgroup(GROUP, CONSUMER, {EVENTS_KEY: start},
+                                          count=READ_BATCH, block=block_ms)
+        except ResponseError as e:
+            if "NOGROUP" in str(e):
+                self.group_ready = False  # the stream was deleted; start over
+            raise
+        entries: list[tuple[Any, dict[Any, Any]]] = reply[0][1] if reply else []
+        if start == "0" and not entries:
+            self.backlog = False
+        if entries:
+            self.mark(entries)
+        return len(entries)
+
+    def _ensure_group(self) -> None:
+        if self.group_ready:
+            return
+        try:
+            self.redis.xgroup_create(EVENTS_KEY, GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+        self.group_ready = True
+
+    def mark(self, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
+        now = self.clock()
+        changed = {_text(fields.get(b"release") or fields.get("release") or "")
+                   for _, fields in entries if self._is_recent(fields, now)} - {""}
+        dirty = changed | self._related(changed)
+        with self.redis.pipeline() as pipe:
+            if dirty:
+                pipe.zadd(DIRTY_KEY, dict.fromkeys(sorted(dirty), now), nx=True)
+            pipe.xack(EVENTS_KEY, GROUP, *[entry_id for entry_id, _ in entries])
+            pipe.execute()
+
+    def _is_recent(self, fields: dict[Any, Any], now: float) -> bool:
+        """Old news is skipped unless the release already has a message (backfill guard)."""
+        try:
+            at = float(_text(fields.get(b"at") or fields.get("at") or "0"))
+        except ValueError:
+            at = 0.0
+        release = _text(fields.get(b"release") or fields.get("release") or "")
+        return now - at <= BACKFILL_SECONDS or bool(
+            self.redis.exists(MESSAGE_KEY.format(release=release)))
+
+    def _related(self, release_ids: Iterable[str]) -> set[str]:
+        """Messages that show something about these releases: their app's live release
+        (its Rollback/Decommission buttons) and releases queued behind them (positions)."""
+        touched = self.store.get_many(sorted(release_ids))
+        apps = {r.app for r in touched}
+        queues = {self.settings.apps[a].queue for a in apps if a in self.settings.apps}
+        found = set()
+        for other in self.store.in_states([S.LIVE, S.QUEUED]):
+            config = self.settings.apps.get(other.app)
+            if (other.state is S.LIVE and other.app in apps) or (
+                    other.state is S.QUEUED and config is not None and config.queue in queues):
+                found.add(other.id)
+        found -= set(release_ids)
+        return {r for r in found if self.redis.exists(MESSAGE_KEY.format(release=r))}
+
+    # -- dirty releases -> Slack ------------------------------------------------------------------
+
+    def sync_due(self) -> int:
+        """Sync the releases whose time has come (none while Slack asked us to wait)."""
+        if self.clock() < self.paused_until:
+            return 0
+        due: list[Any] = list(self.redis.zrangebyscore(DIRTY_KEY, "-inf", self.clock(),
+                                                       start=0, num=SYNC_BATCH))
+        for raw in due:
+            self.sync(_text(raw))
+            if self.clock() < self.paused_until or not self.hold():
+                break
+        return len(due)
+
+    def sync(self, release_id: str) -> None:
+        """Bring one release's message up to date (post it first if there is none)."""
+        release = self.store.get(release_id)
+        channel = self._channel(release)
+        if release is None or channel is None:
+            self.redis.zrem(DIRTY_KEY, release_id)
+            return
+        record = {_text(k): _text(v) for k, v in
+                  self.redis.hgetall(MESSAGE_KEY.format(release=release_id)).items()}
+        message = self.render(release)
+        try:
+            if record.get("digest") != message.digest() or not record.get("ts"):
+                record.update(self._deliver(channel, record, message))
+        except ChatFailure as failure:
+            self._failed(release, record, failure)
+            return
+        self._succeeded(release, record)
+
+    def render(self, release: Release) -> Message:
+        """The message as it should look now."""
+        config = self.settings.apps.get(release.app)
+        position = None
+        if release.state is S.QUEUED and config is not None:
+            position = queueing.position(self.redis, config.queue,
+                                         queueing.release_job_id(release.id))
+        other = self.store.latest_for(release.app, release.color.other())
+        return chatmessages.render(release, self.store.audit(release.id), other=other,
+                                   position=position, now=self.clock())
+
+    def _channel(self, release: Release | None) -> str | None:
+        if release is None:
+            return None
+        config = self.settings.apps.get(release.app)
+        return (config.slack_channel if config else None) or self.settings.slack_channel
+
+    def _deliver(self, channel: str, record: dict[str, str], message: Message) -> dict[str, str]:
+        """Update the message in place, or post it; what to remember about it."""
+        if record.get("ts") and record.get("channel"):
+            try:
+                self._call("chat_update", channel=record["channel"], ts=record["ts"],
+                           text=message.text, blocks=message.blocks)
+                return {"digest": message.digest()}
+            except ChatFailure as failure:
+                if failure.error != "message_not_found":
+                    raise
+                log.info("chat notifier: the message was deleted in Slack; posting it again")
+        answer = self._call("chat_postMessage", channel=channel, text=message.text,
+                            blocks=message.blocks, unfurl_links=False, unfurl_media=False)
+        return {"channel": str(answer.get("channel") or channel), "ts": str(answer["ts"]),
+                "digest": message.digest()}
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        """One Web API call; every way it can fail becomes a `ChatFailure`."""
+        try:
+            response = getattr(self.client, method)(**kwargs)
+        except SlackApiError as e:
+            raise _api_failure(e) from None
+        except (SlackClientError, OSError) as e:  # URLError, timeouts, refused connections
+            raise ChatFailure(f"Slack is unreachable ({type(e).__name__})") from None
+        data = response.data
+        return data if isinstance(data, dict) else {}
+
+    def _failed(self, release: Release, record: dict[str, str], failure: ChatFailure) -> None:
+        attempts = int(record.get("attempts") or 0) + 1
+        now = self.clock()
+        first, longest = self.backoff
+        delay = failure.retry_after or min(longest, first * 2 ** (attempts - 1))
+        if failure.retry_after:
+            self.paused_until = max(self.paused_until, now + failure.retry_after)
+        log.warning("chat message of %s not sent (attempt %d): %s", release.id, attempts,
+                    failure.reason)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(MESSAGE_KEY.format(release=release.id), "attempts", attempts)
+            if failure.permanent:
+                pipe.zrem(DIRTY_KEY, release.id)
+            else:
+                pipe.zadd(DIRTY_KEY, {release.id: now + delay})
+            if attempts == 1:
+                then = ("it is tried again when the release next changes" if failure.permanent
+                        else "retrying with backoff")
+                self.store.note(release.id, actor=ACTOR, step=chatmessages.CHAT_STEP, pipe=pipe,
+                                message=f"Slack message not updated: {failure.reason}; {then} "
+                                "(the release goes on regardless)")
+            pipe.execute()
+
+    def _succeeded(self, release: Release, record: dict[str, str]) -> None:
+        attempts = int(record.get("attempts") or 0)
+        key = MESSAGE_KEY.format(release=release.id)
+        fields: dict[Any, Any] = {k: v for k, v in record.items()
+                                  if k in ("channel", "ts", "digest")}
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping={**fields, "attempts": 0})
+            pipe.zrem(DIRTY_KEY, release.id)
+            if attempts:
+                self.store.note(release.id, actor=ACTOR, step=chatmessages.CHAT_STEP, pipe=pipe,
+                                message=f"Slack message caught up after {attempts} failed "
+                                f"attempt{'s' if attempts > 1 else ''}")
+            pipe.execute()
+
+
+def _api_failure(error: SlackApiError) -> ChatFailure:
+    """Slack's answer as a failure: status and error code only (never the request)."""
+    response = error.response
+    data = response.data if isinstance(response.data, dict) else {}
+    code = str(data.get("error") or "")[:80]
+    status = response.status_code
+    if status == 429 or code == "ratelimited":
+        retry_after = _seconds(response.headers.get("Retry-After")
+                               or response.headers.get("retry-after"))
+        return ChatFailure(f"Slack rate-limited us (retry after {retry_after:g} s)",
+                           retry_after=retry_after, error="ratelimited")
+    if code.startswith("Received"):  # slack_sdk's note on a body that is not JSON
+        code = ""
+    what = f"HTTP {status}" + (f", {code}" if code else "")
+    return ChatFailure(f"Slack answered {what}", permanent=code in PERMANENT, error=code)
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return max(1.0, float(value))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
