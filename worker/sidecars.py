@@ -21,7 +21,7 @@ from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
-SIDECARS: tuple[str, ...] = ()
+SIDECARS: tuple[str, ...] = ("worker.notify.start",)
 
 
 class Starter(Protocol):
