@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 sysdeps:
-	@bash scripts/system-deps.sh
+	@bash scripts/system-deps.sh chromium $$(command -v chromedriver >/dev/null || echo chromium-driver)
 
 lint: venv
 	$(BIN)/ruff check .
