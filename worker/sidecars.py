@@ -21,7 +21,7 @@ from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
-SIDECARS: tuple[str, ...] = ("worker.notify.start",)
+SIDECARS: tuple[str, ...] = ("worker.notify.start", "worker.snapshot.start")
 
 
 class Starter(Protocol):
