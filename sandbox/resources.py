@@ -168,13 +168,19 @@ def conflict(rt: ResourceType, name: str) -> ApiError:
                     _details(rt, name))
 
 
-def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiError:
-    """A 422 Invalid naming each (field, problem) as the real validation errors do."""
+def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]], *,
+            by_resource: bool = False) -> ApiError:
+    """A 422 Invalid naming each (field, problem) as the real validation errors do.
+
+    Validation names the kind (`Deployment.apps "x" is invalid`); the storage layer's
+    own checks name the resource (`virtualservices.networking.istio.io "x" ...`).
+    """
     text = ", ".join(f"{f}: {m}" for f, m in causes)
     if len(causes) > 1:
         text = "[" + text + "]"
-    return ApiError(422, "Invalid", f'{rt.group_kind} "{name}" is invalid: {text}',
-                    _details(rt, name, kind=rt.kind, causes=[
+    qualified, kind = (rt.group_resource, rt.plural) if by_resource else (rt.group_kind, rt.kind)
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}',
+                    _details(rt, name, kind=kind, causes=[
                         {"reason": "FieldValueInvalid" if m.startswith("Invalid value")
                          else "FieldValueRequired", "message": m, "field": f} for f, m in causes]))
 
@@ -182,7 +188,8 @@ def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiEr
 def missing_resource_version(rt: ResourceType, name: str) -> ApiError:
     """The 422 a custom resource answers to a PUT without metadata.resourceVersion."""
     return invalid(rt, name, [("metadata.resourceVersion",
-                               "Invalid value: 0x0: must be specified for an update")])
+                               "Invalid value: 0x0: must be specified for an update")],
+                   by_resource=True)
 
 
 def bad_request(message: str) -> ApiError:

@@ -285,8 +285,9 @@ class Store:
             else:
                 history = self._history(rt)
                 if since_rv < history.dropped_upto:
+                    oldest = history.events[0].rv if history.events else self._rv + 1
                     raise ApiError(410, "Expired", f"too old resource version: {since_rv} "
-                                   f"({history.dropped_upto + 1})")
+                                   f"({oldest - 1})")
                 for event in history.events:
                     if event.rv > since_rv:
                         watcher.offer(event)

@@ -257,7 +257,7 @@ def test_istio_objects_through_custom_objects_api(api: Api) -> None:
                                                     "myapp-blue-green", virtual_service())
     assert e.value.status == 422
     assert status_of(e.value)["message"] == (
-        'VirtualService.networking.istio.io "myapp-blue-green" is invalid: '
+        'virtualservices.networking.istio.io "myapp-blue-green" is invalid: '
         "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update")
     body = virtual_service(subset="green")
     body["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"]
