@@ -34,7 +34,7 @@ from rq import Worker
 from rq.exceptions import StopRequested
 from rq.worker import WorkerStatus
 
-from worker import queueing
+from worker import queueing, sidecars
 from worker.config import Settings
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,10 @@ def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
             return EXIT_FAILED
         if stopping.is_set():
             return EXIT_OK
+        sidecars.start_all(settings, redis, stopping)  # only while this worker serves its queues
         return _work(redis, locks, name, stopping, burst=burst)
     finally:
+        stopping.set()  # sidecars return
         locks.release()
 
 
