@@ -150,6 +150,8 @@ class Handler(ResourceVerbs, WatchVerb):
             raise PATH_NOT_FOUND
         if target.subresource == "exec" and target.rt.kind == "Pod":
             self.exec(target, method)
+        elif target.subresource == "log" and target.rt.kind == "Pod" and target.name:
+            self.pod_log(target, method)
         elif target.subresource == "scale" and target.rt.has_scale and target.name:
             self.scale(target, method)
         elif target.subresource not in (None, "status"):

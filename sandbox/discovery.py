@@ -80,6 +80,8 @@ def _entries(rt: ResourceType) -> list[Obj]:
     if rt.kind == "Pod":
         out.append({"name": "pods/exec", "singularName": "", "namespaced": True,
                     "kind": "PodExecOptions", "verbs": ["create", "get"]})
+        out.append({"name": "pods/log", "singularName": "", "namespaced": True,
+                    "kind": "Pod", "verbs": ["get"]})
     return out
 
 

@@ -11,6 +11,7 @@ computed against the object they replace). Patch formats are in
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -30,6 +31,8 @@ JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+# The kubelet's convention: a pod's working directory, holding its `container.log`.
+LOG_DIR_ANNOTATION = "sandbox.bluegreen.dev/dir"
 
 
 class ResourceVerbs(HandlerBase):
@@ -178,6 +181,28 @@ class ResourceVerbs(HandlerBase):
         self.api.exec_handler(self, pod, command, stdout=self.flag("stdout"),
                               stderr=self.flag("stderr"), stdin=self.flag("stdin"),
                               tty=self.flag("tty"))
+
+    def pod_log(self, target: Target, method: str) -> None:
+        """The pod's output as the kubelet wrote it (`follow` answers what there is so far)."""
+        if method != "GET":
+            raise METHOD_NOT_ALLOWED
+        pod = self.api.store.get(target.rt.key, target.namespace, target.name or "")
+        if pod is None:
+            raise target_not_found(target)
+        directory = ((pod.get("metadata") or {}).get("annotations") or {}).get(LOG_DIR_ANNOTATION)
+        path = Path(directory) / "container.log" if directory else None
+        data = path.read_bytes() if path and path.is_file() else b""
+        tail = self.param("tailLines")
+        if tail and tail.isdigit():
+            data = b"".join(data.splitlines(keepends=True)[-int(tail):]) if int(tail) else b""
+        limit = self.param("limitBytes")
+        if limit and limit.isdigit():
+            data = data[:int(limit)]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def scale(self, target: Target, method: str) -> None:
         rt, name = target.rt, target.name or ""

@@ -14,6 +14,7 @@ from typing import Any
 
 from sandbox.httpbase import HandlerBase, Obj, Target
 from sandbox.resources import ApiError, bad_request
+from sandbox.tables import to_table, wants_table
 
 WATCH_DEFAULT_TIMEOUT = 1800.0  # the real server picks 30-60 minutes
 
@@ -49,16 +50,27 @@ class WatchVerb(HandlerBase):
             watcher.close()
 
     def stream_events(self, watcher: Any, deadline: float) -> None:
+        as_table, first = wants_table(self.headers.get("Accept")), True
         while not self.api.stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             event = watcher.next(timeout=min(remaining, 0.5))
             if event is not None:
-                self.write_chunk({"type": event[0], "object": event[1]})
+                obj = self.table_event(event[1], first) if as_table else event[1]
+                self.write_chunk({"type": event[0], "object": obj})
+                first = False
             elif watcher.closed:
                 break
         self.end_chunked()
+
+    def table_event(self, obj: Obj, first: bool) -> Obj:
+        """A one-row Table for `kubectl get -w`: columns only in the first event, as the
+        real server sends them."""
+        table = to_table(obj, include_object=self.param("includeObject") or "Metadata")
+        if not first:
+            table["columnDefinitions"] = []
+        return table
 
     def start_chunked(self) -> None:
         self.send_response(200)

@@ -446,6 +446,31 @@ def test_discovery_names_kinds_short_names_and_versions(api: Api) -> None:
     assert requests.get(f"{api.url}/version").json()["major"] == "1"
 
 
+def test_tables_for_kubectl_get_and_get_watch(api: Api) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    accept = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+    table = requests.get(url, headers=accept).json()
+    assert table["kind"] == "Table"
+    assert [c["name"] for c in table["columnDefinitions"] if c["priority"] == 0] == [
+        "Name", "Ready", "Up-to-date", "Available", "Age"]
+    assert table["rows"][0]["cells"][:4] == ["web", "0/1", 0, 0]
+    assert table["rows"][0]["object"]["metadata"]["name"] == "web"
+    watched = requests.get(url, headers=accept, params={"watch": "1", "timeoutSeconds": "1"})
+    event = json.loads(watched.text.splitlines()[0])
+    assert event["type"] == "ADDED" and event["object"]["kind"] == "Table"
+    assert event["object"]["rows"][0]["cells"][0] == "web"
+
+
+def test_pod_log_serves_the_file_the_kubelet_writes(api: Api, tmp_path: Path) -> None:
+    (tmp_path / "container.log").write_text("one\ntwo\nthree\n")
+    api.core.create_namespaced_pod("default", {
+        "metadata": {"name": "p", "annotations": {"sandbox.bluegreen.dev/dir": str(tmp_path)}},
+        "spec": {"containers": [{"name": "web", "image": "app:v1"}]}})
+    assert api.core.read_namespaced_pod_log("p", "default") == "one\ntwo\nthree\n"
+    assert api.core.read_namespaced_pod_log("p", "default", tail_lines=1) == "three\n"
+
+
 def test_dry_run_changes_nothing(api: Api) -> None:
     dry = api.apps.create_namespaced_deployment("default", deployment(), dry_run="All")
     assert dry.metadata.name == "web"
