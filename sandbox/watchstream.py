@@ -2,8 +2,9 @@
 
 Owns the watch verb on the wire: resourceVersion and timeoutSeconds handling,
 the ERROR event carrying a 410 Expired Status when the history no longer reaches
-back far enough, and ending the stream on timeout, server stop or a client that
-went away. Which events a watch sees is the store's business.
+back far enough, a BOOKMARK as the stream times out (when the client allows
+bookmarks), Table events for `kubectl get -w`, and ending the stream on timeout,
+server stop or a client that went away. Which events a watch sees is the store's business.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class WatchVerb(HandlerBase):
         self.start_chunked()
         try:
             self.stream_events(watcher, time.monotonic() + timeout)
+            if self.flag("allowWatchBookmarks") and not self.api.stopping.is_set():
+                self.send_bookmark(watcher, target)
+            self.end_chunked()
         finally:
             watcher.close()
 
@@ -62,7 +66,19 @@ class WatchVerb(HandlerBase):
                 first = False
             elif watcher.closed:
                 break
-        self.end_chunked()
+
+    def send_bookmark(self, watcher: Any, target: Target) -> None:
+        """The BOOKMARK sent as a stream times out: where to resume watching from.
+
+        Every event up to that resourceVersion is already queued for this watcher
+        (the store offers events as it commits them), so send those first.
+        """
+        rv = str(self.api.store.resource_version)
+        while (event := watcher.next(timeout=0)) is not None:
+            self.write_chunk({"type": event[0], "object": event[1]})
+        self.write_chunk({"type": "BOOKMARK", "object": {
+            "kind": target.rt.kind, "apiVersion": target.rt.api_version,
+            "metadata": {"resourceVersion": rv}}})
 
     def table_event(self, obj: Obj, first: bool) -> Obj:
         """A one-row Table for `kubectl get -w`: columns only in the first event, as the

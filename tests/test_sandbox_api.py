@@ -396,6 +396,16 @@ def test_watch_without_resource_version_starts_with_the_current_objects(api: Api
     assert events == [("ADDED", "a")]
 
 
+def test_watch_ends_with_a_bookmark_when_the_client_allows_them(api: Api) -> None:
+    made = api.core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    events = list(watch.Watch().stream(api.core.list_namespaced_config_map, "default",
+                                       resource_version=made.metadata.resource_version,
+                                       allow_watch_bookmarks=True, timeout_seconds=1))
+    assert [e["type"] for e in events] == ["BOOKMARK"]
+    rv = events[0]["raw_object"]["metadata"]["resourceVersion"]
+    assert int(rv) >= int(made.metadata.resource_version)
+
+
 def test_watch_from_a_too_old_resource_version_is_410(api: Api) -> None:
     first = api.core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
     for i in range(25):  # the in-process server keeps 20 events per resource
