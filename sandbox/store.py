@@ -280,7 +280,7 @@ class Store:
         watcher = Watcher(self, rt, namespace, labels, fields)
         with self._lock:
             if not since_rv:
-                for obj in self._table(rt).values():
+                for _, obj in sorted(self._table(rt).items()):
                     watcher.offer(Event(self._rv, "ADDED", rt.storage_key, obj))
             else:
                 history = self._history(rt)

@@ -219,13 +219,11 @@ def test_deployment_patches_strategic_merge_and_json_patch(api: Api) -> None:
 
 def test_merge_patch_replaces_lists_where_strategic_merge_would_merge(api: Api) -> None:
     api.apps.create_namespaced_deployment("default", deployment())
-    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "other", "image": "b:1"}]}}}}
-    answer = requests.patch(url, data=json.dumps(patch),
-                            headers={"Content-Type": "application/merge-patch+json"})
-    assert answer.status_code == 200
-    containers = answer.json()["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["other"]
+    merged = api.apps.patch_namespaced_deployment(
+        "web", "default", patch, _content_type="application/merge-patch+json")
+    assert [c.name for c in merged.spec.template.spec.containers] == ["other"]
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
     unknown = requests.patch(url, data="{}", headers={"Content-Type": "text/plain"})
     assert unknown.status_code == 415
 
@@ -240,6 +238,10 @@ def test_service_lifecycle_and_ports_merged_by_port(api: Api) -> None:
         {"port": 3000, "name": "web"}, {"port": 9090, "name": "metrics"}]}})
     assert [(p.port, p.name) for p in patched.spec.ports] == [(3000, "web"), (9090, "metrics")]
     assert patched.spec.cluster_ip == made.spec.cluster_ip
+    current = api.core.read_namespaced_service("myapp", "default")
+    current.metadata.labels["tier"] = "web"
+    replaced = api.core.replace_namespaced_service("myapp", "default", current)
+    assert replaced.metadata.labels == {"app": "myapp", "tier": "web"}
     api.core.delete_namespaced_service("myapp", "default")
     assert api.core.list_namespaced_service("default").items == []
 
