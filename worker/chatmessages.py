@@ -130,9 +130,18 @@ class Message:
 
 
 def render(release: Release, audit: Sequence[AuditEntry], *, other: Release | None = None,
-           position: int | None = None, now: float | None = None) -> Message:
-    """The message of `release`; `other` is the newest release on its other colour."""
+           other_audit: Sequence[AuditEntry] = (), position: int | None = None,
+           now: float | None = None) -> Message:
+    """The message of `release`; `other` is the newest release on its other colour.
+
+    A decommission of `other` requested from this message (its button is here) shows
+    as pending here too, so pass `other`'s audit trail as `other_audit`.
+    """
     pending = pending_request(audit, now=now)
+    if pending is None and other is not None and release.state is S.LIVE:
+        requested = pending_request(other_audit, now=now)
+        if requested is not None and requested.step == Action.DECOMMISSION:
+            pending = requested
     blocks: list[dict[str, Any]] = [_header(release), _fields(release)]
     blocks.append(_context(status_line(release, audit, position=position)))
     if pending is not None:
@@ -260,7 +269,7 @@ def _fields(release: Release) -> dict[str, Any]:
 
 def _pending_text(entry: AuditEntry) -> str:
     return f":hourglass: *{DOING[Action(entry.step)]}…* requested by {_actor(entry.actor)} " \
-           f"{_when(entry.at)}"
+           f"{_when(entry.at)}; the outcome shows here"
 
 
 def _last_transition(audit: Sequence[AuditEntry], state: ReleaseState) -> AuditEntry | None:

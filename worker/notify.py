@@ -275,8 +275,10 @@ class Notifier:
             position = queueing.position(self.redis, config.queue,
                                          queueing.release_job_id(release.id))
         other = self.store.latest_for(release.app, release.color.other())
+        other_audit = self.store.audit(other.id) if other is not None else []
         return chatmessages.render(release, self.store.audit(release.id), other=other,
-                                   position=position, now=self.clock())
+                                   other_audit=other_audit, position=position,
+                                   now=self.clock())
 
     def _channel(self, release: Release | None) -> str | None:
         if release is None:

@@ -1,0 +1,155 @@
+"""A chat request to act on a release: who may, what happens to a double click, what to answer.
+
+Both chat platforms end here once their request is verified and parsed:
+`authorise(settings, app, who)` applies the per-app allow-lists, and `submit(...)`
+queues the command through `Engine.submit_command` (never runs it) and says what to
+answer. Rules (also in docs/architecture.md):
+
+- `slack_users` non-empty: only those Slack user ids may act on the app;
+- `slack_channels` non-empty: commands are taken only in those channels (ids or names);
+  empty: only in the app's own channel (`slack_channel`, else `SLACK_CHANNEL`). With no
+  channel configured at all, chat commands for the app are refused: a valid signature
+  proves Slack sent the request, not that its sender may deploy.
+- Mattermost has no user allow-list in the config; its buttons are signed for the
+  channel they were posted in (`worker.chatsign`), and act only there.
+
+A repeated click (same release and action within `CLICK_TTL` s, or while such a
+command is still queued or running) is acknowledged and changes nothing. Refusals and
+the engine's errors (stale, unknown release, ...) come back as text for an ephemeral
+reply, the same messages the HTTP API renders. Every queued command is audited by the
+engine with the actor `<platform>:<user id> (<user name>)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from webhook.context import Web
+from worker.api import Action, Color, EngineError, Queued, Unavailable
+from worker.config import AppConfig, Settings
+
+CLICK_KEY = "bluegreen:chatops:click:{app}:{target}:{action}"
+CLICK_TTL = 15
+
+
+@dataclass(frozen=True)
+class Chatter:
+    """Who sent a chat request, and from where."""
+
+    platform: str           # "slack" | "mattermost"
+    user_id: str
+    user_name: str = ""
+    channel_id: str = ""
+    channel_name: str = ""
+
+    @property
+    def actor(self) -> str:
+        name = f" ({self.user_name})" if self.user_name and self.user_name != self.user_id else ""
+        return f"{self.platform}:{self.user_id}{name}"
+
+
+@dataclass(frozen=True)
+class Command:
+    """What the person asked for; `release` None lets the engine pick the one the state implies."""
+
+    app: str
+    action: Action
+    release: str | None = None
+    color: Color | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to tell the person; `queued` when a job was queued by this request."""
+
+    text: str
+    queued: Queued | None = None
+
+
+class Refused(Exception):
+    """The sender may not act on this app from here; the message says why."""
+
+
+def authorise(settings: Settings, app: AppConfig, who: Chatter) -> None:
+    """Raise `Refused` unless `who` may act on `app` (see the module docstring)."""
+    if who.platform != "slack":
+        return
+    if app.slack_users and who.user_id not in app.slack_users:
+        raise Refused(f"you are not allowed to release {app.name}: your Slack user id "
+                      f"{who.user_id} is not in its slack_users list")
+    if app.slack_channels:
+        if not _in_channel(app.slack_channels, who):
+            raise Refused(f"{app.name} takes chat commands only in its slack_channels, "
+                          "not in this channel")
+        return
+    home = app.slack_channel or settings.slack_channel
+    if home is None:
+        raise Refused(f"chat commands for {app.name} are off: configure its slack_channel "
+                      "(or SLACK_CHANNEL) or a slack_channels allow-list")
+    if not _in_channel((home,), who):
+        raise Refused(f"{app.name} takes chat commands only in {home}")
+
+
+def submit(web: Web, command: Command, who: Chatter) -> Outcome:
+    """Queue the command once; a repeat or a stale command is an answer, not an error."""
+    app = web.settings.apps.get(command.app)
+    if app is None:
+        return Outcome(f"Nothing changed: no app named {command.app!r} is configured.")
+    try:
+        authorise(web.settings, app, who)
+    except Refused as e:
+        return Outcome(f"Not allowed: {e}. Nothing changed.")
+    try:
+        return _submit_once(web, command, who)
+    except EngineError as e:
+        return Outcome(f"Nothing changed: {e.message}")
+
+
+def _submit_once(web: Web, command: Command, who: Chatter) -> Outcome:
+    key = CLICK_KEY.format(app=command.app, target=command.release or command.color or "-",
+                           action=command.action.value)
+    try:
+        first = web.redis.set(key, who.actor, nx=True, ex=CLICK_TTL)
+    except RedisError as e:
+        raise Unavailable(f"Redis is unavailable, nothing was changed: {e}") from e
+    pending = None if not first else _pending(web, command)
+    if not first or pending:
+        return Outcome(f"Already requested: {command.action.value} of "
+                       f"{command.release or command.app} {pending or 'was asked for a moment ago'}"
+                       "; this request changed nothing.")
+    try:
+        queued = web.engine.submit_command(command.app, command.action,
+                                           release=command.release, color=command.color,
+                                           actor=who.actor)
+    except EngineError:
+        web.redis.delete(key)  # a refused request must not block a corrected one
+        raise
+    where = f"position {queued.position} in the queue" if queued.position else "running now"
+    return Outcome(f":hourglass: {command.action.value} of {queued.release.tag} "
+                   f"({queued.release.id}) is queued, {where}; the release message will show "
+                   "the outcome.", queued)
+
+
+def _pending(web: Web, command: Command) -> str | None:
+    """How the same command is already on its way (queued or running), if it is."""
+    if command.release is None:
+        return None
+    for queue in web.engine.queue_status():
+        running = queue.get("running") or {}
+        if _same(running, command):
+            return "is running now"
+        for job in queue.get("waiting") or []:
+            if _same(job, command):
+                return f"is already queued (position {job.get('position')})"
+    return None
+
+
+def _same(job: dict[str, object], command: Command) -> bool:
+    return job.get("release") == command.release and job.get("action") == command.action.value
+
+
+def _in_channel(allowed: tuple[str, ...], who: Chatter) -> bool:
+    names = {who.channel_id, who.channel_name, who.channel_name.lstrip("#")} - {""}
+    return any(entry.strip().lstrip("#") in names for entry in allowed)
