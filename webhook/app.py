@@ -15,7 +15,7 @@ import sys
 from flask import Flask
 from redis import Redis
 
-from webhook import errors, intake, metrics_view, operator_api, status
+from webhook import chatops, errors, intake, metrics_view, operator_api, status
 from webhook.context import EXTENSION, Web
 from worker.api import Engine
 from worker.config import Settings, load_settings
@@ -23,7 +23,7 @@ from worker.config import Settings, load_settings
 MAX_BODY_BYTES = 1024 * 1024  # forge push payloads are a few KiB; 1 MiB leaves room
 REDIS_CONNECT_TIMEOUT = 2.0
 REDIS_SOCKET_TIMEOUT = 5.0
-BLUEPRINTS = (intake.bp, operator_api.bp, status.bp, metrics_view.bp)
+BLUEPRINTS = (intake.bp, operator_api.bp, status.bp, metrics_view.bp, *chatops.BLUEPRINTS)
 
 
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> Flask:
