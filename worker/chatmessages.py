@@ -153,7 +153,7 @@ def render(release: Release, audit: Sequence[AuditEntry], *, other: Release | No
     if shown:
         blocks.append({"type": "actions", "block_id": ACTION_PREFIX + release.id,
                        "elements": [button.block() for button in shown]})
-    return Message(text=fallback_text(release, audit, pending), blocks=blocks)
+    return Message(text=fallback_text(release, pending), blocks=blocks)
 
 
 def buttons(release: Release, other: Release | None) -> list[Button]:
@@ -231,14 +231,14 @@ def history_lines(audit: Sequence[AuditEntry]) -> list[str]:
             for e in shown[-HISTORY_LINES:]]
 
 
-def fallback_text(release: Release, audit: Sequence[AuditEntry],
-                  pending: AuditEntry | None) -> str:
+def fallback_text(release: Release, pending: AuditEntry | None) -> str:
+    """One line for notifications and clients without blocks (Slack formats it too)."""
     label = LABELS[release.state][1].lower()
-    text = f"{release.app} {release.tag} → {release.color}: {label}"
+    text = f"{release.app} {_esc(release.tag)} → {release.color}: {label}"
     if pending is not None:
         text += f" ({DOING[Action(pending.step)]}…)"
     elif release.state in (S.REJECTED, S.FAILED) and release.error:
-        text += f": {_clip(release.error, 300)}"
+        text += f": {_esc(_clip(release.error, 300))}"
     return text
 
 
