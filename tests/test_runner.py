@@ -4,7 +4,7 @@ Covers: a worker runs queued jobs and keeps a heartbeat; a second worker on the
 same queue waits for the queue lock instead of running jobs alongside, and takes
 over (in FIFO order, never overlapping) when the first stops; SIGTERM finishes the
 current job and exits 0; the queue status shows the running job and its step; a
-worker waits out a lock held by another (dead) worker;
+worker waits out a lock held by another (dead) worker; `--burst` drains the queue and exits;
 an invalid configuration or an unknown queue exits 2 with a message.
 """
 
@@ -193,3 +193,12 @@ def test_queue_status_shows_the_running_job_and_its_step(redis: redis_lib.Redis,
     proc.send_signal(signal.SIGTERM)  # warm shutdown: the job still finishes
     assert proc.wait(15) == 0
     assert [r["label"] for r in runs(redis)] == ["slow"]
+
+
+def test_burst_runs_what_is_queued_then_exits(redis: redis_lib.Redis, workers: Workers) -> None:
+    for label in "xy":
+        enqueue(redis, label)
+    proc = workers.start("--burst", "--queue", "deploy")
+    assert proc.wait(30) == 0
+    assert [r["label"] for r in runs(redis)] == ["x", "y"]
+    assert not redis.exists(LOCK) and not redis.exists(HEARTBEAT)

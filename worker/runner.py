@@ -103,6 +103,7 @@ class LockedWorker(Worker):
     queue_locks: QueueLocks
     stopping: threading.Event
     lock_lost = False
+    asked_to_stop = False
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         super().heartbeat(timeout, pipeline)
@@ -116,6 +117,11 @@ class LockedWorker(Worker):
             self.lock_lost = self._stop_requested = True
             if self.get_state() != WorkerStatus.BUSY:
                 raise StopRequested() from e
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        """SIGTERM/SIGINT: rq's warm shutdown, remembered so the exit code says it was asked."""
+        self.asked_to_stop = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def _install_signal_handlers(self) -> None:
         """rq's handlers replace ours; a signal that came in between still stops the loop."""
@@ -156,7 +162,12 @@ def _work(redis: Redis, locks: QueueLocks, name: str, stopping: threading.Event,
                           job_monitoring_interval=queueing.HEARTBEAT_INTERVAL)
     worker.queue_locks, worker.stopping = locks, stopping
     worker.work(burst=burst, logging_level="INFO")
-    return EXIT_FAILED if worker.lock_lost else EXIT_OK
+    if worker.lock_lost:
+        return EXIT_FAILED
+    if burst or worker.asked_to_stop or stopping.is_set():
+        return EXIT_OK
+    log.error("rq's work loop ended without being asked to (see above); exiting to be restarted")
+    return EXIT_FAILED
 
 
 def _recover(queue: str) -> bool:
