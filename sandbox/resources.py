@@ -9,6 +9,7 @@ live elsewhere.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -194,6 +195,14 @@ def missing_resource_version(rt: ResourceType, name: str) -> ApiError:
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
+
+
+def present(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a stored object as served at `rt`'s version."""
+    out = copy.deepcopy(obj)
+    out["apiVersion"] = rt.api_version
+    out["kind"] = rt.kind
+    return out
 
 
 def now_rfc3339() -> str:

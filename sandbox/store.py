@@ -8,9 +8,9 @@ controllers (the kubelet). The resource catalogue and `ApiError` live in
 `sandbox.resources` (re-exported here), defaulting and validation in
 `sandbox.defaults`; HTTP, patch formats and discovery in other modules.
 
-All state sits behind one lock. Watchers get events pushed into their own
-unbounded queues and subscribers are called from a dispatcher thread, so neither
-can block a writer.
+All state sits behind one lock. Watchers (`sandbox.watchers`) get events pushed
+into their own unbounded queues and subscribers are called from a dispatcher
+thread, so neither can block a writer.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from sandbox.resources import (
     missing_resource_version,
     not_found,
     now_rfc3339,
+    present,
     resource,
 )
 from sandbox.selectors import (
@@ -49,6 +50,7 @@ from sandbox.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from sandbox.watchers import Event, Watcher
 
 __all__ = ["RESOURCES", "ApiError", "ResourceType", "Store", "Watcher", "resource"]
 
@@ -56,69 +58,6 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
-
-
-@dataclass
-class Event:
-    rv: int
-    type: str  # ADDED, MODIFIED, DELETED
-    key: str  # storage key
-    obj: Obj
-    old: Obj | None = None
-
-
-class Watcher:
-    """One watch: events matching its resource, namespace and selectors, in order."""
-
-    def __init__(self, store: Store, rt: ResourceType, namespace: str | None,
-                 labels: list[Requirement], fields: list[FieldRequirement]) -> None:
-        self._store = store
-        self.rt = rt
-        self.namespace = namespace
-        self._labels = labels
-        self._fields = fields
-        self._queue: queue.SimpleQueue[tuple[str, Obj] | None] = queue.SimpleQueue()
-        self.closed = False
-
-    def _matches(self, obj: Obj | None) -> bool:
-        if obj is None:
-            return False
-        meta = obj.get("metadata") or {}
-        if self.namespace and meta.get("namespace") != self.namespace:
-            return False
-        return labels_match(self._labels, meta.get("labels")) and fields_match(self._fields, obj)
-
-    def offer(self, event: Event) -> None:
-        """Queue an event if it concerns this watch (called under the store lock)."""
-        if self.closed or event.key != self.rt.storage_key:
-            return
-        now, before = self._matches(event.obj), self._matches(event.old)
-        kind = event.type
-        if kind == "MODIFIED" and now and not before:
-            kind = "ADDED"  # the object started matching the selector
-        elif kind == "MODIFIED" and before and not now:
-            kind, now = "DELETED", True  # it stopped matching
-        if now:
-            self._queue.put((kind, event.obj))
-
-    def next(self, timeout: float | None = None) -> tuple[str, Obj] | None:
-        """The next (type, object), or None on timeout or once closed."""
-        if self.closed:
-            return None
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is None:
-            return None
-        kind, obj = item
-        return kind, self._store.present(self.rt, obj)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._store._unregister(self)
-            self._queue.put(None)
 
 
 Subscriber = Callable[[str, str, Obj], None]
@@ -158,10 +97,7 @@ class Store:
 
     def present(self, rt: ResourceType, obj: Obj) -> Obj:
         """A deep copy of a stored object as served at `rt`'s version."""
-        out = copy.deepcopy(obj)
-        out["apiVersion"] = rt.api_version
-        out["kind"] = rt.kind
-        return out
+        return present(rt, obj)
 
     def get(self, key: str, namespace: str | None, name: str) -> Obj | None:
         rt = resource(key)
@@ -277,7 +213,7 @@ class Store:
         """
         rt = resource(key)
         labels, fields = _parse_selectors(rt, label_selector, field_selector)
-        watcher = Watcher(self, rt, namespace, labels, fields)
+        watcher = Watcher(rt, namespace, labels, fields, on_close=self._unregister)
         with self._lock:
             if not since_rv:
                 for _, obj in sorted(self._table(rt).items()):
