@@ -1,0 +1,212 @@
+"""Webhook intake, side by side with a peer: our gunicorn web process vs adnanh/webhook.
+
+Both receive the same signed GitHub tag pushes (the intake tests' fixture, compact
+JSON, about 1.7 KiB) and check the same HMAC-SHA256 over the raw body
+(`X-Hub-Signature-256`), from Debian's `wrk` at each concurrency level (connections),
+one run, interleaved level by level:
+
+- ours: the Procfile's web line (`gunicorn --config webhook/gunicorn_conf.py
+  'webhook:create_app()'`) with a real redis-server started here and app `myapp`
+  configured for `acme/myapp`. No worker runs, so every accepted release stays queued.
+- peer: Debian's `webhook` (adnanh/webhook) with one hook whose trigger rule is
+  `payload-hmac-sha256` over the same secret AND a regex on `ref` (our tag patterns),
+  running `/bin/true` (started in the background, as the peer does by default).
+
+Paths, each measured separately and named by what the server answers:
+
+- `accepted`: every request is a new tag push (its own commit and delivery id), so we
+  answer 202 `queued`: verify, parse, dedupe, record and enqueue in Redis. The pool of
+  unique pushes is larger than a run can send; the status counts prove it (a wrap-around
+  would show as 200 duplicates). Redis is flushed before each level so queue length does
+  not carry over. The peer answers 200 and runs `/bin/true`.
+- `duplicate`: one push (sent once before the run) resent with the same delivery id:
+  200 `duplicate`. The peer has no duplicate detection, so there is no peer figure.
+- `ignored`: a signed push of a tag no pattern matches: we answer 200 `ignored`, the
+  peer's rule does not match (it answers 401, configured so).
+- `bad_signature`: a push signed with another secret: 401 from both.
+
+Prints requests/s, p50 and p99 per server and path and our/their ratios; writes
+`bench/results/intake.json`. Run: `.venv/bin/python bench/intake.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import stack
+from stack import Processes
+
+LUA = Path(__file__).resolve().parent / "intake.lua"
+REPOSITORY = "acme/myapp"
+TAG = "v1.0-green"
+PATHS = ("accepted", "duplicate", "ignored", "bad_signature")
+PEER_RULE_REGEX = r"^refs/tags/v.*-(blue|green)$"
+
+
+def pool_line(body: bytes, delivery: str, secret: str = stack.SECRET) -> str:
+    return f"{body.decode()}\t{delivery}\t{stack.signature(body, secret)}\n"
+
+
+def write_pools(workdir: Path, size: int) -> dict[str, Path]:
+    """One pool file per path: `size` unique pushes for `accepted`, one request for the rest."""
+    template = stack.tag_push(TAG, commit="C" * 40, repository=REPOSITORY).decode()
+    pools = {name: workdir / f"pool-{name}.txt" for name in PATHS}
+    with open(pools["accepted"], "w") as out:
+        for i in range(size):
+            body = template.replace("C" * 40, f"{i:040x}").encode()
+            out.write(pool_line(body, f"bench-accepted-{i}"))
+    dup = stack.tag_push(TAG, commit="d" * 40, repository=REPOSITORY)
+    pools["duplicate"].write_text(pool_line(dup, "bench-duplicate"))
+    ignored = stack.tag_push("v1.0-purple", commit="e" * 40, repository=REPOSITORY)
+    pools["ignored"].write_text(pool_line(ignored, "bench-ignored"))
+    bad = stack.tag_push(TAG, commit="f" * 40, repository=REPOSITORY)
+    pools["bad_signature"].write_text(pool_line(bad, "bench-bad", "not-the-secret"))
+    return pools
+
+
+def start_peer(procs: Processes) -> str:
+    """adnanh/webhook with a payload-hmac-sha256 + ref regex rule running /bin/true."""
+    exe = shutil.which("webhook")
+    if exe is None:
+        raise SystemExit("Debian's `webhook` is missing: apt-get install webhook")
+    hooks = [{
+        "id": "deploy", "execute-command": "/bin/true", "command-working-directory": "/",
+        "response-message": "queued", "http-methods": ["POST"],
+        "trigger-rule-mismatch-http-response-code": 401,
+        "trigger-rule": {"and": [
+            {"match": {"type": "payload-hmac-sha256", "secret": stack.SECRET,
+                       "parameter": {"source": "header", "name": "X-Hub-Signature-256"}}},
+            {"match": {"type": "regex", "regex": PEER_RULE_REGEX,
+                       "parameter": {"source": "payload", "name": "ref"}}}]}}]
+    path = procs.workdir / "hooks.json"
+    path.write_text(json.dumps(hooks))
+    port = stack.free_port()
+    procs.start("peer", [exe, "-hooks", str(path), "-ip", "127.0.0.1", "-port", str(port)])
+    url = f"http://127.0.0.1:{port}/hooks/deploy"
+    stack.wait_until("the peer", lambda: stack.answers(f"http://127.0.0.1:{port}/"), 10)
+    return url
+
+
+def wrk(url: str, pool: Path, connections: int, duration: float) -> dict[str, Any]:
+    """One wrk run; its BENCH line, with requests/s added."""
+    threads = min(2, connections)
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
+         "--timeout", "10s", "-s", str(LUA), url, "--", str(pool), str(threads)],
+        capture_output=True, text=True, timeout=duration + 120, check=False)
+    match = re.search(r"^BENCH (.*)$", out.stdout, re.M)
+    if match is None:
+        raise RuntimeError(f"wrk gave no figures: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    run: dict[str, Any] = json.loads(match.group(1))
+    seconds = run["duration_us"] / 1e6
+    latency = run.pop("latency_us")
+    return {"connections": connections, "threads": threads,
+            "requests_per_s": round(run["requests"] / seconds, 1),
+            "p50_ms": round(latency["p50"] / 1000, 2), "p90_ms": round(latency["p90"] / 1000, 2),
+            "p99_ms": round(latency["p99"] / 1000, 2), "mean_ms": round(latency["mean"] / 1000, 2),
+            "max_ms": round(latency["max"] / 1000, 2), **run}
+
+
+def flush(redis_url: str) -> None:
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    subprocess.run(["redis-cli", "-p", port, "flushall"], check=True, capture_output=True)
+
+
+def queue_length(redis_url: str) -> int:
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    out = subprocess.run(["redis-cli", "-p", port, "llen", "rq:queue:deploy"], check=True,
+                         capture_output=True, text=True)
+    return int(out.stdout.strip() or 0)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    levels = [int(c) for c in args.connections.split(",")]
+    pools = write_pools(workdir, args.pool)
+    with Processes(workdir) as procs:
+        redis_url = stack.start_redis(procs)
+        config = stack.write_config(procs, {"myapp": {"repository": REPOSITORY}})
+        ours = stack.start_web(procs, stack.product_env(redis_url, config),
+                               workers=args.web_concurrency) + "/webhook"
+        peer = start_peer(procs)
+        servers = {"ours": ours, "peer": peer}
+        for url in servers.values():  # warm up: imports, connections, caches
+            wrk(url, pools["duplicate"], 8, 2)
+        runs: list[dict[str, Any]] = []
+        for connections in levels:
+            for path in PATHS:
+                for server, url in servers.items():
+                    if server == "peer" and path == "duplicate":
+                        continue
+                    if server == "ours" and path == "accepted":
+                        flush(redis_url)
+                    if server == "ours" and path == "duplicate":
+                        seed = stack.http("POST", url, *_request(pools["duplicate"]))
+                        assert seed.status in (200, 202), (seed.status, seed.body)
+                    figures = wrk(url, pools[path], connections, args.duration)
+                    if server == "ours" and path == "accepted":
+                        figures["queue_length_after"] = queue_length(redis_url)
+                    runs.append({"server": server, "path": path, **figures})
+                    _show(runs[-1])
+        return {"levels": levels, "duration_s": args.duration, "pool": args.pool,
+                "web_concurrency": args.web_concurrency or "gunicorn_conf default",
+                "runs": runs, "ratios": ratios(runs)}
+
+
+def _request(pool: Path) -> tuple[bytes, dict[str, str]]:
+    body, delivery, sig = pool.read_text().rstrip("\n").split("\t")
+    headers = stack.github_headers(body.encode(), delivery)
+    headers["X-Hub-Signature-256"] = sig
+    return body.encode(), headers
+
+
+def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ours/peer for each level and path both measured: >1 throughput means we are faster."""
+    found = []
+    by_key = {(r["server"], r["path"], r["connections"]): r for r in runs}
+    for (server, path, connections), ours in by_key.items():
+        peer = by_key.get(("peer", path, connections))
+        if server != "ours" or peer is None:
+            continue
+        found.append({"path": path, "connections": connections,
+                      "throughput_ours_over_peer": round(
+                          ours["requests_per_s"] / peer["requests_per_s"], 2),
+                      "p99_ours_over_peer": round(ours["p99_ms"] / peer["p99_ms"], 2)})
+    return found
+
+
+def _show(r: dict[str, Any]) -> None:
+    print(f"{r['server']:5} {r['path']:13} c={r['connections']:<3} "
+          f"{r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
+          f"p99 {r['p99_ms']:7.2f} ms  statuses {r['statuses']}"
+          + (f"  errors {r['errors']}" if any(r["errors"].values()) else ""), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", default="1,8,32,64",
+                        help="concurrency levels (wrk connections), comma-separated")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--pool", type=int, default=30000,
+                        help="unique pushes for the accepted path (more than a run sends)")
+    parser.add_argument("--web-concurrency", type=int, default=None,
+                        help="gunicorn workers (default: as webhook/gunicorn_conf.py decides)")
+    parser.add_argument("--name", default="intake", help="results file name")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
+        results = run(args, Path(tmp))
+    print("\nours/peer (throughput >1: ours faster; p99 <1: ours quicker)")
+    for r in results["ratios"]:
+        print(f"  {r['path']:13} c={r['connections']:<3} "
+              f"throughput x{r['throughput_ours_over_peer']}  p99 x{r['p99_ours_over_peer']}")
+    print(f"wrote {stack.write_results(args.name, results).relative_to(stack.ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
