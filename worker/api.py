@@ -113,7 +113,8 @@ class Engine:
                                 message=f"{action.value} requested by {actor}")
                 pipe.execute()
             place = queueing.position(self.redis, config.queue, job_id)
-            return Queued(job_id=job_id, position=place or 0, release=target)
+            return Queued(job_id=job_id, position=place or 0,  # 0: a worker took it already
+                          release=target)
 
     def get_release(self, release_id: str) -> Release | None:
         with _redis_errors():
