@@ -17,6 +17,7 @@ nothing from the product packages, so it is also a check of their public faces.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
@@ -94,23 +95,48 @@ class Processes:
                                  f"see {self.workdir / (name + '.log')}")
 
     def stop_all(self) -> None:
-        """SIGTERM each group, newest first (pods go with the sandbox), then SIGKILL leftovers."""
+        """SIGTERM each group, newest first (pods go with the sandbox), then SIGKILL leftovers.
+
+        rq runs each job in a work horse in a process group of its own, so whatever is
+        left of a process's tree after the grace period is killed by pid too.
+        """
         for name, proc in reversed(self.procs.items()):
-            _signal_group(proc, signal.SIGTERM)
+            tree = descendants(proc.pid)
+            _signal_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 print(f"  {name} did not stop within 20 s; killing it", flush=True)
-            _signal_group(proc, signal.SIGKILL)  # stragglers in the group, if any
+            for pid in [proc.pid, *tree, *descendants(proc.pid)]:
+                _signal_group(pid, signal.SIGKILL)
             proc.wait()
         self.procs.clear()
 
 
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (read from /proc; none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the process group `pid` leads, or the process alone if it leads none."""
     try:
-        os.killpg(proc.pid, signum)
+        os.killpg(pid, signum)
     except (ProcessLookupError, PermissionError):
-        pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
 
 
 def start_redis(processes: Processes) -> str:
@@ -442,6 +468,8 @@ def serve(processes: Processes) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Ctrl-C even when started in the background (where SIGINT starts out ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="bluegreen-demo-"))
     processes = Processes(workdir)

@@ -111,13 +111,15 @@ class Stack:
                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_worker(self) -> None:
-        """SIGKILL the worker and its work horse, as an OOM kill or a lost node would."""
+        """SIGKILL the worker and its work horse (rq gives the horse its own process group),
+        as an OOM kill or a lost node would."""
         assert self.worker is not None
-        os.killpg(self.worker.pid, signal.SIGKILL)
+        kill_tree(self.worker.pid, signal.SIGKILL)
         self.worker.wait(10)
         self.worker = None
 
     def stop_worker(self) -> None:
+        """SIGTERM (rq's warm shutdown: the current job finishes), SIGKILL after 30 s."""
         if self.worker is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -125,7 +127,7 @@ class Stack:
         try:
             self.worker.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.worker.pid, signal.SIGKILL)
+            kill_tree(self.worker.pid, signal.SIGKILL)
             self.worker.wait(5)
         self.worker = None
 
@@ -281,6 +283,33 @@ def tag_push_body(tag: str, repository: str, commit: str) -> dict[str, Any]:
     body["repository"].update(full_name=repository, name=repository.split("/")[-1])
     body["head_commit"]["id"] = commit
     return body
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def kill_tree(pid: int, signum: int) -> None:
+    """Signal `pid`'s process group and every process below it (whatever group it is in)."""
+    tree = descendants(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)
+    for child in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
 
 
 def processes_mentioning(*markers: str) -> list[str]:
