@@ -1,0 +1,193 @@
+"""GET /status: apps, queues and recent releases as JSON, and the optional status token.
+
+In-process (Flask app on a real Redis): the document's shape before anything ran, a
+queued release with its queue position and no worker, releases known only from the
+records (no snapshot yet), bounded `?limit=`, and the token (bearer or `?token=`,
+an operator token works too, never echoed). End to end (real gunicorn, `bluegreen
+worker` and the sandbox): a release cycle queued → awaiting promotion → live as the
+status shows it, a rejected release with its reason, and drift made directly on the
+sandbox with the Kubernetes client flagged after the worker's idle refresh.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import redis as redis_lib
+import yaml
+from e2e.stack import Stack, app_config, running, wait_until
+from flask import Flask
+from flask.testing import FlaskClient
+from web import API_TOKEN, CONFIG_YAML, SECRET_ENV, http
+
+from webhook import create_app
+from worker.api import Engine, TagEvent
+from worker.config import parse_settings
+
+STATUS_TOKEN = "status-token-1"
+
+
+def make_app(redis: redis_lib.Redis, **env: str) -> Flask:
+    settings = parse_settings(yaml.safe_load(CONFIG_YAML), {**SECRET_ENV, **env})
+    return create_app(settings, redis)
+
+
+@pytest.fixture
+def client(redis: redis_lib.Redis) -> Iterator[FlaskClient]:
+    with make_app(redis).test_client() as c:
+        yield c
+
+
+def push(redis: redis_lib.Redis, tag: str, repository: str = "acme/myapp") -> str:
+    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
+    (submitted,) = engine.submit_tag(TagEvent(
+        forge="github", delivery_id=f"d-{tag}", repository=repository, tag=tag,
+        commit="a" * 40, pusher="dev"))
+    return submitted.release.id
+
+
+def test_before_anything_ran(client: FlaskClient) -> None:
+    answer = client.get("/status")
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    doc = answer.get_json()
+    assert doc["result"] == "ok" and isinstance(doc["generated_at"], float)
+    assert sorted(doc["apps"]) == ["myapp", "website"]
+    myapp = doc["apps"]["myapp"]
+    assert myapp["live"] == {"color": None, "since": None, "release": None, "seen_on": "records"}
+    assert myapp["snapshot"] is None and myapp["drift"] == [] and myapp["awaiting"] == []
+    assert myapp["colors"]["blue"] == {"exists": None, "live": False}
+    assert doc["queues"] == [{"queue": "deploy", "apps": ["myapp", "website"],
+                              "worker": {"alive": False}, "running": None, "waiting": [],
+                              "waiting_count": 0, "failed": []}]
+    assert doc["releases"] == []
+
+
+def test_a_queued_release_waits_in_its_queue(client: FlaskClient,
+                                             redis: redis_lib.Redis) -> None:
+    first, second = push(redis, "v1.0-green"), push(redis, "release-2-blue", "acme/website")
+    doc = client.get("/status").get_json()
+    (queue,) = doc["queues"]
+    assert [(j["position"], j["release"], j["app"]) for j in queue["waiting"]] == [
+        (1, first, "myapp"), (2, second, "website")]
+    assert queue["waiting_count"] == 2 and queue["worker"]["alive"] is False
+    assert [r["id"] for r in doc["releases"]] == [second, first]
+    newest = doc["releases"][0]
+    assert newest["state"] == "queued" and newest["actor"] == "github:dev"
+    assert newest["audit_url"] == f"/api/releases/{second}" and newest["duration"] >= 0
+    assert client.get("/status?limit=1").get_json()["releases"][0]["id"] == second
+
+
+@pytest.mark.parametrize("limit", ["0", "201", "x", "-1"])
+def test_limit_is_bounded(client: FlaskClient, limit: str) -> None:
+    answer = client.get(f"/status?limit={limit}")
+    assert answer.status_code == 400 and answer.get_json()["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("path", ["/status", "/"])
+def test_the_status_token_guards_the_status_and_the_board(redis: redis_lib.Redis,
+                                                          path: str) -> None:
+    client = make_app(redis, BLUEGREEN_STATUS_TOKEN=STATUS_TOKEN).test_client()
+    refused = client.get(path)
+    assert refused.status_code == 401 and refused.get_json()["code"] == "unauthorized"
+    assert STATUS_TOKEN not in refused.get_data(as_text=True)
+    assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get(path, headers={"Authorization": f"Bearer {STATUS_TOKEN}"}
+                      ).status_code == 200
+    assert client.get(f"{path}?token={STATUS_TOKEN}").status_code == 200
+    assert client.get(path, headers={"Authorization": f"Bearer {API_TOKEN}"}).status_code == 200
+    page = client.get(f"/?token={STATUS_TOKEN}").get_data(as_text=True)
+    assert STATUS_TOKEN not in page  # the page's script reads it from the address bar
+    assert client.get("/metrics").status_code == 200  # Prometheus scrapes without it
+
+
+def test_without_a_token_configured_everything_is_open(client: FlaskClient) -> None:
+    assert client.get("/").status_code == 200
+    assert client.get("/status", headers={"Authorization": "Bearer anything"}).status_code == 200
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+def status(stack: Stack) -> dict[str, Any]:
+    answer = http("GET", f"{stack.url}/status")
+    assert answer.status == 200, answer.body
+    doc: dict[str, Any] = answer.json
+    return doc
+
+
+def release_in(doc: dict[str, Any], release_id: str) -> dict[str, Any]:
+    return next(r for r in doc["releases"] if r["id"] == release_id)
+
+
+def switch_default_route_by_hand(stack: Stack, subset: str) -> None:
+    """What someone with kubectl might do: point the default route elsewhere."""
+    assert stack.sandbox is not None
+    api = kubernetes.config.new_client_from_config(config_file=stack.sandbox.kubeconfig)
+    where = ("networking.istio.io", "v1", "default", "virtualservices", "myapp-blue-green")
+    try:
+        objects = kubernetes.client.CustomObjectsApi(api)
+        vs = objects.get_namespaced_custom_object(*where)  # as `kubectl edit` would
+        vs["spec"]["http"][-1]["route"][0]["destination"]["subset"] = subset
+        objects.replace_namespaced_custom_object(*where, vs)
+    finally:
+        api.close()
+
+
+@pytest.mark.slow
+def test_status_across_a_release_cycle_and_drift(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLUEGREEN_SNAPSHOT_INTERVAL", "1")
+    with running(tmp_path, {"myapp": app_config("acme/myapp")}) as stack:
+        stack.stop_worker()
+        v1 = stack.release_id("v1.0-green")
+        doc = status(stack)
+        assert release_in(doc, v1)["state"] == "queued"
+        assert doc["queues"][0]["waiting"][0]["release"] == v1
+        assert doc["queues"][0]["worker"] == {"alive": False}
+
+        stack.start_worker()
+        stack.wait(v1, "awaiting_promotion")
+        app = wait_until(lambda: _app_when(stack, lambda a: a["colors"]["green"].get("exists")),
+                         30, "the snapshot to show green")
+        assert [r["id"] for r in app["awaiting"]] == [v1]
+        assert app["live"]["color"] is None and app["drift"] == []
+        green = app["colors"]["green"]
+        assert (green["release"], green["version"], green["ready"], green["desired"],
+                green["image"], green["live"]) == (v1, "v1.0", 1, 1, "sandbox.local/app:v1.0",
+                                                   False)
+        assert app["snapshot"]["age"] < 30 and app["snapshot"]["error"] is None
+        assert status(stack)["queues"][0]["worker"]["alive"] is True
+
+        stack.act("myapp", "promote", v1)
+        stack.wait(v1, "live")
+        app = wait_until(lambda: _app_when(stack, lambda a: a["live"]["color"] == "green"),
+                         30, "green to show as live")
+        assert app["live"]["release"]["id"] == v1 and app["live"]["seen_on"] == "cluster"
+        assert app["live"]["since"] == stack.release(v1)["release"]["updated_at"]
+        assert (app["colors"]["green"]["live"], app["colors"]["blue"]["live"]) == (True, False)
+        assert app["awaiting"] == [] and app["drift"] == []
+        entry = release_in(status(stack), v1)
+        assert entry["state"] == "live" and entry["actor"] == "github:octocat"
+
+        bad = stack.release_id("v1.1-green")  # into the live colour: the sanity check refuses
+        stack.wait(bad, "rejected")
+        assert "live" in release_in(status(stack), bad)["error"]
+
+        switch_default_route_by_hand(stack, "blue")
+        app = wait_until(lambda: _app_when(stack, lambda a: a["drift"]), 30, "drift")
+        assert app["live"]["color"] == "blue"
+        assert [d["kind"] for d in app["drift"]] == ["route"]
+        assert app["drift"][0]["message"] == (
+            "VirtualService default/myapp-blue-green sends default traffic to blue, but the "
+            f"live release v1.0-green ({v1}) is on green")
+        assert json.dumps(status(stack))  # still one JSON document
+
+
+def _app_when(stack: Stack, condition: Any) -> dict[str, Any] | None:
+    app: dict[str, Any] = status(stack)["apps"]["myapp"]
+    return app if condition(app) else None
