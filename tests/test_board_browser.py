@@ -1,0 +1,125 @@
+"""The live board (GET /) in a real headless Chromium, against real gunicorn, worker and sandbox.
+
+Covers what a person watching the board sees without ever reloading it: the live
+colour (and only it) marked live, a release awaiting promotion, the switch of the live
+colour when a promote happens through the API, and a failed release in red with its
+reason. Also the token: the board opened as `/?token=...` polls with it. A screenshot is
+saved in the test's temp dir at the end, and on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.stack import Stack, app_config, running
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                       reason="chromium and chromedriver are missing: run `make test`"),
+]
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-proxy-server",
+                 "--window-size=1400,1100")
+STATUS_TOKEN = "board-token-1"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Chromium driven by Debian's chromedriver; the last view is saved as board.png."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in CHROMIUM_ARGS:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.save_screenshot(str(tmp_path / "board.png"))
+        driver.quit()
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(driver: Any, tmp_path: Path) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        driver.save_screenshot(str(tmp_path / "board-failure.png"))
+        raise
+
+
+def eventually(driver: Any, check: Callable[[], Any], what: str, timeout: float = 40) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(
+        lambda _: check(), message=f"the board never showed {what}")
+
+
+def board(driver: Any, script: str) -> Any:
+    """Run a query in the page (plain DOM; the board has no framework)."""
+    return driver.execute_script(script)
+
+
+LIVE_COLORS = """return [...document.querySelectorAll('[data-app="myapp"] .color')]
+  .filter(e => e.dataset.live === 'true').map(e => e.dataset.color);"""
+LIVE_LINE = """const e = document.querySelector('[data-app="myapp"] .live-line');
+  return e ? e.textContent : '';"""
+AWAITING = """return [...document.querySelectorAll('[data-app="myapp"] .awaiting')]
+  .map(e => e.textContent);"""
+FAILED_ROWS = """return [...document.querySelectorAll('tr.release.bad')].map(row => ({
+  id: row.dataset.release, state: row.dataset.state,
+  reason: (row.querySelector('.reason') || {}).textContent || '',
+  color: getComputedStyle(row.querySelector('.reason') || row).color}));"""
+
+
+def promote_and_wait(stack: Stack, release: str) -> None:
+    stack.act("myapp", "promote", release)
+    stack.wait(release, "live")
+
+
+def test_the_board_follows_a_release_without_reloading(browser: Any, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLUEGREEN_SNAPSHOT_INTERVAL", "1")
+    monkeypatch.setenv("BLUEGREEN_STATUS_TOKEN", STATUS_TOKEN)
+    with (running(tmp_path, {"myapp": app_config("acme/myapp")}) as stack,
+          screenshot_on_failure(browser, tmp_path)):
+        v1 = stack.release_id("v1.0-green")
+        stack.wait(v1, "awaiting_promotion")
+        promote_and_wait(stack, v1)
+
+        browser.get(f"{stack.url}/?token={STATUS_TOKEN}")
+        eventually(browser, lambda: board(browser, LIVE_COLORS) == ["green"], "green live")
+        assert "GREEN is live" in board(browser, LIVE_LINE)
+        assert "v1.0-green" in board(browser, LIVE_LINE)
+        browser.execute_script("window.sameDocument = true;")  # gone if the page reloads
+
+        v2 = stack.release_id("v2.0-blue")
+        stack.wait(v2, "awaiting_promotion")
+        eventually(browser, lambda: any("v2.0-blue" in a for a in board(browser, AWAITING)),
+                   "v2.0-blue awaiting promotion")
+        promote_and_wait(stack, v2)
+        eventually(browser, lambda: board(browser, LIVE_COLORS) == ["blue"], "blue live")
+        assert "BLUE is live" in board(browser, LIVE_LINE)
+        assert board(browser, AWAITING) == []
+
+        stack.fault(path="/deployments/myapp-green$", method="PATCH", status=422, count=50)
+        v3 = stack.release_id("v3.0-green")
+        stack.wait(v3, "failed")
+        rows = eventually(browser, lambda: board(browser, FAILED_ROWS), "a failed release")
+        assert rows[0]["id"] == v3 and rows[0]["state"] == "failed"
+        assert rows[0]["reason"].startswith("deploy: ")
+        assert rows[0]["color"] == "rgb(200, 30, 30)"  # the board's red
+        assert board(browser, LIVE_COLORS) == ["blue"]  # a failure leaves live traffic alone
+        assert browser.execute_script("return window.sameDocument === true;")
+        assert "live · updated" in board(browser, "return document.getElementById("
+                                                  "'connection').textContent;")
+        browser.save_screenshot(str(tmp_path / "board-live.png"))
