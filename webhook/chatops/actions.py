@@ -13,8 +13,9 @@ answer. Rules (also in docs/architecture.md):
 - Mattermost has no user allow-list in the config; its buttons are signed for the
   channel they were posted in (`worker.chatsign`), and act only there.
 
-A repeated click (same release and action within `CLICK_TTL` s, or while such a
-command is still queued or running) is acknowledged and changes nothing. Refusals and
+A repeated click — while the same command (release and action) is still being
+queued, or waits in the queue, or runs — is acknowledged and changes nothing; once
+that command has run, a click goes to the engine again, which says why it is stale. Refusals and
 the engine's errors (stale, unknown release, ...) come back as text for an ephemeral
 reply, the same messages the HTTP API renders. Every queued command is audited by the
 engine with the actor `<platform>:<user id> (<user name>)`.
@@ -32,6 +33,7 @@ from worker.config import AppConfig, Settings
 
 CLICK_KEY = "bluegreen:chatops:click:{app}:{target}:{action}"
 CLICK_TTL = 15
+CLAIMING = "claiming"    # the claim's value until the command is queued (then: its job id)
 
 
 @dataclass(frozen=True)
@@ -105,31 +107,43 @@ def submit(web: Web, command: Command, who: Chatter) -> Outcome:
         return _submit_once(web, command, who)
     except EngineError as e:
         return Outcome(f"Nothing changed: {e.message}")
+    except RedisError:
+        return Outcome("Nothing changed: Redis is unavailable; try again in a moment.")
 
 
 def _submit_once(web: Web, command: Command, who: Chatter) -> Outcome:
+    """Claim the command for `CLICK_TTL` s (a concurrent double click finds the claim), skip it
+    while the same command waits in the queue, else queue it."""
     key = CLICK_KEY.format(app=command.app, target=command.release or command.color or "-",
                            action=command.action.value)
     try:
-        first = web.redis.set(key, who.actor, nx=True, ex=CLICK_TTL)
+        claimed = web.redis.set(key, CLAIMING, nx=True, ex=CLICK_TTL)
+        if not claimed and _text(web.redis.get(key)) == CLAIMING:
+            return _already(command, "was asked for a moment ago")
     except RedisError as e:
         raise Unavailable(f"Redis is unavailable, nothing was changed: {e}") from e
-    pending = None if not first else _pending(web, command)
-    if not first or pending:
-        return Outcome(f"Already requested: {command.action.value} of "
-                       f"{command.release or command.app} {pending or 'was asked for a moment ago'}"
-                       "; this request changed nothing.")
     try:
+        pending = _pending(web, command)
+        if pending:
+            if claimed:
+                web.redis.delete(key)
+            return _already(command, pending)
         queued = web.engine.submit_command(command.app, command.action,
                                            release=command.release, color=command.color,
                                            actor=who.actor)
-    except EngineError:
-        web.redis.delete(key)  # a refused request must not block a corrected one
+    except Exception:
+        web.redis.delete(key)  # a refused request must not hold up a corrected one
         raise
+    web.redis.set(key, queued.job_id, ex=CLICK_TTL)
     where = f"position {queued.position} in the queue" if queued.position else "running now"
     return Outcome(f":hourglass: {command.action.value} of {queued.release.tag} "
                    f"({queued.release.id}) is queued, {where}; the release message will show "
                    "the outcome.", queued)
+
+
+def _already(command: Command, how: str) -> Outcome:
+    return Outcome(f"Already requested: {command.action.value} of "
+                   f"{command.release or command.app} {how}; this request changed nothing.")
 
 
 def _pending(web: Web, command: Command) -> str | None:
@@ -148,6 +162,10 @@ def _pending(web: Web, command: Command) -> str | None:
 
 def _same(job: dict[str, object], command: Command) -> bool:
     return job.get("release") == command.release and job.get("action") == command.action.value
+
+
+def _text(value: object) -> str | None:
+    return value.decode() if isinstance(value, bytes) else None if value is None else str(value)
 
 
 def _in_channel(allowed: tuple[str, ...], who: Chatter) -> bool:
