@@ -119,6 +119,9 @@ def test_the_board_follows_a_release_without_reloading(browser: Any, tmp_path: P
         assert rows[0]["reason"].startswith("deploy: ")
         assert rows[0]["color"] == "rgb(200, 30, 30)"  # the board's red
         assert board(browser, LIVE_COLORS) == ["blue"]  # a failure leaves live traffic alone
+        card = board(browser, "return document.querySelector('[data-app=\"myapp\"] .failure')"
+                              ".textContent;")
+        assert card.startswith("v3.0-green failed") and rows[0]["reason"] in card
         assert browser.execute_script("return window.sameDocument === true;")
         assert "live · updated" in board(browser, "return document.getElementById("
                                                   "'connection').textContent;")

@@ -112,8 +112,17 @@
       (app.awaiting || []).map((r) => el("div", {class: "awaiting"},
         el("strong", {}, r.tag), ` awaits promotion on ${r.color} (ready `, when(r.updated_at),
         ") · ", el("code", {}, r.id))),
+      lastFailure(name),
       (app.drift || []).map((d) => el("div", {class: "drift", "data-kind": d.kind},
         el("strong", {}, "Drift: "), d.message)));
+  }
+
+  function lastFailure(name) {
+    // The app's newest release, when it failed: a person should not have to scroll for it.
+    const newest = doc.releases.find((r) => r.app === name);
+    if (!newest || !BAD.has(newest.state)) return null;
+    return el("div", {class: "failure"}, el("strong", {}, `${newest.tag} ${newest.state}`),
+      " ", when(newest.updated_at), ": ", newest.error || "no reason recorded");
   }
 
   // -- queues -------------------------------------------------------------------------------
