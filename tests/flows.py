@@ -61,6 +61,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
         time.sleep(interval)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 @contextlib.contextmanager
 def environ(values: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
@@ -147,8 +164,14 @@ class Flow:
                 ).read_text()
 
     def kill_worker(self, proc: subprocess.Popen[str]) -> None:
-        """SIGKILL the worker and its work horse, as a node or OOM kill would."""
-        os.killpg(proc.pid, signal.SIGKILL)
+        """SIGKILL the worker and its work horse, as a node or OOM kill would.
+
+        rq's horse runs in a session of its own, so the process group is not enough.
+        """
+        family = [proc.pid, *descendants(proc.pid)]
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(10)
 
     def stop_workers(self) -> None:

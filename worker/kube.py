@@ -26,7 +26,7 @@ import kubernetes.config
 import kubernetes.stream
 import kubernetes.watch
 import urllib3
-from kubernetes import client
+from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -35,7 +35,10 @@ from worker.colors import Color
 log = logging.getLogger(__name__)
 
 # The client's annotations are partial (config, watch and stream are untyped): seen as Any here,
-# at the one door, so that the rest of the engine stays strictly typed.
+# at the one door, so that the rest of the engine stays strictly typed. The client classes are
+# imported by name on purpose: `kubernetes.client` loads them lazily on first use, and a lazy
+# import in a forked rq work horse deadlocks if another thread of the parent held that module's
+# import lock at fork time. Importing them here loads them before any worker forks.
 config: Any = kubernetes.config
 watch: Any = kubernetes.watch
 stream: Any = kubernetes.stream.stream
@@ -210,9 +213,9 @@ def _retry_after(e: ApiException) -> float | None:
         return None
 
 
-def _configuration(kubeconfig: str | None) -> client.Configuration:
+def _configuration(kubeconfig: str | None) -> Configuration:
     """Client configuration from the kubeconfig file, else in-cluster, else ~/.kube/config."""
-    configuration = client.Configuration()
+    configuration = Configuration()
     try:
         if kubeconfig:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
@@ -234,10 +237,10 @@ class Cluster:
 
     def __init__(self, *, kubeconfig: str | None, user_agent: str = "bluegreen",
                  attempts: int = 6, backoff: float = 0.25, request_timeout: float = 30.0) -> None:
-        self._api: Any = client.ApiClient(_configuration(kubeconfig))
+        self._api: Any = ApiClient(_configuration(kubeconfig))
         self._api.user_agent = user_agent
-        self._apps = client.AppsV1Api(self._api)
-        self._core = client.CoreV1Api(self._api)
+        self._apps = AppsV1Api(self._api)
+        self._core = CoreV1Api(self._api)
         self._attempts, self._backoff, self._timeout = max(1, attempts), backoff, request_timeout
 
     @property
