@@ -65,6 +65,7 @@ class Handler(BaseHTTPRequestHandler):
     """Answers the demo app's few routes; the identity lives on the server."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK wait
     server_version = "sandbox-demoapp"
 
     def log_message(self, format: str, *args: object) -> None:

@@ -76,6 +76,10 @@ class HandlerBase(BaseHTTPRequestHandler):
     """What every verb needs from the request it answers."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm on, the body waits
+    # for the client's delayed ACK (~40 ms on Linux) on every keep-alive request. Go's
+    # API server sets TCP_NODELAY on every connection, and so does this one.
+    disable_nagle_algorithm = True
     status_sent: int | None = None
     query: dict[str, list[str]]
     body: bytes

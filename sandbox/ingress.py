@@ -106,6 +106,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
     """Routes one request at a time on a keep-alive connection."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as Envoy does: no ~40 ms wait for a delayed ACK
     server_version = "istio-envoy"
     sys_version = ""
 
