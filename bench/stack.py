@@ -35,6 +35,9 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# The source tree the measured processes run from: this checkout, or another one
+# (`BENCH_TREE=../old-checkout`) to measure an earlier commit with today's scripts.
+TREE = Path(os.environ.get("BENCH_TREE") or ROOT).resolve()
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
 FIXTURE = ROOT / "tests" / "fixtures" / "github" / "push__tag_lightweight.json"
@@ -109,7 +112,8 @@ class Processes:
     def start(self, name: str, argv: list[str], *, env: Mapping[str, str] | None = None,
               stdout: int | None = None) -> subprocess.Popen[bytes]:
         with open(self.workdir / f"{name}.log", "ab") as log:  # the child keeps its own fd
-            proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **LOCAL, **(env or {})},
+            proc = subprocess.Popen(argv, cwd=TREE, env={**os.environ, **LOCAL,
+                                                          "PYTHONPATH": str(TREE), **(env or {})},
                                     stdout=stdout if stdout is not None else log,
                                     stderr=log, start_new_session=True)
         self.procs[name] = proc
@@ -332,13 +336,14 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "tree": "this checkout" if TREE == ROOT else f"BENCH_TREE at {git_commit(TREE)}",
             "kernel": platform.release(), "note": "shared, noisy machine: compare medians and "
             "ratios, not single runs"}
 
 
-def git_commit() -> str:
+def git_commit(tree: Path = TREE) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, check=True,
                              capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
