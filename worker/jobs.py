@@ -156,10 +156,32 @@ def run_steps(ctx: Context, release: Release) -> Result:
     release = ctx.store.transition(
         release.id, S.AWAITING_PROMOTION, actor=ACTOR, step="smoke_test",
         message=f"smoke tests passed; {release.tag} awaits promotion on {release.color} "
-        "(requests with Cookie test=true reach it)", route_after=steps.route_state(ctx))
+        "(requests with Cookie test=true reach it)", route_after=routes_or_none(ctx))
     if ctx.app.auto_promote:
-        return promote(ctx, release, f"{ACTOR} (auto_promote)")
+        return auto_promote(ctx, release)
     return result("awaiting_promotion", f"{release.id} awaits promotion on {release.color}")
+
+
+def auto_promote(ctx: Context, release: Release) -> Result:
+    """Promote at once (auto_promote); if that cannot be done the release keeps awaiting."""
+    actor = f"{ACTOR} (auto_promote)"
+    try:
+        return promote(ctx, release, actor)
+    except RedisError:
+        raise
+    except Exception as e:  # it passed its tests: a person can still promote it
+        why = f"auto_promote failed, the release awaits a person's promote: {e}"
+        ctx.store.note(release.id, actor=actor, step="promote", message=why)
+        return result("awaiting_promotion", why)
+
+
+def routes_or_none(ctx: Context) -> steps.Route | None:
+    """The routes for the audit trail; None when the cluster cannot be read just now."""
+    try:
+        return steps.route_state(ctx)
+    except KubeError as e:
+        log.warning("cannot read the routes for the audit trail: %s", e)
+        return None
 
 
 def enter(ctx: Context, release: Release, state: ReleaseState, step: str) -> Release:
@@ -306,7 +328,7 @@ def decommission(ctx: Context, release: Release | None, color: str | None,
     if release is not None and release.state in (S.STANDBY, S.ROLLED_BACK):
         ctx.store.transition(release.id, S.DECOMMISSIONED, actor=actor, step="decommission",
                              message=message, route_before=before,
-                             route_after=steps.route_state(ctx))
+                             route_after=routes_or_none(ctx))
     elif release is not None:
         ctx.store.note(release.id, actor=actor, step="decommission", message=message)
     return result("done", message)
