@@ -148,10 +148,13 @@ def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
             return EXIT_FAILED
         if stopping.is_set():
             return EXIT_OK
-        sidecars.start_all(settings, redis, stopping)  # only while this worker serves its queues
-        return _work(redis, locks, name, stopping, burst=burst)
+        helpers = sidecars.spawn(settings)  # only while this worker serves its queues
+        try:
+            return _work(redis, locks, name, stopping, burst=burst)
+        finally:
+            sidecars.stop(helpers)
     finally:
-        stopping.set()  # sidecars return
+        stopping.set()
         locks.release()
 
 
