@@ -11,6 +11,7 @@ release whose cluster changed meanwhile is failed with why, not forced through.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +107,30 @@ def test_recovery_fails_a_release_whose_colour_went_live_meanwhile(flow: Flow) -
     assert failed.state is S.FAILED
     assert failed.error is not None and "green, which is live" in failed.error
     assert flow.served_by() == "green v1.0"  # the live colour was never touched
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_promote_finishes_it_on_restart(flow: Flow) -> None:
+    v1 = make_live(flow, "v1.0-green")
+    v2 = flow.release("v2.0-blue")
+    flow.run_jobs()
+    flow.fault(path="/virtualservices/", method="PATCH", latency=3, count=1)
+    with Monitor(api=flow.sandbox.api, ingress=flow.sandbox.ingress) as monitor:
+        worker = flow.start_worker()
+        queued = flow.command("promote", v2)
+        wait_until(lambda: queued.job_id in StartedJobRegistry(
+            queue=Queue("deploy", connection=flow.redis)).get_job_ids(cleanup=False), 20,
+            "the promote job to start")
+        since = flow.last_request() - 50
+        wait_until(lambda: any("/destinationrules/" in r["path"] and r["method"] == "PATCH"
+                               for r in flow.api_requests(since)), 20, "the switch to begin")
+        time.sleep(0.5)  # the VirtualService write is under way (it takes 3 s)
+        flow.kill_worker(worker)
+        assert flow.get(v2).state is S.AWAITING_PROMOTION
+        flow.redis.pexpire(LOCK_KEY.format(queue="deploy"), 100)  # the lock's timeout passes
+        flow.start_worker()
+        flow.wait(v2, S.LIVE, timeout=30)
+        assert flow.get(v1).state is S.STANDBY
+        assert flow.served_by() == "blue v2.0"
+        monitor.wait_for_traffic(5)
+    assert monitor.violations == []
