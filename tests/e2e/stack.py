@@ -7,8 +7,9 @@ conftest), gunicorn serving `webhook:create_app()` as the Procfile does (tests/w
 as forges, operators and users do: signed GitHub webhooks (`push`), the operator API
 (`command`), release reads (`release`, `wait`), the ingress (`served_by`) and the
 sandbox's test hooks (`fault`, `api_requests`). Faults are process-level: SIGKILL the
-worker, restart Redis or the web process. `stop()` ends every process it started and
-`leftovers()` finds any that outlived it (pods included).
+worker, restart Redis or the web process; a worker that exits unasked is restarted, as
+a process supervisor would. `stop()` ends every process it started and `leftovers()`
+finds any that outlived it (pods included).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,6 +71,9 @@ class Stack:
         self.web: Gunicorn | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.workers_started = 0
+        self.worker_exits: list[int] = []  # exit codes of workers that stopped unasked
+        self._supervising = threading.Event()
+        self._worker_lock = threading.Lock()
         self._commits = 0
         self._passed: set[str] = set()
 
@@ -85,9 +90,12 @@ class Stack:
         self.web = Gunicorn(port=free_port(), env=self.env, log=self.tmp / "web.log")
         self.web.start()
         self.start_worker()
+        self._supervising.set()
+        threading.Thread(target=self._supervise, daemon=True, name="supervisor").start()
         return self
 
     def stop(self) -> None:
+        self._supervising.clear()
         self.stop_worker()
         if self.web is not None:
             self.web.stop()
@@ -105,35 +113,49 @@ class Stack:
         """`bluegreen worker` (the Procfile's worker line) in its own process group."""
         log = self.tmp / f"worker-{self.workers_started}.log"
         self.workers_started += 1
-        with open(log, "wb") as out:
+        with open(log, "wb") as out, self._worker_lock:
             self.worker = subprocess.Popen(
                 [BLUEGREEN, "worker"], env={**os.environ, **self.env}, cwd=ROOT, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
+    def _supervise(self) -> None:
+        """Restart a worker that exits unasked, as a process supervisor (or Kubernetes) does."""
+        while self._supervising.wait(0.5) and self._supervising.is_set():
+            with self._worker_lock:
+                code = self.worker.poll() if self.worker is not None else None
+                if code is not None:
+                    self.worker_exits.append(code)
+                    self.worker = None
+            if code is not None and self._supervising.is_set():
+                self.start_worker()
+
     def kill_worker(self) -> None:
         """SIGKILL the worker and its work horse (rq gives the horse its own process group),
         as an OOM kill or a lost node would."""
-        assert self.worker is not None
-        kill_tree(self.worker.pid, signal.SIGKILL)
-        self.worker.wait(10)
-        self.worker = None
+        with self._worker_lock:
+            assert self.worker is not None
+            kill_tree(self.worker.pid, signal.SIGKILL)
+            self.worker.wait(10)
+            self.worker = None
 
     def stop_worker(self) -> None:
         """SIGTERM (rq's warm shutdown: the current job finishes), SIGKILL after 30 s."""
-        if self.worker is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.worker.pid, signal.SIGTERM)
-        try:
-            self.worker.wait(30)
-        except subprocess.TimeoutExpired:
-            kill_tree(self.worker.pid, signal.SIGKILL)
-            self.worker.wait(5)
-        self.worker = None
+        with self._worker_lock:
+            if self.worker is None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.worker.pid, signal.SIGTERM)
+            try:
+                self.worker.wait(30)
+            except subprocess.TimeoutExpired:
+                kill_tree(self.worker.pid, signal.SIGKILL)
+                self.worker.wait(5)
+            self.worker = None
 
-    def restart_redis(self) -> None:
-        """Stop redis-server (SIGTERM: it syncs its append-only file) and start it again."""
+    def restart_redis(self, down_for: float = 0.0) -> None:
+        """Stop redis-server (SIGTERM: it syncs its append-only file), start it again later."""
         self.redis.stop()
+        time.sleep(down_for)
         self.redis.start(appendonly=True)
 
     def restart_web(self) -> None:
@@ -165,7 +187,10 @@ class Stack:
         body = tag_push_body(tag, repository, commit)
         d = signed(delivery("github", "push__tag_lightweight").with_body(body))
         d = d.with_headers(X_GitHub_Delivery=delivery_id or f"e2e-{tag}-{commit[-8:]}")
-        return http("POST", f"{self.url}/webhook", d.body, d.headers)
+        try:
+            return http("POST", f"{self.url}/webhook", d.body, d.headers)
+        except OSError as e:  # refused or reset: the forge saw no answer
+            return Response(0, {}, str(e).encode())
 
     def release_id(self, tag: str, **kwargs: Any) -> str:
         """Push `tag`; the one release it queued."""
