@@ -210,8 +210,8 @@ class Flow:
         """GET through the ingress, with or without the test cookie."""
         request = urllib.request.Request(self.sandbox.ingress.rstrip("/") + path)
         if cookie:
-            # the seed's regex `^(.*?;)?(test=true)(;.*)?$` wants no space before test=true
-            request.add_header("Cookie", "test=true; session=1")
+            # as a browser sends it: the route-test regex allows the space after ';'
+            request.add_header("Cookie", "session=1; test=true")
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 return int(response.status), json.loads(response.read() or b"{}")
