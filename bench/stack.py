@@ -337,8 +337,9 @@ def machine() -> dict[str, Any]:
                 break
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "tree": "this checkout" if TREE == ROOT else f"BENCH_TREE at {git_commit(TREE)}",
-            "kernel": platform.release(), "note": "shared, noisy machine: compare medians and "
-            "ratios, not single runs"}
+            "kernel": platform.release(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "note": "shared, noisy machine: compare medians and ratios, not single runs"}
 
 
 def git_commit(tree: Path = TREE) -> str:
