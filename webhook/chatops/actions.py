@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from webhook.context import Web
+from worker import metrics
 from worker.api import Action, Color, EngineError, Queued, Unavailable
 from worker.config import AppConfig, Settings
 
@@ -68,6 +69,7 @@ class Outcome:
 
     text: str
     queued: Queued | None = None
+    result: str = "queued"  # for /metrics: queued, already_requested, refused, or an error code
 
 
 class Refused(Exception):
@@ -96,19 +98,27 @@ def authorise(settings: Settings, app: AppConfig, who: Chatter) -> None:
 
 def submit(web: Web, command: Command, who: Chatter) -> Outcome:
     """Queue the command once; a repeat or a stale command is an answer, not an error."""
+    outcome = _submit(web, command, who)
+    metrics.record_chat_action(web.redis, outcome.result)
+    return outcome
+
+
+def _submit(web: Web, command: Command, who: Chatter) -> Outcome:
     app = web.settings.apps.get(command.app)
     if app is None:
-        return Outcome(f"Nothing changed: no app named {command.app!r} is configured.")
+        return Outcome(f"Nothing changed: no app named {command.app!r} is configured.",
+                       result="unknown_app")
     try:
         authorise(web.settings, app, who)
     except Refused as e:
-        return Outcome(f"Not allowed: {e}. Nothing changed.")
+        return Outcome(f"Not allowed: {e}. Nothing changed.", result="refused")
     try:
         return _submit_once(web, command, who)
     except EngineError as e:
-        return Outcome(f"Nothing changed: {e.message}")
+        return Outcome(f"Nothing changed: {e.message}", result=e.code)
     except RedisError:
-        return Outcome("Nothing changed: Redis is unavailable; try again in a moment.")
+        return Outcome("Nothing changed: Redis is unavailable; try again in a moment.",
+                       result="redis_unavailable")
 
 
 def _submit_once(web: Web, command: Command, who: Chatter) -> Outcome:
@@ -143,7 +153,8 @@ def _submit_once(web: Web, command: Command, who: Chatter) -> Outcome:
 
 def _already(command: Command, how: str) -> Outcome:
     return Outcome(f"Already requested: {command.action.value} of "
-                   f"{command.release or command.app} {how}; this request changed nothing.")
+                   f"{command.release or command.app} {how}; this request changed nothing.",
+                   result="already_requested")
 
 
 def _pending(web: Web, command: Command) -> str | None:
