@@ -108,6 +108,15 @@ def test_the_same_delivery_again_is_a_duplicate(engine: Engine, redis: redis_lib
     assert Queue("deploy", connection=redis).count == 1
 
 
+def test_each_tag_of_one_delivery_is_its_own_release(engine: Engine,
+                                                    redis: redis_lib.Redis) -> None:
+    first = submit(engine, tag="v1.0-green")
+    second = submit(engine, tag="v1.1-green", commit="b" * 40)  # same delivery id (Bitbucket)
+    assert second[0] != first[0] and not second[2]
+    assert submit(engine, tag="v1.1-green", commit="b" * 40) == (second[0], 2, True)
+    assert Queue("deploy", connection=redis).count == 2
+
+
 def test_the_same_repository_tag_and_commit_is_a_duplicate(engine: Engine) -> None:
     first = submit(engine)
     assert submit(engine, delivery_id="org-hook", repository="ACME/myapp") == (first[0], 1, True)

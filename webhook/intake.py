@@ -163,17 +163,10 @@ def _json_body(raw: bytes) -> Any:
 
 
 def _with_delivery_ids(pushes: tuple[TagPush, ...], raw: bytes) -> list[TagPush]:
-    """Pushes whose delivery ids dedupe one tag each.
-
-    A forge that sent no delivery id gets a digest of the body (a resend of the same
-    body dedupes). A delivery carrying several tags (Bitbucket) gets `<id>#<tag>` per
-    tag: the engine dedupes by delivery id, and one tag must not hide the others.
-    """
+    """Pushes with a delivery id each: a forge that sent none gets a digest of the body,
+    so a resend of the same body dedupes. (The engine dedupes per delivery id and tag.)"""
     fallback = "body-" + hashlib.sha256(raw).hexdigest()[:32]
-    named = [p if p.delivery_id else replace(p, delivery_id=fallback) for p in pushes]
-    if len(named) == 1:
-        return named
-    return [replace(p, delivery_id=f"{p.delivery_id}#{p.tag}") for p in named]
+    return [p if p.delivery_id else replace(p, delivery_id=fallback) for p in pushes]
 
 
 def _submit(pushes: list[TagPush], settings: Settings, outcome: Outcome) -> Response:

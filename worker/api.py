@@ -207,8 +207,9 @@ def _seen_keys(event: TagEvent, app: AppConfig) -> list[str]:
     keys = [SEEN_TAG_KEY.format(app=app.name, digest=_digest(
         event.repository.casefold(), event.tag, event.commit))]
     if event.delivery_id:
+        # One delivery may carry several tags (Bitbucket): it is seen once per tag.
         keys.insert(0, SEEN_DELIVERY_KEY.format(forge=event.forge, app=app.name,
-                                                digest=_digest(event.delivery_id)))
+                                                digest=_digest(event.delivery_id, event.tag)))
     return keys
 
 
