@@ -42,7 +42,7 @@ class Read:
 class Load:
     """`threads` threads sending GET / at `rate` requests a second in all, until stopped."""
 
-    def __init__(self, ingress: str, *, rate: float = 60.0, threads: int = 4) -> None:
+    def __init__(self, ingress: str, *, rate: float = 60.0, threads: int = 6) -> None:
         self.url, self.rate, self.threads = ingress.rstrip("/") + "/", rate, threads
         self.hits: list[Hit] = []
         self._stop = threading.Event()

@@ -5,11 +5,13 @@ file on (conftest's `RedisServer`), the sandbox cluster (`python -m sandbox serv
 conftest), gunicorn serving `webhook:create_app()` as the Procfile does (tests/web.py's
 `Gunicorn`) and one `bluegreen worker` in its own process group. Tests then talk to it
 as forges, operators and users do: signed GitHub webhooks (`push`), the operator API
-(`command`), release reads (`release`, `wait`), the ingress (`served_by`) and the
-sandbox's test hooks (`fault`, `api_requests`). Faults are process-level: SIGKILL the
-worker, restart Redis or the web process; a worker that exits unasked is restarted, as
-a process supervisor would. `stop()` ends every process it started and `leftovers()`
-finds any that outlived it (pods included).
+(`command`), Slack clicks and slash commands when given a `FakeSlack` (`click`,
+`slash`; the worker's notifier posts each release's message there), release reads
+(`release`, `wait`), the ingress (`served_by`) and the sandbox's test hooks (`fault`,
+`api_requests`). Faults are process-level: SIGKILL the worker, restart Redis or the
+web process; a worker that exits unasked is restarted, as a process supervisor would.
+`stop()` ends every process it started and `leftovers()` finds any that outlived it
+(pods included).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from conftest import ROOT, RedisServer, Sandbox, free_port, start_sandbox, stop_sandbox
+from fakeslack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, button, button_texts, sign
 from invariants import Monitor
 from web import API_TOKEN, SECRET_ENV, Gunicorn, Response, delivery, http, signed
 
@@ -36,6 +40,8 @@ TERMINAL = frozenset({"rejected", "failed", "superseded", "aborted", "rolled_bac
                       "decommissioned"})
 SETTLED = TERMINAL | {"awaiting_promotion", "live", "standby"}
 PASSED_SMOKE = frozenset({"awaiting_promotion", "live", "standby", "rolled_back"})
+SLACK_CHANNEL = ("CDEPLOYS", "deploys")  # (id, name) as FakeSlack names #deploys
+SLACK_USER = "UE2E"
 
 
 def app_config(repository: str, **overrides: Any) -> dict[str, Any]:
@@ -61,8 +67,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
 class Stack:
     """See the module docstring."""
 
-    def __init__(self, tmp: Path, apps: dict[str, dict[str, Any]]) -> None:
-        self.tmp = tmp
+    def __init__(self, tmp: Path, apps: dict[str, dict[str, Any]],
+                 slack: FakeSlack | None = None) -> None:
+        self.tmp, self.slack = tmp, slack
         self.config = tmp / "bluegreen.yml"
         self.config.write_text(yaml.safe_dump({"apps": apps}))
         self.redis = RedisServer(port=free_port(), dir=tmp / "redis")
@@ -87,6 +94,10 @@ class Stack:
                     "BLUEGREEN_INGRESS_URL": self.sandbox.ingress,
                     "BLUEGREEN_CONFIG": str(self.config),
                     "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        if self.slack is not None:
+            self.env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=self.slack.api_url,
+                            SLACK_CHANNEL=f"#{SLACK_CHANNEL[1]}",
+                            SLACK_SIGNING_SECRET=SIGNING_SECRET)
         self.web = Gunicorn(port=free_port(), env=self.env, log=self.tmp / "web.log")
         self.web.start()
         self.start_worker()
@@ -208,6 +219,37 @@ class Stack:
     def act(self, app: str, action: str, release: str) -> None:
         answer = self.command(app, action, release)
         assert answer.status == 202, (action, release, answer.status, answer.body)
+
+    # -- chat-ops (with a FakeSlack) -------------------------------------------------------------
+
+    def click(self, release_id: str, label: str) -> Response:
+        """Click `label` on the release's Slack message (once the notifier shows it there)."""
+        assert self.slack is not None
+        message = wait_until(lambda: label in button_texts(self.slack.message_for(release_id))
+                             and self.slack.message_for(release_id), 30,
+                             f"a {label!r} button for {release_id}")
+        element = button(message, label)
+        block = next(b for b in message["blocks"] if b["type"] == "actions")
+        payload = {"type": "block_actions", "user": {"id": SLACK_USER, "username": "e2e"},
+                   "channel": {"id": SLACK_CHANNEL[0], "name": SLACK_CHANNEL[1]},
+                   "container": {"message_ts": message["ts"], "channel_id": message["channel"]},
+                   "response_url": self.slack.response_url("e2e"),
+                   "actions": [{"action_id": element["action_id"], "block_id": block["block_id"],
+                                "value": element["value"], "action_ts": str(time.time())}]}
+        return self._slack_post("/chatops/slack/actions", {"payload": json.dumps(payload)})
+
+    def slash(self, text: str) -> Response:
+        """`/deploy <text>` typed in the deploy channel."""
+        assert self.slack is not None
+        return self._slack_post("/chatops/slack/commands", {
+            "command": "/deploy", "text": text, "user_id": SLACK_USER, "user_name": "e2e",
+            "channel_id": SLACK_CHANNEL[0], "channel_name": SLACK_CHANNEL[1],
+            "response_url": self.slack.response_url("slash")})
+
+    def _slack_post(self, path: str, form: dict[str, str]) -> Response:
+        body = urllib.parse.urlencode(form).encode()
+        return http("POST", self.url + path, body, {
+            **sign(SIGNING_SECRET, body), "Content-Type": "application/x-www-form-urlencoded"})
 
     # -- reading state ------------------------------------------------------------------------
 
@@ -359,9 +401,10 @@ def processes_mentioning(*markers: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running(tmp: Path, apps: dict[str, dict[str, Any]]) -> Iterator[Stack]:
+def running(tmp: Path, apps: dict[str, dict[str, Any]],
+            slack: FakeSlack | None = None) -> Iterator[Stack]:
     """A started stack; stopped on the way out, failing if any of its processes outlived it."""
-    stack = Stack(tmp, apps).start()
+    stack = Stack(tmp, apps, slack).start()
     try:
         yield stack
     finally:

@@ -1,7 +1,9 @@
 """Zero downtime: steady default traffic through the ingress while ten release cycles run.
 
 Everything runs as separate processes (tests/e2e/stack.py); the test acts only as a
-forge (signed tag pushes) and an operator (the HTTP API). A load generator sends GET /
+forge (signed tag pushes) and as operators: the HTTP API, and Slack (the worker posts
+each release's message to a local fake Slack; the test clicks its Promote button and
+types `/deploy rollback myapp`). A load generator sends GET /
 without the test cookie at 60 requests a second through the ingress for the whole run,
 and the invariant monitor (tests/invariants.py) checks SPEC §5 on every snapshot.
 
@@ -23,46 +25,61 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from fakeslack import FakeSlack
 from load import Load, Read, RouteTimeline, allowed_colors
-from stack import Stack, app_config, running
+from stack import SLACK_USER, Stack, app_config, running
 
-APPS = {"myapp": app_config("acme/myapp")}
+APPS = {"myapp": app_config("acme/myapp", slack_users=[SLACK_USER])}
 CYCLES = 10
 RATE = 60.0
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running(tmp_path_factory.mktemp("zero-downtime"), APPS) as started:
-        yield started
+    slack = FakeSlack().start()
+    try:
+        with running(tmp_path_factory.mktemp("zero-downtime"), APPS, slack) as started:
+            yield started
+    finally:
+        slack.stop()
 
 
 def other(color: str) -> str:
     return "blue" if color == "green" else "green"
 
 
-def go_live(stack: Stack, tag: str, color: str) -> str:
-    """Push `tag`, check its smoke-tested test route, promote it; its release id."""
+def go_live(stack: Stack, tag: str, color: str, *, by_chat: bool = False) -> str:
+    """Push `tag`, check its smoke-tested test route, promote it (API or Slack button)."""
     rid = stack.release_id(tag)
     record = stack.wait(rid, "awaiting_promotion")
     assert any(a["step"] == "smoke_test" and "smoke tests passed" in a["message"]
                for a in record["audit"]), stack.story(rid)
     assert stack.served_by(cookie=True) == f"{color} {record['release']['version']}"
-    stack.act("myapp", "promote", rid)
+    if by_chat:
+        answer = stack.click(rid, f"Promote {color}")
+        assert answer.status == 200, answer.body
+    else:
+        stack.act("myapp", "promote", rid)
     stack.wait(rid, "live")
     return rid
 
 
 def run_cycles(stack: Stack, live: tuple[str, str]) -> Counter[str]:
-    """Ten cycles of deploy, smoke, promote; every third one rolled back. Counts of acts."""
+    """Ten cycles of deploy, smoke, promote; every third one rolled back. Counts of acts.
+
+    Odd cycles promote through the API, even ones with the Promote button of the
+    release's Slack message; rollbacks are `/deploy rollback myapp` in Slack.
+    """
     acts: Counter[str] = Counter()
     for number in range(1, CYCLES + 1):
         color = other(live[1])
-        rid = go_live(stack, f"v{number}.0-{color}", color)
+        rid = go_live(stack, f"v{number}.0-{color}", color, by_chat=number % 2 == 0)
         acts["promoted"] += 1
+        acts["promoted from Slack" if number % 2 == 0 else "promoted by API"] += 1
         assert stack.state(live[0]) == "standby"
         if number % 3 == 0:
-            stack.act("myapp", "rollback", rid)
+            answer = stack.slash("rollback myapp")
+            assert answer.status == 200 and rid in answer.body.decode(), answer.body
             stack.wait(rid, "rolled_back")
             stack.wait(live[0], "live")
             acts["rolled back"] += 1
