@@ -224,6 +224,9 @@ def start_stack(processes: Processes, port: int) -> Stack:
         processes.start(name, ["bash", "-c", f"exec {command}"], env)
     wait_until("the web process to be ready",
                lambda: processes.check_alive() or http("GET", f"{web}/readyz")[0] == 200, 30)
+    status, _ = http("GET", f"{web}/status")
+    if status != 200:
+        raise StepFailed(f"the status board's JSON (GET /status) answered {status}")
     return Stack(web=web, ingress=sandbox["ingress"], api=sandbox["api"], env=env)
 
 
