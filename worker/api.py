@@ -92,9 +92,9 @@ class Engine:
         if not apps:
             return []
         with _redis_errors():
-            created, seen = self._record_new(event, apps)
-            return [self._submitted(app, created.get(app.name), seen.get(app.name))
-                    for app in apps]
+            created, seen, places = self._record_new(event, apps)
+            return [self._submitted(app, created.get(app.name), seen.get(app.name),
+                                    places.get(app.name)) for app in apps]
 
     def submit_command(self, app: str, action: Action | str, *, release: str | None,
                        color: Color | None = None, actor: str) -> Queued:
@@ -148,8 +148,13 @@ class Engine:
         return config
 
     def _record_new(self, event: TagEvent, apps: list[AppConfig]
-                    ) -> tuple[dict[str, Release], dict[str, Release]]:
-        """In one transaction: releases for apps not seen before; the originals of the rest."""
+                    ) -> tuple[dict[str, Release], dict[str, Release], dict[str, int]]:
+        """In one transaction: releases for apps not seen before; the originals of the rest.
+
+        Also the new releases' queue positions: a release job goes to the back of its
+        queue, so its position is the queue's length right after the push, read in the
+        same MULTI/EXEC (no extra round trip, and no scan of a long queue).
+        """
         keys = {app.name: _seen_keys(event, app) for app in apps}
         with self.redis.pipeline() as pipe:
             while True:
@@ -157,10 +162,15 @@ class Engine:
                     pipe.watch(*[k for group in keys.values() for k in group])  # type: ignore[no-untyped-call]
                     seen = self._seen(pipe, keys)
                     pipe.multi()
-                    created = {app.name: self._record(pipe, event, app, keys[app.name])
-                               for app in apps if app.name not in seen}
-                    pipe.execute()
-                    return created, seen
+                    created: dict[str, Release] = {}
+                    lengths: dict[str, int] = {}  # app -> index of its LLEN in EXEC's answer
+                    for app in apps:
+                        if app.name not in seen:
+                            created[app.name] = self._record(pipe, event, app, keys[app.name])
+                            lengths[app.name] = len(pipe)
+                            pipe.llen(queueing.get_queue(self.redis, app.queue).key)
+                    answers = pipe.execute()
+                    return created, seen, {a: int(answers[i]) for a, i in lengths.items()}
                 except WatchError:
                     continue
 
@@ -194,11 +204,11 @@ class Engine:
         return release
 
     def _submitted(self, app: AppConfig, created: Release | None,
-                   original: Release | None) -> Submitted:
+                   original: Release | None, place: int | None) -> Submitted:
         release = created or original
         assert release is not None
-        place = (queueing.position(self.redis, app.queue, queueing.release_job_id(release.id))
-                 if release.state is ReleaseState.QUEUED else None)
+        if created is None and release.state is ReleaseState.QUEUED:
+            place = queueing.position(self.redis, app.queue, queueing.release_job_id(release.id))
         return Submitted(release=release, duplicate=created is None, position=place)
 
 
