@@ -36,11 +36,10 @@ def test_job_timeout_covers_rollout_hooks_and_smoke() -> None:
     assert queueing.job_timeout(dataclasses.replace(myapp, hooks={})) < queueing.job_timeout(myapp)
 
 
-def test_the_lock_outlives_every_job_on_its_queue() -> None:
-    longest = max(queueing.job_timeout(a) for a in SETTINGS.apps_on_queue("deploy"))
-    assert longest == queueing.job_timeout(app("website"))
-    assert queueing.lock_timeout(SETTINGS, "deploy") > longest
-    assert queueing.lock_timeout(SETTINGS, "docs") < queueing.lock_timeout(SETTINGS, "deploy")
+def test_the_lock_survives_missed_heartbeats_but_not_a_dead_worker() -> None:
+    ttl = queueing.lock_timeout(SETTINGS, "deploy")
+    assert ttl >= 3 * queueing.HEARTBEAT_INTERVAL  # a slow heartbeat or two keeps it
+    assert ttl < 60  # a restarted worker takes over within a minute of a crash
 
 
 def test_a_second_holder_of_the_queue_lock_waits(redis: redis_lib.Redis) -> None:

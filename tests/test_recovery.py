@@ -11,6 +11,8 @@ release whose cluster changed meanwhile is failed with why, not forced through.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 from conftest import Sandbox
-from flows import Flow, S, app_body, environ, wait_until
+from flows import Flow, S, app_body, descendants, environ, wait_until
 from invariants import Monitor
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -51,6 +53,28 @@ def as_if_a_worker_died(flow: Flow, tag: str, *, step: str) -> Release:
     flow.store.transition(rid, S.CHECKING, actor="worker", step="sanity_check", message="")
     flow.store.transition(rid, S.DEPLOYING, actor="worker", step="deploy", message="")
     return flow.store.set_step(rid, step)
+
+
+@pytest.mark.slow
+def test_the_work_horse_dies_with_its_worker(flow: Flow) -> None:
+    """A worker SIGKILLed alone leaves no job running: its lock may then expire safely."""
+    worker = flow.start_worker()
+    rid = flow.release("v1.0-slow-ready-green")
+    wait_until(lambda: flow.get(rid).step == "deploy: rollout", 30, "the rollout wait")
+    family = descendants(worker.pid)
+    assert family, "the worker runs its job in a forked work horse"
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(10)
+
+    def alive(pid: int) -> bool:
+        try:
+            return (Path("/proc") / str(pid) / "stat").read_text().split()[2] != "Z"
+        except OSError:
+            return False
+
+    wait_until(lambda: not any(alive(pid) for pid in family), 10,
+               "the work horse and sidecars to exit")
+    assert flow.get(rid).state is S.DEPLOYING  # left for the next worker's recovery
 
 
 @pytest.mark.slow

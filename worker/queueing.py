@@ -35,7 +35,6 @@ HEARTBEAT_KEY = "bluegreen:worker:{queue}:heartbeat"
 RESULT_TTL = 24 * 3600            # finished jobs stay visible for a day
 FAILURE_TTL = 30 * 24 * 3600      # failed jobs for a month (the release record keeps the rest)
 JOB_OVERHEAD = 120                # API calls, waits and retries outside the timed parts
-LOCK_MARGIN = 120                 # the lock outlives any job its holder may still be running
 HEARTBEAT_INTERVAL = 10           # seconds between heartbeats, idle or working
 HEARTBEAT_TTL = 3 * HEARTBEAT_INTERVAL + 15
 
@@ -53,8 +52,13 @@ def queue_job_timeout(settings: Settings, queue: str) -> int:
 
 
 def lock_timeout(settings: Settings, queue: str) -> int:
-    """Expiry of the queue lock: longer than any job, so a dead holder's job has ended first."""
-    return queue_job_timeout(settings, queue) + LOCK_MARGIN
+    """Expiry of the queue lock: a few missed heartbeats.
+
+    The holder refreshes it on every heartbeat, idle or busy, and its work horse
+    exits as soon as the holder dies (`worker.runner`), so once the lock has
+    expired nothing of the dead worker still touches the cluster.
+    """
+    return HEARTBEAT_TTL
 
 
 def get_queue(redis: Redis, name: str) -> Queue:

@@ -40,6 +40,7 @@ from worker.config import Settings
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED = 0, 1
+ORPHAN_CHECK_INTERVAL = 0.5
 
 
 class LockLost(Exception):
@@ -118,6 +119,11 @@ class LockedWorker(Worker):
             if self.get_state() != WorkerStatus.BUSY:
                 raise StopRequested() from e
 
+    def main_work_horse(self, job: Any, queue: Any) -> None:
+        """In the forked horse: die with the worker, so its queue lock can expire quickly."""
+        _exit_when_orphaned(os.getppid())
+        super().main_work_horse(job, queue)
+
     def request_stop(self, signum: Any, frame: Any) -> None:
         """SIGTERM/SIGINT: rq's warm shutdown, remembered so the exit code says it was asked."""
         self.asked_to_stop = True
@@ -128,6 +134,22 @@ class LockedWorker(Worker):
         super()._install_signal_handlers()  # type: ignore[no-untyped-call]
         if self.stopping.is_set():
             self._stop_requested = True
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """Exit at once if the worker that forked this horse dies (SIGKILL, OOM kill).
+
+    rq puts the horse in a process group of its own, so it would otherwise outlive
+    its worker and go on changing the cluster while a restarted worker, holding the
+    lock the dead one could no longer refresh, recovers the same release.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_INTERVAL)
+        log.error("the worker that started this job is gone; stopping the job here")
+        os._exit(EXIT_FAILED)
+
+    threading.Thread(target=watch, name="bluegreen-orphan-watch", daemon=True).start()
 
 
 def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
