@@ -33,6 +33,7 @@ import yaml
 from conftest import ROOT, RedisServer, Sandbox, free_port, start_sandbox, stop_sandbox
 from fakeslack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, button, button_texts, sign
 from invariants import Monitor
+from procs import kill_tree, processes_mentioning
 from web import API_TOKEN, SECRET_ENV, Gunicorn, Response, delivery, http, signed
 
 BLUEGREEN = str(Path(sys.executable).parent / "bluegreen")
@@ -350,54 +351,6 @@ def tag_push_body(tag: str, repository: str, commit: str) -> dict[str, Any]:
     body["repository"].update(full_name=repository, name=repository.split("/")[-1])
     body["head_commit"]["id"] = commit
     return body
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def kill_tree(pid: int, signum: int) -> None:
-    """Signal `pid`'s process group and every process below it (whatever group it is in)."""
-    tree = descendants(pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signum)
-    for child in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signum)
-
-
-def processes_mentioning(*markers: str) -> list[str]:
-    """`pid cmdline` of live processes whose command line, environment or cwd has a marker."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
-            cwd = os.readlink(proc / "cwd")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z":
-            continue  # exited, not yet reaped by its parent
-        text = "\n".join([cmdline, cwd, *environ])
-        if any(m in text for m in markers):
-            found.append(f"{proc.name} {cmdline.strip()}")
-    return found
 
 
 @contextlib.contextmanager

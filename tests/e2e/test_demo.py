@@ -16,7 +16,7 @@ import time
 
 import pytest
 from conftest import ROOT
-from stack import processes_mentioning
+from procs import processes_mentioning
 
 pytestmark = pytest.mark.slow
 
