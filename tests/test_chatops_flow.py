@@ -35,7 +35,7 @@ from fakeslack import (
 from flows import Flow, S, app_body, wait_until
 from web import API_TOKEN, Gunicorn, Response, http
 
-from worker import chatsign
+from worker import chatsign, notify
 from worker.colors import Color
 
 MM_SECRET = "mm-secret-1"
@@ -54,8 +54,11 @@ class ChatWorld:
         self.replies = 0
 
     def start(self) -> ChatWorld:
+        """Gunicorn and the worker, and wait until the worker's notifier sidecar is active."""
         self.web.start()
         self.flow.start_worker()
+        wait_until(lambda: self.flow.redis.exists(notify.LOCK_KEY), 60,
+                   "the worker's chat notifier to start")
         return self
 
     def stop(self) -> None:

@@ -1,11 +1,11 @@
 """The chat notifier: one Slack message per release, posted when it is queued, updated in place.
 
-A sidecar of the worker process (`worker.sidecars`). It follows the release events
+A sidecar of `bluegreen worker` (`worker.sidecars` runs it). It follows the release events
 stream (`bluegreen:events`, written by `worker.releases`) with the consumer group
 `notify`, and for every release that changed it renders the message
 (`worker.chatmessages`) and posts it (`chat.postMessage`) or updates it
 (`chat.update`, by the `ts` kept in Redis). It never blocks or fails a release: Slack
-is only ever called from this thread, and a failed call is retried later.
+is only ever called from the notifier's own thread, and a failed call is retried later.
 
 How nothing is lost: an event is acknowledged in the same MULTI/EXEC that marks its
 release *dirty* (a sorted set scored by when to sync it next), so after a restart the
