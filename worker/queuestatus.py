@@ -12,7 +12,6 @@ import warnings
 from typing import Any
 
 from redis import Redis
-from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from worker import queueing
@@ -62,13 +61,8 @@ def worker_status(redis: Redis, queue: str) -> dict[str, Any]:
 
 
 def _fetch(redis: Redis, job_ids: list[str]) -> list[Job]:
-    jobs = []
-    for job_id in job_ids:
-        try:
-            jobs.append(Job.fetch(job_id, connection=redis))
-        except NoSuchJobError:
-            continue  # expired or deleted between the two reads
-    return jobs
+    """The jobs that still exist (one pipelined read; expired or deleted ones are skipped)."""
+    return [job for job in Job.fetch_many(job_ids, connection=redis) if job is not None]
 
 
 def _job_summary(job: Job, *, position: int | None = None) -> dict[str, Any]:
