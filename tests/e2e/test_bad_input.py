@@ -8,7 +8,8 @@ calls without a token or with nonsense, and among them ten valid tag pushes, eac
 also replayed many times. Each request must get its documented answer — never a
 5xx, never a dropped connection — nothing may be recorded or queued for any
 invalid one, and every valid push becomes exactly one release that the worker runs
-to a settled state. The counts are printed with the test's result.
+to a settled state, with the invariant monitor watching the cluster throughout. The
+counts are printed with the test's result.
 """
 
 from __future__ import annotations
@@ -145,9 +146,12 @@ def test_thousands_of_bad_requests_change_nothing_and_good_ones_all_run(
         stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     requests = corpus()
     started = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda r: send(stack.url, r), requests))
-    took = time.monotonic() - started
+    with stack.monitor("myapp", traffic=False) as monitor:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda r: send(stack.url, r), requests))
+        took = time.monotonic() - started
+        check_valid_ones(stack, requests, answers)
+    assert monitor.violations == []
     by_kind: dict[str, Counter[int]] = defaultdict(Counter)
     for request, answer in zip(requests, answers, strict=True):
         by_kind[request.kind][answer.status] += 1
@@ -158,7 +162,6 @@ def test_thousands_of_bad_requests_change_nothing_and_good_ones_all_run(
     wrong = [(r.kind, a.status, a.body[:200]) for r, a in zip(requests, answers, strict=True)
              if a.status not in r.statuses]
     assert wrong == [], f"{len(wrong)} unexpected answers, first: {wrong[:5]}"
-    check_valid_ones(stack, requests, answers)
     assert "Traceback" not in (stack.tmp / "web.log").read_text()
 
 

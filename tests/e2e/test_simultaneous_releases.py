@@ -89,7 +89,7 @@ def blocks(log: list[dict[str, Any]], releases: set[str]) -> list[str]:
 
 
 def test_tags_pushed_together_become_one_release_each_and_never_interleave(
-        stack: Stack) -> None:
+        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     since = stack.last_request()
     with ExitStack() as monitors:
         watching = [monitors.enter_context(stack.monitor(app, traffic=False)) for app in APPS]
@@ -100,11 +100,18 @@ def test_tags_pushed_together_become_one_release_each_and_never_interleave(
         assert monitor.violations == []
     check_supersede(final)
     log = stack.api_requests(since)
-    for queue in ("deploy", "docs"):
-        ids = {rid for rid, r in final.items() if APPS[r["app"]]["queue"] == queue}
-        runs = blocks(log, ids)
-        assert len(runs) == len(set(runs)), f"queue {queue} interleaved: {runs}"
-        assert runs, f"nothing of queue {queue} reached the cluster"
+    runs = {queue: blocks(log, {rid for rid, r in final.items()
+                                if APPS[r["app"]]["queue"] == queue})
+            for queue in ("deploy", "docs")}
+    with capsys.disabled():
+        print(f"\nsimultaneous releases: {len(answers)} deliveries of {len(TAGS)} tags → "
+              f"{dict(Counter(a.json['result'] for _, _, a in answers))}; final states "
+              f"{dict(Counter(r['state'] for r in final.values()))}; cluster work per queue "
+              f"in unbroken blocks: { {q: len(r) for q, r in runs.items()} }")
+    for queue, blocks_of_queue in runs.items():
+        assert blocks_of_queue, f"nothing of queue {queue} reached the cluster"
+        assert len(blocks_of_queue) == len(set(blocks_of_queue)), (
+            f"queue {queue} interleaved: {blocks_of_queue}")
 
 
 def check_answers(answers: list[tuple[str, str, Response]]) -> dict[tuple[str, str], str]:
