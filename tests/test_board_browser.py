@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.stack import Stack, app_config, running
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))  # as the e2e tests import it
+from stack import Stack, app_config, running
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [

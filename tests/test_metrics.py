@@ -11,6 +11,7 @@ agrees whichever gunicorn worker answers it.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 import yaml
-from e2e.stack import app_config, running, wait_until
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from web import CONFIG_YAML, SECRET_ENV, delivery, http, signed
@@ -28,6 +28,9 @@ from worker import clusterview, metrics, queueing
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
 from worker.releases import ReleaseState, ReleaseStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))  # as the e2e tests import it
+from stack import app_config, running, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SETTINGS = parse_settings(yaml.safe_load(CONFIG_YAML), SECRET_ENV)
