@@ -5,7 +5,7 @@ Seeds a redis-server started here, the way the product writes it (the engine's
 the worker writes): 50 apps on 5 queues, 2,000 releases whose states follow real
 histories (per app one live, one standby, the rest decommissioned, failed, rejected,
 superseded or rolled back), a release awaiting promotion on every fifth app, and 20
-tag pushes still queued (so every queue lists waiting jobs). Then the Procfile's web
+tag pushes still queued on top (so every queue lists waiting jobs). Then the Procfile's web
 line (gunicorn, 2 workers) answers:
 
 - `sequential`: one client, `--requests` GETs of /status (default limit: 50 recent
@@ -60,7 +60,7 @@ def config() -> dict[str, Any]:
 def seed(redis: Redis, settings: Settings) -> dict[str, int]:
     """Releases with histories, queued pushes and snapshots; counts of what was written."""
     store, rng, now = ReleaseStore(redis), random.Random(6), time.time()
-    per_app = (RELEASES - QUEUED) // APPS
+    per_app = RELEASES // APPS
     for index, app in enumerate(app_names()):
         for n in range(per_app):
             color = Color.BLUE if n % 2 else Color.GREEN
