@@ -1,20 +1,25 @@
 """Steady default traffic through the ingress, and a timeline of where the default route pointed.
 
-`Load` sends GET / without the test cookie from a few threads at a fixed total rate and
-records each request's send and answer times, status and the colour and version that
-answered. `RouteTimeline` reads the VirtualService's default route from the API server
-in a tight loop and records each read's start and end time and the subset it named.
-`allowed_colors(reads, sent, answered)` says which colours could rightly have answered a
-request, from the reads that bracket it (see its docstring).
+`Load` sends GET / without the test cookie from a few threads, each on its own
+keep-alive connection, at a fixed total rate, and records each request's send and
+answer times, status and the colour and version that answered. `RouteTimeline` reads
+the VirtualService's default route from the API server in a tight loop and records
+each read's start and end time and the subset it named. `allowed_colors(reads, sent,
+answered)` says which colours could rightly have answered a request, from the reads
+that bracket it (see its docstring).
 """
 
 from __future__ import annotations
 
 import bisect
+import http.client
 import itertools
+import json
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
 from invariants import http_json
 
@@ -42,7 +47,7 @@ class Read:
 class Load:
     """`threads` threads sending GET / at `rate` requests a second in all, until stopped."""
 
-    def __init__(self, ingress: str, *, rate: float = 60.0, threads: int = 6) -> None:
+    def __init__(self, ingress: str, *, rate: float = 60.0, threads: int = 8) -> None:
         self.url, self.rate, self.threads = ingress.rstrip("/") + "/", rate, threads
         self.hits: list[Hit] = []
         self._stop = threading.Event()
@@ -68,18 +73,37 @@ class Load:
         return len(self.hits) / max(self.stopped - self.started, 1e-9)
 
     def _run(self) -> None:
+        """One keep-alive connection per thread, as a browser or a load balancer keeps one."""
         interval = self.threads / self.rate
         next_at = time.monotonic()
+        address = urllib.parse.urlsplit(self.url)
+        conn = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=5)
         while not self._stop.is_set():
             sent = time.monotonic()
-            status, body = http_json(self.url, timeout=5.0)
+            status, body = get(conn, address.path or "/")
             answered = time.monotonic()
-            body = body if isinstance(body, dict) else {}
             hit = Hit(sent, answered, status, body.get("color"), body.get("version"))
             with self._lock:
                 self.hits.append(hit)
             next_at = max(next_at + interval, answered)  # behind schedule: go on, no burst
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+        conn.close()
+
+
+def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, dict[str, Any]]:
+    """GET `path` on `conn`: (status, JSON object or {}); (0, {}) and a closed conn on error."""
+    try:
+        conn.request("GET", path, headers={"User-Agent": "e2e-load"})
+        response = conn.getresponse()
+        raw = response.read()
+    except (OSError, http.client.HTTPException):
+        conn.close()  # the next request opens a new connection
+        return 0, {}
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        body = {}
+    return response.status, body if isinstance(body, dict) else {}
 
 
 class RouteTimeline:

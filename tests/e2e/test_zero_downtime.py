@@ -4,7 +4,7 @@ Everything runs as separate processes (tests/e2e/stack.py); the test acts only a
 forge (signed tag pushes) and as operators: the HTTP API, and Slack (the worker posts
 each release's message to a local fake Slack; the test clicks its Promote button and
 types `/deploy rollback myapp`). A load generator sends GET /
-without the test cookie at 60 requests a second through the ingress for the whole run,
+without the test cookie at about 66 requests a second through the ingress for the whole run,
 and the invariant monitor (tests/invariants.py) checks SPEC §5 on every snapshot.
 
 What "correct" means for each default request, precisely: it must answer 200, and
@@ -31,7 +31,7 @@ from stack import SLACK_USER, Stack, app_config, running
 
 APPS = {"myapp": app_config("acme/myapp", slack_users=[SLACK_USER])}
 CYCLES = 10
-RATE = 60.0
+RATE = 66.0  # aim above the 50 req/s floor, so a busy CI machine still clears it
 
 
 @pytest.fixture(scope="module")
