@@ -19,8 +19,9 @@ Paths, each measured separately and named by what the server answers:
   unique pushes is larger than a run can send; the status counts prove it (a wrap-around
   would show as 200 duplicates). Redis is flushed before each level so queue length does
   not carry over. The peer answers 200 and runs `/bin/true`.
-- `duplicate`: one push (sent once before the run) resent with the same delivery id:
-  200 `duplicate`. The peer has no duplicate detection, so there is no peer figure.
+- `duplicate`: one push (sent once before the run, into an emptied Redis, so its
+  release is alone in the queue) resent with the same delivery id: 200 `duplicate`.
+  The peer has no duplicate detection, so there is no peer figure.
 - `ignored`: a signed push of a tag no pattern matches: we answer 200 `ignored`, the
   peer's rule does not match (it answers 401, configured so).
 - `bad_signature`: a push signed with another secret: 401 from both.
@@ -144,8 +145,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 for server, url in servers.items():
                     if server == "peer" and path == "duplicate":
                         continue
-                    if server == "ours" and path == "accepted":
-                        flush(redis_url)
+                    if server == "ours" and path in ("accepted", "duplicate"):
+                        flush(redis_url)  # a short queue, as in real use
                     if server == "ours" and path == "duplicate":
                         seed = stack.http("POST", url, *_request(pools["duplicate"]))
                         assert seed.status in (200, 202), (seed.status, seed.body)

@@ -208,13 +208,17 @@ def product_env(redis_url: str, config: Path, cluster: Cluster | None = None) ->
 
 
 def start_web(procs: Processes, env: Mapping[str, str], *, workers: int | None = None,
-              name: str = "web") -> str:
-    """The Procfile's web line on a free port; its URL once /healthz answers."""
+              name: str = "web", args: Iterable[str] = ()) -> str:
+    """The Procfile's web line on a free port; its URL once /healthz answers.
+
+    `args` are extra gunicorn options (they override the config file), for trying
+    settings before changing webhook/gunicorn_conf.py.
+    """
     port = free_port()
     extra = {"PORT": str(port)}
     if workers is not None:
         extra["WEB_CONCURRENCY"] = str(workers)
-    procs.start(name, [str(BIN / "gunicorn"), "--config", "webhook/gunicorn_conf.py",
+    procs.start(name, [str(BIN / "gunicorn"), "--config", "webhook/gunicorn_conf.py", *args,
                        "webhook:create_app()"], env={**env, **extra})
     url = f"http://127.0.0.1:{port}"
     wait_until(f"{name} /healthz", lambda: answers(url + "/healthz"), 30, 0.1)
