@@ -193,6 +193,26 @@ def test_promote_rollback_decommission(flow: Flow) -> None:
     assert flow.served_by() == "green v1.0"
 
 
+def test_the_colour_that_left_default_traffic_drains_before_its_pods_are_replaced(
+        make_flow: Callable[..., Flow]) -> None:
+    flow = make_flow(drain_seconds=2)
+    live(flow, "v1.0-green")
+    v2 = flow.release("v2.0-blue")
+    flow.run_jobs()
+    since = flow.last_request()
+    flow.command("promote", v2)
+    flow.run_jobs()  # green leaves default traffic
+    v3 = flow.release("v3.0-green")
+    flow.run_jobs()
+    assert flow.get(v3).state is S.AWAITING_PROMOTION
+    log = flow.api_requests(since)
+    switched = max(r["time"] for r in log if r["method"] == "PATCH"
+                   and "virtualservices/myapp-blue-green" in r["path"] and v2 in r["user_agent"])
+    replaced = min(r["time"] for r in log if r["method"] == "PATCH"
+                   and r["path"].endswith("deployments/myapp-green") and v3 in r["user_agent"])
+    assert replaced - switched >= 2.0 - 0.05  # in-flight requests to green had time to finish
+
+
 def test_tag_for_the_live_colour_is_rejected(flow: Flow) -> None:
     v1 = live(flow, "v1.0-green")
     before = routes_now(flow)

@@ -63,6 +63,7 @@ class AppConfig:
     slack_channels: tuple[str, ...] = ()
     hook_timeout: float = 300.0
     smoke_timeout: float = 60.0
+    drain_seconds: int = 2
 
     def color_for_tag(self, tag: str) -> Color | None:
         """The colour `tag` deploys into; None if it matches neither pattern or both."""
@@ -96,7 +97,7 @@ DEFAULT_SMOKE = [{"path": "/ready", "status": 200, "json": {"ready": True}}]
 APP_KEYS = frozenset({
     "repository", "namespace", "image", "queue", "manifests", "tag_patterns",
     "rollout_timeout", "hooks", "smoke", "auto_promote", "vars", "slack_channel",
-    "slack_users", "slack_channels", "hook_timeout", "smoke_timeout",
+    "slack_users", "slack_channels", "hook_timeout", "smoke_timeout", "drain_seconds",
 })
 
 
@@ -129,6 +130,7 @@ def parse_app(name: str, raw: Any, base: Path) -> AppConfig:
         slack_channels=c.text_list(body.get("slack_channels", []), "slack_channels"),
         hook_timeout=c.positive(body.get("hook_timeout", 300), "hook_timeout"),
         smoke_timeout=c.positive(body.get("smoke_timeout", 60), "smoke_timeout"),
+        drain_seconds=c.integer(body.get("drain_seconds", 2), "drain_seconds", 0, 600),
     )
 
 

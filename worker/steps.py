@@ -21,6 +21,7 @@ trail are `worker.jobs`'; the objects themselves come from `worker.manifests`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,9 @@ from worker.smoke import SmokeFailed, check_http
 Route = dict[str, Any]
 SMOKE_RETRY_SECONDS = 10.0
 POST_DEPLOY = "post_deploy"
+# When a colour last stopped taking default traffic (a promote or rollback moved it).
+LEFT_KEY = "bluegreen:app:{app}:left-default:{color}"
+LEFT_TTL = 24 * 3600
 
 
 class StepFailed(Exception):
@@ -207,6 +211,7 @@ def deploy(ctx: Context, release: Release, live: Color | None) -> None:
     ctx.progress(release, "deploy: service")
     for manifest in files["service.yml"]:
         ctx.cluster.apply(manifest=manifest)
+    drain(ctx, release)
     ctx.progress(release, "deploy: deployment")
     for manifest in files["deployment.yml"]:
         _apply_deployment(ctx, release, manifest)
@@ -218,6 +223,27 @@ def deploy(ctx: Context, release: Release, live: Color | None) -> None:
     ctx.progress(release, "deploy: test route")
     apply_routes(ctx, files["route-test.yml"])
     run_hooks(ctx, release, POST_DEPLOY)
+
+
+def drain(ctx: Context, release: Release) -> None:
+    """Wait until the colour has been out of default traffic for the app's drain time.
+
+    Requests routed just before a switch are still in flight on the colour that
+    left, and Istio's proxies take a moment to all see a route change: replacing that
+    colour's pods at once (strategy Recreate) would cut those requests off.
+    """
+    raw = ctx.store.redis.get(LEFT_KEY.format(app=release.app, color=release.color.value))
+    wait = float(raw) + ctx.app.drain_seconds - time.time() if raw else 0.0
+    if wait > 0:
+        ctx.progress(release, "deploy: draining")
+        time.sleep(min(wait, ctx.app.drain_seconds))
+
+
+def _left_default(ctx: Context, color: str | None, now: str | None) -> None:
+    """Remember when `color` stopped taking default traffic (see `drain`)."""
+    if color is not None and color != now:
+        ctx.store.redis.set(LEFT_KEY.format(app=ctx.app.name, color=color), time.time(),
+                            ex=LEFT_TTL)
 
 
 def _apply_deployment(ctx: Context, release: Release, manifest: Manifest) -> None:
@@ -318,6 +344,7 @@ def switch_default(ctx: Context, release: Release) -> tuple[Route, Route]:
     if before["default"] != release.color.value or before["test"] is not None:
         apply_routes(ctx, route_manifests(ctx.app, release))
     after = route_state(ctx)
+    _left_default(ctx, before["default"], after["default"])
     if after["default"] != release.color.value or release.color.value not in after["subsets"]:
         raise StepFailed("switch", f"after applying route.yml the default route goes to "
                          f"{after['default']} with subsets {after['subsets']}, not to "
