@@ -16,10 +16,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import redis as redis_lib
 import requests
 import yaml
 from conftest import ROOT, Sandbox
+from procs import descendants, wait_until
 from rq import Queue, SimpleWorker
 
 from worker.api import Engine, Queued, TagEvent
@@ -47,35 +47,6 @@ def app_body(**overrides: Any) -> dict[str, Any]:
         "smoke_timeout": 15, "hook_timeout": 15}
     body.update(overrides)
     return body
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "",
-               interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                parent = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Process trees and leftovers, from /proc: what the end-to-end tests use to kill and to check.
+"""Process trees, leftovers and waiting: what the multi-process tests use to kill and to check.
 
 rq runs each job in a work horse with a process group of its own, and sandbox pods
 start sessions of their own, so "the worker's processes" is a tree, not a group.
@@ -11,7 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "",
+               interval: float = 0.05) -> Any:
+    """`predicate()`'s first truthy value; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
 
 
 def descendants(pid: int) -> list[int]:

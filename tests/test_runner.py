@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pytest
 import redis as redis_lib
 import runner_jobs
 from conftest import ROOT
+from procs import wait_until
 from rq import Queue
 
 from worker import queueing
@@ -36,16 +37,6 @@ from worker.releases import Release, ReleaseState
 BLUEGREEN = str(Path(sys.executable).parent / "bluegreen")
 LOCK = queueing.LOCK_KEY.format(queue="deploy")
 HEARTBEAT = queueing.HEARTBEAT_KEY.format(queue="deploy")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 class Workers:

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import yaml
 from conftest import ROOT, RedisServer, Sandbox, free_port, start_sandbox, stop_sandbox
 from fakeslack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, button, button_texts, sign
 from invariants import Monitor
-from procs import kill_tree, processes_mentioning
+from procs import kill_tree, processes_mentioning, wait_until
 from web import API_TOKEN, SECRET_ENV, Gunicorn, Response, delivery, http, signed
 
 BLUEGREEN = str(Path(sys.executable).parent / "bluegreen")
@@ -51,18 +51,6 @@ def app_config(repository: str, **overrides: Any) -> dict[str, Any]:
                             "rollout_timeout": 20, "smoke_timeout": 10, "hook_timeout": 10}
     body.update(overrides)
     return body
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "",
-               interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 class Stack:
