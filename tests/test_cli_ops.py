@@ -71,6 +71,7 @@ def test_promote_without_a_release_acts_on_the_one_awaiting(
     assert result.exit_code == 0, result.output
     assert f"promoting {release} (v2.0-green, green)" in result.output
     assert f"queued promote of {release}" in result.output
+    assert "position 2 in the queue" in result.output  # behind the release's own job
     audit = http("GET", f"{web.url}/api/releases/{release}").json["audit"]
     assert audit[-1]["step"] == "promote" and audit[-1]["actor"].startswith("api:")
 

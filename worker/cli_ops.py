@@ -170,8 +170,9 @@ def send(api: Api, app: str, action: str, body: dict[str, Any], as_json: bool) -
     if as_json:
         emit_json(answer)
         return
-    click.echo(f"queued {action} of {answer.get('release')} "
-               f"(job {answer.get('job')}, position {answer.get('position')})")
+    place = answer.get("position")
+    where = f"position {place} in the queue" if place else "a worker has already taken it"
+    click.echo(f"queued {action} of {answer.get('release')} (job {answer.get('job')}, {where})")
 
 
 def say(text: str, as_json: bool) -> None:
