@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: test test-fast lint sysdeps venv demo clean
+.PHONY: test test-fast lint sysdeps demo-sysdeps venv demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# redis-server, kubectl and jq; the tests also drive the status board in headless Chromium.
 sysdeps:
 	@bash scripts/system-deps.sh chromium $$(command -v chromedriver >/dev/null || echo chromium-driver)
+
+demo-sysdeps:
+	@bash scripts/system-deps.sh
 
 lint: venv
 	$(BIN)/ruff check .
@@ -36,7 +40,7 @@ test-fast: venv sysdeps
 # The whole product on the sandbox cluster, one release cycle played, serving until Ctrl-C.
 # `make demo ARGS=--once` plays the cycle and exits 0 only if every step went as expected.
 ARGS ?=
-demo: venv sysdeps
+demo: venv demo-sysdeps
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python scripts/demo.py $(ARGS)
 
 clean:
