@@ -26,6 +26,10 @@ Paths, each measured separately and named by what the server answers:
   peer's rule does not match (it answers 401, configured so).
 - `bad_signature`: a push signed with another secret: 401 from both.
 
+With `--baseline PATH` (a checkout of an earlier commit, e.g. a `git worktree`), that
+commit's web process is measured too, interleaved with ours, as `baseline`: a fair
+before/after on a noisy machine.
+
 Prints requests/s, p50 and p99 per server and path and our/their ratios; writes
 `bench/results/intake.json`. Run: `.venv/bin/python bench/intake.py`.
 """
@@ -133,10 +137,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with Processes(workdir) as procs:
         redis_url = stack.start_redis(procs)
         config = stack.write_config(procs, {"myapp": {"repository": REPOSITORY}})
-        ours = stack.start_web(procs, stack.product_env(redis_url, config),
-                               workers=args.web_concurrency) + "/webhook"
-        peer = start_peer(procs)
-        servers = {"ours": ours, "peer": peer}
+        env = stack.product_env(redis_url, config)
+        servers = {"ours": stack.start_web(procs, env, workers=args.web_concurrency)}
+        if args.baseline:
+            servers["baseline"] = stack.start_web(procs, env, workers=args.web_concurrency,
+                                                  name="baseline", tree=args.baseline)
+        servers = {name: url + "/webhook" for name, url in servers.items()}
+        servers["peer"] = start_peer(procs)
         for url in servers.values():  # warm up: imports, connections, caches
             wrk(url, pools["duplicate"], 8, 2)
         runs: list[dict[str, Any]] = []
@@ -145,19 +152,21 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 for server, url in servers.items():
                     if server == "peer" and path == "duplicate":
                         continue
-                    if server == "ours" and path in ("accepted", "duplicate"):
+                    if server != "peer" and path in ("accepted", "duplicate"):
                         flush(redis_url)  # a short queue, as in real use
-                    if server == "ours" and path == "duplicate":
+                    if server != "peer" and path == "duplicate":
                         seed = stack.http("POST", url, *_request(pools["duplicate"]))
                         assert seed.status in (200, 202), (seed.status, seed.body)
                     figures = wrk(url, pools[path], connections, args.duration)
-                    if server == "ours" and path == "accepted":
+                    if server != "peer" and path == "accepted":
                         figures["queue_length_after"] = queue_length(redis_url)
                     runs.append({"server": server, "path": path, **figures})
                     _show(runs[-1])
+        baseline = f"ours at {stack.git_commit(args.baseline)}" if args.baseline else None
         return {"levels": levels, "duration_s": args.duration, "pool": args.pool,
                 "web_concurrency": args.web_concurrency or "gunicorn_conf default",
-                "runs": runs, "ratios": ratios(runs)}
+                "baseline": baseline, "runs": runs, "ratios": ratios(runs),
+                "ratios_to_baseline": ratios(runs, other="baseline") if baseline else []}
 
 
 def _request(pool: Path) -> tuple[bytes, dict[str, str]]:
@@ -167,23 +176,23 @@ def _request(pool: Path) -> tuple[bytes, dict[str, str]]:
     return body.encode(), headers
 
 
-def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Ours/peer for each level and path both measured: >1 throughput means we are faster."""
+def ratios(runs: list[dict[str, Any]], other: str = "peer") -> list[dict[str, Any]]:
+    """Ours/other for each level and path both measured: >1 throughput means we are faster."""
     found = []
     by_key = {(r["server"], r["path"], r["connections"]): r for r in runs}
     for (server, path, connections), ours in by_key.items():
-        peer = by_key.get(("peer", path, connections))
-        if server != "ours" or peer is None:
+        theirs = by_key.get((other, path, connections))
+        if server != "ours" or theirs is None:
             continue
         found.append({"path": path, "connections": connections,
-                      "throughput_ours_over_peer": round(
-                          ours["requests_per_s"] / peer["requests_per_s"], 2),
-                      "p99_ours_over_peer": round(ours["p99_ms"] / peer["p99_ms"], 2)})
+                      f"throughput_ours_over_{other}": round(
+                          ours["requests_per_s"] / theirs["requests_per_s"], 2),
+                      f"p99_ours_over_{other}": round(ours["p99_ms"] / theirs["p99_ms"], 2)})
     return found
 
 
 def _show(r: dict[str, Any]) -> None:
-    print(f"{r['server']:5} {r['path']:13} c={r['connections']:<3} "
+    print(f"{r['server']:8} {r['path']:13} c={r['connections']:<3} "
           f"{r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
           f"p99 {r['p99_ms']:7.2f} ms  statuses {r['statuses']}"
           + (f"  errors {r['errors']}" if any(r["errors"].values()) else ""), flush=True)
@@ -198,14 +207,19 @@ def main() -> None:
                         help="unique pushes for the accepted path (more than a run sends)")
     parser.add_argument("--web-concurrency", type=int, default=None,
                         help="gunicorn workers (default: as webhook/gunicorn_conf.py decides)")
+    parser.add_argument("--baseline", type=lambda p: Path(p).resolve(), default=None,
+                        help="a checkout of an earlier commit, measured alongside as `baseline`")
     parser.add_argument("--name", default="intake", help="results file name")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
         results = run(args, Path(tmp))
-    print("\nours/peer (throughput >1: ours faster; p99 <1: ours quicker)")
-    for r in results["ratios"]:
-        print(f"  {r['path']:13} c={r['connections']:<3} "
-              f"throughput x{r['throughput_ours_over_peer']}  p99 x{r['p99_ours_over_peer']}")
+    for other in ("peer", "baseline"):
+        found = results["ratios"] if other == "peer" else results["ratios_to_baseline"]
+        if found:
+            print(f"\nours/{other} (throughput >1: ours faster; p99 <1: ours quicker)")
+        for r in found:
+            print(f"  {r['path']:13} c={r['connections']:<3} throughput "
+                  f"x{r[f'throughput_ours_over_{other}']}  p99 x{r[f'p99_ours_over_{other}']}")
     print(f"wrote {stack.write_results(args.name, results).relative_to(stack.ROOT)}")
 
 

@@ -3,7 +3,9 @@
 One app (`myapp`) on the sandbox, the Procfile's web and worker processes, an idle
 queue. After a first release is promoted, each round pushes a tag into the idle colour,
 waits until its release awaits promotion, and promotes it (so the next round deploys
-into the other colour). Per round:
+into the other colour), `--settle` seconds after the promote: longer than the app's
+`drain_seconds` (2 s by default), the wait a deploy makes on purpose when its colour
+left default traffic only just now, so what is measured is not that wait. Per round:
 
 - `total`: the release's intake audit entry (the webhook accepted it) → its
   `awaiting_promotion` audit entry;
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             product.wait_state(first, "live")
             for i in range(args.rounds):
                 color = COLORS[i % 2]
-                time.sleep(args.settle)  # the promote job's closing snapshot: idle queue
+                time.sleep(args.settle)  # idle queue, and the colour is past its drain time
                 figures = measure(product, watch, f"v{i + 2}.0-{color}", color)
                 rounds.append({"round": i + 1, "color": color, **figures})
                 print(f"round {i + 1:2} ({color:5}): total {figures['total']:7.1f} ms  "
@@ -120,8 +122,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--settle", type=float, default=0.5,
-                        help="seconds to wait before each push so the queue is idle")
+    parser.add_argument("--settle", type=float, default=2.5,
+                        help="seconds to wait before each push: the queue is idle and the colour "
+                        "that just left default traffic is past its drain time (2 s default)")
     parser.add_argument("--name", default="release_overhead", help="results file name")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-release-") as tmp:

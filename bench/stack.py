@@ -110,10 +110,10 @@ class Processes:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, argv: list[str], *, env: Mapping[str, str] | None = None,
-              stdout: int | None = None) -> subprocess.Popen[bytes]:
+              stdout: int | None = None, tree: Path = TREE) -> subprocess.Popen[bytes]:
         with open(self.workdir / f"{name}.log", "ab") as log:  # the child keeps its own fd
-            proc = subprocess.Popen(argv, cwd=TREE, env={**os.environ, **LOCAL,
-                                                          "PYTHONPATH": str(TREE), **(env or {})},
+            proc = subprocess.Popen(argv, cwd=tree, env={**os.environ, **LOCAL,
+                                                          "PYTHONPATH": str(tree), **(env or {})},
                                     stdout=stdout if stdout is not None else log,
                                     stderr=log, start_new_session=True)
         self.procs[name] = proc
@@ -208,18 +208,18 @@ def product_env(redis_url: str, config: Path, cluster: Cluster | None = None) ->
 
 
 def start_web(procs: Processes, env: Mapping[str, str], *, workers: int | None = None,
-              name: str = "web", args: Iterable[str] = ()) -> str:
+              name: str = "web", args: Iterable[str] = (), tree: Path = TREE) -> str:
     """The Procfile's web line on a free port; its URL once /healthz answers.
 
     `args` are extra gunicorn options (they override the config file), for trying
-    settings before changing webhook/gunicorn_conf.py.
+    settings before changing webhook/gunicorn_conf.py; `tree` is the checkout it runs.
     """
     port = free_port()
     extra = {"PORT": str(port)}
     if workers is not None:
         extra["WEB_CONCURRENCY"] = str(workers)
     procs.start(name, [str(BIN / "gunicorn"), "--config", "webhook/gunicorn_conf.py", *args,
-                       "webhook:create_app()"], env={**env, **extra})
+                       "webhook:create_app()"], env={**env, **extra}, tree=tree)
     url = f"http://127.0.0.1:{port}"
     wait_until(f"{name} /healthz", lambda: answers(url + "/healthz"), 30, 0.1)
     return url
