@@ -74,18 +74,18 @@ def test_seed_cycle_with_steady_default_traffic(make_flow: Callable[..., Flow]) 
         flow.wait(v2, S.LIVE)
         assert flow.get(v1).state is S.STANDBY
         assert seen(flow) == ("blue v2.0", "blue v2.0")
-        monitor.wait_for_traffic(10)
+        monitor.wait_for_traffic(20)
 
         flow.command("rollback", v2)
         flow.wait(v2, S.ROLLED_BACK)
         flow.wait(v1, S.LIVE)
         assert seen(flow) == ("green v1.0", "green v1.0")
-        monitor.wait_for_traffic(10)
+        monitor.wait_for_traffic(20)
 
         flow.command("decommission", v2, color=Color.BLUE)
         flow.wait(v2, S.DECOMMISSIONED)
         assert seen(flow) == ("green v1.0", "green v1.0")
-        monitor.wait_for_traffic(10)
+        monitor.wait_for_traffic(20)
     assert monitor.violations == []
     judged = monitor.answers_since(0)
     assert len(judged) > 50 and {a.status for a in judged} == {200}
