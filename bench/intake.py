@@ -79,8 +79,7 @@ def write_pools(workdir: Path, size: int) -> dict[str, Path]:
 def start_peer(procs: Processes) -> str:
     """adnanh/webhook with a payload-hmac-sha256 + ref regex rule running /bin/true."""
     exe = shutil.which("webhook")
-    if exe is None:
-        raise SystemExit("Debian's `webhook` is missing: apt-get install webhook")
+    assert exe is not None  # run() checked
     hooks = [{
         "id": "deploy", "execute-command": "/bin/true", "command-working-directory": "/",
         "response-message": "queued", "http-methods": ["POST"],
@@ -132,6 +131,9 @@ def queue_length(redis_url: str) -> int:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    if shutil.which("wrk") is None or shutil.which("webhook") is None:
+        raise SystemExit("intake.py needs Debian's wrk and webhook: "
+                         "bash scripts/system-deps.sh wrk webhook")
     levels = [int(c) for c in args.connections.split(",")]
     pools = write_pools(workdir, args.pool)
     with Processes(workdir) as procs:
