@@ -23,7 +23,7 @@ from flows import Flow, S, app_body, environ
 
 from worker.colors import Color
 from worker.jobs import Session, command_job
-from worker.smoke import SmokeFailed, check_http, contains
+from worker.smoke import SmokeFailed, check_http, contains, fetch
 from worker.steps import Context, cookie_route_subset, referenced_subsets, route_state
 
 COOKIE_ROUTE = {"name": "myapp-test",
@@ -211,6 +211,24 @@ def test_the_colour_that_left_default_traffic_drains_before_its_pods_are_replace
     replaced = min(r["time"] for r in log if r["method"] == "PATCH"
                    and r["path"].endswith("deployments/myapp-green") and v3 in r["user_agent"])
     assert replaced - switched >= 2.0 - 0.05  # in-flight requests to green had time to finish
+
+
+def test_apps_sharing_the_ingress_are_told_apart_by_host(
+        sandbox: Sandbox, redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> None:
+    """Each app's routes answer for its own host; smoke tests ask for that host."""
+    flow = Flow(sandbox, redis, redis_url, tmp_path, {
+        "shop": app_body(repository="acme/shop", host="shop.example.com"),
+        "blog": app_body(repository="acme/blog", host="blog.example.com",
+                         smoke=[{"path": "/", "json": {"version": "v7.0"}}])})
+    shop = flow.release("v1.0-green", repository="acme/shop")
+    blog = flow.release("v7.0-blue", repository="acme/blog")
+    flow.run_jobs()
+    assert flow.get(shop).state is S.AWAITING_PROMOTION, flow.store.audit(shop)[-1].message
+    assert flow.get(blog).state is S.AWAITING_PROMOTION, flow.store.audit(blog)[-1].message
+    for host, expected in (("shop.example.com", "v1.0"), ("blog.example.com", "v7.0")):
+        answer = fetch(sandbox.ingress + "/", host=host)
+        assert answer.status == 200 and json.loads(answer.body)["version"] == expected, host
+    assert fetch(sandbox.ingress + "/", host="other.example.com").status == 404
 
 
 def test_tag_for_the_live_colour_is_rejected(flow: Flow) -> None:

@@ -64,6 +64,7 @@ class AppConfig:
     hook_timeout: float = 300.0
     smoke_timeout: float = 60.0
     drain_seconds: int = 2
+    host: str = "*"
 
     def color_for_tag(self, tag: str) -> Color | None:
         """The colour `tag` deploys into; None if it matches neither pattern or both."""
@@ -93,11 +94,15 @@ class AppConfig:
 
 DEFAULT_VARS = {"DB_HOST": "db.internal", "DB_PORT": "5432", "DB_SCHEMA": "{app}",
                 "DB_USER": "{app}"}
+# The host the app's Gateway and VirtualService answer for. The seed's "*" suits one app
+# per ingress; apps sharing an ingress need a name each, or their routes overlap.
+HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
 DEFAULT_SMOKE = [{"path": "/ready", "status": 200, "json": {"ready": True}}]
 APP_KEYS = frozenset({
     "repository", "namespace", "image", "queue", "manifests", "tag_patterns",
     "rollout_timeout", "hooks", "smoke", "auto_promote", "vars", "slack_channel",
     "slack_users", "slack_channels", "hook_timeout", "smoke_timeout", "drain_seconds",
+    "host",
 })
 
 
@@ -131,6 +136,8 @@ def parse_app(name: str, raw: Any, base: Path) -> AppConfig:
         hook_timeout=c.positive(body.get("hook_timeout", 300), "hook_timeout"),
         smoke_timeout=c.positive(body.get("smoke_timeout", 60), "smoke_timeout"),
         drain_seconds=c.integer(body.get("drain_seconds", 2), "drain_seconds", 0, 600),
+        host=c.text(body.get("host", "*"), "host", pattern=HOST,
+                    hint='"*" or a host name such as myapp.example.com'),
     )
 
 

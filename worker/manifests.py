@@ -38,7 +38,7 @@ DEPLOY_FILES = ("service.yml", "deployment.yml", "gateway.yml", "route-test.yml"
 ROUTE_FILE = "route.yml"
 TEST_ROUTE_FILE = "route-test.yml"
 BUILTIN_VARIABLES = frozenset({"APP", "NAMESPACE", "TAG", "VERSION", "COLOR_TEST",
-                               "COLOR_ACTIVE", "RELEASE_ID", "COMMIT", "IMAGE"})
+                               "COLOR_ACTIVE", "RELEASE_ID", "COMMIT", "IMAGE", "HOST"})
 Manifest = dict[str, Any]
 
 _REFERENCE = re.compile(r"\$(\$|[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\}|\{)")
@@ -103,7 +103,7 @@ def variables(app: AppConfig, *, tag: str, commit: str, release_id: str, color_t
               color_active: Color | None) -> dict[str, str]:
     """The variables of SPEC §3 plus the app's `vars`; `$IMAGE` is the app's image, rendered."""
     values = dict(app.vars)
-    values.update(APP=app.name, NAMESPACE=app.namespace, TAG=tag,
+    values.update(APP=app.name, NAMESPACE=app.namespace, HOST=app.host, TAG=tag,
                   VERSION=app.version_for_tag(tag), COMMIT=commit, RELEASE_ID=release_id,
                   COLOR_TEST=color_test.value,
                   COLOR_ACTIVE=(color_active or color_test.other()).value)

@@ -37,11 +37,15 @@ class Answer:
         return text if len(text) <= EXCERPT else text[:EXCERPT] + "..."
 
 
-def fetch(url: str, *, cookie: str | None = TEST_COOKIE, timeout: float = 5.0) -> Answer:
-    """GET url (with the cookie); never raises for an HTTP or connection failure."""
+def fetch(url: str, *, cookie: str | None = TEST_COOKIE, host: str | None = None,
+          timeout: float = 5.0) -> Answer:
+    """GET url (with the cookie, and `Host: host` when the app has a host name of its own);
+    never raises for an HTTP or connection failure."""
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
     if cookie:
         request.add_header("Cookie", cookie)
+    if host and "*" not in host:
+        request.add_header("Host", host)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return Answer(int(response.status), response.read())
@@ -73,13 +77,13 @@ def is_expected(answer: Answer, *, status: int, expect_json: Mapping[str, Any] |
 
 def check_http(base_url: str, *, path: str, status: int = 200,
                expect_json: Mapping[str, Any] | None = None, cookie: str | None = TEST_COOKIE,
-               within: float = 10.0, interval: float = 0.5) -> Answer:
+               host: str | None = None, within: float = 10.0, interval: float = 0.5) -> Answer:
     """Request base_url+path until it answers as expected, for up to `within` seconds."""
     url = base_url.rstrip("/") + "/" + path.lstrip("/")
     deadline, attempts = time.monotonic() + within, 0
     while True:
         attempts += 1
-        answer = fetch(url, cookie=cookie, timeout=max(1.0, min(5.0, within)))
+        answer = fetch(url, cookie=cookie, host=host, timeout=max(1.0, min(5.0, within)))
         if is_expected(answer, status=status, expect_json=expect_json):
             return answer
         if time.monotonic() + interval > deadline:

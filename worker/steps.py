@@ -297,6 +297,7 @@ def smoke_test(ctx: Context, release: Release) -> None:
             ctx.progress(release, f"smoke_test: GET {check.path}")
             try:
                 check_http(url, path=check.path, status=check.status, expect_json=check.json,
+                           host=ctx.app.host,
                            within=min(SMOKE_RETRY_SECONDS, ctx.app.smoke_timeout))
             except SmokeFailed as e:
                 raise StepFailed("smoke_test", str(e)) from e
