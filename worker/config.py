@@ -54,6 +54,10 @@ class Settings:
     slack_channel: str | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
     mattermost_secret: str | None = field(default=None, repr=False)
+    mattermost_url: str | None = None
+    mattermost_bot_token: str | None = field(default=None, repr=False)
+    mattermost_channel: str | None = None
+    public_url: str | None = None
     status_token: str | None = field(default=None, repr=False)
     config_path: str | None = None
 
@@ -134,6 +138,10 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "slack_channel": _env(environ, "SLACK_CHANNEL"),
         "slack_api_url": _url(environ, "SLACK_API_URL") or DEFAULT_SLACK_API_URL,
         "mattermost_secret": _env(environ, "MATTERMOST_TOKEN"),
+        "mattermost_url": _url(environ, "MATTERMOST_URL"),
+        "mattermost_bot_token": _env(environ, "MATTERMOST_BOT_TOKEN"),
+        "mattermost_channel": _env(environ, "MATTERMOST_CHANNEL"),
+        "public_url": _url(environ, "BLUEGREEN_PUBLIC_URL"),
         "status_token": _env(environ, "BLUEGREEN_STATUS_TOKEN"),
     }
 

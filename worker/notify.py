@@ -24,6 +24,12 @@ the same message twice. Keys:
     bluegreen:chat:slack:dirty         zset: release id -> time of its next sync
     bluegreen:chat:notify:lock         the active notifier (token: host-pid)
 
+Mattermost (`worker.mattermost`) is delivered beside Slack in the same sync, when it is
+configured: Mattermost first, so a slow or failing Slack call never keeps a post from
+being sent (only a Slack 429 pauses every sync for its `Retry-After`); each keeps its
+own record and digest, and a failed Mattermost call puts the release back in the dirty
+set at its own backoff (the earlier of the two retries wins).
+
 Events older than `BACKFILL_SECONDS` for releases that never had a message are skipped,
 so a first start on an old stream does not flood the channel. The bot token is never
 logged; Slack's answers are logged and noted only as status and error code.
@@ -45,7 +51,7 @@ from redis.lock import Lock
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from worker import chatmessages, queueing
+from worker import chatmessages, mattermost, queueing
 from worker.chatmessages import Message
 from worker.config import Settings
 from worker.machine import ReleaseState
@@ -108,6 +114,8 @@ class Notifier:
         self.backoff = backoff    # first and longest wait between tries of one message
         self.store = ReleaseStore(redis, clock=clock)
         self.client = client or slack_client(settings)
+        self.mattermost = mattermost.MattermostDelivery.from_settings(
+            settings, redis, self.store, clock=clock, backoff=backoff)
         self.lock = Lock(redis, LOCK_KEY, timeout=LOCK_TIMEOUT, thread_local=False)
         self.token = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.paused_until = 0.0
@@ -118,10 +126,15 @@ class Notifier:
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop` is set: hold the lock, read events, sync messages; never raise."""
+        if self.mattermost is None:
+            log.info("Mattermost posting is off (it needs MATTERMOST_URL, MATTERMOST_BOT_TOKEN, "
+                     "MATTERMOST_CHANNEL, MATTERMOST_TOKEN and BLUEGREEN_PUBLIC_URL)")
         if not self.settings.slack_bot_token:
             log.info("no SLACK_BOT_TOKEN: release messages are not posted to Slack")
-            return
-        log.info("posting release messages to Slack")
+            if self.mattermost is None:
+                return
+        else:
+            log.info("posting release messages to Slack")
         errors = 0
         while not stop.is_set():
             try:
@@ -217,8 +230,12 @@ class Notifier:
         except ValueError:
             at = 0.0
         release = _text(fields.get(b"release") or fields.get("release") or "")
-        return now - at <= BACKFILL_SECONDS or bool(
-            self.redis.exists(MESSAGE_KEY.format(release=release)))
+        return now - at <= BACKFILL_SECONDS or self._has_message(release)
+
+    def _has_message(self, release_id: str) -> bool:
+        """Whether the release has a Slack message or a Mattermost post."""
+        return bool(self.redis.exists(MESSAGE_KEY.format(release=release_id))) or (
+            self.mattermost is not None and self.mattermost.has_post(release_id))
 
     def _related(self, release_ids: Iterable[str]) -> set[str]:
         """Messages that show something about these releases: their app's live release
@@ -233,7 +250,7 @@ class Notifier:
                     other.state is S.QUEUED and config is not None and config.queue in queues):
                 found.add(other.id)
         found -= set(release_ids)
-        return {r for r in found if self.redis.exists(MESSAGE_KEY.format(release=r))}
+        return {r for r in found if self._has_message(r)}
 
     # -- dirty releases -> Slack ------------------------------------------------------------------
 
@@ -250,9 +267,17 @@ class Notifier:
         return len(due)
 
     def sync(self, release_id: str) -> None:
-        """Bring one release's message up to date (post it first if there is none)."""
+        """Bring one release's messages up to date (post them first if there are none)."""
         release = self.store.get(release_id)
-        channel = self._channel(release)
+        retry_at = None
+        if release is not None and self.mattermost is not None:
+            retry_at = self.mattermost.sync(release, **self._inputs(release))
+        self._sync_slack(release_id, release)
+        if retry_at is not None:  # the earlier of Slack's retry (if any) and Mattermost's
+            self.redis.zadd(DIRTY_KEY, {release_id: retry_at}, lt=True)
+
+    def _sync_slack(self, release_id: str, release: Release | None) -> None:
+        channel = self._channel(release) if self.settings.slack_bot_token else None
         if release is None or channel is None:
             self.redis.zrem(DIRTY_KEY, release_id)
             return
@@ -269,6 +294,10 @@ class Notifier:
 
     def render(self, release: Release) -> Message:
         """The message as it should look now."""
+        return chatmessages.render(release, **self._inputs(release))
+
+    def _inputs(self, release: Release) -> dict[str, Any]:
+        """What a rendering of `release` needs besides the release: audit, other, position."""
         config = self.settings.apps.get(release.app)
         position = None
         if release.state is S.QUEUED and config is not None:
@@ -276,9 +305,8 @@ class Notifier:
                                          queueing.release_job_id(release.id))
         other = self.store.latest_for(release.app, release.color.other())
         other_audit = self.store.audit(other.id) if other is not None else []
-        return chatmessages.render(release, self.store.audit(release.id), other=other,
-                                   other_audit=other_audit, position=position,
-                                   now=self.clock())
+        return {"audit": self.store.audit(release.id), "other": other,
+                "other_audit": other_audit, "position": position, "now": self.clock()}
 
     def _channel(self, release: Release | None) -> str | None:
         if release is None:

@@ -1,0 +1,292 @@
+"""Mattermost release messages: one post per release, created once and updated in place.
+
+`render()` is pure: it turns a release (and what `worker.chatmessages.render` is
+given) into a Mattermost post — `message` (one line) and `props.attachments[0]` with
+the status, pending command and history text, a colour, and `actions`: the same
+buttons as the Slack message (`chatmessages.buttons`, so the same stale-command guard
+and none while a command is pending). Mattermost does not sign the requests its
+buttons send, so each button's `integration.context` is `worker.chatsign.sign(...)`
+over app, action, release, colour and the channel it is posted in, which
+`POST /chatops/mattermost/actions` (`webhook.chatops.mattermost`) verifies.
+
+`MattermostClient` creates (`POST /api/v4/posts`) and updates (`PUT /api/v4/posts/{id}`)
+posts with the bot token (urllib, 5 s timeout; the token is never logged).
+`MattermostDelivery` is what the notifier (`worker.notify`) calls beside Slack for each
+release it syncs: it keeps `bluegreen:chat:mattermost:<release>` (hash: post_id, digest,
+attempts), sends only when the rendering changed, and on failure notes the first
+failure of a streak in the audit trail (step `chat`) and returns when to try again;
+the notifier puts that time in its dirty set (the earlier of Slack's and ours).
+
+Posting is on only when `MATTERMOST_URL`, `MATTERMOST_BOT_TOKEN`, `MATTERMOST_CHANNEL`,
+`MATTERMOST_TOKEN` (the signing key) and `BLUEGREEN_PUBLIC_URL` are all set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from worker import chatmessages, chatsign
+from worker.chatmessages import CHAT_STEP, DOING, LABELS
+from worker.commands import Action
+from worker.config import Settings
+from worker.machine import ReleaseState
+from worker.releases import AuditEntry, Release, ReleaseStore
+
+log = logging.getLogger(__name__)
+
+S = ReleaseState
+POST_KEY = "bluegreen:chat:mattermost:{release}"
+ACTIONS_PATH = "/chatops/mattermost/actions"
+TIMEOUT = 5
+ACTOR = "notifier"
+PERMANENT_STATUSES = frozenset({400, 401, 403})
+COLORS = {S.AWAITING_PROMOTION: "#ECB22E", S.LIVE: "#2EB67D", S.REJECTED: "#E01E5A",
+          S.FAILED: "#E01E5A"}
+IN_PROGRESS_COLOR, ENDED_COLOR = "#1D9BD1", "#8D8D8D"
+_SLACK_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+_SLACK_USER = re.compile(r"<@([A-Za-z0-9]+)>")
+_SLACK_BOLD = re.compile(r"(?<![*\w])\*([^*\n]+)\*(?![*\w])")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the buttons send their clicks and which channel they are signed for."""
+
+    secret: str
+    actions_url: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class Post:
+    """A Mattermost post: `message` and `props` (attachments with actions)."""
+
+    message: str
+    props: dict[str, Any]
+
+    def digest(self) -> str:
+        """Changes exactly when what people would see (or click) changes."""
+        body = json.dumps([self.message, self.props], sort_keys=True).encode()
+        return hashlib.sha256(body).hexdigest()[:32]
+
+    def actions(self) -> list[dict[str, Any]]:
+        return [a for attachment in self.props.get("attachments", [])
+                for a in attachment.get("actions", [])]
+
+
+class PostFailure(Exception):
+    """A Mattermost call that did not work; `reason` is safe to log and to note."""
+
+    def __init__(self, reason: str, *, status: int = 0, retry_after: float | None = None
+                 ) -> None:
+        super().__init__(reason)
+        self.reason, self.status, self.retry_after = reason, status, retry_after
+
+    @property
+    def permanent(self) -> bool:
+        return self.status in PERMANENT_STATUSES
+
+
+def target(settings: Settings) -> Target | None:
+    """The buttons' target, or None when Mattermost posting is not fully configured."""
+    s = settings
+    if not (s.mattermost_url and s.mattermost_bot_token and s.mattermost_channel
+            and s.mattermost_secret and s.public_url):
+        return None
+    return Target(secret=s.mattermost_secret, channel=s.mattermost_channel,
+                  actions_url=s.public_url.rstrip("/") + ACTIONS_PATH)
+
+
+# -- rendering (pure) ------------------------------------------------------------------------------
+
+def render(release: Release, audit: Sequence[AuditEntry], to: Target, *,
+           other: Release | None = None, other_audit: Sequence[AuditEntry] = (),
+           position: int | None = None, now: float | None = None) -> Post:
+    """The post of `release`; arguments as `worker.chatmessages.render`, plus the target."""
+    pending = chatmessages.pending_request(audit, now=now)
+    if pending is None and other is not None and release.state is S.LIVE:
+        requested = chatmessages.pending_request(other_audit, now=now)
+        if requested is not None and requested.step == Action.DECOMMISSION:
+            pending = requested
+    emoji, label = LABELS[release.state]
+    lines = [f"{emoji} **{label}** — release `{release.id}`, commit `{release.commit[:12]}`",
+             chatmessages.status_line(release, audit, position=position)]
+    if pending is not None:
+        lines.append(f":hourglass: **{DOING[Action(pending.step)]}…** requested by "
+                     f"{chatmessages.actor_name(pending.actor)}; the outcome shows here")
+    lines += chatmessages.history_lines(audit)
+    shown = [] if pending is not None else chatmessages.buttons(release, other)
+    attachment: dict[str, Any] = {
+        "fallback": _markdown(chatmessages.fallback_text(release, pending)),
+        "color": _color(release.state),
+        "text": _markdown("\n".join(lines)),
+        "actions": [_action(button, to) for button in shown],
+    }
+    message = _markdown(f"*{release.app}* `{release.tag}` → *{release.color}*: "
+                        f"{label.lower()}")
+    return Post(message=message, props={"attachments": [attachment]})
+
+
+def _action(button: chatmessages.Button, to: Target) -> dict[str, Any]:
+    value = button.value
+    context = chatsign.sign(to.secret, app=value.app, action=value.action.value,
+                            release=value.release,
+                            color=value.color.value if value.color is not None else None,
+                            channel=to.channel)
+    action: dict[str, Any] = {"id": re.sub(r"[^A-Za-z0-9]", "", value.action.value),
+                              "name": button.text, "type": "button",
+                              "integration": {"url": to.actions_url, "context": context}}
+    if button.style:
+        action["style"] = button.style
+    return action
+
+
+def _color(state: ReleaseState) -> str:
+    return COLORS.get(state, ENDED_COLOR if state.is_terminal or state is S.STANDBY
+                      else IN_PROGRESS_COLOR)
+
+
+def _markdown(text: str) -> str:
+    """Slack mrkdwn as Mattermost Markdown: dates as their UTC text, `<@U1>` as `slack:U1`,
+    `*bold*` as `**bold**`, and Slack's entity escapes undone (Mattermost escapes itself)."""
+    text = _SLACK_DATE.sub(r"\1", text)
+    text = _SLACK_USER.sub(r"`slack:\1`", text)
+    text = _SLACK_BOLD.sub(r"**\1**", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+# -- the REST client -------------------------------------------------------------------------------
+
+class MattermostClient:
+    """Creates and updates posts with the bot token (never logged)."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = TIMEOUT) -> None:
+        self.base = base_url.rstrip("/") + "/api/v4"
+        self._token = token
+        self.timeout = timeout
+
+    def create(self, channel: str, post: Post) -> str:
+        """Post to `channel`; the new post's id."""
+        answer = self._call("POST", "/posts", {"channel_id": channel, "message": post.message,
+                                               "props": post.props})
+        post_id = answer.get("id")
+        if not isinstance(post_id, str) or not post_id:
+            raise PostFailure("Mattermost answered a create without a post id")
+        return post_id
+
+    def update(self, post_id: str, post: Post) -> None:
+        self._call("PUT", f"/posts/{post_id}", {"id": post_id, "message": post.message,
+                                                "props": post.props})
+
+    def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310 - MATTERMOST_URL is checked http(s)
+            self.base + path, data=json.dumps(body).encode(), method=method,
+            headers={"Authorization": f"Bearer {self._token}",
+                     "Content-Type": "application/json", "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                raw = response.read()
+        except urllib.error.HTTPError as e:
+            retry = _seconds(e.headers.get("Retry-After")) if e.code == 429 else None
+            raise PostFailure(f"Mattermost answered HTTP {e.code}", status=e.code,
+                              retry_after=retry) from None
+        except (OSError, ValueError) as e:  # URLError, timeouts, refused connections
+            raise PostFailure(f"Mattermost is unreachable ({type(e).__name__})") from None
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise PostFailure("Mattermost answered something that is not JSON") from None
+        return data if isinstance(data, dict) else {}
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return max(1.0, float(value))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+# -- delivery (called by the notifier) --------------------------------------------------------
+
+class MattermostDelivery:
+    """Keeps each release's Mattermost post up to date; see the module docstring."""
+
+    def __init__(self, to: Target, client: MattermostClient, redis: Redis, store: ReleaseStore,
+                 *, clock: Callable[[], float], backoff: tuple[float, float]) -> None:
+        self.to, self.client, self.redis, self.store = to, client, redis, store
+        self.clock, self.backoff = clock, backoff
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: Redis, store: ReleaseStore, *,
+                      clock: Callable[[], float], backoff: tuple[float, float]
+                      ) -> MattermostDelivery | None:
+        to = target(settings)
+        if to is None or settings.mattermost_url is None or not settings.mattermost_bot_token:
+            return None
+        client = MattermostClient(settings.mattermost_url, settings.mattermost_bot_token)
+        return cls(to, client, redis, store, clock=clock, backoff=backoff)
+
+    def has_post(self, release_id: str) -> bool:
+        return bool(self.redis.exists(POST_KEY.format(release=release_id)))
+
+    def sync(self, release: Release, audit: Sequence[AuditEntry], **kwargs: Any) -> float | None:
+        """Create or update the post if its rendering changed; None, or when to retry."""
+        key = POST_KEY.format(release=release.id)
+        record = {_text(k): _text(v) for k, v in self.redis.hgetall(key).items()}
+        post = render(release, audit, self.to, **kwargs)
+        attempts = int(record.get("attempts") or 0)
+        if record.get("digest") == post.digest() and record.get("post_id"):
+            return None
+        try:
+            post_id = self._deliver(record.get("post_id"), post)
+        except PostFailure as failure:
+            return self._failed(release, attempts + 1, failure)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping={"post_id": post_id, "digest": post.digest(), "attempts": 0})
+            if attempts:
+                self.store.note(release.id, actor=ACTOR, step=CHAT_STEP, pipe=pipe,
+                                message=f"Mattermost post caught up after {attempts} failed "
+                                f"attempt{'s' if attempts > 1 else ''}")
+            pipe.execute()
+        return None
+
+    def _deliver(self, post_id: str | None, post: Post) -> str:
+        if post_id:
+            try:
+                self.client.update(post_id, post)
+                return post_id
+            except PostFailure as failure:
+                if failure.status != 404:
+                    raise
+                log.info("chat notifier: the post was deleted in Mattermost; posting it again")
+        return self.client.create(self.to.channel, post)
+
+    def _failed(self, release: Release, attempts: int, failure: PostFailure) -> float | None:
+        first, longest = self.backoff
+        delay = failure.retry_after or min(longest, first * 2 ** (attempts - 1))
+        log.warning("Mattermost post of %s not sent (attempt %d): %s", release.id, attempts,
+                    failure.reason)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(POST_KEY.format(release=release.id), "attempts", attempts)
+            if attempts == 1:
+                then = ("it is tried again when the release next changes" if failure.permanent
+                        else "retrying with backoff")
+                self.store.note(release.id, actor=ACTOR, step=CHAT_STEP, pipe=pipe,
+                                message=f"Mattermost post not updated: {failure.reason}; "
+                                f"{then} (the release goes on regardless)")
+            pipe.execute()
+        return None if failure.permanent else self.clock() + delay
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
