@@ -1,0 +1,246 @@
+"""Mattermost release posts (worker.mattermost) against a real Redis and a fake Mattermost.
+
+Covers: rendering — an awaiting release gets Promote/Abort actions whose contexts
+verify with `chatsign.verify` (a tampered copy does not) and point at
+`<BLUEGREEN_PUBLIC_URL>/chatops/mattermost/actions`; posting is off unless all five
+settings are set; the notifier creates one post per release and updates it in place
+(the live release shows Rollback/Decommission); a failing Mattermost is retried and
+noted once, and a failing Slack does not hold up the Mattermost post; the bot token
+goes only in the Authorization header, never to the log; and end to end, the
+posted Promote context, sent back as Mattermost would, queues the promote.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from fakemattermost import BOT_TOKEN, FakeMattermost, action, action_names, attachment
+from fakeslack import BOT_TOKEN as SLACK_TOKEN
+from fakeslack import FakeSlack
+from rq import Queue
+
+from webhook import create_app
+from worker import chatsign, mattermost, notify
+from worker.colors import Color
+from worker.config import Settings, parse_settings
+from worker.releases import Release, ReleaseState, ReleaseStore, new_release_id
+
+S = ReleaseState
+SECRET = "mm-button-secret-1"
+CHANNEL = "mmchannel0000000000000001"
+PUBLIC = "https://bluegreen.example.com"
+PATH = [(S.CHECKING, "sanity_check"), (S.DEPLOYING, "deploy"), (S.TESTING, "smoke_test"),
+        (S.AWAITING_PROMOTION, "smoke_test")]
+
+
+def environment(mm: FakeMattermost) -> dict[str, str]:
+    return {"MATTERMOST_URL": mm.url, "MATTERMOST_BOT_TOKEN": BOT_TOKEN,
+            "MATTERMOST_CHANNEL": CHANNEL, "MATTERMOST_TOKEN": SECRET,
+            "BLUEGREEN_PUBLIC_URL": PUBLIC + "/"}
+
+
+def make_release(tag: str, state: ReleaseState = S.QUEUED) -> Release:
+    now = time.time()
+    return Release(id=new_release_id("myapp", tag), app="myapp",
+                   color=Color(tag.rsplit("-", 1)[1]), tag=tag, version=tag.rsplit("-", 1)[0],
+                   commit="c0ffee" * 6 + "abcd", forge="github", delivery_id=f"d-{tag}",
+                   repository="acme/myapp", state=state, created_at=now, updated_at=now,
+                   actor="github:dev")
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+def test_an_awaiting_release_gets_signed_promote_and_abort_actions() -> None:
+    release = make_release("v2.0-green", S.AWAITING_PROMOTION)
+    to = mattermost.Target(secret=SECRET, actions_url=PUBLIC + "/chatops/mattermost/actions",
+                           channel=CHANNEL)
+    post = mattermost.render(release, [], to, now=time.time())
+    assert post.message == "**myapp** `v2.0-green` → **green**: awaiting promotion"
+    (card,) = post.props["attachments"]
+    assert release.id in card["text"] and "Cookie: test=true" in card["text"]
+    assert card["color"].startswith("#")
+    assert [a["name"] for a in card["actions"]] == ["Promote green", "Abort"]
+    for act in card["actions"]:
+        assert act["id"].isalnum()
+        assert act["integration"]["url"] == PUBLIC + "/chatops/mattermost/actions"
+        context = act["integration"]["context"]
+        assert context["release"] == release.id and context["channel"] == CHANNEL
+        assert chatsign.verify(SECRET, context)
+        assert not chatsign.verify(SECRET, {**context, "release": "myapp-v9-green-00000000"})
+        assert not chatsign.verify(SECRET, {**context, "action": "rollback"})
+    promote = card["actions"][0]["integration"]["context"]
+    assert {k: promote[k] for k in ("app", "action")} == {"app": "myapp", "action": "promote"}
+
+
+def test_posting_is_off_unless_everything_is_set() -> None:
+    full = {"MATTERMOST_URL": "https://chat.example.com", "MATTERMOST_BOT_TOKEN": BOT_TOKEN,
+            "MATTERMOST_CHANNEL": CHANNEL, "MATTERMOST_TOKEN": SECRET,
+            "BLUEGREEN_PUBLIC_URL": PUBLIC}
+    settings = parse_settings({}, full)
+    assert mattermost.target(settings) is not None
+    assert BOT_TOKEN not in repr(settings) and SECRET not in repr(settings)
+    for name in full:
+        assert mattermost.target(parse_settings({}, {k: v for k, v in full.items()
+                                                     if k != name})) is None
+
+
+# -- the notifier ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def mm() -> Iterator[FakeMattermost]:
+    fake = FakeMattermost().start()
+    yield fake
+    fake.stop()
+
+
+class Running:
+    """A notifier thread, stopped at the end of the test."""
+
+    def __init__(self, settings: Settings, redis: redis_lib.Redis) -> None:
+        self.stop = threading.Event()
+        self.notifier = notify.Notifier(settings, redis, backoff=(0.2, 2.0))
+        self.thread = threading.Thread(target=self.notifier.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+@pytest.fixture
+def running(mm: FakeMattermost, redis_url: str, redis: redis_lib.Redis) -> Iterator[Running]:
+    settings = parse_settings({"apps": {"myapp": {}}},
+                              {"REDIS_URL": redis_url, **environment(mm)})
+    notifier = Running(settings, redis)
+    yield notifier
+    notifier.close()
+
+
+def add(store: ReleaseStore, tag: str) -> Release:
+    release = make_release(tag)
+    store.add(release, message=f"tag {tag} pushed")
+    return release
+
+
+def walk(store: ReleaseStore, release: Release) -> None:
+    for state, step in PATH:
+        store.transition(release.id, state, actor="worker", step=step, message=f"{step}: {state}")
+
+
+def promote(store: ReleaseStore, release: Release, previous: Release | None = None) -> None:
+    if previous is not None:
+        store.transition(previous.id, S.STANDBY, actor="mattermost:u1 (carol)", step="promote",
+                         message="stays up, idle, as the rollback target")
+    store.transition(release.id, S.LIVE, actor="mattermost:u1 (carol)", step="promote",
+                     message=f"default traffic goes to {release.color}")
+
+
+def shows(mm: FakeMattermost, release: Release, word: str, actions: list[str]) -> Any:
+    def check() -> bool:
+        post = mm.post_for(release.id)
+        return post is not None and word in attachment(post)["text"] + post["message"] and \
+            action_names(post) == actions
+    return check
+
+
+def test_one_post_per_release_created_then_updated(mm: FakeMattermost, running: Running,
+                                                   redis: redis_lib.Redis,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = ReleaseStore(redis)
+    blue = add(store, "v1.0-blue")
+    walk(store, blue)
+    promote(store, blue)
+    green = add(store, "v1.1-green")
+    mm.wait_for(shows(mm, green, "queued", ["Abort"]), what="the queued post")
+    walk(store, green)
+    mm.wait_for(shows(mm, green, "awaiting promotion", ["Promote green", "Abort"]),
+                what="awaiting promotion")
+    promote(store, green, previous=blue)
+    mm.wait_for(shows(mm, green, "live", ["Rollback", "Decommission blue"]), what="live")
+    mm.wait_for(shows(mm, blue, "standby", []), what="the older release's post")
+
+    creates = mm.calls("POST")
+    assert sorted(c.body["message"].split("`")[1] for c in creates) == ["v1.0-blue",
+                                                                         "v1.1-green"]
+    assert all(c.body["channel_id"] == CHANNEL and c.status == 201 for c in creates)
+    post = mm.post_for(green.id)
+    assert post is not None and post["edits"] >= 2
+    updates = [c for c in mm.calls("PUT") if c.body["id"] == post["id"]]
+    assert updates and all(c.path == f"/api/v4/posts/{post['id']}" for c in updates)
+    assert all(c.authorization == f"Bearer {BOT_TOKEN}" for c in mm.requests)
+    context = action(post, "Decommission blue")["integration"]["context"]
+    assert chatsign.verify(SECRET, context)
+    assert (context["release"], context["color"]) == (blue.id, "blue")
+    record = redis.hgetall(mattermost.POST_KEY.format(release=green.id))
+    assert record[b"post_id"].decode() == post["id"] and record[b"digest"]
+    assert BOT_TOKEN not in caplog.text
+
+
+def test_a_failing_mattermost_is_retried_and_noted_once(mm: FakeMattermost, running: Running,
+                                                        redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    mm.fail_next(3)
+    release = add(store, "v1.0-green")
+    mm.wait_for(shows(mm, release, "queued", ["Abort"]), what="the post after retries")
+    notes = [e.message for e in store.audit(release.id) if e.step == "chat"]
+    assert len(notes) == 2, notes
+    assert notes[0].startswith("Mattermost post not updated: Mattermost answered HTTP 500")
+    assert notes[1] == "Mattermost post caught up after 3 failed attempts"
+    assert len(mm.calls("POST")) == 4
+
+
+def test_a_failing_slack_does_not_hold_up_mattermost(mm: FakeMattermost, redis_url: str,
+                                                     redis: redis_lib.Redis) -> None:
+    slack = FakeSlack().start()
+    try:
+        slack.fail_next(1000)
+        settings = parse_settings({"apps": {"myapp": {}}}, {
+            "REDIS_URL": redis_url, "SLACK_BOT_TOKEN": SLACK_TOKEN,
+            "SLACK_API_URL": slack.api_url, "SLACK_CHANNEL": "#deploys", **environment(mm)})
+        notifier = Running(settings, redis)
+        try:
+            store = ReleaseStore(redis)
+            release = add(store, "v1.0-green")
+            walk(store, release)
+            mm.wait_for(shows(mm, release, "awaiting promotion", ["Promote green", "Abort"]),
+                        what="the Mattermost post while Slack fails")
+            assert len(mm.calls("POST")) == 1 and slack.message_for(release.id) is None
+        finally:
+            notifier.close()
+    finally:
+        slack.stop()
+
+
+# -- end to end: the posted button, clicked ------------------------------------------------
+
+def test_the_posted_promote_button_queues_the_promote(mm: FakeMattermost, running: Running,
+                                                      redis_url: str,
+                                                      redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    release = add(store, "v2.0-green")
+    walk(store, release)
+    mm.wait_for(shows(mm, release, "awaiting promotion", ["Promote green", "Abort"]),
+                what="awaiting promotion")
+    integration = action(mm.post_for(release.id), "Promote green")["integration"]
+    assert integration["url"] == PUBLIC + "/chatops/mattermost/actions"
+
+    settings = parse_settings({"apps": {"myapp": {}}},
+                              {"REDIS_URL": redis_url, **environment(mm)})
+    client = create_app(settings, redis).test_client()
+    answer = client.post("/chatops/mattermost/actions", json={
+        "user_id": "mmuser1", "user_name": "carol", "channel_id": CHANNEL,
+        "team_id": "team1", "post_id": "post1", "type": "",
+        "context": integration["context"]})
+    assert answer.status_code == 200
+    assert "promote of v2.0-green" in answer.get_json()["ephemeral_text"]
+    (job,) = [dict(j.meta) for j in Queue("deploy", connection=redis).get_jobs()]
+    assert (job["action"], job["release"], job["actor"]) == (
+        "promote", release.id, "mattermost:mmuser1 (carol)")
+    mm.wait_for(shows(mm, release, "promoting", []), what="the pending promote in the post")
