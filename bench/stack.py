@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from proctools import free_port, is_listening, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # The source tree the measured processes run from: this checkout, or another one
@@ -49,23 +51,10 @@ LOCAL = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 # -- waiting and HTTP ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0,
                interval: float = 0.05) -> Any:
     """`check()`'s first truthy value; TimeoutError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(what, check, timeout, interval=interval)
 
 
 @dataclass(frozen=True)
@@ -159,16 +148,8 @@ def start_redis(procs: Processes, name: str = "redis") -> str:
     data.mkdir(exist_ok=True)
     procs.start(name, [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
                        "--save", "", "--appendonly", "no", "--daemonize", "no"])
-    wait_until(f"{name} on port {port}", lambda: _listening(port), 10)
+    wait_until(f"{name} on port {port}", lambda: is_listening(port), 10)
     return f"redis://127.0.0.1:{port}/0"
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)

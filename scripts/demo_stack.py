@@ -19,16 +19,16 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from proctools import descendants, free_port, is_listening, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -44,26 +44,13 @@ class StepFailed(Exception):
     """A demo step did not end as expected; the message says what was seen."""
 
 
-# -- processes -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_until(what: str, check: Callable[[], Any], timeout: float = STEP_TIMEOUT,
                interval: float = 0.1) -> Any:
     """`check()`'s first truthy value; StepFailed naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(what, check, timeout, interval=interval, error=StepFailed)
+
+
+# -- processes -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -106,23 +93,6 @@ class Processes:
         self.procs.clear()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (read from /proc; none where there is no /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
 def _signal_group(pid: int, signum: int) -> None:
     """Signal the process group `pid` leads, or the process alone if it leads none."""
     try:
@@ -141,16 +111,8 @@ def start_redis(processes: Processes) -> str:
     processes.start("redis", [exe, "--port", str(port), "--bind", "127.0.0.1",
                               "--dir", str(data), "--appendonly", "yes", "--save", ""],
                     os.environ)
-    wait_until("redis-server to listen", lambda: _is_listening(port), timeout=10)
+    wait_until("redis-server to listen", lambda: is_listening(port), timeout=10)
     return f"redis://127.0.0.1:{port}/0"
-
-
-def _is_listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def start_sandbox(processes: Processes) -> dict[str, str]:

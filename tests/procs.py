@@ -1,5 +1,8 @@
 """Process trees, leftovers and waiting: what the multi-process tests use to kill and to check.
 
+The generic parts (waiting, the tree below a pid) are `scripts/proctools.py`, shared with
+the demo and the benchmarks; pytest puts `scripts/` on the import path.
+
 rq runs each job in a work horse with a process group of its own, and sandbox pods
 start sessions of their own, so "the worker's processes" is a tree, not a group.
 `kill_tree` signals a group and everything below its leader; `processes_mentioning`
@@ -11,40 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from proctools import descendants, wait_for
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "",
                interval: float = 0.05) -> Any:
     """`predicate()`'s first truthy value; AssertionError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
+    return wait_for(what or str(predicate), predicate, timeout, interval=interval,
+                    error=AssertionError)
 
 
 def kill_tree(pid: int, signum: int) -> None:
