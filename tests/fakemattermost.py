@@ -14,8 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from jsonserver import JsonServer
 
 BOT_TOKEN = "mm-bot-token-123"
 
@@ -30,7 +32,7 @@ class Request:
 
 
 @dataclass
-class FakeMattermost:
+class FakeMattermost(JsonServer):
     """See the module docstring."""
 
     token: str = BOT_TOKEN
@@ -40,45 +42,16 @@ class FakeMattermost:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
-    def start(self) -> FakeMattermost:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def _serve(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, body = fake.handle(self.command, self.path,
-                                           self.headers.get("Authorization"), raw)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_POST = do_PUT = _serve
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
     def fail_next(self, count: int) -> None:
         with self.lock:
             self.failures = count
 
     # -- the API -------------------------------------------------------------------------------
+
+    def respond(self, method: str, path: str, headers: dict[str, str],
+                raw: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+        status, body = self.handle(method, path, headers.get("Authorization"), raw)
+        return status, {}, body
 
     def handle(self, method: str, path: str, authorization: str | None, raw: bytes
                ) -> tuple[int, dict[str, Any]]:

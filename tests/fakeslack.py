@@ -22,8 +22,10 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from jsonserver import JsonServer
 
 BOT_TOKEN = "xoxb-test-bot-token-123"
 SIGNING_SECRET = "slack-signing-secret-1"
@@ -49,7 +51,7 @@ class Call:
 
 
 @dataclass
-class FakeSlack:
+class FakeSlack(JsonServer):
     """See the module docstring."""
 
     token: str = BOT_TOKEN
@@ -62,40 +64,6 @@ class FakeSlack:
     _ts: int = 0
 
     # -- life ----------------------------------------------------------------------------------
-
-    def start(self) -> FakeSlack:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                status, headers, body = fake.handle(self.path, dict(self.headers), raw)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     @property
     def api_url(self) -> str:
@@ -147,6 +115,10 @@ class FakeSlack:
                              f"calls: {[(c.method, c.status) for c in self.api_calls()]}")
 
     # -- serving -------------------------------------------------------------------------------
+
+    def respond(self, method: str, path: str, headers: dict[str, str],
+                raw: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+        return self.handle(path, headers, raw)
 
     def handle(self, path: str, headers: dict[str, str], raw: bytes
                ) -> tuple[int, dict[str, str], dict[str, Any]]:
