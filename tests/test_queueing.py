@@ -13,6 +13,7 @@ import re
 
 import redis as redis_lib
 from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from worker import queueing
 from worker.api import Engine
@@ -105,3 +106,32 @@ def test_queue_status_shows_waiting_failed_and_no_worker(redis: redis_lib.Redis)
     assert failed["job_id"] == "failing" and failed["release"] == "r-1"
     assert failed["error"] == "RuntimeError: smoke test failed: GET /ready answered 503"
     assert status["docs"]["waiting"] == [] and status["docs"]["failed"] == []
+
+
+def test_release_job_commands_store_what_rqs_own_enqueue_stores(redis: redis_lib.Redis) -> None:
+    """The intake builds a release's rq job without rq's enqueue path (for speed); what
+    lands in Redis must be what rq's `enqueue_call` writes, field for field, and a real
+    rq worker must take it as the same job."""
+    config = app()
+    with redis.pipeline() as pipe:
+        pipe.multi()
+        queueing.enqueue_release(pipe, redis, config, release_id="by-rq", description="d")
+        pipe.execute()
+    for command in queueing.release_job_commands(redis, config, release_id="ours",
+                                                 description="d"):
+        redis.execute_command(*command)
+
+    theirs, ours = redis.hgetall("rq:job:by-rq"), redis.hgetall("rq:job:ours")
+    assert set(ours) == set(theirs)
+    stamps = {b"created_at", b"enqueued_at", b"data", b"meta"}
+    assert {k: v for k, v in ours.items() if k not in stamps} == {
+        k: v for k, v in theirs.items() if k not in stamps}
+    assert redis.lrange("rq:queue:deploy", 0, -1) == [b"by-rq", b"ours"]
+    assert redis.smembers("rq:queues") == {b"rq:queue:deploy"}
+    by_rq, built = (Job.fetch(job_id, connection=redis) for job_id in ("by-rq", "ours"))
+    assert (built.func_name, built.args, built.kwargs) == (by_rq.func_name, ("ours",), {})
+    assert built.meta == {**by_rq.meta, "release": "ours"}
+    assert (built.origin, built.get_status(), built.timeout, built.result_ttl,
+            built.failure_ttl) == (by_rq.origin, by_rq.get_status(), by_rq.timeout,
+                                   by_rq.result_ttl, by_rq.failure_ttl)
+    assert built.enqueued_at is not None and built.created_at is not None

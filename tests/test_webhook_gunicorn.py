@@ -51,7 +51,7 @@ def test_redis_down_is_503_and_the_next_delivery_after_restart_works(
     listed = http("GET", f"{web.url}/api/releases").json["releases"]
     assert [r["tag"] for r in listed] == ["v2.0-green"]  # the refused delivery left nothing
     up = web.post("/webhook", d)
-    assert (up.status, up.json["result"]) == (202, "queued")
+    assert (up.status, up.json["result"]) == (202, "queued"), up.body
     assert up.json["releases"][0]["tag"] == "v2.1-blue"
     assert http("GET", f"{web.url}/readyz").status == 200
 

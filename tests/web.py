@@ -129,7 +129,7 @@ def recorded_keys(redis: Any) -> list[bytes]:
 @dataclass
 class Response:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # an http.client.HTTPMessage: names are case-insensitive
     body: bytes
 
     @property
@@ -143,9 +143,9 @@ def http(method: str, url: str, body: bytes | None = None,
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return Response(answer.status, dict(answer.headers), answer.read())
+            return Response(answer.status, answer.headers, answer.read())
     except urllib.error.HTTPError as e:
-        return Response(e.code, dict(e.headers), e.read())
+        return Response(e.code, e.headers, e.read())
 
 
 @dataclass

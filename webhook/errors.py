@@ -116,9 +116,14 @@ def _from_werkzeug(error: HTTPException) -> HttpError:
     return converted
 
 
+def body(error: HttpError) -> dict[str, object]:
+    """The JSON body every error answer has."""
+    return {"result": "error", "code": error.code, "message": error.message}
+
+
 def render(error: HttpError) -> Response:
     """The JSON body and status every error answer has."""
-    response = jsonify(result="error", code=error.code, message=error.message)
+    response = jsonify(body(error))
     response.status_code = error.status
     response.headers.update(error.headers)
     return response

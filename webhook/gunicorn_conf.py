@@ -21,18 +21,22 @@ def _workers() -> int:
 
 bind = f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
 workers = _workers()
-worker_class = "gthread"  # a few threads per worker, so a slow client does not block one
-threads = int(os.environ.get("WEB_THREADS", "4"))
+# uvicorn on uvloop, serving deliveries on asyncio and the other routes through Flask
+# (webhook.asgi). `gunicorn -k gthread` still serves the same app, all of it in Flask.
+worker_class = "webhook.asgi.Worker"
 timeout = 30              # a stuck request is killed long before anyone waits that long
 graceful_timeout = 20
 keepalive = 5
-max_requests = 2000       # recycle workers now and then; jitter avoids a restart stampede
-max_requests_jitter = 200
-# Import and build the app once in the master; workers fork from it. A recycled worker
-# then starts in milliseconds instead of re-importing Flask, rq and slack_sdk (0.4-1.5 s
-# of CPU each time on two cores, a worker every ~2000 requests: under a burst that was
-# the web process's largest single cost and its p99). Safe: create_app() connects to
-# nothing (redis-py opens connections per process on first use) and starts no threads.
+# Workers are not recycled after N requests: recycling an asyncio worker closes every
+# keep-alive connection it holds (a forge sees a reset), and at thousands of deliveries
+# a second that was a restart every few seconds. Nothing here is known to leak; set
+# GUNICORN_CMD_ARGS="--max-requests N" to recycle anyway.
+max_requests = 0
+# Import and build the app once in the master; workers fork from it, so a worker that
+# gunicorn replaces starts in milliseconds instead of re-importing Flask, rq and
+# slack_sdk (0.4-1.5 s of CPU each on two cores). Safe: create_app() connects to
+# nothing (redis-py opens connections per process on first use) and starts no threads;
+# each worker builds its own asyncio front and Redis client (webhook.asgi.Worker).
 # (A HUP then reloads workers from the master's copy of the code: restart to deploy.)
 preload_app = True
 limit_request_line = 8190

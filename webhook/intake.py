@@ -3,15 +3,22 @@
 A delivery goes through, in order: forge detection (headers, or the path), the body
 size cap (Content-Length, before reading), the forge's secret being configured, the
 signature over the raw body, the content type, JSON decoding, the forge's pure
-parser, matching a configured app by repository and tag pattern, and finally
-`Engine.submit_tag`, which dedupes, records and queues in one Redis transaction.
-Every refusal happens before the engine is called, so a refused delivery changes
-nothing. A request carrying no forge's event header is 400 `unknown_forge` (no forge
-sends such a request, so no hook is disabled by it); an unknown forge named in the
-path is 404. A GitHub or Gitea `create` event is ignored: the tag's push is the
-release (see `webhook.forges.github.parse_create`). Events we do not act on get
-200 `ignored` (GitLab disables a hook for good after a 4xx). Each delivery ends in
-exactly one structured log line, which never holds a secret, a signature or a token.
+parser, matching a configured app by repository and tag pattern, and finally the
+engine's submission (`worker.submission`), which dedupes, records and queues the
+delivery's releases in one atomic Redis call and counts the delivery in the metrics.
+Every refusal happens before that call, so a refused delivery changes nothing. A
+request carrying no forge's event header is 400 `unknown_forge` (no forge sends such
+a request, so no hook is disabled by it); an unknown forge named in the path is 404.
+A GitHub or Gitea `create` event is ignored: the tag's push is the release (see
+`webhook.forges.github.parse_create`). Events we do not act on get 200 `ignored`
+(GitLab disables a hook for good after a 4xx). Each delivery ends in exactly one
+structured log line, which never holds a secret, a signature or a token.
+
+The steps are plain functions of headers and bytes (`open_delivery`, `read_pushes`,
+`answer`, `refuse`, `log_delivery`), so two front ends share them: the Flask view
+below (the WSGI app, used by tests and any WSGI server) and `webhook.asgi`, the
+asyncio path the web process serves deliveries on. Only reading the body and the
+Redis call differ between them.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from webhook import errors, forges, signatures
 from webhook.context import current
@@ -49,34 +57,79 @@ class Outcome:
     result: str = "error"
     reason: str | None = None
     status: int = 500
+    counted: bool = False  # the submission counted it in the metrics already
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer to a delivery, for either front end to send."""
+
+    status: int
+    body: dict[str, object]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        """The body as Flask's `jsonify` writes it (compact, ASCII, a closing newline)."""
+        return json.dumps(self.body, separators=(",", ":")).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A verified delivery's tag pushes that some app takes, waiting to be submitted."""
+
+    events: list[TagEvent]
+    reasons: list[str]  # why the other pushes were ignored
 
 
 @bp.post("/webhook")
 @bp.post("/webhook/<forge_name>")
 def receive(forge_name: str | None = None) -> Response:
     """Answer one forge delivery and log exactly one line about it."""
+    web = current()
     outcome = Outcome()
     try:
-        response = _receive(forge_name, outcome)
+        forge = open_delivery(forge_name, request.headers, request.content_length,
+                              web.settings, _body_limit(), outcome)
+        result = read_pushes(forge, request.headers, request.content_type, _read_body(),
+                             web.settings, outcome)
+        if isinstance(result, Pending):
+            submitted = web.engine.submit_tags(result.events, count_as=forge.name)
+            result = answer(result, submitted, outcome)
     except Exception as error:  # every error is rendered here so it is logged once
-        refusal = errors.to_http_error(error)
-        outcome.result, outcome.reason = "error", refusal.code
-        response = errors.render(refusal)
-    outcome.status = response.status_code
-    _log(outcome)
-    metrics.record_webhook(current().redis, outcome.forge, outcome.result)
+        result = refuse(error, outcome)
+    log_delivery(outcome, result.status)
+    if not outcome.counted:
+        metrics.record_webhook(web.redis, outcome.forge, outcome.result)
+    response = Response(result.encoded(), status=result.status, mimetype="application/json")
+    response.headers.update(result.headers)
     return response
 
 
-def _receive(forge_name: str | None, outcome: Outcome) -> Response:
-    forge = _forge(forge_name)
+class UnknownForgeName(errors.NotFound):
+    code = "unknown_forge"
+
+
+def open_delivery(forge_name: str | None, headers: HeaderMap, content_length: int | None,
+                  settings: Settings, limit: int, outcome: Outcome) -> Forge:
+    """The forge, once the declared size and the forge's configuration allow reading on."""
+    forge = _forge(forge_name, headers)
     outcome.forge = forge.name
-    outcome.delivery = header(request.headers, *forge.delivery_headers)
-    _check_size()
-    settings = current().settings
-    raw = _verified_body(forge, settings)
+    outcome.delivery = header(headers, *forge.delivery_headers)
+    if content_length is not None and content_length > limit:
+        raise errors.PayloadTooLarge(f"the body is over the {limit} byte limit")
+    if not any(_secrets(forge, settings)):
+        raise errors.Unauthorized(f"{forge.name} webhooks are not configured here "
+                                  "(no secret is set for this forge)")
+    return forge
+
+
+def read_pushes(forge: Forge, headers: HeaderMap, content_type: str | None, raw: bytes,
+                settings: Settings, outcome: Outcome) -> Pending | Answer:
+    """Verify, decode, parse and match: the pushes to submit, or the `ignored` answer."""
+    if not is_authentic(forge, headers, raw, _secrets(forge, settings)):
+        raise errors.Unauthorized(f"missing or invalid {forge.signature_header} header")
     try:
-        parsed = forge.parse(request.headers, _json_body(raw))
+        parsed = forge.parse(headers, _json_body(content_type, raw))
     except forges.MalformedPayload as e:
         raise errors.MalformedPayload(f"{forge.name} payload: {e}") from e
     if isinstance(parsed, Ignored):
@@ -84,16 +137,45 @@ def _receive(forge_name: str | None, outcome: Outcome) -> Response:
     pushes = _with_delivery_ids(parsed, raw)
     outcome.repository = pushes[0].repository
     outcome.tags = [p.tag for p in pushes]
-    return _submit(pushes, settings, outcome)
+    events: list[TagEvent] = []
+    reasons: list[str] = []
+    for push in pushes:
+        reason = _mismatch(push, settings)
+        if reason is not None:
+            reasons.append(reason)
+            continue
+        events.append(TagEvent(forge=push.forge, delivery_id=push.delivery_id,
+                               repository=push.repository, tag=push.tag, commit=push.commit,
+                               pusher=push.pusher))
+    if not events:
+        return _ignored(outcome, reasons or ["no configured app matches this push"])
+    return Pending(events=events, reasons=reasons)
 
 
-class UnknownForgeName(errors.NotFound):
-    code = "unknown_forge"
+def answer(pending: Pending, submitted: Sequence[Submitted], outcome: Outcome) -> Answer:
+    """The answer once the engine has submitted `pending` (which also counted it)."""
+    outcome.counted = True
+    outcome.releases = [s.release.id for s in submitted]
+    queued = [s for s in submitted if not s.duplicate]
+    duplicates = [s for s in submitted if s.duplicate]
+    if queued:
+        return _queued(outcome, queued, duplicates, pending.reasons)
+    if duplicates:
+        return _duplicate(outcome, duplicates, pending.reasons)
+    outcome.counted = False  # the apps went away between matching and submitting
+    return _ignored(outcome, pending.reasons or ["no configured app matches this push"])
 
 
-def _forge(forge_name: str | None) -> Forge:
+def refuse(error: Exception, outcome: Outcome) -> Answer:
+    """The error answer for anything a step raised."""
+    refusal = errors.to_http_error(error)
+    outcome.result, outcome.reason = "error", refusal.code
+    return Answer(refusal.status, errors.body(refusal), dict(refusal.headers))
+
+
+def _forge(forge_name: str | None, headers: HeaderMap) -> Forge:
     if forge_name is None:
-        forge = forges.detect(request.headers)
+        forge = forges.detect(headers)
         if forge is None:
             raise errors.UnknownForge()
         return forge
@@ -103,15 +185,13 @@ def _forge(forge_name: str | None) -> Forge:
     return forges.FORGES[forge_name]
 
 
+def _secrets(forge: Forge, settings: Settings) -> tuple[str, ...]:
+    secrets: tuple[str, ...] = getattr(settings, forge.secret_setting)
+    return secrets
+
+
 def _body_limit() -> int:
     return int(current_app.config["MAX_CONTENT_LENGTH"])
-
-
-def _check_size() -> None:
-    """Refuse by the declared Content-Length, before reading anything."""
-    limit = _body_limit()
-    if request.content_length is not None and request.content_length > limit:
-        raise errors.PayloadTooLarge(f"the body is over the {limit} byte limit")
 
 
 def _read_body() -> bytes:
@@ -121,18 +201,6 @@ def _read_body() -> bytes:
     limit = _body_limit()
     if request.content_length is None and len(raw) >= limit:
         raise errors.PayloadTooLarge(f"the body is over the {limit} byte limit")
-    return raw
-
-
-def _verified_body(forge: Forge, settings: Settings) -> bytes:
-    """The raw body, once its signature or token checks out against our secrets."""
-    secrets: tuple[str, ...] = getattr(settings, forge.secret_setting)
-    if not any(secrets):
-        raise errors.Unauthorized(f"{forge.name} webhooks are not configured here "
-                                  "(no secret is set for this forge)")
-    raw = _read_body()
-    if not is_authentic(forge, request.headers, raw, secrets):
-        raise errors.Unauthorized(f"missing or invalid {forge.signature_header} header")
     return raw
 
 
@@ -147,14 +215,21 @@ def is_authentic(forge: Forge, headers: HeaderMap, raw: bytes,
     return signatures.is_valid_token(given, secrets)
 
 
-def _json_body(raw: bytes) -> Any:
-    if request.mimetype == "application/x-www-form-urlencoded":
+def media_type(content_type: str | None) -> str:
+    """`text/HTML; charset=utf-8` -> `text/html`, as Werkzeug's `mimetype` reads it."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _json_body(content_type: str | None, raw: bytes) -> Any:
+    mimetype = media_type(content_type)
+    if mimetype == "application/x-www-form-urlencoded":
         raise errors.UnsupportedMediaType(
             "form-encoded webhooks (payload=...) are not accepted: set the webhook's "
             "content type to application/json")
-    if not request.is_json:
+    if not (mimetype == "application/json"
+            or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         raise errors.UnsupportedMediaType(
-            f"content type {request.mimetype[:60] or 'none'!r} is not accepted: "
+            f"content type {mimetype[:60] or 'none'!r} is not accepted: "
             "send application/json")
     try:
         return json.loads(raw)
@@ -167,28 +242,6 @@ def _with_delivery_ids(pushes: tuple[TagPush, ...], raw: bytes) -> list[TagPush]
     so a resend of the same body dedupes. (The engine dedupes per delivery id and tag.)"""
     fallback = "body-" + hashlib.sha256(raw).hexdigest()[:32]
     return [p if p.delivery_id else replace(p, delivery_id=fallback) for p in pushes]
-
-
-def _submit(pushes: list[TagPush], settings: Settings, outcome: Outcome) -> Response:
-    submitted: list[Submitted] = []
-    reasons: list[str] = []
-    engine = current().engine
-    for push in pushes:
-        reason = _mismatch(push, settings)
-        if reason is not None:
-            reasons.append(reason)
-            continue
-        submitted.extend(engine.submit_tag(TagEvent(
-            forge=push.forge, delivery_id=push.delivery_id, repository=push.repository,
-            tag=push.tag, commit=push.commit, pusher=push.pusher)))
-    outcome.releases = [s.release.id for s in submitted]
-    queued = [s for s in submitted if not s.duplicate]
-    duplicates = [s for s in submitted if s.duplicate]
-    if queued:
-        return _queued(outcome, queued, duplicates, reasons)
-    if duplicates:
-        return _duplicate(outcome, duplicates, reasons)
-    return _ignored(outcome, reasons or ["no configured app matches this push"])
 
 
 def _mismatch(push: TagPush, settings: Settings) -> str | None:
@@ -209,40 +262,36 @@ def _entry(submitted: Submitted) -> dict[str, object]:
 
 
 def _queued(outcome: Outcome, queued: list[Submitted], duplicates: list[Submitted],
-            reasons: list[str]) -> Response:
+            reasons: list[str]) -> Answer:
     outcome.result = "queued"
     body: dict[str, object] = {"result": "queued", "releases": [_entry(s) for s in queued]}
     if duplicates:
         body["duplicates"] = [_entry(s) for s in duplicates]
     if reasons:
         body["ignored"] = reasons
-    return _answer(body, 202)
+    return Answer(202, body)
 
 
-def _duplicate(outcome: Outcome, duplicates: list[Submitted], reasons: list[str]) -> Response:
+def _duplicate(outcome: Outcome, duplicates: list[Submitted], reasons: list[str]) -> Answer:
     outcome.result = "duplicate"
     body: dict[str, object] = {"result": "duplicate", "release": duplicates[0].release.id,
                                "releases": [_entry(s) for s in duplicates]}
     if reasons:
         body["ignored"] = reasons
-    return _answer(body, 200)
+    return Answer(200, body)
 
 
-def _ignored(outcome: Outcome, reasons: list[str]) -> Response:
+def _ignored(outcome: Outcome, reasons: list[str]) -> Answer:
     outcome.result, outcome.reason = "ignored", "; ".join(reasons)
-    return _answer({"result": "ignored", "reason": outcome.reason}, 200)
+    return Answer(200, {"result": "ignored", "reason": outcome.reason})
 
 
-def _answer(body: dict[str, object], status: int) -> Response:
-    response = jsonify(body)
-    response.status_code = status
-    return response
-
-
-def _log(outcome: Outcome) -> None:
+def log_delivery(outcome: Outcome, status: int) -> None:
+    """The delivery's one log line."""
     def clip(value: str | None) -> str | None:
         return None if value is None else value[:LOGGED_VALUE_MAX]
 
+    outcome.status = status
     line = {"event": "webhook", "forge": outcome.forge, "delivery": clip(outcome.delivery),
             "repository": clip(outcome.repository),
             "tags": [clip(t) for t in outcome.tags[:20]], "result": outcome.result,

@@ -112,7 +112,12 @@ def steps_ended(redis: Redis, *, app: str, now: float | None = None) -> None:
 
 def record_webhook(redis: Redis, forge: str | None, result: str) -> None:
     """Count one forge delivery by forge and result; never fails the delivery."""
-    _quietly(lambda: redis.hincrby(WEBHOOKS_KEY, _field(forge or "unknown", result), 1))
+    _quietly(lambda: redis.hincrby(WEBHOOKS_KEY, webhook_field(forge, result), 1))
+
+
+def webhook_field(forge: str | None, result: str) -> str:
+    """The field of `WEBHOOKS_KEY` that counts `forge`'s deliveries with `result`."""
+    return _field(forge or "unknown", result)
 
 
 def record_chat_action(redis: Redis, result: str) -> None:

@@ -141,9 +141,7 @@ class ReleaseStore:
 
     def add(self, release: Release, *, message: str, pipe: Pipeline | None = None) -> None:
         """Record a new release and its first audit entry (in `pipe`'s transaction if given)."""
-        entry = AuditEntry(at=release.created_at, actor=release.actor, step="intake",
-                           state_from=None, state_to=release.state.value, route_before=None,
-                           route_after=None, message=message)
+        entry = intake_entry(release, message)
         if pipe is not None:
             self._queue_add(pipe, release, entry)
             return
@@ -233,14 +231,8 @@ class ReleaseStore:
         return found[:limit]
 
     def _queue_add(self, pipe: Pipeline, release: Release, entry: AuditEntry) -> None:
-        score = {release.id: release.created_at}
-        pipe.hset(RELEASE_KEY.format(id=release.id), mapping=release.to_hash())
-        pipe.zadd(ALL_KEY, score)
-        pipe.zadd(APP_KEY.format(app=release.app), score)
-        pipe.zadd(COLOR_KEY.format(app=release.app, color=release.color.value), score)
-        pipe.zadd(STATE_KEY.format(state=release.state.value), score)
-        pipe.rpush(AUDIT_KEY.format(id=release.id), json.dumps(entry.to_json()))
-        _queue_event(pipe, release.id, release.app, release.state, release.step, entry.at)
+        for command in add_commands(release, entry):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
 
     def _update(self, release_id: str,
                 change: Callable[[Release], tuple[Release, AuditEntry | None]]) -> Release:
@@ -279,6 +271,36 @@ class ReleaseStore:
             pipe.rpush(AUDIT_KEY.format(id=updated.id), json.dumps(entry.to_json()))
         _queue_event(pipe, updated.id, updated.app, updated.state, updated.step,
                      updated.updated_at)
+
+
+def intake_entry(release: Release, message: str) -> AuditEntry:
+    """A new release's first audit entry."""
+    return AuditEntry(at=release.created_at, actor=release.actor, step="intake",
+                      state_from=None, state_to=release.state.value, route_before=None,
+                      route_after=None, message=message)
+
+
+def add_commands(release: Release, entry: AuditEntry) -> list[tuple[Any, ...]]:
+    """The Redis commands, in order, that record a new release, its indexes, its first
+    audit entry and its event (`ReleaseStore.add` runs them; so does the intake's
+    one-call submission, `worker.submission`)."""
+    score, member = release.created_at, release.id
+    record = [part for pair in release.to_hash().items() for part in pair]
+    return [
+        ("HSET", RELEASE_KEY.format(id=release.id), *record),
+        ("ZADD", ALL_KEY, score, member),
+        ("ZADD", APP_KEY.format(app=release.app), score, member),
+        ("ZADD", COLOR_KEY.format(app=release.app, color=release.color.value), score, member),
+        ("ZADD", STATE_KEY.format(state=release.state.value), score, member),
+        ("RPUSH", AUDIT_KEY.format(id=release.id), json.dumps(entry.to_json())),
+        ("XADD", EVENTS_KEY, "MAXLEN", "~", EVENTS_MAXLEN, "*",
+         *_event_fields(release.id, release.app, release.state, release.step, entry.at)),
+    ]
+
+
+def _event_fields(release_id: str, app: Any, state: Any, step: Any, at: float) -> list[str]:
+    return ["release", release_id, "app", _text(app or ""), "state", _text(state or ""),
+            "step", _text(step or ""), "at", repr(at)]
 
 
 def _queue_event(pipe: Pipeline, release_id: str, app: Any, state: Any, step: Any,

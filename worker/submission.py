@@ -1,0 +1,247 @@
+"""One delivery's tag pushes, deduplicated, recorded and queued in one atomic Redis call.
+
+`plan(...)` builds, without any I/O, what a delivery would write: for each (push, app)
+pair the keys that mark it as seen and the exact commands that record the release
+and enqueue its rq job (the same commands `ReleaseStore.add` and rq's `enqueue_call`
+queue on a pipeline, taken from a pipeline that is never executed). `SUBMIT` is the
+Lua script that, in one round trip and atomically (Redis runs a script alone):
+
+1. checks every command it may run against the caller's ACL, and refuses the whole
+   call before writing anything if one is denied (EXEC's abort did the same);
+2. for each pair in order, either finds a seen key and answers the original release
+   (its hash, and its place in the queue while it waits), or runs the pair's writes
+   and answers the queue's length (the new job's place: it went to the back);
+3. counts the delivery once in the webhook metrics, as `queued` if anything was
+   recorded and `duplicate` otherwise.
+
+`answers(...)` turns the script's reply into `Submitted` values. The sync engine
+(`worker.api.Engine.submit_tags`) and the web process's asyncio intake run the same
+plan and the same script, and read the reply the same way; only the client differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from worker import metrics, queueing
+from worker.colors import Color
+from worker.config import AppConfig, Settings
+from worker.releases import (
+    RELEASE_KEY,
+    Release,
+    ReleaseState,
+    add_commands,
+    intake_entry,
+    new_release_id,
+)
+
+DEDUPE_TTL = 7 * 24 * 3600
+SEEN_DELIVERY_KEY = "bluegreen:seen:delivery:{forge}:{digest}:{app}"
+SEEN_TAG_KEY = "bluegreen:seen:tag:{app}:{digest}"
+RELEASE_PREFIX = RELEASE_KEY.format(id="")
+
+SUBMIT = """
+local queued_state, release_prefix = ARGV[1], ARGV[2]
+-- Each delivery: its metrics fields and its (push, app) pairs; each pair: its seen
+-- keys, its queue, and its commands as index ranges of ARGV.
+local i, deliveries = 4, {}
+for d = 1, tonumber(ARGV[3]) do
+  local delivery = {metrics_key = ARGV[i], queued_field = ARGV[i + 1],
+                    duplicate_field = ARGV[i + 2], pairs = {}}
+  local n_pairs = tonumber(ARGV[i + 3])
+  i = i + 4
+  for p = 1, n_pairs do
+    local n_seen = tonumber(ARGV[i])
+    local pair = {seen_from = i + 1, seen_to = i + n_seen, queue = ARGV[i + n_seen + 1],
+                  cmds = {}}
+    i = i + n_seen + 2
+    local n_cmds = tonumber(ARGV[i])
+    i = i + 1
+    for c = 1, n_cmds do
+      local n = tonumber(ARGV[i])
+      pair.cmds[c] = {i + 1, i + n}
+      i = i + n + 1
+    end
+    delivery.pairs[p] = pair
+  end
+  deliveries[d] = delivery
+end
+local function allowed(...)
+  if not redis.acl_check_cmd(...) then
+    error({err = 'NOPERM this user may not run ' .. select(1, ...) .. ' on ' ..
+           tostring(select(2, ...)) .. '; nothing was written'})
+  end
+end
+for _, delivery in ipairs(deliveries) do
+  for _, pair in ipairs(delivery.pairs) do
+    for k = pair.seen_from, pair.seen_to do allowed('GET', ARGV[k]) end
+    allowed('HGETALL', release_prefix .. 'x')
+    allowed('LLEN', pair.queue)
+    allowed('LPOS', pair.queue, 'x')
+    for _, range in ipairs(pair.cmds) do allowed(unpack(ARGV, range[1], range[2])) end
+  end
+  if delivery.metrics_key ~= '' then
+    allowed('HINCRBY', delivery.metrics_key, delivery.queued_field, '1')
+  end
+end
+local replies = {}
+for d, delivery in ipairs(deliveries) do
+  local answers, created = {}, false
+  for p, pair in ipairs(delivery.pairs) do
+    local original = false
+    for k = pair.seen_from, pair.seen_to do
+      original = original or redis.call('GET', ARGV[k])
+    end
+    if original and redis.call('EXISTS', release_prefix .. original) == 0 then
+      original = false  -- the record is gone: the push is new again
+    end
+    if original then
+      local key = release_prefix .. original
+      local place = false
+      if redis.call('HGET', key, 'state') == queued_state then
+        place = redis.call('LPOS', pair.queue, original)
+      end
+      answers[p] = {0, original, redis.call('HGETALL', key), place}
+    else
+      for _, range in ipairs(pair.cmds) do redis.call(unpack(ARGV, range[1], range[2])) end
+      answers[p] = {1, redis.call('LLEN', pair.queue)}
+      created = true
+    end
+  end
+  if delivery.metrics_key ~= '' then
+    redis.call('HINCRBY', delivery.metrics_key,
+               created and delivery.queued_field or delivery.duplicate_field, 1)
+  end
+  replies[d] = answers
+end
+return replies
+"""
+
+
+@dataclass(frozen=True)
+class TagEvent:
+    """A tag push as the web side parsed it from a forge's webhook."""
+
+    forge: str
+    delivery_id: str
+    repository: str
+    tag: str
+    commit: str
+    pusher: str
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The answer for one matching app: the release, whether it was already known, its place."""
+
+    release: Release
+    duplicate: bool
+    position: int | None  # 1 = next to run; None when not waiting in the queue
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one delivery would write: the script's arguments and the candidate releases."""
+
+    args: list[Any]  # this delivery's part of the script's arguments (see `script_args`)
+    candidates: list[Release]  # one per (push, app) pair, in the script's order
+
+
+def matching_apps(settings: Settings, event: TagEvent) -> list[AppConfig]:
+    return [app for app in settings.apps_for_repository(event.repository)
+            if app.color_for_tag(event.tag) is not None]
+
+
+def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
+         clock: Callable[[], float], count_as: str | None = None) -> Plan | None:
+    """The script's arguments for `events` (None when no configured app takes any of them).
+
+    `count_as` names the forge to count the delivery under in the webhook metrics
+    (None: not counted, e.g. for a tag submitted by a test or a benchmark)."""
+    args: list[Any] = []
+    candidates: list[Release] = []
+    for event in events:
+        for app in settings.apps_for_repository(event.repository):
+            color = app.color_for_tag(event.tag)
+            if color is None:
+                continue
+            seen = seen_keys(event, app)
+            release, commands = _writes(redis, event, app, color, seen, clock())
+            args += [len(seen), *seen, queueing.queue_key(app.queue), len(commands)]
+            for command in commands:
+                args += [len(command), *command]
+            candidates.append(release)
+    if not candidates:
+        return None
+    if count_as is None:
+        head = ["", "", ""]
+    else:
+        head = [metrics.WEBHOOKS_KEY, metrics.webhook_field(count_as, "queued"),
+                metrics.webhook_field(count_as, "duplicate")]
+    return Plan(args=[*head, len(candidates), *args], candidates=candidates)
+
+
+def script_args(plans: Sequence[Plan]) -> list[Any]:
+    """`SUBMIT`'s arguments for several deliveries (their answers come back in order)."""
+    args: list[Any] = [ReleaseState.QUEUED.value, RELEASE_PREFIX, len(plans)]
+    for planned in plans:
+        args += planned.args
+    return args
+
+
+def answers(plan: Plan, reply: list[Any]) -> list[Submitted]:
+    """The script's reply for `plan`'s delivery as one `Submitted` per (push, app) pair."""
+    submitted = []
+    for candidate, answer in zip(plan.candidates, reply, strict=True):
+        if int(answer[0]) == 1:
+            submitted.append(Submitted(release=candidate, duplicate=False,
+                                       position=int(answer[1])))
+            continue
+        flat = answer[2]
+        original = Release.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        place = answer[3] if len(answer) > 3 else None
+        position = int(place) + 1 if isinstance(place, int) else None
+        submitted.append(Submitted(release=original, duplicate=True, position=position))
+    return submitted
+
+
+def seen_keys(event: TagEvent, app: AppConfig) -> list[str]:
+    """Keys that mark this delivery, and this repository+tag+commit, as seen for `app`."""
+    keys = [SEEN_TAG_KEY.format(app=app.name, digest=_digest(
+        event.repository.casefold(), event.tag, event.commit))]
+    if event.delivery_id:
+        # One delivery may carry several tags (Bitbucket): it is seen once per tag.
+        keys.insert(0, SEEN_DELIVERY_KEY.format(forge=event.forge, app=app.name,
+                                                digest=_digest(event.delivery_id, event.tag)))
+    return keys
+
+
+def _writes(redis: Redis, event: TagEvent, app: AppConfig, color: Color, seen: list[str],
+            now: float) -> tuple[Release, list[tuple[Any, ...]]]:
+    """A new release for `app` and the commands that record and enqueue it: the
+    store's (`releases.add_commands`), the dedupe marks, and rq's job
+    (`queueing.release_job_commands`), in the order one MULTI/EXEC would run them."""
+    release = Release(
+        id=new_release_id(app.name, event.tag), app=app.name, color=color, tag=event.tag,
+        version=app.version_for_tag(event.tag), commit=event.commit, forge=event.forge,
+        delivery_id=event.delivery_id, repository=event.repository,
+        state=ReleaseState.QUEUED, created_at=now, updated_at=now,
+        actor=f"{event.forge}:{event.pusher}")
+    entry = intake_entry(release, (
+        f"tag {event.tag} ({event.commit[:12]}) pushed to {event.repository} by "
+        f"{event.pusher}; {event.forge} delivery {event.delivery_id}"))
+    commands = add_commands(release, entry)
+    commands += [("SET", key, release.id, "EX", DEDUPE_TTL) for key in seen]
+    commands += queueing.release_job_commands(
+        redis, app, release_id=release.id,
+        description=f"release {event.tag} of {app.name} into {color}")
+    return release, commands
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
