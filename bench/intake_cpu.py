@@ -1,17 +1,21 @@
 """CPU time and Redis round trips of one webhook delivery, per path, inside one process.
 
 Where `bench/intake.py` measures what a forge sees through gunicorn (and so also the
-machine's noise), this calls the WSGI application directly, one request at a time,
-and reads `time.process_time()`: the CPU one delivery costs the web process, which
-bounds its throughput (two cores / CPU per request), and is steadier than wall time on
-a shared machine. It also counts the Redis commands each delivery sends (Redis's own
-`INFO commandstats`, read before and after each path). The app's log lines go to a
-file, as stderr does in production. Paths as in intake.py: `accepted`, `duplicate` (of
-a release alone in its queue), `ignored`, `bad_signature`.
+machine's noise), this calls the application directly, one request at a time: the
+web process's asyncio front (`webhook.asgi.Front`, what gunicorn serves deliveries
+with) or, with `--front flask`, the Flask view (what served them before), and reads
+`time.process_time()`: the CPU one delivery costs the web process, which bounds its
+throughput (two cores / CPU per request), and is steadier than wall time on a shared
+machine. It also counts the Redis commands each delivery makes Redis run (Redis's own
+`INFO commandstats`, read before and after each path; it counts a script's inner
+commands too) and the round trips among them (the calls a client sent; per path, as
+each path runs alone). The app's log lines go to a file, as stderr does in production.
+Paths as in intake.py: `accepted`, `duplicate` (of a release alone in its queue),
+`ignored`, `bad_signature`.
 
 `--profile PATH` prints cProfile's top functions for one path (sorted by cumulative
 time). Writes `bench/results/intake_cpu.json`. Run:
-`.venv/bin/python bench/intake_cpu.py [--requests 1000] [--profile accepted]`.
+`.venv/bin/python bench/intake_cpu.py [--front asgi|flask] [--requests 1000] [--profile accepted]`.
 """
 
 from __future__ import annotations
@@ -62,9 +66,19 @@ def deliveries(n: int) -> dict[str, list[tuple[bytes, dict[str, str]]]]:
             "bad_signature": [push(7, secret="not-the-secret")] * n}
 
 
-def commands(redis: Redis) -> int:
+INNER = {"get", "exists", "hget", "hgetall", "lpos", "llen", "hset", "zadd", "rpush", "xadd",
+         "set", "sadd", "hincrby"}  # what the submission script runs inside its one call
+
+
+def commands(redis: Redis) -> tuple[int, int]:
+    """Commands Redis ran, and how many of them clients sent (round trips), so far."""
     stats: dict[str, Any] = redis.info("commandstats")  # type: ignore[assignment]
-    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()
+             if k != "cmdstat_info"}
+    scripts = calls.get("evalsha", 0) + calls.get("eval", 0)
+    sent = sum(calls.values()) - (sum(v for k, v in calls.items() if k in INNER)
+                                  if scripts else 0)
+    return sum(calls.values()), sent
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -80,10 +94,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         app = create_app()
         redis = Redis.from_url(redis_url)
         statuses: list[str] = []
-
-        def call(body: bytes, headers: dict[str, str]) -> None:
-            answer = app(environ(body, headers), lambda s, h, e=None: statuses.append(s))
-            b"".join(answer)
+        if args.front == "asgi":
+            call = asgi_caller(app, statuses)
+        else:
+            def call(body: bytes, headers: dict[str, str]) -> None:
+                answer = app(environ(body, headers), lambda s, h, e=None: statuses.append(s))
+                b"".join(answer)
 
         sets = deliveries(args.requests)
         warm = deliveries(1)
@@ -97,20 +113,57 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if path == "duplicate":
                 call(*requests[0])
             profile = cProfile.Profile() if args.profile == path else None
-            before, cpu, wall = commands(redis), time.process_time(), time.perf_counter()
+            (ran0, sent0), cpu, wall = commands(redis), time.process_time(), time.perf_counter()
             _timed(call, requests, profile)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            sent = commands(redis) - before
-            results[path] = {"status": statuses[-1], "requests": len(requests),
+            ran, sent = (after - before for after, before in zip(commands(redis), (ran0, sent0),
+                                                                 strict=True))
+            results[path] = {"status": str(statuses[-1]), "requests": len(requests),
                              "cpu_ms_per_request": round(cpu / len(requests) * 1000, 3),
                              "wall_ms_per_request": round(wall / len(requests) * 1000, 3),
-                             "redis_commands_per_request": round(sent / len(requests), 1)}
+                             "redis_commands_per_request": round(ran / len(requests), 1),
+                             "redis_round_trips_per_request": round(sent / len(requests), 1)}
             print(f"{path:14} {statuses[-1]:16} cpu {results[path]['cpu_ms_per_request']:.3f} "
                   f"ms/req  wall {results[path]['wall_ms_per_request']:.3f} ms/req  redis "
-                  f"commands {results[path]['redis_commands_per_request']}/req", flush=True)
+                  f"commands {results[path]['redis_commands_per_request']}/req in "
+                  f"{results[path]['redis_round_trips_per_request']} round trips", flush=True)
             if profile is not None:
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
-    return {"paths": results, "profiled": args.profile}
+    return {"front": args.front, "paths": results, "profiled": args.profile}
+
+
+def asgi_caller(app: Any, statuses: list[Any]) -> Callable[[bytes, dict[str, str]], None]:
+    """One request at a time through the web process's ASGI front (`webhook.asgi.Front`),
+    on one uvloop event loop, as a gunicorn worker runs it (no HTTP parsing here)."""
+    import asyncio
+
+    import uvloop
+
+    from webhook.asgi import Front
+
+    front = Front(app)
+    loop = uvloop.new_event_loop()
+
+    async def one(body: bytes, headers: dict[str, str]) -> None:
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw.append((b"content-length", str(len(body)).encode()))
+        scope = {"type": "http", "method": "POST", "path": "/webhook", "headers": raw,
+                 "http_version": "1.1", "client": ("127.0.0.1", 1)}
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await front(scope, receive, send)
+
+    def call(body: bytes, headers: dict[str, str]) -> None:
+        loop.run_until_complete(one(body, headers))
+
+    asyncio.set_event_loop(loop)
+    return call
 
 
 def _timed(call: Callable[[bytes, dict[str, str]], None],
@@ -128,6 +181,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="deliveries per path")
     parser.add_argument("--profile", default=None, help="cProfile this path (slower)")
     parser.add_argument("--name", default="intake_cpu", help="results file name")
+    parser.add_argument("--front", choices=("asgi", "flask"), default="asgi",
+                        help="the web process's asyncio front (default) or the Flask view")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-intake-cpu-") as tmp:
         results = run(args, Path(tmp))

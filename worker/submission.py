@@ -1,21 +1,25 @@
-"""One delivery's tag pushes, deduplicated, recorded and queued in one atomic Redis call.
+"""A delivery's tag pushes, deduplicated, recorded and queued in one atomic Redis call.
 
 `plan(...)` builds, without any I/O, what a delivery would write: for each (push, app)
-pair the keys that mark it as seen and the exact commands that record the release
-and enqueue its rq job (the same commands `ReleaseStore.add` and rq's `enqueue_call`
-queue on a pipeline, taken from a pipeline that is never executed). `SUBMIT` is the
-Lua script that, in one round trip and atomically (Redis runs a script alone):
+pair the keys that mark it as seen, its queue, and the exact commands that record
+the release and enqueue its rq job: the store's own (`releases.add_commands`, which
+`ReleaseStore.add` runs too) and rq's job as `queueing.release_job_commands` builds
+it with rq's `Job`. All of it travels as one msgpack value per delivery (Redis's Lua
+unpacks it in C; ~150 separate arguments cost more to pack and to read than the
+writes themselves). `SUBMIT` is the Lua script that, for one or several deliveries,
+in one round trip and atomically (Redis runs a script alone):
 
 1. checks every command it may run against the caller's ACL, and refuses the whole
    call before writing anything if one is denied (EXEC's abort did the same);
 2. for each pair in order, either finds a seen key and answers the original release
    (its hash, and its place in the queue while it waits), or runs the pair's writes
    and answers the queue's length (the new job's place: it went to the back);
-3. counts the delivery once in the webhook metrics, as `queued` if anything was
-   recorded and `duplicate` otherwise.
+3. counts each delivery once in the webhook metrics, as `queued` if anything of it
+   was recorded and `duplicate` otherwise.
 
-`answers(...)` turns the script's reply into `Submitted` values. The sync engine
-(`worker.api.Engine.submit_tags`) and the web process's asyncio intake run the same
+`answers(...)` turns a delivery's part of the reply into `Submitted` values. The sync
+engine (`worker.api.Engine.submit_tags`, one delivery per call) and the web process's
+asyncio intake (`webhook.asgi`, the deliveries waiting together per call) run the same
 plan and the same script, and read the reply the same way; only the client differs.
 """
 
@@ -26,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 from redis import Redis
 
 from worker import metrics, queueing
@@ -46,31 +51,12 @@ SEEN_TAG_KEY = "bluegreen:seen:tag:{app}:{digest}"
 RELEASE_PREFIX = RELEASE_KEY.format(id="")
 
 SUBMIT = """
+-- ARGV: the queued state's name, the release key prefix, then one msgpack payload per
+-- delivery: {metrics key, queued field, duplicate field, pairs}, each pair being
+-- {seen keys, queue key, commands}, each command a list of strings.
 local queued_state, release_prefix = ARGV[1], ARGV[2]
--- Each delivery: its metrics fields and its (push, app) pairs; each pair: its seen
--- keys, its queue, and its commands as index ranges of ARGV.
-local i, deliveries = 4, {}
-for d = 1, tonumber(ARGV[3]) do
-  local delivery = {metrics_key = ARGV[i], queued_field = ARGV[i + 1],
-                    duplicate_field = ARGV[i + 2], pairs = {}}
-  local n_pairs = tonumber(ARGV[i + 3])
-  i = i + 4
-  for p = 1, n_pairs do
-    local n_seen = tonumber(ARGV[i])
-    local pair = {seen_from = i + 1, seen_to = i + n_seen, queue = ARGV[i + n_seen + 1],
-                  cmds = {}}
-    i = i + n_seen + 2
-    local n_cmds = tonumber(ARGV[i])
-    i = i + 1
-    for c = 1, n_cmds do
-      local n = tonumber(ARGV[i])
-      pair.cmds[c] = {i + 1, i + n}
-      i = i + n + 1
-    end
-    delivery.pairs[p] = pair
-  end
-  deliveries[d] = delivery
-end
+local deliveries = {}
+for d = 3, #ARGV do deliveries[d - 2] = cmsgpack.unpack(ARGV[d]) end
 local function allowed(...)
   if not redis.acl_check_cmd(...) then
     error({err = 'NOPERM this user may not run ' .. select(1, ...) .. ' on ' ..
@@ -78,24 +64,22 @@ local function allowed(...)
   end
 end
 for _, delivery in ipairs(deliveries) do
-  for _, pair in ipairs(delivery.pairs) do
-    for k = pair.seen_from, pair.seen_to do allowed('GET', ARGV[k]) end
+  for _, pair in ipairs(delivery[4]) do
+    for _, key in ipairs(pair[1]) do allowed('GET', key) end
     allowed('HGETALL', release_prefix .. 'x')
-    allowed('LLEN', pair.queue)
-    allowed('LPOS', pair.queue, 'x')
-    for _, range in ipairs(pair.cmds) do allowed(unpack(ARGV, range[1], range[2])) end
+    allowed('LLEN', pair[2])
+    allowed('LPOS', pair[2], 'x')
+    for _, cmd in ipairs(pair[3]) do allowed(unpack(cmd)) end
   end
-  if delivery.metrics_key ~= '' then
-    allowed('HINCRBY', delivery.metrics_key, delivery.queued_field, '1')
-  end
+  if delivery[1] ~= '' then allowed('HINCRBY', delivery[1], delivery[2], '1') end
 end
 local replies = {}
 for d, delivery in ipairs(deliveries) do
   local answers, created = {}, false
-  for p, pair in ipairs(delivery.pairs) do
+  for p, pair in ipairs(delivery[4]) do
     local original = false
-    for k = pair.seen_from, pair.seen_to do
-      original = original or redis.call('GET', ARGV[k])
+    for _, key in ipairs(pair[1]) do
+      original = original or redis.call('GET', key)
     end
     if original and redis.call('EXISTS', release_prefix .. original) == 0 then
       original = false  -- the record is gone: the push is new again
@@ -104,18 +88,17 @@ for d, delivery in ipairs(deliveries) do
       local key = release_prefix .. original
       local place = false
       if redis.call('HGET', key, 'state') == queued_state then
-        place = redis.call('LPOS', pair.queue, original)
+        place = redis.call('LPOS', pair[2], original)
       end
       answers[p] = {0, original, redis.call('HGETALL', key), place}
     else
-      for _, range in ipairs(pair.cmds) do redis.call(unpack(ARGV, range[1], range[2])) end
-      answers[p] = {1, redis.call('LLEN', pair.queue)}
+      for _, cmd in ipairs(pair[3]) do redis.call(unpack(cmd)) end
+      answers[p] = {1, redis.call('LLEN', pair[2])}
       created = true
     end
   end
-  if delivery.metrics_key ~= '' then
-    redis.call('HINCRBY', delivery.metrics_key,
-               created and delivery.queued_field or delivery.duplicate_field, 1)
+  if delivery[1] ~= '' then
+    redis.call('HINCRBY', delivery[1], created and delivery[2] or delivery[3], 1)
   end
   replies[d] = answers
 end
@@ -148,7 +131,7 @@ class Submitted:
 class Plan:
     """What one delivery would write: the script's arguments and the candidate releases."""
 
-    args: list[Any]  # this delivery's part of the script's arguments (see `script_args`)
+    payload: bytes  # this delivery's argument to the script, msgpack-encoded
     candidates: list[Release]  # one per (push, app) pair, in the script's order
 
 
@@ -163,7 +146,7 @@ def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
 
     `count_as` names the forge to count the delivery under in the webhook metrics
     (None: not counted, e.g. for a tag submitted by a test or a benchmark)."""
-    args: list[Any] = []
+    pairs: list[Any] = []
     candidates: list[Release] = []
     for event in events:
         for app in settings.apps_for_repository(event.repository):
@@ -172,9 +155,9 @@ def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
                 continue
             seen = seen_keys(event, app)
             release, commands = _writes(redis, event, app, color, seen, clock())
-            args += [len(seen), *seen, queueing.queue_key(app.queue), len(commands)]
-            for command in commands:
-                args += [len(command), *command]
+            # Numbers travel as msgpack numbers; Lua hands them to Redis as "%.17g"
+            # text, which parses back to the same integer or double.
+            pairs.append([seen, queueing.queue_key(app.queue), commands])
             candidates.append(release)
     if not candidates:
         return None
@@ -183,15 +166,13 @@ def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
     else:
         head = [metrics.WEBHOOKS_KEY, metrics.webhook_field(count_as, "queued"),
                 metrics.webhook_field(count_as, "duplicate")]
-    return Plan(args=[*head, len(candidates), *args], candidates=candidates)
-
+    # use_bin_type=False: the msgpack of Redis's Lua (cmsgpack) predates the bin types
+    return Plan(payload=msgpack.packb([*head, pairs], use_bin_type=False),
+                candidates=candidates)
 
 def script_args(plans: Sequence[Plan]) -> list[Any]:
     """`SUBMIT`'s arguments for several deliveries (their answers come back in order)."""
-    args: list[Any] = [ReleaseState.QUEUED.value, RELEASE_PREFIX, len(plans)]
-    for planned in plans:
-        args += planned.args
-    return args
+    return [ReleaseState.QUEUED.value, RELEASE_PREFIX, *(p.payload for p in plans)]
 
 
 def answers(plan: Plan, reply: list[Any]) -> list[Submitted]:

@@ -1,0 +1,255 @@
+"""The web process's asyncio front (`webhook.asgi`), in process and through gunicorn.
+
+The front answers deliveries itself and hands every other route to Flask; the Flask
+view stays what the test client and any WSGI server run. Both must give the same
+answer to the same delivery, record the same things, and count it the same way.
+Deliveries waiting on Redis together go in one script call (group commit): checked
+by counting the calls Redis saw, and by sending one delivery many times at once
+(exactly one release). The request-head limits and the drained oversized body are
+checked through gunicorn, where they live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+import yaml
+from test_intake import start_web
+from web import CONFIG_YAML, SECRET_ENV, Delivery, Gunicorn, delivery, http, signed, with_delivery_id
+
+from webhook import create_app
+from webhook.asgi import Front
+from worker.config import parse_settings
+
+RELEASE_ID = re.compile(r"(myapp|website)-[a-z0-9-]+-[0-9a-f]{8}")
+
+
+def settings_for(redis_url: str) -> Any:
+    return parse_settings(yaml.safe_load(CONFIG_YAML), {**SECRET_ENV, "REDIS_URL": redis_url})
+
+
+async def asgi_post(front: Front, path: str, d: Delivery,
+                    chunks: list[bytes] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request through the ASGI front, in process: status, headers, body."""
+    headers = [(k.lower().encode(), v.encode()) for k, v in d.headers.items()]
+    if chunks is None:
+        headers.append((b"content-length", str(len(d.body)).encode()))
+        chunks = [d.body]
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+                for i, c in enumerate(chunks)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers,
+             "http_version": "1.1", "client": ("127.0.0.1", 1)}
+    await front(scope, receive, send)
+    start, *bodies = sent
+    return (start["status"], {k.decode(): v.decode() for k, v in start["headers"]},
+            b"".join(b.get("body", b"") for b in bodies))
+
+
+def corpus() -> list[tuple[str, Delivery]]:
+    """Deliveries covering every row of the webhook table, in an order that makes
+    duplicates (the second copy of a push)."""
+    push = signed(delivery("github", "push__tag_lightweight"))
+    form = signed(push.with_headers(Content_Type="application/x-www-form-urlencoded"))
+    return [
+        ("/webhook", push),
+        ("/webhook", push),  # same delivery id: duplicate
+        ("/webhook", signed(with_delivery_id(push, "another-delivery"))),  # same commit
+        ("/webhook", signed(delivery("gitlab", "tag_push__annotated"))),
+        ("/webhook/gitea", signed(delivery("gitea", "push__tag"))),
+        ("/webhook", signed(delivery("bitbucket", "repo_push__tag"))),
+        ("/webhook", signed(delivery("github", "ping__hook"))),
+        ("/webhook", signed(delivery("github", "push__branch"))),
+        ("/webhook", signed(delivery("github", "push__tag_nonmatching"))),
+        ("/webhook", signed(delivery("github", "push__unknown_repo"))),
+        ("/webhook", signed(delivery("gitlab", "tag_push__deleted"))),
+        ("/webhook", signed(delivery("github", "push__tag_lightweight"), "wrong-secret")),
+        ("/webhook", signed(push.with_body(b"{not json"))),
+        ("/webhook", form),
+        ("/webhook", signed(push.with_headers(Content_Type="text/plain"))),
+        ("/webhook", Delivery("github", {"Content-Type": "application/json"}, b"{}")),
+        ("/webhook/nosuchforge", push),
+        ("/webhook", signed(delivery("github", "push__malformed_no_repository"))),
+        ("/webhook", signed(push.with_body(b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'))),
+    ]
+
+
+def normalised(status: int, body: bytes) -> tuple[int, Any]:
+    return status, json.loads(RELEASE_ID.sub("<release>", body.decode()))
+
+
+def recorded(redis: redis_lib.Redis) -> dict[str, Any]:
+    """What the deliveries left in Redis, without the random parts of release ids."""
+    keys = sorted(RELEASE_ID.sub("<release>", k.decode()) for k in redis.keys("*"))
+    webhooks = redis.hgetall("bluegreen:metrics:webhooks")
+    return {"keys": keys, "queue": redis.llen("rq:queue:deploy"),
+            "metrics": {k.decode(): int(v) for k, v in webhooks.items()}}
+
+
+def test_front_and_flask_view_answer_record_and_count_alike(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    app = create_app(settings_for(redis_url), redis)
+    client = app.test_client()
+    by_flask = []
+    for path, d in corpus():
+        answer = client.post(path, data=d.body, headers=d.headers)
+        by_flask.append(normalised(answer.status_code, answer.data))
+    flask_state = recorded(redis)
+    redis.flushall()
+
+    async def run() -> list[tuple[int, Any]]:
+        front = Front(create_app(settings_for(redis_url), redis))
+        answers = []
+        for path, d in corpus():
+            status, headers, body = await asgi_post(front, path, d)
+            assert headers["content-type"] == "application/json"
+            answers.append(normalised(status, body))
+        return answers
+
+    by_front = asyncio.run(run())
+    assert by_front == by_flask
+    assert recorded(redis) == flask_state
+    assert [s for s, _ in by_front][:6] == [202, 200, 200, 202, 200, 200]  # same commit
+    assert {s for s, _ in by_front[6:]} == {200, 401, 400, 415, 404, 413}
+    assert flask_state["queue"] == 2
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_records_nothing(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    push = signed(delivery("github", "push__tag_lightweight"))
+
+    async def both() -> list[tuple[int, dict[str, str], bytes]]:
+        front = Front(create_app(settings_for(redis_url), redis))
+        return [await asgi_post(front, "/webhook", push, chunks=[b"x" * 400_000] * 3),
+                await asgi_post(front, "/webhook", push,
+                                chunks=[push.body[:100], push.body[100:]])]
+
+    (status, _, body), (accepted, _, _) = asyncio.run(both())
+    assert (status, json.loads(body)["code"]) == (413, "payload_too_large")
+    assert accepted == 202
+    assert redis.llen("rq:queue:deploy") == 1
+
+
+def test_deliveries_waiting_together_share_script_calls(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    template = signed(delivery("github", "push__tag_lightweight"))
+    pushes = []
+    for i in range(60):
+        body = template.body.replace(b"6dcb09b5b57875f334f61aebed695e2e4193db5e",
+                                     f"{i + 1:040x}".encode())
+        pushes.append(signed(with_delivery_id(template.with_body(body), f"burst-{i}")))
+    redis.config_resetstat()
+
+    async def burst() -> list[tuple[int, dict[str, str], bytes]]:
+        front = Front(create_app(settings_for(redis_url), redis))
+        return await asyncio.gather(*[asgi_post(front, "/webhook", d) for d in pushes])
+
+    answers = asyncio.run(burst())
+    assert [status for status, _, _ in answers] == [202] * 60
+    positions = sorted(json.loads(body)["releases"][0]["position"] for _, _, body in answers)
+    assert positions == list(range(1, 61))  # each its own place: none lost, none twice
+    assert redis.llen("rq:queue:deploy") == 60
+    calls = redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    assert 1 <= calls < 60, calls  # fewer calls than deliveries: they were grouped
+
+
+def test_one_delivery_sent_many_times_at_once_makes_one_release(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    push = signed(delivery("github", "push__tag_lightweight"))
+
+    async def burst() -> list[tuple[int, dict[str, str], bytes]]:
+        front = Front(create_app(settings_for(redis_url), redis))
+        return await asyncio.gather(*[asgi_post(front, "/webhook", push) for _ in range(30)])
+
+    answers = asyncio.run(burst())
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [200] * 29 + [202]
+    named = {json.loads(body).get("release") or json.loads(body)["releases"][0]["id"]
+             for _, _, body in answers}
+    assert len(named) == 1
+    assert redis.llen("rq:queue:deploy") == 1
+
+
+def test_a_refused_script_call_fails_every_delivery_in_it_and_writes_nothing(
+        redis: redis_lib.Redis, redis_url: str) -> None:
+    redis.acl_setuser("norqueue", enabled=True, passwords=["+pw"], commands=["+@all"],
+                      keys=["bluegreen:*", "rq:job:*", "rq:queues"], reset_keys=True)
+    try:
+        refusing = redis_url.replace("redis://", "redis://norqueue:pw@")
+        pushes = [signed(with_delivery_id(delivery("github", "push__tag_lightweight"), f"r{i}"))
+                  for i in range(5)]
+
+        async def burst() -> list[tuple[int, dict[str, str], bytes]]:
+            front = Front(create_app(settings_for(refusing), redis))
+            return await asyncio.gather(*[asgi_post(front, "/webhook", d) for d in pushes])
+
+        answers = asyncio.run(burst())
+    finally:
+        redis.acl_deluser("norqueue")
+    assert [(status, json.loads(body)["code"]) for status, _, body in answers] == [
+        (503, "redis_unavailable")] * 5
+    assert redis.keys("bluegreen:release*") == [] and redis.keys("rq:*") == []
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory,
+        redis_server: Any) -> Iterator[Gunicorn]:
+    server = start_web(redis_server.url, tmp_path_factory.mktemp("asgi-web"))
+    yield server
+    server.stop()
+
+
+def raw_request(web: Gunicorn, head: bytes) -> bytes:
+    """Send `head` on a fresh connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        try:
+            sock.sendall(head)
+        except OSError:
+            pass  # the server may close before taking it all; its answer is what counts
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_request_heads_over_the_limits_are_refused(web: Gunicorn) -> None:
+    long_line = b"GET /healthz?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n"
+    huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n"
+    for head in (long_line, many, huge):
+        assert raw_request(web, head).startswith(b"HTTP/1.1 400 ")
+    ok = raw_request(web, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_oversized_body_gets_its_413_not_a_reset(web: Gunicorn) -> None:
+    push = signed(delivery("github", "push__tag_lightweight"))
+    big = push.with_body(b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    statuses = [http("POST", f"{web.url}/webhook", big.body, big.headers).status
+                for _ in range(25)]
+    assert statuses == [413] * 25
+
+
+def test_other_routes_reach_flask_through_the_front(web: Gunicorn, tmp_path: Path) -> None:
+    assert http("GET", f"{web.url}/healthz").status == 200
+    answer = http("GET", f"{web.url}/webhook")
+    assert answer.status == 405 and "POST" in answer.headers["Allow"]
+    assert http("GET", f"{web.url}/nowhere").status == 404
+    board = http("GET", f"{web.url}/")
+    assert board.status == 200 and b"<html" in board.body.lower()
