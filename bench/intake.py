@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,29 @@ def wrk(url: str, pool: Path, connections: int, duration: float) -> dict[str, An
             "max_ms": round(latency["max"] / 1000, 2), **run}
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy so far (all cores, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(quiet_cores: float = 0.25, window: float = 0.5, limit: float = 60.0) -> float:
+    """Wait until the machine is quiet (under `quiet_cores` busy over `window` seconds);
+    the seconds that took. A server that answers before it has done its work (the peer
+    starts its command in the background) is still working after wrk stops: its next
+    run, or the next server's, must not pay for that, and the time says how long the
+    work went on after the last answer."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        before = busy_seconds()
+        time.sleep(window)
+        if (busy_seconds() - before) / window < quiet_cores:
+            return round(max(0.0, time.monotonic() - started - window), 2)
+    return round(limit, 2)
+
+
 def flush(redis_url: str) -> None:
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
     subprocess.run(["redis-cli", "-p", port, "flushall"], check=True, capture_output=True)
@@ -150,7 +175,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             wrk(url, pools["duplicate"], 8, 2)
         runs: list[dict[str, Any]] = []
         for connections in levels:
-            for path in PATHS:
+            for path in args.paths.split(","):
                 for server, url in servers.items():
                     if server == "peer" and path == "duplicate":
                         continue
@@ -159,7 +184,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     if server != "peer" and path == "duplicate":
                         seed = stack.http("POST", url, *_request(pools["duplicate"]))
                         assert seed.status in (200, 202), (seed.status, seed.body)
+                    settle()
                     figures = wrk(url, pools[path], connections, args.duration)
+                    figures["drain_s"] = settle()  # work still going on after the last answer
+                    figures["completed_per_s"] = round(
+                        figures["requests"] / (figures["duration_us"] / 1e6 + figures["drain_s"]),
+                        1)
                     if server != "peer" and path == "accepted":
                         figures["queue_length_after"] = queue_length(redis_url)
                     runs.append({"server": server, "path": path, **figures})
@@ -189,14 +219,17 @@ def ratios(runs: list[dict[str, Any]], other: str = "peer") -> list[dict[str, An
         found.append({"path": path, "connections": connections,
                       f"throughput_ours_over_{other}": round(
                           ours["requests_per_s"] / theirs["requests_per_s"], 2),
-                      f"p99_ours_over_{other}": round(ours["p99_ms"] / theirs["p99_ms"], 2)})
+                      f"p99_ours_over_{other}": round(ours["p99_ms"] / theirs["p99_ms"], 2),
+                      f"completed_ours_over_{other}": round(
+                          ours["completed_per_s"] / theirs["completed_per_s"], 2)})
     return found
 
 
 def _show(r: dict[str, Any]) -> None:
     print(f"{r['server']:8} {r['path']:13} c={r['connections']:<3} "
           f"{r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
-          f"p99 {r['p99_ms']:7.2f} ms  statuses {r['statuses']}"
+          f"p99 {r['p99_ms']:7.2f} ms  drain {r['drain_s']:5.2f} s  "
+          f"statuses {r['statuses']}"
           + (f"  errors {r['errors']}" if any(r["errors"].values()) else ""), flush=True)
 
 
@@ -204,8 +237,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", default="1,8,32,64",
                         help="concurrency levels (wrk connections), comma-separated")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
-    parser.add_argument("--pool", type=int, default=30000,
+    parser.add_argument("--paths", default=",".join(PATHS),
+                        help=f"paths to measure, comma-separated (default: {','.join(PATHS)})")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
+    parser.add_argument("--pool", type=int, default=50000,
                         help="unique pushes for the accepted path (more than a run sends)")
     parser.add_argument("--web-concurrency", type=int, default=None,
                         help="gunicorn workers (default: as webhook/gunicorn_conf.py decides)")
@@ -221,7 +256,8 @@ def main() -> None:
             print(f"\nours/{other} (throughput >1: ours faster; p99 <1: ours quicker)")
         for r in found:
             print(f"  {r['path']:13} c={r['connections']:<3} throughput "
-                  f"x{r[f'throughput_ours_over_{other}']}  p99 x{r[f'p99_ours_over_{other}']}")
+                  f"x{r[f'throughput_ours_over_{other}']}  p99 x{r[f'p99_ours_over_{other}']}"
+                  f"  completed x{r[f'completed_ours_over_{other}']}")
     print(f"wrote {stack.write_results(args.name, results).relative_to(stack.ROOT)}")
 
 

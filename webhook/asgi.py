@@ -367,6 +367,41 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = HeadWithBody(self.transport)  # type: ignore[assignment]
+
+
+class HeadWithBody:
+    """The transport as one response sees it: the response head waits for the first
+    piece of the body and goes out with it, in one write. Each write is one trip through
+    the kernel's TCP stack (on loopback the sender's write also runs the receiver's
+    side), and uvicorn writes the head and the body separately."""
+
+    CONTINUE = b"HTTP/1.1 100 "
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+        self._sent_head = False
+
+    def write(self, data: bytes) -> None:
+        if self._sent_head or data.startswith(self.CONTINUE):
+            self._transport.write(data)
+        elif self._head is None:
+            self._head = data
+        else:
+            self._transport.write(self._head + data)
+            self._head, self._sent_head = None, True
+
+    def close(self) -> None:
+        if self._head is not None:  # a head with no body after it still goes out
+            self._transport.write(self._head)
+            self._head, self._sent_head = None, True
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]
