@@ -78,25 +78,30 @@ def write_pools(workdir: Path, size: int) -> dict[str, Path]:
     return pools
 
 
-def start_peer(procs: Processes) -> str:
-    """adnanh/webhook with a payload-hmac-sha256 + ref regex rule running /bin/true."""
+def start_peer(procs: Processes, *, wait_for_command: bool = False,
+               name: str = "peer") -> str:
+    """adnanh/webhook with a payload-hmac-sha256 + ref regex rule running /bin/true: by
+    default it answers at once and runs the command in the background (its default);
+    with `wait_for_command` it answers once the command has run
+    (`include-command-output-in-response`), i.e. after its work, as ours does."""
     exe = shutil.which("webhook")
     assert exe is not None  # run() checked
     hooks = [{
         "id": "deploy", "execute-command": "/bin/true", "command-working-directory": "/",
         "response-message": "queued", "http-methods": ["POST"],
+        "include-command-output-in-response": wait_for_command,
         "trigger-rule-mismatch-http-response-code": 401,
         "trigger-rule": {"and": [
             {"match": {"type": "payload-hmac-sha256", "secret": stack.SECRET,
                        "parameter": {"source": "header", "name": "X-Hub-Signature-256"}}},
             {"match": {"type": "regex", "regex": PEER_RULE_REGEX,
                        "parameter": {"source": "payload", "name": "ref"}}}]}}]
-    path = procs.workdir / "hooks.json"
+    path = procs.workdir / f"hooks-{name}.json"
     path.write_text(json.dumps(hooks))
     port = stack.free_port()
-    procs.start("peer", [exe, "-hooks", str(path), "-ip", "127.0.0.1", "-port", str(port)])
+    procs.start(name, [exe, "-hooks", str(path), "-ip", "127.0.0.1", "-port", str(port)])
     url = f"http://127.0.0.1:{port}/hooks/deploy"
-    stack.wait_until("the peer", lambda: stack.answers(f"http://127.0.0.1:{port}/"), 10)
+    stack.wait_until(name, lambda: stack.answers(f"http://127.0.0.1:{port}/"), 10)
     return url
 
 
@@ -171,17 +176,21 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                                   name="baseline", tree=args.baseline)
         servers = {name: url + "/webhook" for name, url in servers.items()}
         servers["peer"] = start_peer(procs)
+        servers["peer_sync"] = start_peer(procs, wait_for_command=True, name="peer_sync")
         for url in servers.values():  # warm up: imports, connections, caches
             wrk(url, pools["duplicate"], 8, 2)
         runs: list[dict[str, Any]] = []
         for connections in levels:
             for path in args.paths.split(","):
                 for server, url in servers.items():
-                    if server == "peer" and path == "duplicate":
+                    peer = server.startswith("peer")
+                    if peer and path == "duplicate":
                         continue
-                    if server != "peer" and path in ("accepted", "duplicate"):
+                    if peer and server == "peer_sync" and path != "accepted":
+                        continue  # it differs from the peer only where the command runs
+                    if not peer and path in ("accepted", "duplicate"):
                         flush(redis_url)  # a short queue, as in real use
-                    if server != "peer" and path == "duplicate":
+                    if not peer and path == "duplicate":
                         seed = stack.http("POST", url, *_request(pools["duplicate"]))
                         assert seed.status in (200, 202), (seed.status, seed.body)
                     settle()
@@ -190,7 +199,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     figures["completed_per_s"] = round(
                         figures["requests"] / (figures["duration_us"] / 1e6 + figures["drain_s"]),
                         1)
-                    if server != "peer" and path == "accepted":
+                    if not peer and path == "accepted":
                         figures["queue_length_after"] = queue_length(redis_url)
                     runs.append({"server": server, "path": path, **figures})
                     _show(runs[-1])
@@ -198,6 +207,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         return {"levels": levels, "duration_s": args.duration, "pool": args.pool,
                 "web_concurrency": args.web_concurrency or "gunicorn_conf default",
                 "baseline": baseline, "runs": runs, "ratios": ratios(runs),
+                "ratios_to_peer_sync": ratios(runs, other="peer_sync"),
                 "ratios_to_baseline": ratios(runs, other="baseline") if baseline else []}
 
 
@@ -250,8 +260,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
         results = run(args, Path(tmp))
-    for other in ("peer", "baseline"):
-        found = results["ratios"] if other == "peer" else results["ratios_to_baseline"]
+    for other in ("peer", "peer_sync", "baseline"):
+        found = results["ratios"] if other == "peer" else results[f"ratios_to_{other}"]
         if found:
             print(f"\nours/{other} (throughput >1: ours faster; p99 <1: ours quicker)")
         for r in found:

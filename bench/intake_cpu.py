@@ -70,15 +70,20 @@ INNER = {"get", "exists", "hget", "hgetall", "lpos", "llen", "hset", "zadd", "rp
          "set", "sadd", "hincrby"}  # what the submission script runs inside its one call
 
 
-def commands(redis: Redis) -> tuple[int, int]:
-    """Commands Redis ran, and how many of them clients sent (round trips), so far."""
+def commands(redis: Redis) -> dict[str, int]:
+    """Calls of each command Redis has run so far."""
     stats: dict[str, Any] = redis.info("commandstats")  # type: ignore[assignment]
-    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()
-             if k != "cmdstat_info"}
-    scripts = calls.get("evalsha", 0) + calls.get("eval", 0)
-    sent = sum(calls.values()) - (sum(v for k, v in calls.items() if k in INNER)
-                                  if scripts else 0)
-    return sum(calls.values()), sent
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()
+            if k != "cmdstat_info"}
+
+
+def counted(before: dict[str, int], after: dict[str, int]) -> tuple[int, int]:
+    """Commands Redis ran between two readings, and how many of them clients sent (round
+    trips): with a script among them, the commands it runs inside are not sent."""
+    ran = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+    scripts = ran.get("evalsha", 0) + ran.get("eval", 0)
+    inner = sum(v for k, v in ran.items() if k in INNER) if scripts else 0
+    return sum(ran.values()), sum(ran.values()) - inner
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -113,11 +118,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if path == "duplicate":
                 call(*requests[0])
             profile = cProfile.Profile() if args.profile == path else None
-            (ran0, sent0), cpu, wall = commands(redis), time.process_time(), time.perf_counter()
+            before, cpu, wall = commands(redis), time.process_time(), time.perf_counter()
             _timed(call, requests, profile)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            ran, sent = (after - before for after, before in zip(commands(redis), (ran0, sent0),
-                                                                 strict=True))
+            ran, sent = counted(before, commands(redis))
             results[path] = {"status": str(statuses[-1]), "requests": len(requests),
                              "cpu_ms_per_request": round(cpu / len(requests) * 1000, 3),
                              "wall_ms_per_request": round(wall / len(requests) * 1000, 3),

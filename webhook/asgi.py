@@ -53,7 +53,7 @@ from webhook.intake import (
     read_pushes,
     refuse,
 )
-from worker import metrics, submission
+from worker import submission
 from worker.api import Submitted, redis_unavailable
 
 Scope = MutableMapping[str, Any]
@@ -175,10 +175,11 @@ class Front:
             return submission.answers(planned, reply)
 
     async def _count(self, outcome: Outcome) -> None:
-        """Count a delivery the submission did not (refused or ignored); never fails it."""
+        """Count a delivery the submission did not (refused or ignored), in the next
+        group call; never fails the delivery, which has its answer already."""
         try:
-            await self._client().hincrby(metrics.WEBHOOKS_KEY,
-                                     metrics.webhook_field(outcome.forge, outcome.result), 1)
+            await self._committer().submit(
+                submission.count_only(outcome.forge, outcome.result))
         except RedisError as e:
             log.warning("could not record a metric: %s", e)
 

@@ -80,7 +80,7 @@ class AuditEntry:
     message: str
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in AUDIT_FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuditEntry:
@@ -114,7 +114,7 @@ class Release:
     actor: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in RELEASE_FIELDS}
         data.update(color=self.color.value, state=self.state.value)
         return data
 
@@ -125,11 +125,16 @@ class Release:
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Release:
         data = {_text(k): _text(v) for k, v in raw.items()}
-        known = {f.name for f in fields(cls)}
+        known = set(RELEASE_FIELDS)
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         values.update(color=Color(data["color"]), state=ReleaseState(data["state"]),
                       created_at=float(data["created_at"]), updated_at=float(data["updated_at"]))
         return cls(**values)
+
+
+# Field names, read once: `dataclasses.fields` is slow for the intake's per-request path.
+AUDIT_FIELDS = tuple(f.name for f in fields(AuditEntry))
+RELEASE_FIELDS = tuple(f.name for f in fields(Release))
 
 
 class ReleaseStore:
