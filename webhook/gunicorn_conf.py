@@ -16,7 +16,9 @@ def _workers() -> int:
     configured = os.environ.get("WEB_CONCURRENCY")
     if configured and configured.isdigit() and int(configured) > 0:
         return int(configured)
-    return min(2 * multiprocessing.cpu_count() + 1, 8)
+    # Each worker is an event loop: one per core, and one more to cover a worker busy in
+    # a burst (2 cores: 3; measured against 2 and 5 in docs/benchmarks.md).
+    return min(multiprocessing.cpu_count() + 1, 8)
 
 
 bind = f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
