@@ -8,8 +8,9 @@ with) or, with `--front flask`, the Flask view (what served them before), and re
 throughput (two cores / CPU per request), and is steadier than wall time on a shared
 machine. It also counts the Redis commands each delivery makes Redis run (Redis's own
 `INFO commandstats`, read before and after each path; it counts a script's inner
-commands too) and the round trips among them (the calls a client sent; per path, as
-each path runs alone). The app's log lines go to a file, as stderr does in production.
+commands too) and how many of them a client sent (the rest ran inside a script; per
+path, as each path runs alone). A MULTI/EXEC sends all its commands in one round trip.
+The app's log lines go to a file, as stderr does in production.
 Paths as in intake.py: `accepted`, `duplicate` (of a release alone in its queue),
 `ignored`, `bad_signature`.
 
@@ -78,8 +79,8 @@ def commands(redis: Redis) -> dict[str, int]:
 
 
 def counted(before: dict[str, int], after: dict[str, int]) -> tuple[int, int]:
-    """Commands Redis ran between two readings, and how many of them clients sent (round
-    trips): with a script among them, the commands it runs inside are not sent."""
+    """Commands Redis ran between two readings, and how many of them clients sent: with a
+    script among them, the commands it runs inside were not sent."""
     ran = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
     scripts = ran.get("evalsha", 0) + ran.get("eval", 0)
     inner = sum(v for k, v in ran.items() if k in INNER) if scripts else 0
@@ -126,11 +127,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                              "cpu_ms_per_request": round(cpu / len(requests) * 1000, 3),
                              "wall_ms_per_request": round(wall / len(requests) * 1000, 3),
                              "redis_commands_per_request": round(ran / len(requests), 1),
-                             "redis_round_trips_per_request": round(sent / len(requests), 1)}
+                             "redis_commands_sent_per_request": round(sent / len(requests), 1)}
             print(f"{path:14} {statuses[-1]:16} cpu {results[path]['cpu_ms_per_request']:.3f} "
                   f"ms/req  wall {results[path]['wall_ms_per_request']:.3f} ms/req  redis "
-                  f"commands {results[path]['redis_commands_per_request']}/req in "
-                  f"{results[path]['redis_round_trips_per_request']} round trips", flush=True)
+                  f"commands {results[path]['redis_commands_per_request']}/req, "
+                  f"{results[path]['redis_commands_sent_per_request']} sent", flush=True)
             if profile is not None:
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
     return {"front": args.front, "paths": results, "profiled": args.profile}
