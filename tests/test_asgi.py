@@ -23,10 +23,20 @@ import pytest
 import redis as redis_lib
 import yaml
 from test_intake import start_web
-from web import CONFIG_YAML, SECRET_ENV, Delivery, Gunicorn, delivery, http, signed, with_delivery_id
+from web import (
+    CONFIG_YAML,
+    SECRET_ENV,
+    Delivery,
+    Gunicorn,
+    delivery,
+    http,
+    signed,
+    with_delivery_id,
+)
 
 from webhook import create_app
 from webhook.asgi import Front
+from worker.api import Engine, TagEvent
 from worker.config import parse_settings
 
 RELEASE_ID = re.compile(r"(myapp|website)-[a-z0-9-]+-[0-9a-f]{8}")
@@ -204,6 +214,18 @@ def test_a_refused_script_call_fails_every_delivery_in_it_and_writes_nothing(
     assert [(status, json.loads(body)["code"]) for status, _, body in answers] == [
         (503, "redis_unavailable")] * 5
     assert redis.keys("bluegreen:release*") == [] and redis.keys("rq:*") == []
+
+
+def test_planning_a_submission_talks_to_no_redis() -> None:
+    """The asyncio front plans on its event loop: a blocking call there (rq reads the
+    server's version on its enqueue path) would stall every request of the worker
+    while Redis is slow or away. Planning against an address nothing listens on works."""
+    unreachable = redis_lib.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=5)
+    settings = settings_for("redis://127.0.0.1:1/0")
+    push = TagEvent(forge="github", delivery_id="d", repository="acme/myapp",
+                    tag="v3.0-green", commit="c" * 40, pusher="someone")
+    planned = Engine(settings, unreachable).plan([push], count_as="github")
+    assert planned is not None and [r.tag for r in planned.candidates] == ["v3.0-green"]
 
 
 @pytest.fixture(scope="module")

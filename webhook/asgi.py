@@ -132,7 +132,7 @@ class Front:
             self._redis = redis.asyncio.Redis.from_url(
                 settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
                 socket_timeout=REDIS_SOCKET_TIMEOUT, health_check_interval=30,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=2),
+                retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=1),
                 **options)
         return self._redis
 

@@ -79,8 +79,8 @@ class Engine:
     def plan(self, events: Sequence[TagEvent], *,
              count_as: str | None = None) -> submission.Plan | None:
         """What `submit_tags` would send, for a caller that runs `submission.SUBMIT`
-        on its own client (the web process's asyncio intake). Sends nothing, but for
-        rq's one-time read of the server's version (cached on the client)."""
+        on its own client (the web process's asyncio intake). Sends nothing: the
+        asyncio front calls it on its event loop."""
         return submission.plan(self.redis, self.settings, events, clock=self.clock,
                                count_as=count_as)
 
