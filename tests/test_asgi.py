@@ -36,6 +36,7 @@ from web import (
 
 from webhook import create_app
 from webhook.asgi import Front
+from worker import metrics
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
 
@@ -129,6 +130,7 @@ def test_front_and_flask_view_answer_record_and_count_alike(
             status, headers, body = await asgi_post(front, path, d)
             assert headers["content-type"] == "application/json"
             answers.append(normalised(status, body))
+        await asyncio.sleep(0.2)  # refused and ignored deliveries are counted every 50 ms
         return answers
 
     by_front = asyncio.run(run())
@@ -137,6 +139,31 @@ def test_front_and_flask_view_answer_record_and_count_alike(
     assert [s for s, _ in by_front][:6] == [202, 200, 200, 202, 200, 200]  # same commit
     assert {s for s, _ in by_front[6:]} == {200, 401, 400, 415, 404, 413}
     assert flask_state["queue"] == 2
+
+
+def test_counts_of_refused_deliveries_wait_out_a_redis_outage(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    """Refused and ignored deliveries are counted in the worker and written every 50 ms;
+    while Redis refuses the write the counts are kept, and they land once it works."""
+    bad = signed(delivery("github", "push__tag_lightweight"), "wrong-secret")
+    ping = signed(delivery("github", "ping__hook"))
+
+    async def run() -> None:
+        front = Front(create_app(settings_for(redis_url), redis))
+        for d in (bad, bad, ping):
+            await asgi_post(front, "/webhook", d)
+        redis.execute_command("ACL", "SETUSER", "default", "-hincrby")  # Redis refuses the count
+        try:
+            await asyncio.sleep(0.3)
+            assert redis.hgetall(metrics.WEBHOOKS_KEY) == {}
+        finally:
+            redis.execute_command("ACL", "SETUSER", "default", "+hincrby")
+        await front.flush_counts()
+
+    asyncio.run(run())
+    counted = {k.decode(): int(v) for k, v in redis.hgetall(metrics.WEBHOOKS_KEY).items()}
+    assert counted == {metrics.webhook_field("github", "error"): 2,
+                       metrics.webhook_field("github", "ignored"): 1}
 
 
 def test_a_chunked_body_over_the_limit_is_413_and_records_nothing(

@@ -170,14 +170,6 @@ def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
     return Plan(payload=msgpack.packb([*head, pairs], use_bin_type=False),
                 candidates=candidates)
 
-def count_only(forge: str | None, result: str) -> Plan:
-    """A delivery with nothing to submit (ignored or refused), only counted in the webhook
-    metrics: in a batch, its count rides along with the others' call."""
-    field = metrics.webhook_field(forge, result)
-    return Plan(payload=msgpack.packb([metrics.WEBHOOKS_KEY, field, field, []],
-                                      use_bin_type=False), candidates=[])
-
-
 def script_args(plans: Sequence[Plan]) -> list[Any]:
     """`SUBMIT`'s arguments for several deliveries (their answers come back in order)."""
     return [ReleaseState.QUEUED.value, RELEASE_PREFIX, *(p.payload for p in plans)]
