@@ -283,6 +283,9 @@ class GroupCommit:
                 try:
                     replies = await self._script(
                         args=submission.script_args([planned for planned, _ in batch]))
+                    if len(replies) != len(batch):
+                        raise RuntimeError(f"the submission script answered {len(replies)} "
+                                           f"of {len(batch)} deliveries")
                 except Exception as error:  # each waiting delivery answers it
                     for _, future in batch:
                         if not future.done():
