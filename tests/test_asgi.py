@@ -182,6 +182,36 @@ def test_a_chunked_body_over_the_limit_is_413_and_records_nothing(
     assert redis.llen("rq:queue:deploy") == 1
 
 
+def test_a_body_that_does_not_arrive_in_time_is_408_and_closes(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    push = signed(delivery("github", "push__tag_lightweight"))
+    headers = [(k.lower().encode(), v.encode()) for k, v in push.headers.items()]
+    headers.append((b"content-length", str(len(push.body)).encode()))
+    sent: list[dict[str, Any]] = []
+    first = [{"type": "http.request", "body": push.body[:100], "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if first:
+            return first.pop()
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        front = Front(create_app(settings_for(redis_url), redis), body_timeout=0.2)
+        scope = {"type": "http", "method": "POST", "path": "/webhook", "headers": headers,
+                 "http_version": "1.1", "client": ("127.0.0.1", 1)}
+        await asyncio.wait_for(front(scope, receive, send), 5)
+
+    asyncio.run(run())
+    start, body = sent
+    assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
+    assert json.loads(body["body"])["code"] == "request_timeout"
+    assert redis.keys("bluegreen:release*") == [] and redis.keys("rq:*") == []
+
+
 def test_deliveries_waiting_together_share_script_calls(
         redis_url: str, redis: redis_lib.Redis) -> None:
     template = signed(delivery("github", "push__tag_lightweight"))

@@ -69,6 +69,7 @@ REQUEST_LINE_MAX = 8190        # gunicorn's limit_request_line
 HEADER_FIELDS_MAX = 100        # gunicorn's limit_request_fields
 HEAD_BYTES_MAX = 64 * 1024     # the whole request head: no header grows without bound
 WEBHOOK = "/webhook"
+BODY_TIMEOUT_SECONDS = 30.0     # a delivery's body must arrive within this (gthread's timeout)
 DISCARD_MAX = 16 * 1024 * 1024  # unread body a refusal drains before answering
 COUNT_FLUSH_SECONDS = 0.05       # refused/ignored deliveries reach the metrics this late
 COUNT_RETRY_SECONDS = 1.0
@@ -101,10 +102,12 @@ class Headers:
 class Front:
     """The ASGI application the web process serves; see the module's docstring."""
 
-    def __init__(self, app: Flask, *, bridge_threads: int = BRIDGE_THREADS) -> None:
+    def __init__(self, app: Flask, *, bridge_threads: int = BRIDGE_THREADS,
+                 body_timeout: float = BODY_TIMEOUT_SECONDS) -> None:
         web = app.extensions[EXTENSION]
         assert isinstance(web, Web)
         self.web = web
+        self.body_timeout = body_timeout
         self.limit = int(app.config["MAX_CONTENT_LENGTH"])
         self.flask = WSGIMiddleware(app, workers=bridge_threads)  # type: ignore[arg-type]
         self._redis: redis.asyncio.Redis | None = None
@@ -157,7 +160,7 @@ class Front:
             length = _content_length(headers)
             forge = open_delivery(forge_name, headers, length, self.web.settings, self.limit,
                                   outcome)
-            raw = await body.read(length, self.limit)
+            raw = await self._read_in_time(body, length)
             result = read_pushes(forge, headers, headers.get("content-type"), raw,
                                  self.web.settings, outcome)
             if isinstance(result, Pending):
@@ -171,6 +174,17 @@ class Front:
         await _send_answer(send, result)
         if not outcome.counted:
             self._count(outcome)
+
+    async def _read_in_time(self, body: Body, length: int | None) -> bytes:
+        """The body, or 408 if it takes longer than `body_timeout` to arrive (a client
+        trickling a body must not hold a connection, and its memory, for ever)."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await body.read(length, self.limit)
+        except TimeoutError as e:
+            body.finished = True  # nothing more is read; the connection closes after the answer
+            raise errors.RequestTimeout(f"the body did not arrive within {self.body_timeout:g} s",
+                                        headers={"Connection": "close"}) from e
 
     async def _submit_pending(self, pending: Pending, forge: str) -> list[Submitted]:
         with redis_unavailable():

@@ -70,6 +70,10 @@ class PayloadTooLarge(HttpError):
     status, code, message = 413, "payload_too_large", "the body is larger than we accept"
 
 
+class RequestTimeout(HttpError):
+    status, code, message = 408, "request_timeout", "the body did not arrive in time"
+
+
 class UnsupportedMediaType(HttpError):
     status, code, message = 415, "unsupported_media_type", "send the body as application/json"
 
