@@ -86,6 +86,8 @@ class Handler(ResourceVerbs, WatchVerb):
     """One connection; requests on it are answered in turn (keep-alive)."""
 
     server: _HTTPServer
+    loggable: tuple[str, str, str] | None = None  # (method, path, query) of the request
+    logged: dict[str, Any] | None = None         # its request-log entry, once answered
 
     def do_GET(self) -> None:
         self.handle_method("GET")
@@ -102,14 +104,28 @@ class Handler(ResourceVerbs, WatchVerb):
     def do_DELETE(self) -> None:
         self.handle_method("DELETE")
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # The request log's entry is made before any byte of the answer goes out, so a
+        # client that has its answer finds its request in /sandbox/requests; the entry's
+        # time is set again when the request completes.
+        if self.logged is None and self.loggable is not None:
+            method, path, query = self.loggable
+            self.logged = self.api.faults.record(method=method, path=path, query=query,
+                                                 status=code,
+                                                 user_agent=self.headers.get("User-Agent"))
+        super().send_response(code, message)
+
     def handle_method(self, method: str) -> None:
         url = urlsplit(self.path)
         self.query = parse_qs(url.query, keep_blank_values=True)
         self.body = self.read_body()
         self.status_sent = None
+        self.logged = None
+        self.loggable = None
         if url.path.startswith("/sandbox/"):
             self.guarded(lambda: self.test_hook(method, url.path))
             return
+        self.loggable = (method, url.path, url.query)
         try:
             fault = self.api.faults.take(method, url.path)
             if fault and fault.latency:
@@ -123,9 +139,13 @@ class Handler(ResourceVerbs, WatchVerb):
         except ApiError as e:
             self.send_status(e)
         finally:
-            self.api.faults.record(method=method, path=url.path, query=url.query,
-                                   status=self.status_sent,
-                                   user_agent=self.headers.get("User-Agent"))
+            if self.logged is None:  # no answer (a refused connection)
+                self.api.faults.record(method=method, path=url.path, query=url.query,
+                                       status=self.status_sent,
+                                       user_agent=self.headers.get("User-Agent"))
+            else:
+                self.api.faults.completed(self.logged)
+            self.loggable = None
 
     def guarded(self, action: Callable[[], None]) -> None:
         try:

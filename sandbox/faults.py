@@ -106,12 +106,19 @@ class Faults:
         return None
 
     def record(self, *, method: str, path: str, query: str, status: int | None,
-               user_agent: str | None) -> None:
+               user_agent: str | None) -> dict[str, Any]:
+        """Log a request (its time: now; `completed` sets it again at the end)."""
         with self._lock:
             self._seq += 1
-            self._log.append({"seq": self._seq, "time": time.time(), "method": method,
-                              "path": path, "query": query, "status": status,
-                              "user_agent": user_agent})
+            entry = {"seq": self._seq, "time": time.time(), "method": method, "path": path,
+                     "query": query, "status": status, "user_agent": user_agent}
+            self._log.append(entry)
+            return entry
+
+    def completed(self, entry: dict[str, Any]) -> None:
+        """The request of `entry` has been answered in full: its time is now."""
+        with self._lock:
+            entry["time"] = time.time()
 
     def requests(self, since: int = 0) -> list[dict[str, Any]]:
         with self._lock:
