@@ -12,6 +12,7 @@ import dataclasses
 import re
 
 import redis as redis_lib
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
@@ -57,16 +58,21 @@ def test_a_second_holder_of_the_queue_lock_waits(redis: redis_lib.Redis) -> None
     assert second.acquire(blocking_timeout=1, token="worker-2")
 
 
+def queue_release(redis: redis_lib.Redis, pipe: Pipeline, release_id: str) -> None:
+    for command in queueing.release_job_commands(redis, app(), release_id=release_id,
+                                                 description="x"):
+        pipe.execute_command(*command)
+
+
 def test_enqueued_jobs_appear_only_when_the_transaction_runs(redis: redis_lib.Redis) -> None:
     queue = Queue("deploy", connection=redis)
     with redis.pipeline() as pipe:
         pipe.multi()
-        job_id = queueing.enqueue_release(pipe, redis, app(), release_id="myapp-v1-blue-00000001",
-                                          description="release v1-blue")
-        assert queue.count == 0 and not redis.exists(f"rq:job:{job_id}")
+        queue_release(redis, pipe, "myapp-v1-blue-00000001")
+        assert queue.count == 0 and not redis.exists("rq:job:myapp-v1-blue-00000001")
         pipe.execute()
     assert queue.job_ids == ["myapp-v1-blue-00000001"]
-    assert queueing.position(redis, "deploy", job_id) == 1
+    assert queueing.position(redis, "deploy", "myapp-v1-blue-00000001") == 1
 
 
 def test_commands_get_their_own_job_ids_and_rollback_jumps_the_queue(
@@ -74,7 +80,7 @@ def test_commands_get_their_own_job_ids_and_rollback_jumps_the_queue(
     with redis.pipeline() as pipe:
         pipe.multi()
         for i in range(3):
-            queueing.enqueue_release(pipe, redis, app(), release_id=f"r-{i}", description="x")
+            queue_release(redis, pipe, f"r-{i}")
         promote = queueing.enqueue_command(pipe, redis, app(), action="promote",
                                            release_id="r-0", color=None, actor="bob",
                                            at_front=False)
@@ -110,13 +116,14 @@ def test_queue_status_shows_waiting_failed_and_no_worker(redis: redis_lib.Redis)
 
 def test_release_job_commands_store_what_rqs_own_enqueue_stores(redis: redis_lib.Redis) -> None:
     """The intake builds a release's rq job without rq's enqueue path (for speed); what
-    lands in Redis must be what rq's `enqueue_call` writes, field for field, and a real
-    rq worker must take it as the same job."""
+    lands in Redis must be what rq's own `enqueue_call` writes for the same job, field for
+    field, and rq must read it back as the same job."""
     config = app()
-    with redis.pipeline() as pipe:
-        pipe.multi()
-        queueing.enqueue_release(pipe, redis, config, release_id="by-rq", description="d")
-        pipe.execute()
+    Queue("deploy", connection=redis).enqueue_call(
+        queueing.RELEASE_JOB, args=("by-rq",), job_id="by-rq",
+        timeout=queueing.job_timeout(config), result_ttl=queueing.RESULT_TTL,
+        failure_ttl=queueing.FAILURE_TTL, description="d",
+        meta={"release": "by-rq", "app": "myapp", "action": "release"})
     for command in queueing.release_job_commands(redis, config, release_id="ours",
                                                  description="d"):
         redis.execute_command(*command)

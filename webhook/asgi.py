@@ -353,7 +353,7 @@ class Body:
             parts.append(chunk)
             size += len(chunk)
             if length is None and size >= limit:
-                raise errors.PayloadTooLarge(f"the body is over the {limit} byte limit")
+                raise errors.PayloadTooLarge.over(limit)
         return b"".join(parts)
 
     async def discard(self, budget: int) -> None:

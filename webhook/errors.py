@@ -69,6 +69,10 @@ class MethodNotAllowed(HttpError):
 class PayloadTooLarge(HttpError):
     status, code, message = 413, "payload_too_large", "the body is larger than we accept"
 
+    @classmethod
+    def over(cls, limit: int) -> PayloadTooLarge:
+        return cls(f"the body is over the {limit} byte limit")
+
 
 class RequestTimeout(HttpError):
     status, code, message = 408, "request_timeout", "the body did not arrive in time"

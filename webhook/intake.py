@@ -116,7 +116,7 @@ def open_delivery(forge_name: str | None, headers: HeaderMap, content_length: in
     outcome.forge = forge.name
     outcome.delivery = header(headers, *forge.delivery_headers)
     if content_length is not None and content_length > limit:
-        raise errors.PayloadTooLarge(f"the body is over the {limit} byte limit")
+        raise errors.PayloadTooLarge.over(limit)
     if not any(_secrets(forge, settings)):
         raise errors.Unauthorized(f"{forge.name} webhooks are not configured here "
                                   "(no secret is set for this forge)")
@@ -200,7 +200,7 @@ def _read_body() -> bytes:
     raw = request.get_data(cache=True)
     limit = _body_limit()
     if request.content_length is None and len(raw) >= limit:
-        raise errors.PayloadTooLarge(f"the body is over the {limit} byte limit")
+        raise errors.PayloadTooLarge.over(limit)
     return raw
 
 

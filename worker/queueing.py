@@ -94,24 +94,18 @@ def command_job_id(release_id: str, action: str) -> str:
     return f"{release_id}-{action}-{secrets.token_hex(3)}"
 
 
-def enqueue_release(pipe: Pipeline, redis: Redis, app: AppConfig, *, release_id: str,
-                    description: str) -> str:
-    """Queue `run_release(release_id)`: all of a release's automatic steps as one job."""
-    return _enqueue(pipe, redis, app, RELEASE_JOB, args=(release_id,),
-                    job_id=release_job_id(release_id), description=description,
-                    meta={"release": release_id, "app": app.name, "action": "release"})
-
-
 def release_job_commands(redis: Redis, app: AppConfig, *, release_id: str,
                          description: str) -> list[tuple[Any, ...]]:
-    """The commands `enqueue_release` has rq queue on a pipeline, built without one.
+    """The commands that queue `run_release(release_id)` (all of a release's automatic
+    steps as one job), for the caller to run in its own transaction or script.
 
     The job is rq's own: a copy of a `Job` that rq's `Queue.create_job` made once per
     queue and timeout, given this release's id, arguments, description and meta, and
     stored with rq's `to_dict`. Then: the queue in rq's set of queues, the job's hash
-    (its status with it), the job's id at the back of the queue. `tests/test_queueing.py`
-    holds this to what `enqueue_release` writes. About a third of the CPU of building
-    it through rq's enqueue path and a pipeline, which the intake pays per delivery."""
+    (its status with it), the job's id at the back of the queue: what rq's
+    `enqueue_call` writes, which `tests/test_queueing.py` holds it to, for about a third
+    of the CPU (the intake pays it per delivery), and with no I/O (rq's enqueue path
+    reads the server's version)."""
     queue = get_queue(redis, app.queue)
     job = copy.copy(_release_job_template(queue, job_timeout(app)))
     job.id = release_job_id(release_id)

@@ -135,11 +135,6 @@ class Plan:
     candidates: list[Release]  # one per (push, app) pair, in the script's order
 
 
-def matching_apps(settings: Settings, event: TagEvent) -> list[AppConfig]:
-    return [app for app in settings.apps_for_repository(event.repository)
-            if app.color_for_tag(event.tag) is not None]
-
-
 def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
          clock: Callable[[], float], count_as: str | None = None) -> Plan | None:
     """The script's arguments for `events` (None when no configured app takes any of them).
