@@ -26,7 +26,7 @@ import redis as redis_lib
 import requests
 import yaml
 from conftest import ROOT, Sandbox
-from procs import descendants, wait_until
+from procs import kill_tree, wait_until
 from rq import Queue, SimpleWorker
 
 from worker.api import Engine, Queued, TagEvent
@@ -130,19 +130,12 @@ class Flow:
         self.workers.append(proc)
         return proc
 
-    def worker_log(self, index: int = -1) -> str:
-        return (self.tmp / f"worker-{len(self.workers) + index if index < 0 else index}.log"
-                ).read_text()
-
     def kill_worker(self, proc: subprocess.Popen[str]) -> None:
         """SIGKILL the worker and its work horse, as a node or OOM kill would.
 
         rq's horse runs in a session of its own, so the process group is not enough.
         """
-        family = [proc.pid, *descendants(proc.pid)]
-        for pid in family:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_tree(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
     def stop_workers(self) -> None:

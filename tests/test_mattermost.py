@@ -189,7 +189,13 @@ def test_a_failing_mattermost_is_retried_and_noted_once(mm: FakeMattermost, runn
     mm.fail_next(3)
     release = add(store, "v1.0-green")
     mm.wait_for(shows(mm, release, "queued", ["Abort"]), what="the post after retries")
-    notes = [e.message for e in store.audit(release.id) if e.step == "chat"]
+
+    def notes_so_far() -> list[str]:
+        return [e.message for e in store.audit(release.id) if e.step == "chat"]
+
+    # The caught-up note is written after the post is made.
+    mm.wait_for(lambda: len(notes_so_far()) == 2, what="the failure and caught-up notes")
+    notes = notes_so_far()
     assert len(notes) == 2, notes
     assert notes[0].startswith("Mattermost post not updated: Mattermost answered HTTP 500")
     assert notes[1] == "Mattermost post caught up after 3 failed attempts"
@@ -212,6 +218,8 @@ def test_a_failing_slack_does_not_hold_up_mattermost(mm: FakeMattermost, redis_u
             mm.wait_for(shows(mm, release, "awaiting promotion", ["Promote green", "Abort"]),
                         what="the Mattermost post while Slack fails")
             assert len(mm.calls("POST")) == 1 and slack.message_for(release.id) is None
+            tried = slack.api_calls("chat.postMessage")
+            assert tried and {c.status for c in tried} == {500}  # Slack was tried, and failed
         finally:
             notifier.close()
     finally:

@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 from conftest import Sandbox
-from flows import Flow, S, app_body, descendants, environ, wait_until
+from flows import Flow, S, app_body, environ, wait_until
 from invariants import Monitor
+from procs import descendants
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from sandbox_objects import pid_exists
 
 from worker import jobs
 from worker.queueing import LOCK_KEY
@@ -66,13 +68,7 @@ def test_the_work_horse_dies_with_its_worker(flow: Flow) -> None:
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(10)
 
-    def alive(pid: int) -> bool:
-        try:
-            return (Path("/proc") / str(pid) / "stat").read_text().split()[2] != "Z"
-        except OSError:
-            return False
-
-    wait_until(lambda: not any(alive(pid) for pid in family), 10,
+    wait_until(lambda: not any(pid_exists(pid) for pid in family), 10,
                "the work horse and sidecars to exit")
     assert flow.get(rid).state is S.DEPLOYING  # left for the next worker's recovery
 

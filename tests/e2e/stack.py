@@ -163,10 +163,6 @@ class Stack:
         self.web.stop()
         self.web.start()
 
-    def worker_log(self) -> str:
-        return "\n".join((self.tmp / f"worker-{i}.log").read_text(errors="replace")
-                         for i in range(self.workers_started))
-
     def leftovers(self) -> list[str]:
         """Processes still running that this stack started: its files or its sandbox's pods."""
         assert self.sandbox is not None
