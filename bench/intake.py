@@ -24,7 +24,8 @@ Paths, each measured separately and named by what the server answers:
   The peer has no duplicate detection, so there is no peer figure.
 - `ignored`: a signed push of a tag no pattern matches: we answer 200 `ignored`, the
   peer's rule does not match (it answers 401, configured so).
-- `bad_signature`: a push signed with another secret: 401 from both.
+- `bad_signature`: a push signed with another secret: 401 from us, 500 from the peer
+  (its answer to a failed HMAC).
 
 With `--baseline PATH` (a checkout of an earlier commit, e.g. a `git worktree`), that
 commit's web process is measured too, interleaved with ours, as `baseline`: a fair

@@ -131,6 +131,15 @@ def test_dedupe_keys_expire_after_a_week(engine: Engine, redis: redis_lib.Redis)
     assert len(ttls) == 2 and all(7 * 24 * 3600 - 60 < ttl <= 7 * 24 * 3600 for ttl in ttls)
 
 
+def test_a_push_whose_release_record_is_gone_is_new_again(engine: Engine,
+                                                          redis: redis_lib.Redis) -> None:
+    first, _, _ = submit(engine)
+    redis.delete(f"bluegreen:release:{first}")  # e.g. removed by hand; the seen marks remain
+    again, position, duplicate = submit(engine)
+    assert (duplicate, position) == (False, 2) and again != first
+    assert engine.get_release(again) is not None
+
+
 def test_a_duplicate_of_a_started_release_has_no_position(engine: Engine) -> None:
     release_id = submit(engine)[0]
     walk(engine, release_id, S.CHECKING)

@@ -50,11 +50,6 @@ def job_timeout(app: AppConfig) -> int:
                      + JOB_OVERHEAD)
 
 
-def queue_job_timeout(settings: Settings, queue: str) -> int:
-    """The longest job timeout of the apps sharing `queue`."""
-    return max((job_timeout(app) for app in settings.apps_on_queue(queue)), default=JOB_OVERHEAD)
-
-
 def lock_timeout(settings: Settings, queue: str) -> int:
     """Expiry of the queue lock: a few missed heartbeats.
 
@@ -140,7 +135,7 @@ def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str
 
 def position(redis: Redis, queue: str, job_id: str) -> int | None:
     """1 for the next job to run; None when the job is not waiting in `queue`."""
-    index = redis.lpos(get_queue(redis, queue).key, job_id)
+    index = redis.lpos(queue_key(queue), job_id)
     return index + 1 if isinstance(index, int) else None
 
 

@@ -298,22 +298,22 @@ def add_commands(release: Release, entry: AuditEntry) -> list[tuple[Any, ...]]:
         ("ZADD", COLOR_KEY.format(app=release.app, color=release.color.value), score, member),
         ("ZADD", STATE_KEY.format(state=release.state.value), score, member),
         ("RPUSH", AUDIT_KEY.format(id=release.id), json.dumps(entry.to_json())),
-        ("XADD", EVENTS_KEY, "MAXLEN", "~", EVENTS_MAXLEN, "*",
-         *_event_fields(release.id, release.app, release.state, release.step, entry.at)),
+        _event_command(release.id, release.app, release.state, release.step, entry.at),
     ]
 
 
-def _event_fields(release_id: str, app: Any, state: Any, step: Any, at: float) -> list[str]:
-    return ["release", release_id, "app", _text(app or ""), "state", _text(state or ""),
-            "step", _text(step or ""), "at", repr(at)]
+def _event_command(release_id: str, app: Any, state: Any, step: Any,
+                   at: float) -> tuple[Any, ...]:
+    """XADD of "this release changed" to the events stream (the notifier reads it)."""
+    return ("XADD", EVENTS_KEY, "MAXLEN", "~", EVENTS_MAXLEN, "*", "release", release_id,
+            "app", _text(app or ""), "state", _text(state or ""), "step",
+            _text(step or ""), "at", repr(at))
 
 
 def _queue_event(pipe: Pipeline, release_id: str, app: Any, state: Any, step: Any,
                  at: float) -> None:
     """Add "this release changed" to the events stream, in the writer's transaction."""
-    fields_ = {"release": release_id, "app": _text(app or ""), "state": _text(state or ""),
-               "step": _text(step or ""), "at": repr(at)}
-    pipe.xadd(EVENTS_KEY, fields_, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    pipe.execute_command(*_event_command(release_id, app, state, step, at))  # type: ignore[no-untyped-call]
 
 
 def _ids(members: Iterable[Any]) -> list[str]:

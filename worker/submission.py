@@ -77,20 +77,21 @@ local replies = {}
 for d, delivery in ipairs(deliveries) do
   local answers, created = {}, false
   for p, pair in ipairs(delivery[4]) do
-    local original = false
+    local original, record = false, {}
     for _, key in ipairs(pair[1]) do
       original = original or redis.call('GET', key)
     end
-    if original and redis.call('EXISTS', release_prefix .. original) == 0 then
-      original = false  -- the record is gone: the push is new again
+    if original then  -- an empty record: it is gone, and the push is new again
+      record = redis.call('HGETALL', release_prefix .. original)
     end
-    if original then
-      local key = release_prefix .. original
+    if #record > 0 then
       local place = false
-      if redis.call('HGET', key, 'state') == queued_state then
-        place = redis.call('LPOS', pair[2], original)
+      for f = 1, #record, 2 do
+        if record[f] == 'state' and record[f + 1] == queued_state then
+          place = redis.call('LPOS', pair[2], original)
+        end
       end
-      answers[p] = {0, original, redis.call('HGETALL', key), place}
+      answers[p] = {0, original, record, place}
     else
       for _, cmd in ipairs(pair[3]) do redis.call(unpack(cmd)) end
       answers[p] = {1, redis.call('LLEN', pair[2])}
