@@ -269,21 +269,23 @@ class Notifier:
     def sync(self, release_id: str) -> None:
         """Bring one release's messages up to date (post them first if there are none)."""
         release = self.store.get(release_id)
+        channel = self._channel(release) if self.settings.slack_bot_token else None
+        # What a rendering needs besides the release, read once for both chats.
+        inputs = (self._inputs(release) if release is not None
+                  and (self.mattermost is not None or channel is not None) else {})
         retry_at = None
         if release is not None and self.mattermost is not None:
-            retry_at = self.mattermost.sync(release, **self._inputs(release))
-        self._sync_slack(release_id, release)
+            retry_at = self.mattermost.sync(release, **inputs)
+        if release is None or channel is None:
+            self.redis.zrem(DIRTY_KEY, release_id)
+        else:
+            self._sync_slack(release, channel, chatmessages.render(release, **inputs))
         if retry_at is not None:  # the earlier of Slack's retry (if any) and Mattermost's
             self.redis.zadd(DIRTY_KEY, {release_id: retry_at}, lt=True)
 
-    def _sync_slack(self, release_id: str, release: Release | None) -> None:
-        channel = self._channel(release) if self.settings.slack_bot_token else None
-        if release is None or channel is None:
-            self.redis.zrem(DIRTY_KEY, release_id)
-            return
+    def _sync_slack(self, release: Release, channel: str, message: Message) -> None:
         record = {_text(k): _text(v) for k, v in
-                  self.redis.hgetall(MESSAGE_KEY.format(release=release_id)).items()}
-        message = self.render(release)
+                  self.redis.hgetall(MESSAGE_KEY.format(release=release.id)).items()}
         try:
             if record.get("digest") != message.digest() or not record.get("ts"):
                 record.update(self._deliver(channel, record, message))
@@ -291,10 +293,6 @@ class Notifier:
             self._failed(release, record, failure)
             return
         self._succeeded(release, record)
-
-    def render(self, release: Release) -> Message:
-        """The message as it should look now."""
-        return chatmessages.render(release, **self._inputs(release))
 
     def _inputs(self, release: Release) -> dict[str, Any]:
         """What a rendering of `release` needs besides the release: audit, other, position."""
