@@ -17,13 +17,11 @@ swallow every error. Step timings for the metrics ride on the same hooks.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +42,7 @@ S = ReleaseState
 Snapshot = clusterview.Snapshot
 DEFAULT_INTERVAL = 15.0
 SIDECAR_ATTEMPTS = 2  # an unreachable cluster is reported at the next round, not waited out
-SIDECAR_TIMEOUT = 5.0  # seconds per API request: a fork may be waiting for the read to end
+SIDECAR_TIMEOUT = 5.0  # seconds per API request: an unreachable cluster waits for the next round
 STAGED = frozenset({S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION})
 OCCUPANTS = frozenset({S.AWAITING_PROMOTION, S.STANDBY, S.ROLLED_BACK})
 
@@ -305,31 +303,12 @@ def interval(environ: Mapping[str, str] = os.environ) -> float:
 
 
 def start(settings: Settings, redis: Redis, stop: threading.Event) -> threading.Thread:
-    """The sidecar: refresh idle apps' snapshots until `stop` is set."""
-    _guard_forks()
+    """The sidecar: refresh idle apps' snapshots until `stop` is set. It runs in the
+    sidecars' own process (`worker.sidecars`), which never forks."""
     thread = threading.Thread(target=_loop, args=(settings, redis, stop, interval()),
                               name="bluegreen-snapshot", daemon=True)
     thread.start()
     return thread
-
-
-_FORK_GUARD = threading.Lock()
-_guarding: list[bool] = []
-
-
-def _guard_forks() -> None:
-    """Make forks (rq's work horses) wait while the sidecar is in the middle of a read.
-
-    A child forked while another thread holds a lock (a module's import lock: the
-    Kubernetes client imports lazily; a connection pool's) inherits it held, and
-    deadlocks the first time it needs it. So the sidecar does each piece of work
-    under `_FORK_GUARD`, and a fork takes the guard first: it waits at most one
-    app's refresh, never forks mid-read.
-    """
-    if not _guarding:
-        os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release,
-                            after_in_child=_FORK_GUARD.release)
-        _guarding.append(True)
 
 
 def _loop(settings: Settings, redis: Redis, stop: threading.Event, every: float) -> None:
@@ -337,37 +316,31 @@ def _loop(settings: Settings, redis: Redis, stop: threading.Event, every: float)
     failures = 0
     while not stop.is_set():
         try:
-            with _FORK_GUARD:
-                cluster = cluster or Cluster(
-                    kubeconfig=settings.kubeconfig, attempts=SIDECAR_ATTEMPTS,
-                    request_timeout=SIDECAR_TIMEOUT, user_agent="bluegreen/snapshot")
-            refresh_idle(settings, redis, cluster, every=every, guard=_FORK_GUARD)
+            cluster = cluster or Cluster(
+                kubeconfig=settings.kubeconfig, attempts=SIDECAR_ATTEMPTS,
+                request_timeout=SIDECAR_TIMEOUT, user_agent="bluegreen/snapshot")
+            refresh_idle(settings, redis, cluster, every=every)
             failures = 0
         except Exception:  # Redis down, bad credentials: try again later, never crash
             failures += 1
             log.exception("snapshot refresh failed (%d in a row)", failures)
         stop.wait(every * min(2 ** failures, 8))
     if cluster is not None:
-        with _FORK_GUARD:
-            cluster.close()
+        cluster.close()
 
 
 def refresh_idle(settings: Settings, redis: Redis, cluster: Cluster, *, every: float,
-                 clock: Callable[[], float] = time.time,
-                 guard: AbstractContextManager[Any] | None = None) -> list[str]:
-    """Refresh the apps whose queue runs no job and whose snapshot is older than `every`.
-
-    Each app's refresh runs inside `guard` (the sidecar's fork guard).
-    """
+                 clock: Callable[[], float] = time.time) -> list[str]:
+    """Refresh the apps whose queue runs no job and whose snapshot is older than `every`."""
     store, done = ReleaseStore(redis), []
+    snapshots = clusterview.load_many(redis, sorted(settings.apps))
     for name, app in sorted(settings.apps.items()):
-        with guard or contextlib.nullcontext():
-            previous = clusterview.load(redis, name)
-            fresh = previous is not None and clock() - _started(previous) < every
-            if fresh or _is_busy(redis, app.queue):
-                continue  # a job's own hooks show what it changes
-            if refresh(redis, cluster, store, app, source="idle", clock=clock) is not None:
-                done.append(name)
+        previous = snapshots[name]
+        fresh = previous is not None and clock() - _started(previous) < every
+        if fresh or _is_busy(redis, app.queue):
+            continue  # a job's own hooks show what it changes
+        if refresh(redis, cluster, store, app, source="idle", clock=clock) is not None:
+            done.append(name)
     return done
 
 
