@@ -15,17 +15,15 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from proctools import free_port
+from web import Gunicorn, start_web
+
+__all__ = ["free_port"]  # tests import it from here
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -139,3 +137,11 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     sb = start_sandbox(tmp_path)
     yield sb
     stop_sandbox(sb)
+
+
+@pytest.fixture(scope="module")
+def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """The web process for a module's tests (a module may define its own `web`)."""
+    server = start_web(redis_server.url, tmp_path_factory.mktemp("web"))
+    yield server
+    server.stop()

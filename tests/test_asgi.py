@@ -15,14 +15,11 @@ import asyncio
 import json
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis as redis_lib
 import yaml
-from test_intake import start_web
 from web import (
     CONFIG_YAML,
     SECRET_ENV,
@@ -283,14 +280,6 @@ def test_planning_a_submission_talks_to_no_redis() -> None:
                     tag="v3.0-green", commit="c" * 40, pusher="someone")
     planned = Engine(settings, unreachable).plan([push], count_as="github")
     assert planned is not None and [r.tag for r in planned.candidates] == ["v3.0-green"]
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory,
-        redis_server: Any) -> Iterator[Gunicorn]:
-    server = start_web(redis_server.url, tmp_path_factory.mktemp("asgi-web"))
-    yield server
-    server.stop()
 
 
 def raw_request(web: Gunicorn, head: bytes) -> bytes:

@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from click.testing import CliRunner, Result
-from conftest import ROOT, RedisServer, Sandbox, free_port
+from conftest import ROOT, Sandbox, free_port
 from rq import Queue
-from test_intake import start_web
-from web import API_TOKEN, Gunicorn, delivery, http, signed, with_delivery_id
+from web import API_TOKEN, Gunicorn, delivery, http, signed, start_web, with_delivery_id
 
 from worker.cli import main
 from worker.releases import ReleaseState, ReleaseStore
@@ -33,11 +32,6 @@ TO_AWAITING = (S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION)
 BLUEGREEN = str(Path(sys.executable).parent / "bluegreen")
 
 
-@pytest.fixture(scope="module")
-def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
-    server = start_web(redis_server.url, tmp_path_factory.mktemp("web"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -9,47 +9,29 @@ have recorded and queued nothing (the Redis database stays empty). Redis going a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 import redis as redis_lib
-from conftest import RedisServer, free_port
+from conftest import RedisServer
 from rq import Queue
 from web import (
-    CONFIG_YAML,
-    SECRET_ENV,
     SECRETS,
     Delivery,
     Gunicorn,
     delivery,
     http,
     signed,
+    start_web,
     with_delivery_id,
 )
 
 from worker import metrics
 
 C1 = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
-
-
-def start_web(redis_url: str, tmp: Path, **env: str) -> Gunicorn:
-    config = tmp / "bluegreen.yml"
-    config.write_text(CONFIG_YAML)
-    web = Gunicorn(port=free_port(), log=tmp / "gunicorn.log",
-                   env={**SECRET_ENV, "REDIS_URL": redis_url, "BLUEGREEN_CONFIG": str(config),
-                        **env})
-    web.start()
-    return web
-
-
-@pytest.fixture(scope="module")
-def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
-    server = start_web(redis_server.url, tmp_path_factory.mktemp("web"))
-    yield server
-    server.stop()
 
 
 def nothing_recorded(redis: redis_lib.Redis) -> bool:

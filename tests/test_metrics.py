@@ -11,7 +11,6 @@ agrees whichever gunicorn worker answers it.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import redis as redis_lib
 import yaml
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from stack import app_config, running, wait_until
 from web import CONFIG_YAML, SECRET_ENV, delivery, http, signed
 
 from webhook import create_app
@@ -28,9 +28,6 @@ from worker import clusterview, metrics, queueing
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
 from worker.releases import ReleaseState, ReleaseStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))  # as the e2e tests import it
-from stack import app_config, running, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SETTINGS = parse_settings(yaml.safe_load(CONFIG_YAML), SECRET_ENV)

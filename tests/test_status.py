@@ -11,7 +11,6 @@ sandbox with the Kubernetes client flagged after the worker's idle refresh.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,12 @@ import redis as redis_lib
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
+from stack import Stack, app_config, running, wait_until
 from web import API_TOKEN, CONFIG_YAML, SECRET_ENV, http
 
 from webhook import create_app
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))  # as the e2e tests import it
-from stack import Stack, app_config, running, wait_until
 
 STATUS_TOKEN = "status-token-1"
 

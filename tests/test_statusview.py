@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port
-from web import CONFIG_YAML, SECRET_ENV, Gunicorn
+from web import Gunicorn, start_web
 
 from worker.statusview import render
 
@@ -107,12 +107,7 @@ def test_a_dead_worker_and_an_empty_queue() -> None:
 
 @pytest.fixture
 def web(redis_url: str, tmp_path: Path) -> Iterator[Gunicorn]:
-    config = tmp_path / "bluegreen.yml"
-    config.write_text(CONFIG_YAML)
-    server = Gunicorn(port=free_port(), env={**SECRET_ENV, "REDIS_URL": redis_url,
-                                             "BLUEGREEN_CONFIG": str(config)},
-                      log=tmp_path / "web.log")
-    server.start()
+    server = start_web(redis_url, tmp_path)
     yield server
     server.stop()
 

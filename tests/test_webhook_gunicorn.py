@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RedisServer, free_port
-from test_intake import start_web
-from web import SECRET_ENV, SECRETS, Gunicorn, delivery, hmac_hex, http, signed
+from web import SECRET_ENV, SECRETS, Gunicorn, delivery, hmac_hex, http, signed, start_web
 
 ROOT = Path(__file__).resolve().parent.parent
 

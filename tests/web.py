@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from proctools import free_port
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,3 +194,15 @@ class Gunicorn:
 
     def post(self, path: str, d: Delivery) -> Response:
         return http("POST", self.url + path, d.body, d.headers)
+
+
+def start_web(redis_url: str, tmp: Path, **env: str) -> Gunicorn:
+    """The web process as the Procfile runs it, with `CONFIG_YAML`, every forge's secret
+    and `env` on top, on a free port; started."""
+    config = tmp / "bluegreen.yml"
+    config.write_text(CONFIG_YAML)
+    web = Gunicorn(port=free_port(), log=tmp / "gunicorn.log",
+                   env={**SECRET_ENV, "REDIS_URL": redis_url, "BLUEGREEN_CONFIG": str(config),
+                        **env})
+    web.start()
+    return web
