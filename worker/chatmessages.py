@@ -137,11 +137,7 @@ def render(release: Release, audit: Sequence[AuditEntry], *, other: Release | No
     A decommission of `other` requested from this message (its button is here) shows
     as pending here too, so pass `other`'s audit trail as `other_audit`.
     """
-    pending = pending_request(audit, now=now)
-    if pending is None and other is not None and release.state is S.LIVE:
-        requested = pending_request(other_audit, now=now)
-        if requested is not None and requested.step == Action.DECOMMISSION:
-            pending = requested
+    pending = pending_for(release, audit, other=other, other_audit=other_audit, now=now)
     blocks: list[dict[str, Any]] = [_header(release), _fields(release)]
     blocks.append(_context(status_line(release, audit, position=position)))
     if pending is not None:
@@ -229,6 +225,18 @@ def history_lines(audit: Sequence[AuditEntry]) -> list[str]:
     shown = [e for e in audit if e.step != CHAT_STEP]
     return [f"{_when(e.at)} {_actor(e.actor)}: {_esc(_clip(e.message, 300))}"
             for e in shown[-HISTORY_LINES:]]
+
+
+def pending_for(release: Release, audit: Sequence[AuditEntry], *, other: Release | None,
+                other_audit: Sequence[AuditEntry], now: float | None) -> AuditEntry | None:
+    """The request a message of `release` shows as pending (and so offers no buttons):
+    one of its own, or, while it is live, a decommission of `other` asked from it."""
+    pending = pending_request(audit, now=now)
+    if pending is None and other is not None and release.state is S.LIVE:
+        requested = pending_request(other_audit, now=now)
+        if requested is not None and requested.step == Action.DECOMMISSION:
+            pending = requested
+    return pending
 
 
 def fallback_text(release: Release, pending: AuditEntry | None) -> str:

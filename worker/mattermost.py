@@ -79,10 +79,6 @@ class Post:
         body = json.dumps([self.message, self.props], sort_keys=True).encode()
         return hashlib.sha256(body).hexdigest()[:32]
 
-    def actions(self) -> list[dict[str, Any]]:
-        return [a for attachment in self.props.get("attachments", [])
-                for a in attachment.get("actions", [])]
-
 
 class PostFailure(Exception):
     """A Mattermost call that did not work; `reason` is safe to log and to note."""
@@ -113,11 +109,8 @@ def render(release: Release, audit: Sequence[AuditEntry], to: Target, *,
            other: Release | None = None, other_audit: Sequence[AuditEntry] = (),
            position: int | None = None, now: float | None = None) -> Post:
     """The post of `release`; arguments as `worker.chatmessages.render`, plus the target."""
-    pending = chatmessages.pending_request(audit, now=now)
-    if pending is None and other is not None and release.state is S.LIVE:
-        requested = chatmessages.pending_request(other_audit, now=now)
-        if requested is not None and requested.step == Action.DECOMMISSION:
-            pending = requested
+    pending = chatmessages.pending_for(release, audit, other=other, other_audit=other_audit,
+                                       now=now)
     emoji, label = LABELS[release.state]
     lines = [f"{emoji} **{label}** — release `{release.id}`, commit `{release.commit[:12]}`",
              chatmessages.status_line(release, audit, position=position)]
