@@ -31,7 +31,8 @@ import stack
 from stack import Cluster, Processes
 
 NAMESPACE = "default"
-TERMINAL = frozenset({"rejected", "failed", "superseded", "aborted", "decommissioned"})
+TERMINAL = frozenset({"rejected", "failed", "superseded", "aborted", "rolled_back",
+                      "decommissioned"})  # as tests/e2e/stack.py: not waited past
 
 
 def app_config(repository: str = "acme/myapp", **overrides: Any) -> dict[str, Any]:
