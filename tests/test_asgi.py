@@ -2,7 +2,9 @@
 
 The front answers deliveries itself and hands every other route to Flask; the Flask
 view stays what the test client and any WSGI server run. Both must give the same
-answer to the same delivery, record the same things, and count it the same way.
+answer to the same delivery, record the same things, and count it the same way, on
+either of the front's paths: ASGI (`Front.deliver`, called directly here) and the
+protocol's own (`FrontProtocol`, through a uvicorn server in a thread of the test).
 Deliveries waiting on Redis together go in one script call (group commit): checked
 by counting the calls Redis saw, and by sending one delivery many times at once
 (exactly one release). The request-head limits and the drained oversized body are
@@ -15,11 +17,17 @@ import asyncio
 import json
 import re
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import redis as redis_lib
+import uvicorn
 import yaml
+from proctools import free_port
 from web import (
     CONFIG_YAML,
     SECRET_ENV,
@@ -32,7 +40,7 @@ from web import (
 )
 
 from webhook import create_app
-from webhook.asgi import Front
+from webhook.asgi import Front, FrontProtocol, Worker
 from worker import metrics
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
@@ -306,12 +314,18 @@ def test_request_heads_over_the_limits_are_refused(web: Gunicorn) -> None:
     assert ok.startswith(b"HTTP/1.1 200 ")
 
 
-def test_an_oversized_body_gets_its_413_not_a_reset(web: Gunicorn) -> None:
+def test_an_oversized_body_gets_its_413_not_a_reset(web: Gunicorn,
+                                                    redis: redis_lib.Redis) -> None:
     push = signed(delivery("github", "push__tag_lightweight"))
     big = push.with_body(b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}')
     statuses = [http("POST", f"{web.url}/webhook", big.body, big.headers).status
                 for _ in range(25)]
     assert statuses == [413] * 25
+    field = metrics.webhook_field("github", "error")
+    deadline = time.monotonic() + 5  # counts are written up to 50 ms after the answers
+    while redis.hget(metrics.WEBHOOKS_KEY, field) != b"25" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert redis.hget(metrics.WEBHOOKS_KEY, field) == b"25"
 
 
 def test_other_routes_reach_flask_through_the_front(web: Gunicorn, tmp_path: Path) -> None:
@@ -321,3 +335,171 @@ def test_other_routes_reach_flask_through_the_front(web: Gunicorn, tmp_path: Pat
     assert http("GET", f"{web.url}/nowhere").status == 404
     board = http("GET", f"{web.url}/")
     assert board.status == 200 and b"<html" in board.body.lower()
+
+
+@contextmanager
+def served(front: Front) -> Iterator[str]:
+    """`front` behind uvicorn with `FrontProtocol`, as a web worker serves it, in a
+    thread of this process (so the test can read what the front did); its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(front, host="127.0.0.1", port=port,
+                                           log_level="warning", **Worker.CONFIG_KWARGS))
+    assert Worker.CONFIG_KWARGS["http"] is FrontProtocol
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def asgi_deliveries(front: Front) -> list[str]:
+    """Paths of the deliveries that reach `Front.deliver` (the ASGI path) from now on."""
+    seen: list[str] = []
+    deliver = front.deliver
+
+    async def counted(forge_name: str | None, scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await deliver(forge_name, scope, receive, send)
+
+    front.deliver = counted  # type: ignore[method-assign]
+    return seen
+
+
+def exchange(url: str, data: bytes, answers: int, timeout: float = 10) -> list[bytes]:
+    """Send `data` on one connection and read `answers` responses (each head + body by
+    its Content-Length) or until the server closes."""
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        buffer, responses = b"", []
+        while len(responses) < answers:
+            head_end = buffer.find(b"\r\n\r\n")
+            if head_end >= 0:
+                length = int(re.search(rb"content-length: (\d+)", buffer[:head_end],
+                                       re.I).group(1))  # type: ignore[union-attr]
+                end = head_end + 4 + length
+                if len(buffer) >= end:
+                    responses.append(buffer[:end])
+                    buffer = buffer[end:]
+                    continue
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+    return responses
+
+
+def request_bytes(d: Delivery, path: str = "/webhook", **extra: str) -> bytes:
+    headers = {**d.headers, "Host": "x", "Content-Length": str(len(d.body)), **extra}
+    head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode() + b"\r\n" + d.body
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_the_protocol_answers_records_and_counts_as_the_flask_view(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    client = create_app(settings_for(redis_url), redis).test_client()
+    by_flask = []
+    for path, d in corpus():
+        answer = client.post(path, data=d.body, headers=d.headers)
+        by_flask.append(normalised(answer.status_code, answer.data))
+    flask_state = recorded(redis)
+    redis.flushall()
+
+    front = Front(create_app(settings_for(redis_url), redis))
+    through_asgi = asgi_deliveries(front)
+    by_protocol = []
+    with served(front) as url:
+        for path, d in corpus():
+            answer = http("POST", url + path, d.body, d.headers)
+            assert answer.headers["content-type"] == "application/json"
+            by_protocol.append(normalised(answer.status, answer.body))
+        time.sleep(0.2)  # refused and ignored deliveries are counted every 50 ms
+        assert by_protocol == by_flask
+        assert recorded(redis) == flask_state
+    # Only the body declared over the limit went through ASGI (its 413 drains the body).
+    assert through_asgi == ["/webhook"]
+    assert by_protocol[-1][0] == 413
+
+
+def test_pipelined_requests_are_answered_in_order(redis_url: str, redis: redis_lib.Redis
+                                                  ) -> None:
+    first = signed(with_delivery_id(delivery("github", "push__tag_lightweight"), "pipe-1"))
+    second = signed(delivery("gitlab", "tag_push__annotated"))
+    refused = signed(delivery("github", "push__tag_lightweight"), "wrong-secret")
+    health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    front = Front(create_app(settings_for(redis_url), redis))
+    through_asgi = asgi_deliveries(front)
+    with served(front) as url:
+        answers = exchange(url, request_bytes(first) + request_bytes(refused) + health
+                           + request_bytes(second) + request_bytes(first), answers=5)
+    assert [status_of(a) for a in answers] == [202, 401, 200, 202, 200]
+    bodies = [json.loads(a.split(b"\r\n\r\n", 1)[1]) for a in answers]
+    assert bodies[0]["releases"][0]["tag"] == "v2.0-green"
+    assert bodies[3]["releases"][0]["tag"] == "v2.1-blue"
+    assert bodies[4]["result"] == "duplicate"
+    assert bodies[4]["release"] == bodies[0]["releases"][0]["id"]
+    assert redis.llen("rq:queue:deploy") == 2
+    assert len(through_asgi) < 4  # those behind an unanswered response went through ASGI
+
+
+def test_a_trickled_body_is_408_and_closes_and_records_nothing(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    push = signed(delivery("github", "push__tag_lightweight"))
+    front = Front(create_app(settings_for(redis_url), redis), body_timeout=0.3)
+    with served(front) as url:
+        started = time.monotonic()
+        (answer,) = exchange(url, request_bytes(push)[:-100], answers=1)
+        waited = time.monotonic() - started
+        assert status_of(answer) == 408 and b"connection: close" in answer.lower()
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == "request_timeout"
+        assert 0.3 <= waited < 5
+        assert http("GET", url + "/healthz").status == 200  # the server carries on
+    assert redis.keys("bluegreen:release*") == [] and redis.keys("rq:*") == []
+
+
+def test_a_client_gone_mid_body_records_nothing_and_is_counted(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    push = signed(delivery("github", "push__tag_lightweight"))
+    front = Front(create_app(settings_for(redis_url), redis))
+    with served(front) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request_bytes(push)[:-100])
+            time.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while not redis.hgetall(metrics.WEBHOOKS_KEY) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert {k.decode(): int(v) for k, v in redis.hgetall(metrics.WEBHOOKS_KEY).items()} == {
+        metrics.webhook_field("github", "error"): 1}
+    assert redis.keys("bluegreen:release*") == [] and redis.keys("rq:*") == []
+
+
+def test_http_1_0_and_expect_continue_deliveries_are_answered(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    old = signed(with_delivery_id(delivery("github", "push__tag_lightweight"), "old"))
+    waiting = signed(delivery("gitlab", "tag_push__annotated"))
+    front = Front(create_app(settings_for(redis_url), redis))
+    through_asgi = asgi_deliveries(front)
+    with served(front) as url:
+        one_oh = request_bytes(old).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+        (answer,) = exchange(url, one_oh, answers=2)  # the server closes after one
+        assert status_of(answer) == 202 and b"connection: close" in answer.lower()
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            head, body = request_bytes(waiting, Expect="100-continue").split(b"\r\n\r\n", 1)
+            sock.sendall(head + b"\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 100 ")
+            sock.sendall(body)
+            assert status_of(sock.recv(65536)) == 202
+    assert through_asgi == ["/webhook"]  # the one that asked to continue
+    assert redis.llen("rq:queue:deploy") == 2

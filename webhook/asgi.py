@@ -2,16 +2,21 @@
 
 gunicorn serves `webhook:create_app()` with this module's `Worker` (set in
 `webhook/gunicorn_conf.py`): uvicorn's gunicorn worker (uvloop, and the httptools
-parser) with the loaded Flask app wrapped in a `Front`, an ASGI app that
+parser) with the loaded Flask app wrapped in a `Front`, an ASGI app, and uvicorn's
+HTTP protocol extended as `FrontProtocol`:
 
-- answers `POST /webhook` and `POST /webhook/<forge>` itself, running the very steps
-  of `webhook.intake` (detect, cap, verify, parse, match, answer, log) and sending the
-  engine's submission (`worker.submission.SUBMIT`) on an asyncio Redis client: no
-  thread, no WSGI environ, and one Redis round trip for an accepted or duplicate
-  delivery, so many deliveries share one process while each waits on Redis;
-- hands every other request (operator API, chat-ops, status, board, metrics) to the
-  Flask app through `a2wsgi`'s WSGI bridge, in a small thread pool, and writes one
-  access line for it in the format of `gunicorn_conf.access_log_format`.
+- `POST /webhook` and `POST /webhook/<forge>` run the very steps of `webhook.intake`
+  (detect, cap, verify, parse, match, answer, log) on the event loop and send the
+  engine's submission (`worker.submission.SUBMIT`) over the worker's one Redis link
+  (`webhook.redislink`), deliveries waiting at the same time sharing one call
+  (`GroupCommit`): no thread, no WSGI environ, one Redis round trip for an accepted
+  or duplicate delivery. `FrontProtocol` answers a delivery straight from the
+  parser's callbacks; the rare one it leaves to uvicorn (a chunked body, `Expect:
+  100-continue`, a pipelined request) reaches `Front.deliver` through ASGI, which
+  runs the same steps;
+- every other request (operator API, chat-ops, status, board, metrics) goes to the
+  Flask app through `a2wsgi`'s WSGI bridge, in a small thread pool, with one access
+  line in the format of `gunicorn_conf.access_log_format`.
 
 A delivery's access record is its structured delivery line (`intake.log_delivery`).
 The Flask view of `webhook.intake` stays the reference, and what the test client and
@@ -24,26 +29,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import hiredis
 import httptools
-import redis.asyncio
 from a2wsgi import WSGIMiddleware
 from flask import Flask
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from redis.exceptions import RedisError, ResponseError
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from webhook import errors
 from webhook.app import REDIS_CONNECT_TIMEOUT, REDIS_SOCKET_TIMEOUT
 from webhook.context import EXTENSION, Web
+from webhook.forges import Forge
 from webhook.intake import (
     Answer,
     Outcome,
@@ -54,8 +58,9 @@ from webhook.intake import (
     read_pushes,
     refuse,
 )
+from webhook.redislink import Link, open_link
 from worker import metrics, submission
-from worker.api import Submitted, redis_unavailable
+from worker.api import redis_unavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -110,7 +115,7 @@ class Front:
         self.body_timeout = body_timeout
         self.limit = int(app.config["MAX_CONTENT_LENGTH"])
         self.flask = WSGIMiddleware(app, workers=bridge_threads)  # type: ignore[arg-type]
-        self._redis: redis.asyncio.Redis | None = None
+        self._link: Link | None = None
         self._group: GroupCommit | None = None
         self._counts: Counter[str] = Counter()  # deliveries not yet added to the metrics
         self._count_timer: asyncio.TimerHandle | None = None
@@ -128,50 +133,87 @@ class Front:
         else:  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1000})
 
-    def _client(self) -> redis.asyncio.Redis:
-        """This worker's asyncio client (made in the worker, on its loop, at first use)."""
-        if self._redis is None:
-            settings = self.web.settings
-            options: dict[str, Any] = {}
-            if settings.redis_url.startswith("redis://"):
-                options["connection_class"] = HiredisPackedConnection
-            # Retries reconnect after a Redis restart left a pooled connection dead. A
-            # retried submission is safe: if the lost call ran, the retry finds the
-            # delivery seen and answers its release as a duplicate.
-            self._redis = redis.asyncio.Redis.from_url(
-                settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-                socket_timeout=REDIS_SOCKET_TIMEOUT, health_check_interval=30,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=1),
-                **options)
-        return self._redis
+    def _linked(self) -> Link:
+        """This worker's link to Redis (made in the worker, on its loop, at first use)."""
+        if self._link is None:
+            self._link = open_link(self.web.settings.redis_url,
+                                   connect_timeout=REDIS_CONNECT_TIMEOUT,
+                                   reply_timeout=REDIS_SOCKET_TIMEOUT)
+        return self._link
 
     def _committer(self) -> GroupCommit:
         if self._group is None:
-            self._group = GroupCommit(self._client().register_script(submission.SUBMIT))
+            self._group = GroupCommit(self._linked(), submission.SUBMIT)
         return self._group
 
     async def deliver(self, forge_name: str | None, scope: Scope, receive: Receive,
                       send: Send) -> None:
-        """One forge delivery, as `webhook.intake.receive` answers it."""
+        """One forge delivery through ASGI: any the protocol did not answer itself
+        (`FrontProtocol`), such as a chunked body or one sent after `Expect: 100-continue`."""
         headers = Headers(scope["headers"])
         body = Body(receive)
         outcome = Outcome()
-        try:
-            length = _content_length(headers)
-            forge = open_delivery(forge_name, headers, length, self.web.settings, self.limit,
-                                  outcome)
-            raw = await self._read_in_time(body, length)
-            result = read_pushes(forge, headers, headers.get("content-type"), raw,
-                                 self.web.settings, outcome)
-            if isinstance(result, Pending):
-                result = answer(result, await self._submit_pending(result, forge.name),
-                                outcome)
-        except Exception as error:  # every error is answered here so it is logged once
-            result = refuse(error, outcome)
-        log_delivery(outcome, result.status)
+        opened = self.open(forge_name, headers, outcome)
+        if isinstance(opened, Answer):
+            result = opened
+        else:
+            forge, length = opened
+            try:
+                raw = await self._read_in_time(body, length)
+            except Exception as error:
+                result = refuse(error, outcome)
+            else:
+                answered: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+                self.run(forge, headers, raw, outcome, answered.set_result)
+                result = await answered
+        self.conclude(outcome, result)
         with contextlib.suppress(errors.BadRequest):
             await body.discard(DISCARD_MAX)
         await _send_answer(send, result)
+
+    def open(self, forge_name: str | None, headers: Headers, outcome: Outcome
+             ) -> tuple[Forge, int | None] | Answer:
+        """The delivery's forge and declared length, or the answer refusing it at once
+        (before its body is read: unknown forge, too large, no secret configured)."""
+        try:
+            length = _content_length(headers)
+            return open_delivery(forge_name, headers, length, self.web.settings, self.limit,
+                                 outcome), length
+        except Exception as error:  # every error is answered so it is logged once
+            return refuse(error, outcome)
+
+    def run(self, forge: Forge, headers: Headers, raw: bytes, outcome: Outcome,
+            respond: Callable[[Answer], None]) -> None:
+        """Verify, parse, match and submit a delivery whose body is in; `respond` gets
+        its answer once: at once, or when Redis has answered the submission."""
+        try:
+            result = read_pushes(forge, headers, headers.get("content-type"), raw,
+                                 self.web.settings, outcome)
+            if isinstance(result, Pending):
+                with redis_unavailable():
+                    planned = self.web.engine.plan(result.events, count_as=forge.name)
+                if planned is not None:
+                    self._committer().add(planned).add_done_callback(functools.partial(
+                        self._submitted, result, planned, outcome, respond))
+                    return
+                result = answer(result, [], outcome)
+        except Exception as error:
+            result = refuse(error, outcome)
+        respond(result)
+
+    @staticmethod
+    def _submitted(pending: Pending, planned: submission.Plan, outcome: Outcome,
+                   respond: Callable[[Answer], None], reply: asyncio.Future[Any]) -> None:
+        try:
+            with redis_unavailable():
+                result = answer(pending, submission.answers(planned, reply.result()), outcome)
+        except Exception as error:
+            result = refuse(error, outcome)
+        respond(result)
+
+    def conclude(self, outcome: Outcome, result: Answer) -> None:
+        """The delivery's log line, and its count if the submission did not count it."""
+        log_delivery(outcome, result.status)
         if not outcome.counted:
             self._count(outcome)
 
@@ -183,16 +225,11 @@ class Front:
                 return await body.read(length, self.limit)
         except TimeoutError as e:
             body.finished = True  # nothing more is read; the connection closes after the answer
-            raise errors.RequestTimeout(f"the body did not arrive within {self.body_timeout:g} s",
-                                        headers={"Connection": "close"}) from e
+            raise self.late_body() from e
 
-    async def _submit_pending(self, pending: Pending, forge: str) -> list[Submitted]:
-        with redis_unavailable():
-            planned = self.web.engine.plan(pending.events, count_as=forge)
-            if planned is None:
-                return []
-            reply = await self._committer().submit(planned)
-            return submission.answers(planned, reply)
+    def late_body(self) -> errors.RequestTimeout:
+        return errors.RequestTimeout(f"the body did not arrive within {self.body_timeout:g} s",
+                                     headers={"Connection": "close"})
 
     def _count(self, outcome: Outcome) -> None:
         """Count a delivery the submission did not (refused or ignored). Counts are added
@@ -220,10 +257,8 @@ class Front:
         if not counts:
             return
         try:
-            async with self._client().pipeline(transaction=False) as pipe:
-                for field, n in counts.items():
-                    pipe.hincrby(metrics.WEBHOOKS_KEY, field, n)
-                await pipe.execute()
+            await self._linked().execute(*[("HINCRBY", metrics.WEBHOOKS_KEY, field, n)
+                                           for field, n in counts.items()])
         except RedisError as e:
             log.warning("could not record %d delivery counts yet: %s", counts.total(), e)
             self._counts.update(counts)
@@ -260,8 +295,8 @@ class Front:
                     self._count_timer.cancel()
                     self._count_timer = None
                 await self.flush_counts()
-                if self._redis is not None:
-                    await self._redis.aclose()
+                if self._link is not None:
+                    await self._link.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -274,20 +309,27 @@ class GroupCommit:
     at low load this is one call per delivery; under a burst it is one call, one
     round trip and one packing of arguments for many. The script runs the batch
     atomically, in order; if Redis refuses the call, every delivery in it gets the
-    error, and nothing of any of them was written."""
+    error, and nothing of any of them was written. The script goes by its SHA1
+    (`EVALSHA`), and whole (`EVAL`, which also caches it) when Redis does not know it."""
 
-    def __init__(self, script: Any) -> None:
+    def __init__(self, link: Link, script: str) -> None:
+        self._link = link
         self._script = script
+        self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         self._waiting: list[tuple[submission.Plan, asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def submit(self, planned: submission.Plan) -> Any:
-        """The script's reply for this one delivery."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    def add(self, planned: submission.Plan) -> asyncio.Future[Any]:
+        """The future of the script's reply for this one delivery."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((planned, future))
         if self._sender is None:
-            self._sender = asyncio.create_task(self._send_all())
-        return await future
+            self._sender = loop.create_task(self._send_all())
+        return future
+
+    async def submit(self, planned: submission.Plan) -> Any:
+        return await self.add(planned)
 
     async def _send_all(self) -> None:
         try:
@@ -295,8 +337,8 @@ class GroupCommit:
                 batch = self._waiting[:BATCH_MAX]
                 del self._waiting[:BATCH_MAX]
                 try:
-                    replies = await self._script(
-                        args=submission.script_args([planned for planned, _ in batch]))
+                    replies = await self._call(
+                        submission.script_args([planned for planned, _ in batch]))
                     if len(replies) != len(batch):
                         raise RuntimeError(f"the submission script answered {len(replies)} "
                                            f"of {len(batch)} deliveries")
@@ -311,20 +353,14 @@ class GroupCommit:
         finally:
             self._sender = None
 
-
-class HiredisPackedConnection(redis.asyncio.Connection):
-    """redis-py's asyncio connection, packing commands with hiredis's C packer as its
-    sync connection does. Its own packer joins a growing buffer once per argument, which
-    is quadratic in the argument count: 0.1 ms for a submission's ~150 arguments, 14 µs
-    with hiredis (same bytes)."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " not in args[0]:
-            try:
-                return [hiredis.pack_command(args)]
-            except TypeError:  # a memoryview or the like: the general packer knows it
-                pass
-        return super().pack_command(*args)
+    async def _call(self, args: list[Any]) -> Any:
+        try:
+            (reply,) = await self._link.execute(("EVALSHA", self._sha, 0, *args))
+        except ResponseError as e:
+            if not str(e).startswith("NOSCRIPT"):
+                raise
+            (reply,) = await self._link.execute(("EVAL", self._script, 0, *args))
+        return reply
 
 
 def _content_length(headers: Headers) -> int | None:
@@ -375,12 +411,16 @@ class Body:
 
 async def _send_answer(send: Send, result: Answer) -> None:
     body = result.encoded()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": result.status,
+                "headers": _answer_headers(result, len(body))})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _answer_headers(result: Answer, length: int) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % length)]
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
                 for k, v in result.headers.items()]
-    await send({"type": "http.response.start", "status": result.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return headers
 
 
 class BoundedHttpTools(HttpToolsProtocol):
@@ -426,6 +466,170 @@ class BoundedHttpTools(HttpToolsProtocol):
             cycle.transport = HeadWithBody(self.transport)  # type: ignore[assignment]
 
 
+class FrontProtocol(BoundedHttpTools):
+    """The web worker's HTTP protocol: a forge delivery is answered from the parser's
+    callbacks, without the ASGI request cycle, its task and its messages; any other
+    request goes to `Front` through uvicorn as before.
+
+    A delivery takes this path when its whole body is announced by Content-Length
+    within the limit, without `Expect: 100-continue`, and no earlier response on the
+    connection is still owed (a pipelined request waits in uvicorn's queue). It runs
+    the same steps as `Front.deliver` (`Front.open`, `Front.run`, `Front.conclude`): the
+    forge is opened once the head is in, the body is collected as it arrives (within
+    `body_timeout`, else 408 and the connection closes), and the answer is written
+    in one piece when the submission returns. Everything else (chunked bodies, the 413
+    for a declared length over the limit and its drain) stays on the ASGI path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivery: _Delivery | None = None
+
+    def on_message_begin(self) -> None:
+        # A delivery answered inside the parser's callbacks armed the keep-alive timer;
+        # a request that follows in the same read must not be cut off by it.
+        self._unset_keepalive_if_required()
+        super().on_message_begin()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        delivery = self._delivery
+        if delivery is not None and delivery.reading and delivery.deadline is None:
+            front = self.app
+            assert isinstance(front, Front)
+            delivery.deadline = self.loop.call_later(front.body_timeout, self._late, delivery)
+
+    def on_headers_complete(self) -> None:
+        delivery = self._take_delivery()
+        if delivery is None:
+            super().on_headers_complete()
+            return
+        self._in_head = False
+        self._delivery = delivery
+        self.cycle = delivery.cycle  # type: ignore[assignment]
+
+    def on_body(self, body: bytes) -> None:
+        delivery = self._delivery
+        if delivery is None or self.cycle is not delivery.cycle:  # type: ignore[comparison-overlap]
+            super().on_body(body)
+        elif delivery.reading:
+            delivery.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        delivery = self._delivery
+        if delivery is None or self.cycle is not delivery.cycle:  # type: ignore[comparison-overlap]
+            super().on_message_complete()
+        elif delivery.reading:
+            delivery.stop_reading()
+            self._run(delivery)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        delivery = self._delivery
+        if delivery is not None:
+            delivery.cycle.disconnected = True
+            if delivery.reading:  # logged and counted as the ASGI path would
+                delivery.stop_reading()
+                self._answer(delivery, refuse(errors.BadRequest(
+                    "the client went away before sending the whole body"), delivery.outcome))
+        super().connection_lost(exc)
+
+    def _take_delivery(self) -> _Delivery | None:
+        """A delivery for the fast path, or None to leave the request to uvicorn."""
+        front = self.app
+        if (not isinstance(front, Front) or self._delivery is not None
+                or (self.cycle is not None and not self.cycle.response_complete)
+                or self.expect_100_continue or self.parser.get_method() != b"POST"
+                or self.parser.should_upgrade()):
+            return None
+        path = httptools.parse_url(self.url).path
+        if not path.isascii() or b"%" in path:
+            return None
+        is_webhook, forge_name = webhook_route(path.decode("ascii"))
+        headers = Headers(self.headers)
+        length = headers.get("content-length")
+        if (not is_webhook or length is None or not length.isdigit()
+                or int(length) > front.limit or headers.get("transfer-encoding") is not None):
+            return None
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        outcome = Outcome()
+        return _Delivery(headers, outcome, front.open(forge_name, headers, outcome), keep_alive)
+
+    def _run(self, delivery: _Delivery) -> None:
+        front = self.app
+        assert isinstance(front, Front)
+        respond = functools.partial(self._answer, delivery)
+        opened = delivery.opened
+        if isinstance(opened, Answer):
+            respond(opened)
+        else:
+            front.run(opened[0], delivery.headers, b"".join(delivery.parts), delivery.outcome,
+                      respond)
+
+    def _late(self, delivery: _Delivery) -> None:
+        if delivery.reading:
+            front = self.app
+            assert isinstance(front, Front)
+            delivery.stop_reading()
+            self._answer(delivery, refuse(front.late_body(), delivery.outcome))
+
+    def _answer(self, delivery: _Delivery, result: Answer) -> None:
+        front = self.app
+        assert isinstance(front, Front)
+        front.conclude(delivery.outcome, result)
+        cycle = delivery.cycle
+        cycle.response_complete = True
+        if self._delivery is delivery:
+            self._delivery = None
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        body = result.encoded()
+        headers = _answer_headers(result, len(body))
+        keep_alive = cycle.keep_alive and (b"connection", b"close") not in headers
+        if not keep_alive:
+            headers.append((b"connection", b"close"))
+        head = [STATUS_LINE[result.status]]
+        head += [b"%s: %s\r\n" % pair for pair in self.server_state.default_headers + headers]
+        head += [b"\r\n", body]
+        self.transport.write(b"".join(head))
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+
+class _Delivery:
+    """A delivery on the fast path: what `FrontProtocol` holds between its callbacks."""
+
+    def __init__(self, headers: Headers, outcome: Outcome,
+                 opened: tuple[Forge, int | None] | Answer, keep_alive: bool) -> None:
+        self.headers = headers
+        self.outcome = outcome
+        self.opened = opened  # `Front.open`'s result, from the head
+        self.parts: list[bytes] = []
+        self.reading = True
+        self.deadline: asyncio.TimerHandle | None = None
+        self.cycle = _Cycle(keep_alive)
+
+    def stop_reading(self) -> None:
+        self.reading = False
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+
+class _Cycle:
+    """What uvicorn's protocol reads of a request cycle, for a delivery it does not run:
+    whether its response is complete (else a pipelined request waits), whether the
+    connection may stay open (a graceful shutdown clears it), and a disconnect."""
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
+        self.message_event = self  # uvicorn sets it on a disconnect; nothing waits on it
+
+    def set(self) -> None:
+        pass
+
+
 class HeadWithBody:
     """The transport as one response sees it: the response head waits for the first
     piece of the body and goes out with it, in one write. Each write is one trip through
@@ -459,10 +663,10 @@ class HeadWithBody:
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]
-    """gunicorn worker: uvicorn on uvloop with `BoundedHttpTools`, serving `Front(app)`."""
+    """gunicorn worker: uvicorn on uvloop with `FrontProtocol`, serving `Front(app)`."""
 
     CONFIG_KWARGS: dict[str, Any] = {
-        "loop": "uvloop", "http": BoundedHttpTools, "interface": "asgi3", "lifespan": "on",
+        "loop": "uvloop", "http": FrontProtocol, "interface": "asgi3", "lifespan": "on",
         "access_log": False, "proxy_headers": False, "server_header": False}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -1,0 +1,162 @@
+"""The web front's link to Redis (`webhook.redislink`), against a real redis-server.
+
+Replies come back in order, error replies raise as redis-py's would, the URL's user,
+password and database are used, a dropped connection or a Redis that stops answering
+costs one retry and no more, and the submission script still runs after Redis forgot
+it (`GroupCommit` falls back to EVAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from proctools import free_port
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from webhook.asgi import GroupCommit
+from webhook.redislink import ClientLink, Link, RedisLink, open_link
+from worker import submission
+from worker.api import TagEvent
+from worker.config import parse_settings
+
+
+def run(body: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(body())
+
+
+def link_to(url: str, reply_timeout: float = 5.0) -> Link:
+    return open_link(url, connect_timeout=2.0, reply_timeout=reply_timeout)
+
+
+@pytest.mark.parametrize("kind", ["redis-link", "client-link"])
+def test_replies_come_back_in_order_and_errors_raise(redis_url: str, kind: str) -> None:
+    async def body() -> None:
+        link = (link_to(redis_url) if kind == "redis-link"
+                else ClientLink(AsyncRedis.from_url(redis_url)))
+        assert isinstance(link, RedisLink if kind == "redis-link" else ClientLink)
+        try:
+            replies = await link.execute(("SET", "k", "v"), ("INCRBY", "n", 3), ("GET", "k"))
+            assert replies == [True, 3, b"v"] if kind == "client-link" else [b"OK", 3, b"v"]
+            with pytest.raises(ResponseError, match="WRONGTYPE"):
+                await link.execute(("INCR", "n"), ("LPUSH", "k", "x"))
+            assert await link.execute(("GET", "n")) == [b"4"]  # the first of the two ran
+        finally:
+            await link.close()
+
+    run(body)
+
+
+def test_tls_urls_go_through_redis_py() -> None:
+    assert isinstance(link_to("rediss://127.0.0.1:1/0"), ClientLink)
+    assert isinstance(link_to("unix:///nowhere.sock"), RedisLink)
+
+
+def test_the_urls_user_password_and_database_are_used(redis: redis_lib.Redis,
+                                                      redis_url: str) -> None:
+    redis.acl_setuser("linker", enabled=True, passwords=["+s3cret"], commands=["+@all"],
+                      keys=["*"])
+    try:
+        base = redis_url.rsplit("/", 1)[0].replace("redis://", "redis://linker:s3cret@")
+
+        async def body() -> None:
+            link = link_to(base + "/3")
+            await link.execute(("SET", "where", "three"))
+            assert await link.execute(("ACL", "WHOAMI")) == [b"linker"]
+            await link.close()
+            wrong = link_to(base.replace("s3cret", "wrong") + "/3")
+            with pytest.raises(ConnectionError):
+                await wrong.execute(("PING",))
+
+        run(body)
+    finally:
+        redis.acl_deluser("linker")
+    assert redis_lib.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3").get("where") == b"three"
+    assert redis.get("where") is None
+
+
+def test_a_dropped_connection_is_retried_once(redis: redis_lib.Redis, redis_url: str) -> None:
+    async def body() -> None:
+        link = link_to(redis_url)
+        await link.execute(("CLIENT", "SETNAME", "front-link"))
+        killed = redis.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        # The first attempt meets the closed socket; the retry connects again.
+        assert await link.execute(("INCR", "after")) == [1]
+        await link.close()
+
+    run(body)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A TCP server that accepts connections and never answers: a hung Redis."""
+    listener = socket.create_server(("127.0.0.1", free_port()))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", accepted
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_a_redis_that_does_not_answer_times_out_after_one_retry(
+        silent_server: tuple[str, list[socket.socket]]) -> None:
+    url, accepted = silent_server
+
+    async def body() -> float:
+        link = link_to(url, reply_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"did not answer within 0\.3 s"):
+            await link.execute(("PING",))
+        return time.monotonic() - started
+
+    waited = run(body)
+    assert 0.6 <= waited < 3
+    assert len(accepted) == 2  # the timed-out connection was dropped, the retry reconnected
+
+
+def test_nothing_listening_is_a_connection_error() -> None:
+    async def body() -> None:
+        with pytest.raises(ConnectionError, match="could not connect"):
+            await link_to(f"redis://127.0.0.1:{free_port()}/0").execute(("PING",))
+
+    run(body)
+
+
+def test_the_submission_runs_after_redis_forgot_the_script(redis: redis_lib.Redis,
+                                                           redis_url: str) -> None:
+    settings = parse_settings({"apps": {"myapp": {"repository": "acme/myapp"}}},
+                              {"REDIS_URL": redis_url})
+
+    def planned(i: int) -> submission.Plan:
+        event = TagEvent(forge="github", delivery_id=f"d{i}", repository="acme/myapp",
+                         tag="v1.0-green", commit=f"{i:040x}", pusher="someone")
+        plan = submission.plan(redis, settings, [event], clock=time.time)
+        assert plan is not None
+        return plan
+
+    async def body() -> list[Any]:
+        group = GroupCommit(link_to(redis_url), submission.SUBMIT)
+        first = await group.submit(planned(1))
+        redis.script_flush()
+        return [first, await group.submit(planned(2))]
+
+    replies = run(body)
+    assert [reply[0][0] for reply in replies] == [1, 1]  # both recorded as new releases
+    assert redis.llen("rq:queue:deploy") == 2
