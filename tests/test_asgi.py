@@ -117,16 +117,23 @@ def recorded(redis: redis_lib.Redis) -> dict[str, Any]:
             "metrics": {k.decode(): int(v) for k, v in webhooks.items()}}
 
 
-def test_front_and_flask_view_answer_record_and_count_alike(
-        redis_url: str, redis: redis_lib.Redis) -> None:
-    app = create_app(settings_for(redis_url), redis)
-    client = app.test_client()
-    by_flask = []
+def through_flask_view(redis_url: str, redis: redis_lib.Redis
+                       ) -> tuple[list[tuple[int, Any]], dict[str, Any]]:
+    """The corpus's answers from the Flask view, and what it left in Redis (emptied
+    again for the front's turn)."""
+    client = create_app(settings_for(redis_url), redis).test_client()
+    answers = []
     for path, d in corpus():
         answer = client.post(path, data=d.body, headers=d.headers)
-        by_flask.append(normalised(answer.status_code, answer.data))
-    flask_state = recorded(redis)
+        answers.append(normalised(answer.status_code, answer.data))
+    state = recorded(redis)
     redis.flushall()
+    return answers, state
+
+
+def test_front_and_flask_view_answer_record_and_count_alike(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    by_flask, flask_state = through_flask_view(redis_url, redis)
 
     async def run() -> list[tuple[int, Any]]:
         front = Front(create_app(settings_for(redis_url), redis))
@@ -407,13 +414,7 @@ def status_of(response: bytes) -> int:
 
 def test_the_protocol_answers_records_and_counts_as_the_flask_view(
         redis_url: str, redis: redis_lib.Redis) -> None:
-    client = create_app(settings_for(redis_url), redis).test_client()
-    by_flask = []
-    for path, d in corpus():
-        answer = client.post(path, data=d.body, headers=d.headers)
-        by_flask.append(normalised(answer.status_code, answer.data))
-    flask_state = recorded(redis)
-    redis.flushall()
+    by_flask, flask_state = through_flask_view(redis_url, redis)
 
     front = Front(create_app(settings_for(redis_url), redis))
     through_asgi = asgi_deliveries(front)
