@@ -1,22 +1,26 @@
 """CPU time and Redis round trips of one webhook delivery, per path, inside one process.
 
 Where `bench/intake.py` measures what a forge sees through gunicorn (and so also the
-machine's noise), this calls the application directly, one request at a time: the
-web process's asyncio front (`webhook.asgi.Front`, what gunicorn serves deliveries
-with) or, with `--front flask`, the Flask view (what served them before), and reads
-`time.process_time()`: the CPU one delivery costs the web process, which bounds its
-throughput (two cores / CPU per request), and is steadier than wall time on a shared
-machine. It also counts the Redis commands each delivery makes Redis run (Redis's own
-`INFO commandstats`, read before and after each path; it counts a script's inner
-commands too) and how many of them a client sent (the rest ran inside a script; per
-path, as each path runs alone). A MULTI/EXEC sends all its commands in one round trip.
-The app's log lines go to a file, as stderr does in production.
+machine's noise), this calls the application directly, one request at a time: by
+default through the web worker's own HTTP protocol (`webhook.asgi.FrontProtocol`, fed
+the request's bytes as a socket would: what gunicorn runs per delivery, less the
+system calls); with `--front asgi`, through the front's ASGI path (`Front.deliver`,
+what a chunked or pipelined delivery takes); with `--front flask`, the Flask view (what
+served deliveries before). It reads `time.process_time()`: the CPU one delivery costs
+the web process, which bounds its throughput (two cores / CPU per request), and is
+steadier than wall time on a shared machine. It also counts the Redis commands each
+delivery makes Redis run (Redis's own `INFO commandstats`, read before and after each
+path; it counts a script's inner commands too) and how many of them a client sent (the
+rest ran inside a script; per path, as each path runs alone). A MULTI/EXEC sends all
+its commands in one round trip. The app's log lines go to a file, as stderr does in
+production.
 Paths as in intake.py: `accepted`, `duplicate` (of a release alone in its queue),
 `ignored`, `bad_signature`.
 
 `--profile PATH` prints cProfile's top functions for one path (sorted by cumulative
 time). Writes `bench/results/intake_cpu.json`. Run:
-`.venv/bin/python bench/intake_cpu.py [--front asgi|flask] [--requests 1000] [--profile accepted]`.
+`.venv/bin/python bench/intake_cpu.py [--front protocol|asgi|flask] [--requests 1000]
+[--profile accepted]`.
 """
 
 from __future__ import annotations
@@ -101,7 +105,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         redis = Redis.from_url(redis_url)
         statuses: list[str] = []
         settle: Callable[[], None] = lambda: None  # noqa: E731
-        if args.front == "asgi":
+        if args.front == "protocol":
+            call, settle = protocol_caller(app, statuses)
+        elif args.front == "asgi":
             call, settle = asgi_caller(app, statuses)
         else:
             def call(body: bytes, headers: dict[str, str]) -> None:
@@ -179,6 +185,70 @@ def asgi_caller(app: Any, statuses: list[Any]
     return call, settle
 
 
+class Transport:
+    """The socket as uvicorn's protocol sees it; `answered` gets what it writes."""
+
+    def __init__(self) -> None:
+        self.answered: Any = None
+
+    def write(self, data: bytes) -> None:
+        if not self.answered.done():
+            self.answered.set_result(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 1)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def protocol_caller(app: Any, statuses: list[Any]
+                    ) -> tuple[Callable[[bytes, dict[str, str]], None], Callable[[], None]]:
+    """One request at a time through the web worker's own HTTP protocol
+    (`webhook.asgi.FrontProtocol`, built from the worker's uvicorn settings) on one
+    uvloop event loop, given the request's bytes as a socket would: what a gunicorn
+    worker runs per delivery, less the system calls."""
+    import asyncio
+
+    import uvicorn
+    import uvloop
+    from uvicorn.server import ServerState
+
+    from webhook.asgi import Front, Worker
+
+    front = Front(app)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    config = uvicorn.Config(front, **Worker.CONFIG_KWARGS)
+    config.load()
+    protocol = config.http_protocol_class(config=config, server_state=ServerState(),
+                                          app_state={}, _loop=loop)
+    transport = Transport()
+    protocol.connection_made(transport)
+
+    def call(body: bytes, headers: dict[str, str]) -> None:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        transport.answered = loop.create_future()
+        loop.call_soon(protocol.data_received, f"POST /webhook HTTP/1.1\r\nHost: x\r\n{head}"
+                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        loop.run_until_complete(transport.answered)
+        statuses.append(int(transport.answered.result().split(b" ", 2)[1]))
+
+    def settle() -> None:
+        loop.run_until_complete(front.flush_counts())
+
+    return call, settle
+
+
 def _timed(call: Callable[[bytes, dict[str, str]], None],
            requests: list[tuple[bytes, dict[str, str]]], profile: cProfile.Profile | None) -> None:
     if profile is not None:
@@ -194,8 +264,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="deliveries per path")
     parser.add_argument("--profile", default=None, help="cProfile this path (slower)")
     parser.add_argument("--name", default="intake_cpu", help="results file name")
-    parser.add_argument("--front", choices=("asgi", "flask"), default="asgi",
-                        help="the web process's asyncio front (default) or the Flask view")
+    parser.add_argument("--front", choices=("protocol", "asgi", "flask"), default="protocol",
+                        help="the web worker's HTTP protocol (default; what gunicorn runs), "
+                             "the front's ASGI path, or the Flask view")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-intake-cpu-") as tmp:
         results = run(args, Path(tmp))
