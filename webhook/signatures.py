@@ -9,6 +9,7 @@ Which header and which secrets belong to a forge is `webhook.forges`' business.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -23,7 +24,16 @@ def _bytes(text: str) -> bytes:
 
 def hmac_sha256_hex(secret: str, body: bytes) -> str:
     """The lowercase hex HMAC-SHA256 of `body` keyed by `secret`."""
-    return hmac.new(_bytes(secret), body, hashlib.sha256).hexdigest()
+    mac = _keyed(secret).copy()
+    mac.update(body)
+    return mac.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _keyed(secret: str) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with `secret`, copied for each body: keying one anew costs
+    a sixth of checking a 2 KiB delivery (and `hmac.digest` keys anew too)."""
+    return hmac.new(_bytes(secret), digestmod=hashlib.sha256)
 
 
 def is_valid_hex_hmac(body: bytes, signature: str | None, secrets: Iterable[str]) -> bool:

@@ -11,6 +11,7 @@ kept out of `repr`. Reading Redis or the cluster is left to others.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,9 +64,17 @@ class Settings:
 
     def apps_for_repository(self, repo: str) -> list[AppConfig]:
         """Apps that `repo` may release, by name (forges differ in case: compare folded)."""
-        wanted = repo.strip().casefold()
-        return [app for _, app in sorted(self.apps.items())
-                if app.repository.casefold() == wanted]
+        return list(self._apps_by_repository.get(repo.strip().casefold(), ()))
+
+    @functools.cached_property
+    def _apps_by_repository(self) -> dict[str, tuple[AppConfig, ...]]:
+        """Apps by folded repository, built once: every delivery looks its repository up
+        twice (matching it in the web process, then planning its releases)."""
+        found: dict[str, tuple[AppConfig, ...]] = {}
+        for _, app in sorted(self.apps.items()):
+            key = app.repository.casefold()
+            found[key] = (*found.get(key, ()), app)
+        return found
 
     def queue_names(self) -> list[str]:
         """The distinct queues of all apps, sorted."""
