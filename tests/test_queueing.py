@@ -2,19 +2,24 @@
 
 Covers: job timeouts longer than the timed parts of a release, the lock outliving
 any job, the lock as a real redis-py Lock (a second holder waits), enqueueing that
-lands only when the caller's transaction executes, positions and `at_front`, and
-`Engine.queue_status()` after a real (burst) rq worker ran a failing job.
+lands only when the caller's transaction executes, positions and `at_front`,
+`Engine.queue_status()` after a real (burst) rq worker ran a failing job, and a
+release's job hash as rq itself would store it (its `enqueue_call`, its `to_dict()`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
+from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis as redis_lib
 from redis.client import Pipeline
 from rq import Queue, SimpleWorker
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.utils import utcformat, utcparse
 
 from worker import queueing
 from worker.api import Engine
@@ -142,3 +147,41 @@ def test_release_job_commands_store_what_rqs_own_enqueue_stores(redis: redis_lib
             built.failure_ttl) == (by_rq.origin, by_rq.get_status(), by_rq.timeout,
                                    by_rq.result_ttl, by_rq.failure_ttl)
     assert built.enqueued_at is not None and built.created_at is not None
+
+
+@pytest.mark.parametrize(("name", "release_id", "description"), [
+    ("myapp", "myapp-v2-0-green-1a2b3c4d", "release v2.0-green of myapp into green"),
+    ("website", "website-v1-blue-00ff00ff", "release v1-blue of website into blue"),
+    ("docs", "docs-x-green-12345678", "release x-green of docs into green: é, ü, 中"),
+])
+def test_the_release_job_hash_is_rqs_to_dict_of_the_same_job(
+        redis: redis_lib.Redis, name: str, release_id: str, description: str) -> None:
+    """The job hash comes from a template cached per queue and timeout, with the fields
+    that vary filled in: it must be, value for value and in rq's order, the `to_dict()`
+    of a job rq makes afresh with the same inputs at the same instant."""
+    config = app(name)
+    sadd, hset, rpush = queueing.release_job_commands(redis, config, release_id=release_id,
+                                                      description=description)
+    fields = dict(zip(hset[2::2], hset[3::2], strict=True))
+    job = Queue(config.queue, connection=redis).create_job(
+        queueing.RELEASE_JOB, args=(release_id,), job_id=release_id,
+        timeout=queueing.job_timeout(config), result_ttl=queueing.RESULT_TTL,
+        failure_ttl=queueing.FAILURE_TTL, description=description,
+        meta={"release": release_id, "app": name, "action": "release"},
+        status=JobStatus.QUEUED)
+    job.created_at = job.enqueued_at = utcparse(fields["created_at"])
+    assert list(fields.items()) == list(job.to_dict().items())
+    assert hset[1] == job.key
+    assert sadd == ("SADD", Queue.redis_queues_keys, f"rq:queue:{config.queue}")
+    assert rpush == ("RPUSH", f"rq:queue:{config.queue}", release_id)
+
+
+def test_job_timestamps_are_rqs_utcformat() -> None:
+    """The job's times are written without `strftime` (slow); the text must not differ."""
+    rng = random.Random(7)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
+    moments = [start, start.replace(microsecond=1), datetime(2099, 12, 31, 23, 59, 59,
+                                                             999999, tzinfo=UTC)]
+    moments += [start + timedelta(microseconds=rng.randrange(100 * 365 * 86400 * 10**6))
+                for _ in range(1000)]
+    assert [queueing.job_timestamp(m) for m in moments] == [utcformat(m) for m in moments]

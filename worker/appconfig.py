@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from worker import manifests
-from worker.colors import Color, color_for_tag, version_for_tag
+from worker.colors import Color, color_for_tag, read_tag, version_for_tag
 from worker.configcheck import Checker, ConfigError
 
 DEFAULT_APP = "myapp"
@@ -73,6 +73,10 @@ class AppConfig:
     def version_for_tag(self, tag: str) -> str:
         """`v2.0-green` → `v2.0`."""
         return version_for_tag(self.tag_patterns, tag)
+
+    def read_tag(self, tag: str) -> tuple[Color, str] | None:
+        """`tag`'s colour and version at once; None if it names no single colour."""
+        return read_tag(self.tag_patterns, tag)
 
     @property
     def virtual_service(self) -> str:

@@ -37,11 +37,12 @@ def color_for_tag(patterns: Mapping[Color, re.Pattern[str]], tag: str) -> Color 
     A tag that matches both patterns is ambiguous, and deploying into a guessed
     colour could hit the live one, so it is treated like a tag that is not ours.
     """
-    matches = [color for color, pattern in patterns.items() if pattern.search(tag)]
-    return matches[0] if len(matches) == 1 else None
+    found = _match(patterns, tag)
+    return found[0] if found is not None else None
 
 
 _SUFFIX_SEPARATORS = "-_./"
+_SUFFIXES = tuple(color.value for color in Color)  # read once: enum lookups are slow
 
 
 def version_for_tag(patterns: Mapping[Color, re.Pattern[str]], tag: str) -> str:
@@ -51,14 +52,32 @@ def version_for_tag(patterns: Mapping[Color, re.Pattern[str]], tag: str) -> str:
     `(?P<version>...)`; otherwise a trailing `-blue`/`-green` (or `_`, `.`, `/`
     separated) is removed. A tag without such a suffix is its own version.
     """
-    color = color_for_tag(patterns, tag)
-    if color is not None:
-        match = patterns[color].search(tag)
-        if match is not None and "version" in match.re.groupindex and match.group("version"):
-            return match.group("version")
-    for candidate in Color:
-        suffix = candidate.value
-        if tag.lower().endswith(suffix) and len(tag) > len(suffix):
+    found = _match(patterns, tag)
+    return _version(tag, None if found is None else found[1])
+
+
+def read_tag(patterns: Mapping[Color, re.Pattern[str]], tag: str) -> tuple[Color, str] | None:
+    """`tag`'s colour and version, from one search of the patterns (the intake wants
+    both for every push); None when it names no single colour."""
+    found = _match(patterns, tag)
+    return None if found is None else (found[0], _version(tag, found[1]))
+
+
+def _match(patterns: Mapping[Color, re.Pattern[str]],
+           tag: str) -> tuple[Color, re.Match[str]] | None:
+    """The one colour whose pattern matches `tag`, with the match."""
+    matches = [(color, match) for color, pattern in patterns.items()
+               if (match := pattern.search(tag)) is not None]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _version(tag: str, match: re.Match[str] | None) -> str:
+    """`version_for_tag`, given the colour's match (None: the tag names no single colour)."""
+    if match is not None and "version" in match.re.groupindex and match.group("version"):
+        return match.group("version")
+    lowered = tag.lower()
+    for suffix in _SUFFIXES:
+        if lowered.endswith(suffix) and len(tag) > len(suffix):
             head = tag[: -len(suffix)]
             if head[-1] in _SUFFIX_SEPARATORS and len(head) > 1:
                 return head[:-1]

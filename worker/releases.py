@@ -19,7 +19,10 @@ WATCH, so two writers cannot both move one release. Keys:
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
+import operator
 import re
 import secrets
 import time
@@ -50,6 +53,7 @@ STATE_KEY = PREFIX + "releases:state:{state}"
 EVENTS_KEY = PREFIX + "events"
 EVENTS_MAXLEN = 10000
 MAX_ID_LENGTH = 63
+NOT_IN_IDS = re.compile(r"[^a-z0-9]+")
 
 
 class ReleaseNotFound(LookupError):
@@ -62,7 +66,7 @@ def new_release_id(app: str, tag: str) -> ReleaseId:
     At most 63 characters, so it is also a valid Kubernetes label value (`release:`).
     """
     room = max(1, MAX_ID_LENGTH - len(app) - 10)
-    slug = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")[:room].strip("-") or "tag"
+    slug = NOT_IN_IDS.sub("-", tag.lower()).strip("-")[:room].strip("-") or "tag"
     return ReleaseId(f"{app}-{slug}-{secrets.token_hex(4)}")
 
 
@@ -80,7 +84,7 @@ class AuditEntry:
     message: str
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in AUDIT_FIELDS}
+        return dict(zip(AUDIT_FIELDS, _audit_values(self), strict=True))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuditEntry:
@@ -114,13 +118,15 @@ class Release:
     actor: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in RELEASE_FIELDS}
-        data.update(color=self.color.value, state=self.state.value)
+        data = dict(zip(RELEASE_FIELDS, _release_values(self), strict=True))
+        data["color"], data["state"] = self.color.value, self.state.value
         return data
 
     def to_hash(self) -> dict[Any, Any]:
-        return {k: str(v) if isinstance(v, float) else v
-                for k, v in self.to_json().items() if v is not None}
+        """The record as its Redis hash holds it: times as text, unset fields left out."""
+        data = self.to_json()
+        data["created_at"], data["updated_at"] = str(self.created_at), str(self.updated_at)
+        return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Release:
@@ -132,9 +138,12 @@ class Release:
         return cls(**values)
 
 
-# Field names, read once: `dataclasses.fields` is slow for the intake's per-request path.
+# Field names and getters, made once: `dataclasses.fields` and a `getattr` per field are
+# slow for the intake's per-request path.
 AUDIT_FIELDS = tuple(f.name for f in fields(AuditEntry))
 RELEASE_FIELDS = tuple(f.name for f in fields(Release))
+_audit_values = operator.attrgetter(*AUDIT_FIELDS)
+_release_values = operator.attrgetter(*RELEASE_FIELDS)
 
 
 class ReleaseStore:
@@ -290,16 +299,22 @@ def add_commands(release: Release, entry: AuditEntry) -> list[tuple[Any, ...]]:
     audit entry and its event (`ReleaseStore.add` runs them; so does the intake's
     one-call submission, `worker.submission`)."""
     score, member = release.created_at, release.id
-    record = [part for pair in release.to_hash().items() for part in pair]
+    record = itertools.chain.from_iterable(release.to_hash().items())
     return [
         ("HSET", RELEASE_KEY.format(id=release.id), *record),
-        ("ZADD", ALL_KEY, score, member),
-        ("ZADD", APP_KEY.format(app=release.app), score, member),
-        ("ZADD", COLOR_KEY.format(app=release.app, color=release.color.value), score, member),
-        ("ZADD", STATE_KEY.format(state=release.state.value), score, member),
+        *(("ZADD", key, score, member)
+          for key in _index_keys(release.app, release.color, release.state)),
         ("RPUSH", AUDIT_KEY.format(id=release.id), json.dumps(entry.to_json())),
         _event_command(release.id, release.app, release.state, release.step, entry.at),
     ]
+
+
+@functools.lru_cache(maxsize=1024)
+def _index_keys(app: str, color: Color, state: ReleaseState) -> tuple[str, ...]:
+    """The sorted sets that list a release of `app` into `color` in `state`, made once
+    per combination (the intake would format them again for every delivery)."""
+    return (ALL_KEY, APP_KEY.format(app=app), COLOR_KEY.format(app=app, color=color.value),
+            STATE_KEY.format(state=state.value))
 
 
 def _event_command(release_id: str, app: Any, state: Any, step: Any,

@@ -146,11 +146,11 @@ def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
     candidates: list[Release] = []
     for event in events:
         for app in settings.apps_for_repository(event.repository):
-            color = app.color_for_tag(event.tag)
-            if color is None:
+            read = app.read_tag(event.tag)
+            if read is None:
                 continue
             seen = seen_keys(event, app)
-            release, commands = _writes(redis, event, app, color, seen, clock())
+            release, commands = _writes(redis, event, app, read, seen, clock())
             # Numbers travel as msgpack numbers; Lua hands them to Redis as "%.17g"
             # text, which parses back to the same integer or double.
             pairs.append([seen, queueing.queue_key(app.queue), commands])
@@ -198,14 +198,16 @@ def seen_keys(event: TagEvent, app: AppConfig) -> list[str]:
     return keys
 
 
-def _writes(redis: Redis, event: TagEvent, app: AppConfig, color: Color, seen: list[str],
-            now: float) -> tuple[Release, list[tuple[Any, ...]]]:
-    """A new release for `app` and the commands that record and enqueue it: the
-    store's (`releases.add_commands`), the dedupe marks, and rq's job
-    (`queueing.release_job_commands`), in the order one MULTI/EXEC would run them."""
+def _writes(redis: Redis, event: TagEvent, app: AppConfig, read: tuple[Color, str],
+            seen: list[str], now: float) -> tuple[Release, list[tuple[Any, ...]]]:
+    """A new release for `app` of the tag `read` as (colour, version), and the commands
+    that record and enqueue it: the store's (`releases.add_commands`), the dedupe marks,
+    and rq's job (`queueing.release_job_commands`), in the order one MULTI/EXEC would
+    run them."""
+    color, version = read
     release = Release(
         id=new_release_id(app.name, event.tag), app=app.name, color=color, tag=event.tag,
-        version=app.version_for_tag(event.tag), commit=event.commit, forge=event.forge,
+        version=version, commit=event.commit, forge=event.forge,
         delivery_id=event.delivery_id, repository=event.repository,
         state=ReleaseState.QUEUED, created_at=now, updated_at=now,
         actor=f"{event.forge}:{event.pusher}")
