@@ -29,7 +29,10 @@ Paths, each measured separately and named by what the server answers:
 
 With `--baseline PATH` (a checkout of an earlier commit, e.g. a `git worktree`), that
 commit's web process is measured too, interleaved with ours, as `baseline`: a fair
-before/after on a noisy machine.
+before/after on a noisy machine. With `--rounds N` the whole sweep runs N times; each
+ratio is computed within a round (the servers met the same machine) and the summary
+gives, per server, path and level, the median of the rounds' figures and of their
+ratios: on a shared machine one disturbed run moves a single figure by a third.
 
 Prints requests/s, p50 and p99 per server and path and our/their ratios; writes
 `bench/results/intake.json`. Run: `.venv/bin/python bench/intake.py`.
@@ -42,6 +45,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -181,35 +185,46 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for url in servers.values():  # warm up: imports, connections, caches
             wrk(url, pools["duplicate"], 8, 2)
         runs: list[dict[str, Any]] = []
-        for connections in levels:
-            for path in args.paths.split(","):
-                for server, url in servers.items():
-                    peer = server.startswith("peer")
-                    if peer and path == "duplicate":
-                        continue
-                    if peer and server == "peer_sync" and path != "accepted":
-                        continue  # it differs from the peer only where the command runs
-                    if not peer and path in ("accepted", "duplicate"):
-                        flush(redis_url)  # a short queue, as in real use
-                    if not peer and path == "duplicate":
-                        seed = stack.http("POST", url, *_request(pools["duplicate"]))
-                        assert seed.status in (200, 202), (seed.status, seed.body)
-                    settle()
-                    figures = wrk(url, pools[path], connections, args.duration)
-                    figures["drain_s"] = settle()  # work still going on after the last answer
-                    figures["completed_per_s"] = round(
-                        figures["requests"] / (figures["duration_us"] / 1e6 + figures["drain_s"]),
-                        1)
-                    if not peer and path == "accepted":
-                        figures["queue_length_after"] = queue_length(redis_url)
-                    runs.append({"server": server, "path": path, **figures})
-                    _show(runs[-1])
+        for round_ in range(1, args.rounds + 1):
+            runs += sweep(args, servers, pools, levels, redis_url, round_)
         baseline = f"ours at {stack.git_commit(args.baseline)}" if args.baseline else None
         return {"levels": levels, "duration_s": args.duration, "pool": args.pool,
+                "rounds": args.rounds,
                 "web_concurrency": args.web_concurrency or "gunicorn_conf default",
-                "baseline": baseline, "runs": runs, "ratios": ratios(runs),
-                "ratios_to_peer_sync": ratios(runs, other="peer_sync"),
+                "baseline": baseline, "runs": runs, "medians": medians(runs),
+                "ratios": ratios(runs), "ratios_to_peer_sync": ratios(runs, other="peer_sync"),
                 "ratios_to_baseline": ratios(runs, other="baseline") if baseline else []}
+
+
+def sweep(args: argparse.Namespace, servers: dict[str, str], pools: dict[str, Path],
+          levels: list[int], redis_url: str, round_: int) -> list[dict[str, Any]]:
+    """One wrk run per level, path and server, interleaved, each on a quiet machine."""
+    runs: list[dict[str, Any]] = []
+    for connections in levels:
+        for path in args.paths.split(","):
+            for server, url in servers.items():
+                peer = server.startswith("peer")
+                if peer and path == "duplicate":
+                    continue
+                if peer and server == "peer_sync" and path != "accepted":
+                    continue  # it differs from the peer only where the command runs
+                if not peer and path in ("accepted", "duplicate"):
+                    flush(redis_url)  # a short queue, as in real use
+                if not peer and path == "duplicate":
+                    seed = stack.http("POST", url, *_request(pools["duplicate"]))
+                    assert seed.status in (200, 202), (seed.status, seed.body)
+                settle()
+                figures = wrk(url, pools[path], connections, args.duration)
+                figures["drain_s"] = settle()  # work still going on after the last answer
+                figures["completed_per_s"] = round(
+                    figures["requests"] / (figures["duration_us"] / 1e6 + figures["drain_s"]),
+                    1)
+                if not peer and path == "accepted":
+                    figures["queue_length_after"] = queue_length(redis_url)
+                runs.append({"server": server, "path": path, "round": round_,
+                             **figures})
+                _show(runs[-1])
+    return runs
 
 
 def _request(pool: Path) -> tuple[bytes, dict[str, str]]:
@@ -220,20 +235,41 @@ def _request(pool: Path) -> tuple[bytes, dict[str, str]]:
 
 
 def ratios(runs: list[dict[str, Any]], other: str = "peer") -> list[dict[str, Any]]:
-    """Ours/other for each level and path both measured: >1 throughput means we are faster."""
-    found = []
-    by_key = {(r["server"], r["path"], r["connections"]): r for r in runs}
-    for (server, path, connections), ours in by_key.items():
-        theirs = by_key.get((other, path, connections))
+    """Ours/other for each level and path both measured (>1 throughput: we are faster),
+    computed within each round, then the median over the rounds, with their range."""
+    by_key = {(r["server"], r["path"], r["connections"], r.get("round", 1)): r for r in runs}
+    per_cell: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for (server, path, connections, round_), ours in by_key.items():
+        theirs = by_key.get((other, path, connections, round_))
         if server != "ours" or theirs is None:
             continue
-        found.append({"path": path, "connections": connections,
-                      f"throughput_ours_over_{other}": round(
-                          ours["requests_per_s"] / theirs["requests_per_s"], 2),
-                      f"p99_ours_over_{other}": round(ours["p99_ms"] / theirs["p99_ms"], 2),
-                      f"completed_ours_over_{other}": round(
-                          ours["completed_per_s"] / theirs["completed_per_s"], 2)})
+        cell = per_cell.setdefault((path, connections), {"throughput": [], "p99": [],
+                                                         "completed": []})
+        cell["throughput"].append(ours["requests_per_s"] / theirs["requests_per_s"])
+        cell["p99"].append(ours["p99_ms"] / theirs["p99_ms"])
+        cell["completed"].append(ours["completed_per_s"] / theirs["completed_per_s"])
+    found = []
+    for (path, connections), cell in per_cell.items():
+        entry: dict[str, Any] = {"path": path, "connections": connections}
+        for figure, values in cell.items():
+            entry[f"{figure}_ours_over_{other}"] = round(statistics.median(values), 2)
+            entry[f"{figure}_ours_over_{other}_range"] = [round(min(values), 2),
+                                                          round(max(values), 2)]
+        found.append(entry)
     return found
+
+
+def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each server's median figures per path and level over the rounds."""
+    cells: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        cells.setdefault((r["server"], r["path"], r["connections"]), []).append(r)
+    return [{"server": server, "path": path, "connections": connections,
+             "rounds": len(found),
+             **{figure: round(statistics.median(r[figure] for r in found), 2)
+                for figure in ("requests_per_s", "p50_ms", "p99_ms", "completed_per_s",
+                               "drain_s")}}
+            for (server, path, connections), found in cells.items()]
 
 
 def _show(r: dict[str, Any]) -> None:
@@ -257,17 +293,28 @@ def main() -> None:
                         help="gunicorn workers (default: as webhook/gunicorn_conf.py decides)")
     parser.add_argument("--baseline", type=lambda p: Path(p).resolve(), default=None,
                         help="a checkout of an earlier commit, measured alongside as `baseline`")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="sweeps to run; figures and ratios are their medians")
     parser.add_argument("--name", default="intake", help="results file name")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
         results = run(args, Path(tmp))
+    if args.rounds > 1:
+        print(f"\nmedians of {args.rounds} rounds")
+        for m in results["medians"]:
+            print(f"  {m['server']:9} {m['path']:13} c={m['connections']:<3} "
+                  f"{m['requests_per_s']:8.0f} req/s  p50 {m['p50_ms']:6.2f} ms  "
+                  f"p99 {m['p99_ms']:7.2f} ms  drain {m['drain_s']:5.2f} s")
     for other in ("peer", "peer_sync", "baseline"):
         found = results["ratios"] if other == "peer" else results[f"ratios_to_{other}"]
         if found:
-            print(f"\nours/{other} (throughput >1: ours faster; p99 <1: ours quicker)")
+            print(f"\nours/{other}, median of the rounds [range] (throughput >1: ours "
+                  "faster; p99 <1: ours quicker)")
         for r in found:
+            spread = r[f"throughput_ours_over_{other}_range"]
             print(f"  {r['path']:13} c={r['connections']:<3} throughput "
-                  f"x{r[f'throughput_ours_over_{other}']}  p99 x{r[f'p99_ours_over_{other}']}"
+                  f"x{r[f'throughput_ours_over_{other}']} {spread}"
+                  f"  p99 x{r[f'p99_ours_over_{other}']}"
                   f"  completed x{r[f'completed_ours_over_{other}']}")
     print(f"wrote {stack.write_results(args.name, results).relative_to(stack.ROOT)}")
 
