@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,32 +105,28 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         app = create_app()
         redis = Redis.from_url(redis_url)
         statuses: list[str] = []
-        settle: Callable[[], None] = lambda: None  # noqa: E731
         if args.front == "protocol":
-            call, settle = protocol_caller(app, statuses)
+            caller = protocol_caller(app, statuses)
         elif args.front == "asgi":
-            call, settle = asgi_caller(app, statuses)
+            caller = asgi_caller(app, statuses)
         else:
-            def call(body: bytes, headers: dict[str, str]) -> None:
-                answer = app(environ(body, headers), lambda s, h, e=None: statuses.append(s))
-                b"".join(answer)
+            caller = flask_caller(app, statuses)
 
         sets = deliveries(args.requests)
         warm = deliveries(1)
-        call(*warm["accepted"][0])  # warm up: lazy imports, connections
-        for _ in range(100):
-            call(*warm["ignored"][0])
+        caller.run(caller.prepare(warm["accepted"] + warm["ignored"] * 100))  # warm up
         results: dict[str, Any] = {}
         for path, requests in sets.items():
             if path in ("accepted", "duplicate"):
                 redis.flushall()  # a short queue, as in real use
             if path == "duplicate":
-                call(*requests[0])
+                caller.run(caller.prepare(requests[:1]))
+            prepared = caller.prepare(requests)
             profile = cProfile.Profile() if args.profile == path else None
-            settle()  # counts still pending from the warm-up or the path before
+            caller.settle()  # counts still pending from the warm-up or the path before
             before, cpu, wall = commands(redis), time.process_time(), time.perf_counter()
-            _timed(call, requests, profile)
-            settle()  # this path's counts of ignored and refused deliveries, written now
+            _timed(caller, prepared, profile)
+            caller.settle()  # this path's counts of ignored and refused deliveries, written now
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             ran, sent = counted(before, commands(redis))
             results[path] = {"status": str(statuses[-1]), "requests": len(requests),
@@ -146,11 +143,32 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {"front": args.front, "paths": results, "profiled": args.profile}
 
 
-def asgi_caller(app: Any, statuses: list[Any]
-                ) -> tuple[Callable[[bytes, dict[str, str]], None], Callable[[], None]]:
-    """One request at a time through the web process's ASGI front (`webhook.asgi.Front`),
-    on one uvloop event loop, as a gunicorn worker runs it (no HTTP parsing here); and a
-    call that writes the counts the front adds up (it writes them every 50 ms)."""
+Requests = list[tuple[bytes, dict[str, str]]]
+
+
+@dataclass
+class Caller:
+    """How a front is called: `prepare` turns requests into what `run` sends (outside
+    the timed part), `run` sends them one after the other, each answered before the
+    next, and `settle` writes the counts a front adds up (it writes them every 50 ms)."""
+
+    prepare: Callable[[Requests], Any]
+    run: Callable[[Any], None]
+    settle: Callable[[], None] = lambda: None
+
+
+def flask_caller(app: Any, statuses: list[Any]) -> Caller:
+    """The Flask view, as a WSGI server calls it."""
+    def run(environs: list[dict[str, Any]]) -> None:
+        for env in environs:
+            b"".join(app(env, lambda s, h, e=None: statuses.append(s)))
+
+    return Caller(lambda requests: [environ(b, h) for b, h in requests], run)
+
+
+def asgi_caller(app: Any, statuses: list[Any]) -> Caller:
+    """The web process's ASGI front (`webhook.asgi.Front.deliver`, the path of chunked
+    and pipelined deliveries) on one uvloop event loop (no HTTP parsing here)."""
     import asyncio
 
     import uvloop
@@ -159,30 +177,28 @@ def asgi_caller(app: Any, statuses: list[Any]
 
     front = Front(app)
     loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
 
-    async def one(body: bytes, headers: dict[str, str]) -> None:
+    def scope(body: bytes, headers: dict[str, str]) -> tuple[dict[str, Any], bytes]:
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         raw.append((b"content-length", str(len(body)).encode()))
-        scope = {"type": "http", "method": "POST", "path": "/webhook", "headers": raw,
-                 "http_version": "1.1", "client": ("127.0.0.1", 1)}
+        return ({"type": "http", "method": "POST", "path": "/webhook", "headers": raw,
+                 "http_version": "1.1", "client": ("127.0.0.1", 1)}, body)
 
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def all_of(prepared: list[tuple[dict[str, Any], bytes]]) -> None:
+        for request, body in prepared:
+            async def receive(body: bytes = body) -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
 
-        await front(scope, receive, send)
+            await front(request, receive, send)
 
-    def call(body: bytes, headers: dict[str, str]) -> None:
-        loop.run_until_complete(one(body, headers))
-
-    def settle() -> None:
-        loop.run_until_complete(front.flush_counts())
-
-    asyncio.set_event_loop(loop)
-    return call, settle
+    return Caller(lambda requests: [scope(b, h) for b, h in requests],
+                  lambda prepared: loop.run_until_complete(all_of(prepared)),
+                  lambda: loop.run_until_complete(front.flush_counts()))
 
 
 class Transport:
@@ -211,12 +227,10 @@ class Transport:
         pass
 
 
-def protocol_caller(app: Any, statuses: list[Any]
-                    ) -> tuple[Callable[[bytes, dict[str, str]], None], Callable[[], None]]:
-    """One request at a time through the web worker's own HTTP protocol
-    (`webhook.asgi.FrontProtocol`, built from the worker's uvicorn settings) on one
-    uvloop event loop, given the request's bytes as a socket would: what a gunicorn
-    worker runs per delivery, less the system calls."""
+def protocol_caller(app: Any, statuses: list[Any]) -> Caller:
+    """The web worker's own HTTP protocol (`webhook.asgi.FrontProtocol`, built from the
+    worker's uvicorn settings) on one uvloop event loop, given each request's bytes as
+    a socket would: what a gunicorn worker runs per delivery, less the system calls."""
     import asyncio
 
     import uvicorn
@@ -235,26 +249,27 @@ def protocol_caller(app: Any, statuses: list[Any]
     transport = Transport()
     protocol.connection_made(transport)
 
-    def call(body: bytes, headers: dict[str, str]) -> None:
+    def request(body: bytes, headers: dict[str, str]) -> bytes:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        transport.answered = loop.create_future()
-        loop.call_soon(protocol.data_received, f"POST /webhook HTTP/1.1\r\nHost: x\r\n{head}"
-                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        loop.run_until_complete(transport.answered)
-        statuses.append(int(transport.answered.result().split(b" ", 2)[1]))
+        return (f"POST /webhook HTTP/1.1\r\nHost: x\r\n{head}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
-    def settle() -> None:
-        loop.run_until_complete(front.flush_counts())
+    async def all_of(prepared: list[bytes]) -> None:
+        for data in prepared:
+            transport.answered = loop.create_future()
+            protocol.data_received(data)  # a refusal is answered before this returns
+            answer = await transport.answered
+            statuses.append(int(answer.split(b" ", 2)[1]))
 
-    return call, settle
+    return Caller(lambda requests: [request(b, h) for b, h in requests],
+                  lambda prepared: loop.run_until_complete(all_of(prepared)),
+                  lambda: loop.run_until_complete(front.flush_counts()))
 
 
-def _timed(call: Callable[[bytes, dict[str, str]], None],
-           requests: list[tuple[bytes, dict[str, str]]], profile: cProfile.Profile | None) -> None:
+def _timed(caller: Caller, prepared: Any, profile: cProfile.Profile | None) -> None:
     if profile is not None:
         profile.enable()
-    for body, headers in requests:
-        call(body, headers)
+    caller.run(prepared)
     if profile is not None:
         profile.disable()
 
