@@ -29,6 +29,7 @@ import uvicorn
 import yaml
 from proctools import free_port
 from web import (
+    API_TOKEN,
     CONFIG_YAML,
     SECRET_ENV,
     Delivery,
@@ -504,3 +505,29 @@ def test_http_1_0_and_expect_continue_deliveries_are_answered(
             assert status_of(sock.recv(65536)) == 202
     assert through_asgi == ["/webhook"]  # the one that asked to continue
     assert redis.llen("rq:queue:deploy") == 2
+
+
+def test_other_routes_get_their_body_in_time_or_408(redis_url: str,
+                                                    redis: redis_lib.Redis) -> None:
+    """The bridge's threads read bodies the loop has read already: a trickled body to
+    any route is 408 at the deadline and closes, and holds no thread; whole ones reach
+    Flask as sent."""
+    front = Front(create_app(settings_for(redis_url), redis), body_timeout=0.3)
+    body = json.dumps({"release": "nope"}).encode()
+    head = (b"POST /api/apps/myapp/promote HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + API_TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    with served(front) as url:
+        started = time.monotonic()
+        (late,) = exchange(url, head + body[:5], answers=1)
+        assert status_of(late) == 408 and b"connection: close" in late.lower()
+        assert 0.3 <= time.monotonic() - started < 5
+        (whole,) = exchange(url, head + body, answers=1)
+        assert status_of(whole) == 404  # Flask read the body: no release "nope"
+        assert b"nope" in whole
+        chunked = (b"POST /api/apps/myapp/promote HTTP/1.1\r\nHost: x\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n"
+                   + b"100000\r\n" + b"x" * 0x100000 + b"\r\n" + b"10\r\n" + b"y" * 16
+                   + b"\r\n0\r\n\r\n")
+        (too_big,) = exchange(url, chunked, answers=1)
+        assert status_of(too_big) == 413

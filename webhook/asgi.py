@@ -15,8 +15,9 @@ HTTP protocol extended as `FrontProtocol`:
   100-continue`, a pipelined request) reaches `Front.deliver` through ASGI, which
   runs the same steps;
 - every other request (operator API, chat-ops, status, board, metrics) goes to the
-  Flask app through `a2wsgi`'s WSGI bridge, in a small thread pool, with one access
-  line in the format of `gunicorn_conf.access_log_format`.
+  Flask app through `a2wsgi`'s WSGI bridge, in a small thread pool, its body read on
+  the loop first within the same deadline as a delivery's (so a slow client holds no
+  thread), with one access line in the format of `gunicorn_conf.access_log_format`.
 
 A delivery's access record is its structured delivery line (`intake.log_delivery`).
 The Flask view of `webhook.intake` stays the reference, and what the test client and
@@ -278,12 +279,40 @@ class Front:
             await send(message)
 
         try:
-            await self.flask(scope, receive, observed)  # type: ignore[arg-type]
+            buffered = await self._buffered(scope, receive)
+            if isinstance(buffered, Answer):
+                await _send_answer(observed, buffered)
+            else:
+                await self.flask(scope, buffered, observed)  # type: ignore[arg-type]
         finally:
             client = scope.get("client") or ("-", 0)
             access.info('%s "%s %s HTTP/%s" %s %s %dms', client[0], scope["method"],
                         scope["path"], scope.get("http_version", "1.1"), status or "-", size,
                         (time.perf_counter() - started) * 1000)
+
+    async def _buffered(self, scope: Scope, receive: Receive) -> Receive | Answer:
+        """The request's body read here, on the loop, within `body_timeout` and up to the
+        limit, then replayed to Flask: the bridge's threads read the body they are given,
+        so a client trickling one holds no thread (408 when it is late, and the
+        connection closes). A body declared over the limit is left to Flask's 413."""
+        headers = Headers(scope["headers"])
+        try:
+            length = _content_length(headers)
+            if length is not None and length > self.limit:
+                return receive
+            raw = await self._read_in_time(Body(receive), length)
+        except Exception as error:
+            return refuse(error, Outcome())
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # after the body: what the client does next (a disconnect)
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        return replay
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
