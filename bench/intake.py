@@ -60,6 +60,11 @@ REPOSITORY = "acme/myapp"
 TAG = "v1.0-green"
 PATHS = ("accepted", "duplicate", "ignored", "bad_signature")
 PEER_RULE_REGEX = r"^refs/tags/v.*-(blue|green)$"
+# What each server answers on each path; any other status in a run is counted apart
+# (a pool that wrapped around would show as duplicates counted as accepted deliveries).
+EXPECTED = {"ours": {"accepted": "202", "duplicate": "200", "ignored": "200",
+                     "bad_signature": "401"},
+            "peer": {"accepted": "200", "ignored": "401", "bad_signature": "500"}}
 
 
 def pool_line(body: bytes, delivery: str, secret: str = stack.SECRET) -> str:
@@ -221,6 +226,9 @@ def sweep(args: argparse.Namespace, servers: dict[str, str], pools: dict[str, Pa
                     1)
                 if not peer and path == "accepted":
                     figures["queue_length_after"] = queue_length(redis_url)
+                expected = EXPECTED["peer" if peer else "ours"][path]
+                figures["unexpected_statuses"] = {
+                    status: n for status, n in figures["statuses"].items() if status != expected}
                 runs.append({"server": server, "path": path, "round": round_,
                              **figures})
                 _show(runs[-1])
@@ -277,7 +285,9 @@ def _show(r: dict[str, Any]) -> None:
           f"{r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
           f"p99 {r['p99_ms']:7.2f} ms  drain {r['drain_s']:5.2f} s  "
           f"statuses {r['statuses']}"
-          + (f"  errors {r['errors']}" if any(r["errors"].values()) else ""), flush=True)
+          + (f"  errors {r['errors']}" if any(r["errors"].values()) else "")
+          + (f"  UNEXPECTED {r['unexpected_statuses']}" if r.get("unexpected_statuses")
+             else ""), flush=True)
 
 
 def main() -> None:
