@@ -153,9 +153,9 @@ def test_the_submission_runs_after_redis_forgot_the_script(redis: redis_lib.Redi
 
     async def body() -> list[Any]:
         group = GroupCommit(link_to(redis_url), submission.SUBMIT)
-        first = await group.submit(planned(1))
+        first = await group.add(planned(1))
         redis.script_flush()
-        return [first, await group.submit(planned(2))]
+        return [first, await group.add(planned(2))]
 
     replies = run(body)
     assert [reply[0][0] for reply in replies] == [1, 1]  # both recorded as new releases

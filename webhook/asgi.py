@@ -357,9 +357,6 @@ class GroupCommit:
             self._sender = loop.create_task(self._send_all())
         return future
 
-    async def submit(self, planned: submission.Plan) -> Any:
-        return await self.add(planned)
-
     async def _send_all(self) -> None:
         try:
             while self._waiting:
@@ -523,9 +520,8 @@ class FrontProtocol(BoundedHttpTools):
         super().data_received(data)
         delivery = self._delivery
         if delivery is not None and delivery.reading and delivery.deadline is None:
-            front = self.app
-            assert isinstance(front, Front)
-            delivery.deadline = self.loop.call_later(front.body_timeout, self._late, delivery)
+            delivery.deadline = self.loop.call_later(delivery.front.body_timeout, self._late,
+                                                     delivery)
 
     def on_headers_complete(self) -> None:
         delivery = self._take_delivery()
@@ -580,30 +576,25 @@ class FrontProtocol(BoundedHttpTools):
             return None
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         outcome = Outcome()
-        return _Delivery(headers, outcome, front.open(forge_name, headers, outcome), keep_alive)
+        return _Delivery(front, headers, outcome, front.open(forge_name, headers, outcome),
+                         keep_alive)
 
     def _run(self, delivery: _Delivery) -> None:
-        front = self.app
-        assert isinstance(front, Front)
         respond = functools.partial(self._answer, delivery)
         opened = delivery.opened
         if isinstance(opened, Answer):
             respond(opened)
         else:
-            front.run(opened[0], delivery.headers, b"".join(delivery.parts), delivery.outcome,
-                      respond)
+            delivery.front.run(opened[0], delivery.headers, b"".join(delivery.parts),
+                               delivery.outcome, respond)
 
     def _late(self, delivery: _Delivery) -> None:
         if delivery.reading:
-            front = self.app
-            assert isinstance(front, Front)
             delivery.stop_reading()
-            self._answer(delivery, refuse(front.late_body(), delivery.outcome))
+            self._answer(delivery, refuse(delivery.front.late_body(), delivery.outcome))
 
     def _answer(self, delivery: _Delivery, result: Answer) -> None:
-        front = self.app
-        assert isinstance(front, Front)
-        front.conclude(delivery.outcome, result)
+        delivery.front.conclude(delivery.outcome, result)
         cycle = delivery.cycle
         cycle.response_complete = True
         if self._delivery is delivery:
@@ -627,8 +618,9 @@ class FrontProtocol(BoundedHttpTools):
 class _Delivery:
     """A delivery on the fast path: what `FrontProtocol` holds between its callbacks."""
 
-    def __init__(self, headers: Headers, outcome: Outcome,
+    def __init__(self, front: Front, headers: Headers, outcome: Outcome,
                  opened: tuple[Forge, int | None] | Answer, keep_alive: bool) -> None:
+        self.front = front
         self.headers = headers
         self.outcome = outcome
         self.opened = opened  # `Front.open`'s result, from the head

@@ -62,7 +62,7 @@ class RedisLink:
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
         self._connection: _Connection | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting = asyncio.Lock()  # binds to the loop at first use
 
     async def execute(self, *commands: Command) -> list[Any]:
         try:
@@ -93,8 +93,6 @@ class RedisLink:
         return results
 
     async def _connect(self) -> _Connection:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
         async with self._connecting:  # one connect at a time; the others use its result
             if self._connection is not None and not self._connection.lost:
                 return self._connection
