@@ -14,13 +14,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import free_port
-from web import Gunicorn, start_web
+from web import Gunicorn
 
 from worker.statusview import render
 
@@ -105,13 +104,6 @@ def test_a_dead_worker_and_an_empty_queue() -> None:
 # -- the command, through real gunicorn ----------------------------------------------------------
 
 
-@pytest.fixture
-def web(redis_url: str, tmp_path: Path) -> Iterator[Gunicorn]:
-    server = start_web(redis_url, tmp_path)
-    yield server
-    server.stop()
-
-
 def bluegreen(url: str, *args: str, seconds: float | None = None) -> tuple[int | None, str]:
     """Run `bluegreen status ...`; with `seconds`, interrupt it after that long."""
     env = {**os.environ, "BLUEGREEN_URL": url}
@@ -126,6 +118,7 @@ def bluegreen(url: str, *args: str, seconds: float | None = None) -> tuple[int |
     return None, out
 
 
+@pytest.mark.usefixtures("redis_url")  # an empty database
 def test_status_prints_the_picture_once(web: Gunicorn) -> None:
     code, out = bluegreen(web.url)
     assert code == 0, out
@@ -133,6 +126,7 @@ def test_status_prints_the_picture_once(web: Gunicorn) -> None:
     assert "deploy (myapp, website)  NO WORKER" in out
 
 
+@pytest.mark.usefixtures("redis_url")  # an empty database
 def test_watch_redraws_until_interrupted(web: Gunicorn) -> None:
     _, out = bluegreen(web.url, "--watch", "--interval", "0.3", seconds=2.5)
     assert out.count("bluegreen status, every 0.3s (Ctrl-C to stop)") >= 3
