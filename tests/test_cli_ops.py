@@ -32,8 +32,6 @@ TO_AWAITING = (S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION)
 BLUEGREEN = str(Path(sys.executable).parent / "bluegreen")
 
 
-
-
 @pytest.fixture
 def cli(web: Gunicorn, redis: redis_lib.Redis) -> Callable[..., Result]:
     """Run `bluegreen ARGS...` against the web process (Redis flushed for this test)."""
