@@ -63,8 +63,8 @@ def test_a_second_holder_of_the_queue_lock_waits(redis: redis_lib.Redis) -> None
     assert second.acquire(blocking_timeout=1, token="worker-2")
 
 
-def queue_release(redis: redis_lib.Redis, pipe: Pipeline, release_id: str) -> None:
-    for command in queueing.release_job_commands(redis, app(), release_id=release_id,
+def queue_release(pipe: Pipeline, release_id: str) -> None:
+    for command in queueing.release_job_commands(app(), release_id=release_id,
                                                  description="x"):
         pipe.execute_command(*command)
 
@@ -73,7 +73,7 @@ def test_enqueued_jobs_appear_only_when_the_transaction_runs(redis: redis_lib.Re
     queue = Queue("deploy", connection=redis)
     with redis.pipeline() as pipe:
         pipe.multi()
-        queue_release(redis, pipe, "myapp-v1-blue-00000001")
+        queue_release(pipe, "myapp-v1-blue-00000001")
         assert queue.count == 0 and not redis.exists("rq:job:myapp-v1-blue-00000001")
         pipe.execute()
     assert queue.job_ids == ["myapp-v1-blue-00000001"]
@@ -85,7 +85,7 @@ def test_commands_get_their_own_job_ids_and_rollback_jumps_the_queue(
     with redis.pipeline() as pipe:
         pipe.multi()
         for i in range(3):
-            queue_release(redis, pipe, f"r-{i}")
+            queue_release(pipe, f"r-{i}")
         promote = queueing.enqueue_command(pipe, redis, app(), action="promote",
                                            release_id="r-0", color=None, actor="bob",
                                            at_front=False)
@@ -129,7 +129,7 @@ def test_release_job_commands_store_what_rqs_own_enqueue_stores(redis: redis_lib
         timeout=queueing.job_timeout(config), result_ttl=queueing.RESULT_TTL,
         failure_ttl=queueing.FAILURE_TTL, description="d",
         meta={"release": "by-rq", "app": "myapp", "action": "release"})
-    for command in queueing.release_job_commands(redis, config, release_id="ours",
+    for command in queueing.release_job_commands(config, release_id="ours",
                                                  description="d"):
         redis.execute_command(*command)
 
@@ -160,7 +160,7 @@ def test_the_release_job_hash_is_rqs_to_dict_of_the_same_job(
     that vary filled in: it must be, value for value and in rq's order, the `to_dict()`
     of a job rq makes afresh with the same inputs at the same instant."""
     config = app(name)
-    sadd, hset, rpush = queueing.release_job_commands(redis, config, release_id=release_id,
+    sadd, hset, rpush = queueing.release_job_commands(config, release_id=release_id,
                                                       description=description)
     fields = dict(zip(hset[2::2], hset[3::2], strict=True))
     job = Queue(config.queue, connection=redis).create_job(

@@ -94,7 +94,7 @@ def command_job_id(release_id: str, action: str) -> str:
     return f"{release_id}-{action}-{secrets.token_hex(3)}"
 
 
-def release_job_commands(redis: Redis, app: AppConfig, *, release_id: str,
+def release_job_commands(app: AppConfig, *, release_id: str,
                          description: str) -> list[tuple[Any, ...]]:
     """The commands that queue `run_release(release_id)` (all of a release's automatic
     steps as one job), for the caller to run in its own transaction or script.
@@ -104,7 +104,7 @@ def release_job_commands(redis: Redis, app: AppConfig, *, release_id: str,
     queue in rq's set of queues, the job's hash (its status with it), the job's id at the
     back of the queue: what rq's `enqueue_call` writes, which `tests/test_queueing.py`
     holds it to, for a fraction of the CPU (the intake pays it per delivery), and with
-    no I/O: `redis` is not even needed, the keys follow from the queue's name."""
+    no I/O: the keys follow from the queue's name."""
     queue = queue_key(app.queue)
     job_id = release_job_id(release_id)
     fields = _release_job_fields(app.queue, job_timeout(app), release_id=release_id,

@@ -177,7 +177,7 @@ def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
             if read is None:
                 continue
             seen = seen_keys(event, app)
-            release, commands = _writes(redis, event, app, read, seen, clock())
+            release, commands = _writes(event, app, read, seen, clock())
             args += [len(seen), *seen, queueing.queue_key(app.queue), len(commands)]
             for command in commands:
                 args.append(len(command))
@@ -222,8 +222,8 @@ def seen_keys(event: TagEvent, app: AppConfig) -> list[str]:
     return keys
 
 
-def _writes(redis: Redis, event: TagEvent, app: AppConfig, read: tuple[Color, str],
-            seen: list[str], now: float) -> tuple[Release, list[tuple[Any, ...]]]:
+def _writes(event: TagEvent, app: AppConfig, read: tuple[Color, str], seen: list[str],
+            now: float) -> tuple[Release, list[tuple[Any, ...]]]:
     """A new release for `app` of the tag `read` as (colour, version), and the commands
     that record and enqueue it: the store's (`releases.add_commands`), the dedupe marks,
     and rq's job (`queueing.release_job_commands`), in the order one MULTI/EXEC would
@@ -241,7 +241,7 @@ def _writes(redis: Redis, event: TagEvent, app: AppConfig, read: tuple[Color, st
     commands = add_commands(release, entry)
     commands += [("SET", key, release.id, "EX", DEDUPE_TTL) for key in seen]
     commands += queueing.release_job_commands(
-        redis, app, release_id=release.id,
+        app, release_id=release.id,
         description=f"release {event.tag} of {app.name} into {color}")
     return release, commands
 
