@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from proctools import free_port
+from proctools import free_port, is_listening, wait_for
 from web import Gunicorn, start_web
 
 __all__ = ["free_port"]  # tests import it from here
@@ -24,17 +22,6 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
 @dataclass
@@ -54,7 +41,7 @@ class RedisServer:
                 "--save", "", "--appendonly", "yes" if appendonly else "no",
                 "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        wait_for(f"redis-server on port {self.port}", lambda: is_listening(self.port), 10)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
