@@ -164,8 +164,8 @@ class RedisCollector(Collector):
             for key in (RELEASES_KEY, STEPS_KEY, WEBHOOKS_KEY, CHAT_KEY):
                 pipe.hgetall(key)
             for queue in queues:
-                pipe.llen(queueing.get_queue(self.redis, queue).key)
-                pipe.lindex(queueing.get_queue(self.redis, queue).key, 0)
+                pipe.llen(queueing.queue_key(queue))
+                pipe.lindex(queueing.queue_key(queue), 0)
                 pipe.get(queueing.HEARTBEAT_KEY.format(queue=queue))
             clusterview.queue_reads(pipe, apps)
             answers = pipe.execute()
