@@ -143,19 +143,22 @@ def busy_seconds() -> float:
     return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def settle(quiet_cores: float = 0.25, window: float = 0.5, limit: float = 60.0) -> float:
-    """Wait until the machine is quiet (under `quiet_cores` busy over `window` seconds);
-    the seconds that took. A server that answers before it has done its work (the peer
-    starts its command in the background) is still working after wrk stops: its next
-    run, or the next server's, must not pay for that, and the time says how long the
-    work went on after the last answer."""
+QUIET_CORES, QUIET_WINDOW_S, SETTLE_LIMIT_S = 0.25, 0.5, 60.0
+
+
+def settle() -> float:
+    """Wait until the machine is quiet (under `QUIET_CORES` busy over `QUIET_WINDOW_S`);
+    the seconds that took (`SETTLE_LIMIT_S` at most). A server that answers before it
+    has done its work (the peer starts its command in the background) is still working
+    after wrk stops: its next run, or the next server's, must not pay for that, and the
+    time says how long the work went on after the last answer."""
     started = time.monotonic()
-    while time.monotonic() - started < limit:
+    while time.monotonic() - started < SETTLE_LIMIT_S:
         before = busy_seconds()
-        time.sleep(window)
-        if (busy_seconds() - before) / window < quiet_cores:
-            return round(max(0.0, time.monotonic() - started - window), 2)
-    return round(limit, 2)
+        time.sleep(QUIET_WINDOW_S)
+        if (busy_seconds() - before) / QUIET_WINDOW_S < QUIET_CORES:
+            return round(max(0.0, time.monotonic() - started - QUIET_WINDOW_S), 2)
+    return SETTLE_LIMIT_S
 
 
 def flush(redis_url: str) -> None:
@@ -211,7 +214,7 @@ def sweep(args: argparse.Namespace, servers: dict[str, str], pools: dict[str, Pa
                 peer = server.startswith("peer")
                 if peer and path == "duplicate":
                     continue
-                if peer and server == "peer_sync" and path != "accepted":
+                if server == "peer_sync" and path != "accepted":
                     continue  # it differs from the peer only where the command runs
                 if not peer and path in ("accepted", "duplicate"):
                     flush(redis_url)  # a short queue, as in real use
@@ -245,7 +248,7 @@ def _request(pool: Path) -> tuple[bytes, dict[str, str]]:
 def ratios(runs: list[dict[str, Any]], other: str = "peer") -> list[dict[str, Any]]:
     """Ours/other for each level and path both measured (>1 throughput: we are faster),
     computed within each round, then the median over the rounds, with their range."""
-    by_key = {(r["server"], r["path"], r["connections"], r.get("round", 1)): r for r in runs}
+    by_key = {(r["server"], r["path"], r["connections"], r["round"]): r for r in runs}
     per_cell: dict[tuple[str, int], dict[str, list[float]]] = {}
     for (server, path, connections, round_), ours in by_key.items():
         theirs = by_key.get((other, path, connections, round_))
@@ -286,7 +289,7 @@ def _show(r: dict[str, Any]) -> None:
           f"p99 {r['p99_ms']:7.2f} ms  drain {r['drain_s']:5.2f} s  "
           f"statuses {r['statuses']}"
           + (f"  errors {r['errors']}" if any(r["errors"].values()) else "")
-          + (f"  UNEXPECTED {r['unexpected_statuses']}" if r.get("unexpected_statuses")
+          + (f"  UNEXPECTED {r['unexpected_statuses']}" if r["unexpected_statuses"]
              else ""), flush=True)
 
 
