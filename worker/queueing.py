@@ -2,10 +2,12 @@
 
 Owns the rq side of the engine: one rq queue per configured queue name; job ids
 (a release's job id is its release id; commands get `<release>-<action>-<hex>`);
-enqueueing into a caller's MULTI/EXEC pipeline (`at_front` for rollback, SPEC
-§5.8); queue positions; job timeouts computed from the app's config; and the
-per-queue Redis lock a worker holds while it serves a queue, so a second worker on
-the same queue waits instead of running jobs alongside (SPEC §5.5). Keys:
+a release's job as plain commands for the intake's one-call submission
+(`worker.submission`), a command's job enqueued into a caller's MULTI/EXEC pipeline
+(`at_front` for rollback, SPEC §5.8); queue positions; job timeouts computed from
+the app's config; and the per-queue Redis lock a worker holds while it serves a
+queue, so a second worker on the same queue waits instead of running jobs
+alongside (SPEC §5.5). Keys:
 
     bluegreen:queue:<queue>:lock            the lock (token: the holding worker's name)
     bluegreen:worker:<queue>:heartbeat      JSON about the worker serving the queue, with TTL
@@ -151,14 +153,16 @@ def _release_job_template(queue: str, timeout: int) -> Mapping[str, Any]:
 
 def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str,
                     release_id: str, color: str | None, actor: str, at_front: bool) -> str:
-    """Queue `run_command(...)`; rollback passes `at_front=True` to jump the queue."""
-    job_id = command_job_id(release_id, action)
-    return _enqueue(pipe, redis, app, COMMAND_JOB,
-                    args=(app.name, action, release_id, color, actor), job_id=job_id,
-                    description=f"{action} {release_id} requested by {actor}",
-                    meta={"release": release_id, "app": app.name, "action": action,
-                          "actor": actor},
-                    at_front=at_front)
+    """Queue `run_command(...)` into `pipe`, which must already be in MULTI (nothing runs
+    until EXEC); rollback passes `at_front=True` to jump the queue."""
+    job = get_queue(redis, app.queue).enqueue_call(
+        COMMAND_JOB, args=(app.name, action, release_id, color, actor),
+        job_id=command_job_id(release_id, action), timeout=job_timeout(app),
+        result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+        description=f"{action} {release_id} requested by {actor}",
+        meta={"release": release_id, "app": app.name, "action": action, "actor": actor},
+        at_front=at_front, pipeline=pipe)
+    return str(job.id)
 
 
 def position(redis: Redis, queue: str, job_id: str) -> int | None:
@@ -166,14 +170,3 @@ def position(redis: Redis, queue: str, job_id: str) -> int | None:
     index = redis.lpos(queue_key(queue), job_id)
     return index + 1 if isinstance(index, int) else None
 
-
-def _enqueue(pipe: Pipeline, redis: Redis, app: AppConfig, func: str, *, args: tuple[Any, ...],
-             job_id: str, description: str, meta: dict[str, Any],
-             at_front: bool = False) -> str:
-    """Add the job's writes to `pipe`, which must already be in MULTI (nothing runs until EXEC)."""
-    queue = get_queue(redis, app.queue)
-    job = queue.enqueue_call(func, args=args, job_id=job_id, timeout=job_timeout(app),
-                             result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-                             description=description, meta=meta, at_front=at_front,
-                             pipeline=pipe)
-    return str(job.id)
