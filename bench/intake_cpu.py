@@ -72,8 +72,11 @@ def deliveries(n: int) -> dict[str, list[tuple[bytes, dict[str, str]]]]:
             "bad_signature": [push(7, secret="not-the-secret")] * n}
 
 
-INNER = {"get", "exists", "hget", "hgetall", "lpos", "llen", "hset", "zadd", "rpush", "xadd",
-         "set", "sadd", "hincrby"}  # what the submission script runs inside its one call
+# What the submission script (worker/submission.py) runs inside its one call: its own
+# reads and count, and the writes it is handed (release record, indexes, audit, event,
+# dedupe keys, rq job and queue).
+INNER = {"get", "hgetall", "lpos", "llen", "hincrby",
+         "hset", "zadd", "rpush", "xadd", "set", "sadd"}
 
 
 def commands(redis: Redis) -> dict[str, int]:
