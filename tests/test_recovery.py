@@ -22,7 +22,7 @@ import redis as redis_lib
 from conftest import Sandbox
 from flows import Flow, S, app_body, environ, wait_until
 from invariants import Monitor
-from procs import descendants
+from proctools import descendants
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from sandbox_objects import pid_exists
