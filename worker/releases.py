@@ -2,7 +2,9 @@
 
 Owns `Release`, `AuditEntry`, release ids, the Redis keys below and
 `ReleaseStore`. Every write that must land together (record, indexes, audit entry)
-goes through one MULTI/EXEC; state changes go through `machine.advance()` under
+goes through one MULTI/EXEC, or, for a new release from a tag push, through the
+intake's one script call, which runs the commands `add_commands` builds here
+(`worker.submission`); state changes go through `machine.advance()` under
 WATCH, so two writers cannot both move one release. Keys:
 
     bluegreen:release:<id>                  hash: the record
@@ -153,15 +155,12 @@ class ReleaseStore:
         self.redis = redis
         self.clock = clock
 
-    def add(self, release: Release, *, message: str, pipe: Pipeline | None = None) -> None:
-        """Record a new release and its first audit entry (in `pipe`'s transaction if given)."""
-        entry = intake_entry(release, message)
-        if pipe is not None:
-            self._queue_add(pipe, release, entry)
-            return
-        with self.redis.pipeline() as own:
-            self._queue_add(own, release, entry)
-            own.execute()
+    def add(self, release: Release, *, message: str) -> None:
+        """Record a new release and its first audit entry, in one transaction."""
+        with self.redis.pipeline() as pipe:
+            for command in add_commands(release, intake_entry(release, message)):
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            pipe.execute()
 
     def get(self, release_id: str) -> Release | None:
         raw = self.redis.hgetall(RELEASE_KEY.format(id=release_id))
@@ -243,10 +242,6 @@ class ReleaseStore:
             found += [r for r in self.get_many(ids) if app is None or r.app == app]
             start += page
         return found[:limit]
-
-    def _queue_add(self, pipe: Pipeline, release: Release, entry: AuditEntry) -> None:
-        for command in add_commands(release, entry):
-            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
 
     def _update(self, release_id: str,
                 change: Callable[[Release], tuple[Release, AuditEntry | None]]) -> Release:
