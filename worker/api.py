@@ -40,6 +40,7 @@ __all__ = ["Action", "AuditEntry", "Color", "Engine", "EngineError", "InvalidCom
            "Queued", "Release", "ReleaseState", "StaleCommand", "Submitted", "TagEvent",
            "Unavailable", "UnknownApp", "UnknownRelease", "redis_unavailable"]
 
+
 @dataclass(frozen=True)
 class Queued:
     """The answer to a command: the queued job, its place in the queue, and its release."""
@@ -134,6 +135,7 @@ class Engine:
             known = ", ".join(sorted(self.settings.apps))
             raise UnknownApp(f"no app named {name!r} is configured (apps: {known})")
         return config
+
 
 @contextlib.contextmanager
 def redis_unavailable() -> Iterator[None]:
