@@ -1,7 +1,8 @@
 """Tags → colour and version, and the release ids made from them.
 
 Covers the seed's patterns (`^v.*-blue$` / `^v.*-green$`), tags matching neither or
-both patterns (not ours: None), custom patterns with a `version` group, and that
+both patterns (not ours: None), custom patterns with a `version` group, `read_tag`
+(the intake's colour and version in one search) agreeing with both, and that
 release ids are valid rq job ids and Kubernetes label values.
 """
 
@@ -11,7 +12,7 @@ import re
 
 import pytest
 
-from worker.colors import Color, color_for_tag, version_for_tag
+from worker.colors import Color, color_for_tag, read_tag, version_for_tag
 from worker.config import load_settings
 from worker.releases import new_release_id
 
@@ -31,6 +32,7 @@ SEED = {Color.BLUE: re.compile("^v.*-blue$"), Color.GREEN: re.compile("^v.*-gree
 def test_seed_patterns(tag: str, color: Color | None, version: str) -> None:
     assert color_for_tag(SEED, tag) is color
     assert version_for_tag(SEED, tag) == version
+    assert read_tag(SEED, tag) == (None if color is None else (color, version))
 
 
 def test_a_tag_matching_both_patterns_names_no_colour() -> None:
@@ -44,6 +46,7 @@ def test_a_version_group_in_the_pattern_wins() -> None:
                 Color.GREEN: re.compile(r"^release/(?P<version>[\d.]+)/g$")}
     assert color_for_tag(patterns, "release/4.1/g") is Color.GREEN
     assert version_for_tag(patterns, "release/4.1/g") == "4.1"
+    assert read_tag(patterns, "release/4.1/g") == (Color.GREEN, "4.1")
 
 
 def test_app_config_applies_its_patterns() -> None:
