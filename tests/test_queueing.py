@@ -44,21 +44,20 @@ def test_job_timeout_covers_rollout_hooks_and_smoke() -> None:
 
 
 def test_the_lock_survives_missed_heartbeats_but_not_a_dead_worker() -> None:
-    ttl = queueing.lock_timeout(SETTINGS, "deploy")
+    ttl = queueing.lock_timeout()
     assert ttl >= 3 * queueing.HEARTBEAT_INTERVAL  # a slow heartbeat or two keeps it
     assert ttl < 60  # a restarted worker takes over within a minute of a crash
 
 
 def test_a_second_holder_of_the_queue_lock_waits(redis: redis_lib.Redis) -> None:
-    first = queueing.queue_lock(redis, SETTINGS, "deploy")
-    second = queueing.queue_lock(redis, SETTINGS, "deploy")
+    first = queueing.queue_lock(redis, "deploy")
+    second = queueing.queue_lock(redis, "deploy")
     assert first.acquire(token="worker-1")
     assert not second.acquire(blocking_timeout=0.3, token="worker-2")
     assert queueing.lock_holder(redis, "deploy") == "worker-1"
     ttl = redis.ttl(queueing.LOCK_KEY.format(queue="deploy"))
-    assert queueing.lock_timeout(SETTINGS, "deploy") - 5 < ttl <= queueing.lock_timeout(
-        SETTINGS, "deploy")
-    assert queueing.queue_lock(redis, SETTINGS, "docs").acquire(blocking=False, token="w3")
+    assert queueing.lock_timeout() - 5 < ttl <= queueing.lock_timeout()
+    assert queueing.queue_lock(redis, "docs").acquire(blocking=False, token="w3")
     first.release()
     assert second.acquire(blocking_timeout=1, token="worker-2")
 

@@ -35,7 +35,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import resolve_serializer
 from rq.utils import now as rq_now
 
-from worker.config import AppConfig, Settings
+from worker.config import AppConfig
 
 RELEASE_JOB = "worker.jobs.run_release"
 COMMAND_JOB = "worker.jobs.run_command"
@@ -57,7 +57,7 @@ def job_timeout(app: AppConfig) -> int:
                      + JOB_OVERHEAD)
 
 
-def lock_timeout(settings: Settings, queue: str) -> int:
+def lock_timeout() -> int:
     """Expiry of the queue lock: a few missed heartbeats.
 
     The holder refreshes it on every heartbeat, idle or busy, and its work horse
@@ -76,9 +76,9 @@ def queue_key(name: str) -> str:
     return Queue.redis_queue_namespace_prefix + name
 
 
-def queue_lock(redis: Redis, settings: Settings, queue: str) -> Lock:
+def queue_lock(redis: Redis, queue: str) -> Lock:
     """The lock a worker holds while it serves `queue`; acquire with the worker's name as token."""
-    return Lock(redis, LOCK_KEY.format(queue=queue), timeout=lock_timeout(settings, queue),
+    return Lock(redis, LOCK_KEY.format(queue=queue), timeout=lock_timeout(),
                 sleep=0.2, blocking=True, thread_local=False)
 
 

@@ -50,9 +50,9 @@ class LockLost(Exception):
 class QueueLocks:
     """The locks (and heartbeat keys) of the queues one worker serves."""
 
-    def __init__(self, redis: Redis, settings: Settings, queues: list[str], name: str) -> None:
+    def __init__(self, redis: Redis, queues: list[str], name: str) -> None:
         self.redis, self.name = redis, name
-        self.locks = {q: queueing.queue_lock(redis, settings, q) for q in sorted(set(queues))}
+        self.locks = {q: queueing.queue_lock(redis, q) for q in sorted(set(queues))}
 
     def acquire(self, stopping: threading.Event) -> bool:
         """Take every lock in sorted order, waiting as long as needed; False if asked to stop."""
@@ -157,7 +157,7 @@ def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
     redis = Redis.from_url(settings.redis_url)
     # The pid alone repeats across container restarts, and rq refuses a name still registered.
     name = f"bluegreen-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    locks = QueueLocks(redis, settings, queues, name)
+    locks = QueueLocks(redis, queues, name)
     stopping = threading.Event()
     _stop_on_signals(stopping)
     try:
