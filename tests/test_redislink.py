@@ -147,7 +147,7 @@ def test_the_submission_runs_after_redis_forgot_the_script(redis: redis_lib.Redi
     def planned(i: int) -> submission.Plan:
         event = TagEvent(forge="github", delivery_id=f"d{i}", repository="acme/myapp",
                          tag="v1.0-green", commit=f"{i:040x}", pusher="someone")
-        plan = submission.plan(redis, settings, [event], clock=time.time)
+        plan = submission.plan(settings, [event], clock=time.time)
         assert plan is not None
         return plan
 

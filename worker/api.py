@@ -82,7 +82,7 @@ class Engine:
         """What `submit_tags` would send, for a caller that runs `submission.SUBMIT`
         on its own client (the web process's asyncio intake). Sends nothing: the
         asyncio front calls it on its event loop."""
-        return submission.plan(self.redis, self.settings, events, clock=self.clock,
+        return submission.plan(self.settings, events, clock=self.clock,
                                count_as=count_as)
 
     def submit_command(self, app: str, action: Action | str, *, release: str | None,

@@ -33,8 +33,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis import Redis
-
 from worker import metrics, queueing
 from worker.colors import Color
 from worker.config import AppConfig, Settings
@@ -159,7 +157,7 @@ class Plan:
     candidates: list[Release]  # one per (push, app) pair, in the script's order
 
 
-def plan(redis: Redis, settings: Settings, events: Sequence[TagEvent], *,
+def plan(settings: Settings, events: Sequence[TagEvent], *,
          clock: Callable[[], float], count_as: str | None = None) -> Plan | None:
     """The script's arguments for `events` (None when no configured app takes any of them).
 
