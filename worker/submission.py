@@ -13,11 +13,13 @@ Lua script that, for one or several deliveries, in one round trip and atomically
 
 1. checks every command it may run against the caller's ACL, and refuses the whole
    call before writing anything if one is denied (EXEC's abort did the same);
-2. for each pair in order, either finds a seen key and answers the original release
-   (its hash, and its place in the queue while it waits), or runs the pair's writes
-   and answers the queue's length (the new job's place: it went to the back);
+2. for each pair in order, either finds a seen key (one MGET of them) and answers the
+   original release (its hash, and its place in the queue while it waits), or runs
+   the pair's writes, the last of which pushes its job onto the queue, and answers
+   that push's reply, the queue's new length (the new job's place: it went to the back);
 3. counts each delivery once in the webhook metrics, as `queued` if anything of it
-   was recorded and `duplicate` otherwise.
+   was recorded and `duplicate` otherwise: one HINCRBY per field after the last
+   delivery, not one per delivery (in a group of 14, a seventh of the script's calls).
 
 `answers(...)` turns a delivery's part of the reply into `Submitted` values. The sync
 engine (`worker.api.Engine.submit_tags`, one delivery per call) and the web process's
@@ -54,7 +56,8 @@ SUBMIT = """
 -- ARGV: the queued state's name, the release key prefix, then each delivery in turn:
 -- metrics key, queued field, duplicate field, number of pairs; then each pair: number
 -- of seen keys, the seen keys, queue key, number of commands; then each command: its
--- number of arguments, then the arguments.
+-- number of arguments, then the arguments. A pair's last command pushes its job onto
+-- the queue: RPUSH's reply, the queue's new length, is the new release's place.
 local queued_state, release_prefix = ARGV[1], ARGV[2]
 local function allowed(...)
   if not redis.acl_check_cmd(...) then
@@ -74,9 +77,8 @@ while i <= #ARGV do
     local nseen = tonumber(ARGV[i])
     local pair = {seen = i + 1, last_seen = i + nseen, queue = ARGV[i + nseen + 1],
                   ncommands = tonumber(ARGV[i + nseen + 2])}
-    for k = pair.seen, pair.last_seen do allowed('GET', ARGV[k]) end
+    allowed('MGET', unpack(ARGV, pair.seen, pair.last_seen))
     allowed('HGETALL', release_prefix .. 'x')
-    allowed('LLEN', pair.queue)
     allowed('LPOS', pair.queue, 'x')
     i = i + nseen + 3
     pair.commands = i
@@ -89,13 +91,15 @@ while i <= #ARGV do
   end
   deliveries[#deliveries + 1] = delivery
 end
+-- Each delivery counted once, the counts written together after the last one.
+local counts, counted = {}, {}
 local replies = {}
 for d, delivery in ipairs(deliveries) do
   local answers, created = {}, false
   for p, pair in ipairs(delivery.pairs) do
     local original, record = false, {}
-    for k = pair.seen, pair.last_seen do
-      original = original or redis.call('GET', ARGV[k])
+    for _, value in ipairs(redis.call('MGET', unpack(ARGV, pair.seen, pair.last_seen))) do
+      original = original or value
     end
     if original then  -- an empty record: it is gone, and the push is new again
       record = redis.call('HGETALL', release_prefix .. original)
@@ -109,20 +113,29 @@ for d, delivery in ipairs(deliveries) do
       end
       answers[p] = {0, original, record, place}
     else
-      local c = pair.commands
+      local c, length = pair.commands, false
       for _ = 1, pair.ncommands do
         local argc = tonumber(ARGV[c])
-        redis.call(unpack(ARGV, c + 1, c + argc))
+        length = redis.call(unpack(ARGV, c + 1, c + argc))
         c = c + argc + 1
       end
-      answers[p] = {1, redis.call('LLEN', pair.queue)}
+      answers[p] = {1, length}
       created = true
     end
   end
   if delivery.metrics ~= '' then
-    redis.call('HINCRBY', delivery.metrics, created and delivery.queued or delivery.duplicate, 1)
+    local field = created and delivery.queued or delivery.duplicate
+    local key = delivery.metrics .. '\\0' .. field
+    if not counts[key] then
+      counts[key] = 0
+      counted[#counted + 1] = {delivery.metrics, field, key}
+    end
+    counts[key] = counts[key] + 1
   end
   replies[d] = answers
+end
+for _, count in ipairs(counted) do
+  redis.call('HINCRBY', count[1], count[2], counts[count[3]])
 end
 return replies
 """
@@ -176,7 +189,10 @@ def plan(settings: Settings, events: Sequence[TagEvent], *,
                 continue
             seen = seen_keys(event, app)
             release, commands = _writes(event, app, read, seen, clock())
-            args += [len(seen), *seen, queueing.queue_key(app.queue), len(commands)]
+            queue = queueing.queue_key(app.queue)
+            if commands[-1][:2] != ("RPUSH", queue):  # the script answers its reply as the place
+                raise RuntimeError(f"a release's last write must push its job onto {queue}")
+            args += [len(seen), *seen, queue, len(commands)]
             for command in commands:
                 args.append(len(command))
                 args += command
