@@ -3,7 +3,8 @@
 Covers what a person watching the board sees without ever reloading it: the live
 colour (and only it) marked live, a release awaiting promotion, the switch of the live
 colour when a promote happens through the API, and a failed release in red with its
-reason. Also the token: the board opened as `/?token=...` polls with it. A screenshot is
+reason. Also the token: the board opened as `/?token=...` polls with it, and sends it
+when it fetches a release's audit trail (a click on the row). A screenshot is
 saved in the test's temp dir at the end, and on failure.
 """
 
@@ -73,6 +74,8 @@ LIVE_COLORS = """return [...document.querySelectorAll('[data-app="myapp"] .color
   .filter(e => e.dataset.live === 'true').map(e => e.dataset.color);"""
 LIVE_LINE = """const e = document.querySelector('[data-app="myapp"] .live-line');
   return e ? e.textContent : '';"""
+AUDIT_STEPS = """return [...document.querySelectorAll('tr.audit li strong')]
+  .map(e => e.textContent);"""
 AWAITING = """return [...document.querySelectorAll('[data-app="myapp"] .awaiting')]
   .map(e => e.textContent);"""
 FAILED_ROWS = """return [...document.querySelectorAll('tr.release.bad')].map(row => ({
@@ -100,6 +103,8 @@ def test_the_board_follows_a_release_without_reloading(browser: Any, tmp_path: P
         eventually(browser, lambda: board(browser, LIVE_COLORS) == ["green"], "green live")
         assert "GREEN is live" in board(browser, LIVE_LINE)
         assert "v1.0-green" in board(browser, LIVE_LINE)
+        browser.find_element("css selector", f'tr.release[data-release="{v1}"]').click()
+        eventually(browser, lambda: board(browser, AUDIT_STEPS), "v1.0-green's audit trail")
         browser.execute_script("window.sameDocument = true;")  # gone if the page reloads
 
         v2 = stack.release_id("v2.0-blue")

@@ -3,7 +3,8 @@
 In-process (Flask app on a real Redis): the document's shape before anything ran, a
 queued release with its queue position and no worker, releases known only from the
 records (no snapshot yet), bounded `?limit=`, and the token (bearer or `?token=`,
-an operator token works too, never echoed). End to end (real gunicorn, `bluegreen
+an operator token works too, never echoed), which guards the release reads
+(`/api/releases[/<id>]`) alike, refusing before any lookup. End to end (real gunicorn, `bluegreen
 worker` and the sandbox): a release cycle queued → awaiting promotion → live as the
 status shows it, a rejected release with its reason, and drift made directly on the
 sandbox with the Kubernetes client flagged after the worker's idle refresh.
@@ -87,7 +88,7 @@ def test_limit_is_bounded(client: FlaskClient, limit: str) -> None:
     assert answer.status_code == 400 and answer.get_json()["code"] == "bad_request"
 
 
-@pytest.mark.parametrize("path", ["/status", "/"])
+@pytest.mark.parametrize("path", ["/status", "/", "/api/releases"])
 def test_the_status_token_guards_the_status_and_the_board(redis: redis_lib.Redis,
                                                           path: str) -> None:
     client = make_app(redis, BLUEGREEN_STATUS_TOKEN=STATUS_TOKEN).test_client()
@@ -104,9 +105,38 @@ def test_the_status_token_guards_the_status_and_the_board(redis: redis_lib.Redis
     assert client.get("/metrics").status_code == 200  # Prometheus scrapes without it
 
 
-def test_without_a_token_configured_everything_is_open(client: FlaskClient) -> None:
+def test_the_status_token_guards_one_release_and_its_audit_trail(
+        redis: redis_lib.Redis) -> None:
+    release = push(redis, "v1.0-green")
+    client = make_app(redis, BLUEGREEN_STATUS_TOKEN=STATUS_TOKEN).test_client()
+    listing = client.get("/api/releases")
+    for path in (f"/api/releases/{release}", "/api/releases/no-such-release"):
+        refused = client.get(path)
+        assert (refused.status_code, refused.get_json()) == (401, listing.get_json())
+        assert refused.headers["WWW-Authenticate"] == listing.headers["WWW-Authenticate"]
+        body = refused.get_data(as_text=True)
+        assert refused.get_json()["result"] == "error"
+        assert not [leak for leak in (STATUS_TOKEN, release, "v1.0-green", "no-such-release")
+                    if leak in body]
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    for token in (STATUS_TOKEN, API_TOKEN):
+        shown = client.get(f"/api/releases/{release}", headers={"Authorization": f"Bearer {token}"})
+        assert shown.status_code == 200 and shown.get_json()["release"]["id"] == release
+        assert [e["state_to"] for e in shown.get_json()["audit"]] == ["queued"]
+    assert client.get(f"/api/releases/{release}?token={STATUS_TOKEN}").status_code == 200
+    missing = client.get("/api/releases/no-such-release",
+                         headers={"Authorization": f"Bearer {STATUS_TOKEN}"})
+    assert (missing.status_code, missing.get_json()["code"]) == (404, "unknown_release")
+
+
+def test_without_a_token_configured_everything_is_open(client: FlaskClient,
+                                                       redis: redis_lib.Redis) -> None:
+    release = push(redis, "v1.0-green")
     assert client.get("/").status_code == 200
     assert client.get("/status", headers={"Authorization": "Bearer anything"}).status_code == 200
+    assert client.get("/api/releases").get_json()["releases"][0]["id"] == release
+    shown = client.get(f"/api/releases/{release}")
+    assert shown.status_code == 200 and shown.get_json()["release"]["id"] == release
 
 
 # -- end to end ---------------------------------------------------------------------------------

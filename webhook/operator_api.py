@@ -4,9 +4,12 @@ Commands (`POST /api/apps/<app>/promote|rollback|decommission|abort`) need a bea
 token (`webhook.auth`), name the release they mean so a stale click changes nothing
 (decommission names a colour, and may name the release expected on it), and go to
 `Engine.submit_command`, which checks what Redis knows and queues the job;
-the worker re-checks the cluster. Reads (`GET /api/releases[/<id>]`) are open, as
-SPEC §3 lists them among the read-only views, and `/healthz` and `/readyz` are for
-the kubelet. Errors are raised and rendered by `webhook.errors`.
+the worker re-checks the cluster. Reads (`GET /api/releases[/<id>]`) are read-only
+views (SPEC §3): open unless `BLUEGREEN_STATUS_TOKEN` is set, and then guarded by the
+same check as `/status` (`webhook.status.authorize_read`, which also takes an operator
+token), before any lookup, so a refusal says nothing about which releases exist.
+`/healthz` and `/readyz` are for the kubelet. Errors are raised and rendered by
+`webhook.errors`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from webhook import auth, errors
 from webhook.context import current
+from webhook.status import authorize_read
 from worker.api import Action, Color, ReleaseState
 
 bp = Blueprint("operator_api", __name__)
@@ -51,6 +55,7 @@ def command(app: str, action: str) -> tuple[Response, int]:
 def releases() -> Response:
     """Releases, newest first, optionally of one app and in one state."""
     web = current()
+    authorize_read(web)
     app = request.args.get("app") or None
     if app is not None and app not in web.settings.apps:
         raise errors.NotFound(f"no app named {app[:60]!r} is configured")
@@ -62,7 +67,9 @@ def releases() -> Response:
 @bp.get("/api/releases/<release_id>")
 def release(release_id: str) -> Response:
     """One release record and its audit trail, oldest entry first."""
-    engine = current().engine
+    web = current()
+    authorize_read(web)
+    engine = web.engine
     found = engine.get_release(release_id)
     if found is None:
         raise UnknownRelease(f"no release {release_id[:80]!r}")

@@ -14,7 +14,8 @@ from forge deliveries with 3-10 s deadlines; a poll is one short request.
 
 When `BLUEGREEN_STATUS_TOKEN` is set, both routes need it (or an operator API token)
 as `Authorization: Bearer <token>` or, for the browser page, `?token=<token>`;
-it is compared in constant time and never echoed.
+it is compared in constant time and never echoed. `authorize_read` is that check;
+`webhook.operator_api` applies it to the release reads too, which show the same records.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ UNFINISHED = frozenset({S.QUEUED, S.CHECKING, S.DEPLOYING, S.TESTING})
 def status() -> Response:
     """Apps, queues and recent releases as JSON."""
     web = current()
-    _authorize(web)
+    authorize_read(web)
     response = jsonify(document(web, limit=_limit(request.args.get("limit")), now=time.time()))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -51,21 +52,26 @@ def status() -> Response:
 @bp.get("/")
 def board() -> Response:
     """The live HTML board (it polls /status)."""
-    _authorize(current())
+    authorize_read(current())
     response = Response(render_template("board.html", poll_ms=POLL_MS), mimetype="text/html")
     response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
                              "X-Content-Type-Options": "nosniff"})
     return response
 
 
-def _authorize(web: Web) -> None:
+def authorize_read(web: Web) -> None:
+    """Raise 401 unless the request carries the status token or an operator API token.
+
+    Does nothing when no status token is configured: the read views are then open.
+    """
     token = web.settings.status_token
     if not token:
         return
     given = auth.bearer_token(request.headers.get("Authorization")) or request.args.get("token")
     if matching_token(given, (token, *web.settings.api_tokens)) is None:
-        raise errors.Unauthorized("the status needs a token: send 'Authorization: Bearer "
-                                  "<token>', or open the board as /?token=<token>",
+        raise errors.Unauthorized("the status and release reads need a token: send "
+                                  "'Authorization: Bearer <token>', or open the board as "
+                                  "/?token=<token>",
                                   headers=auth.CHALLENGE)
 
 

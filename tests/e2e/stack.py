@@ -43,6 +43,9 @@ SETTLED = TERMINAL | {"awaiting_promotion", "live", "standby"}
 PASSED_SMOKE = frozenset({"awaiting_promotion", "live", "standby", "rolled_back"})
 SLACK_CHANNEL = ("CDEPLOYS", "deploys")  # (id, name) as FakeSlack names #deploys
 SLACK_USER = "UE2E"
+# Release reads carry an operator token, as the CLI does: with BLUEGREEN_STATUS_TOKEN
+# set they need one, and without it the token is ignored.
+READ_AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def app_config(repository: str, **overrides: Any) -> dict[str, Any]:
@@ -239,7 +242,7 @@ class Stack:
     # -- reading state ------------------------------------------------------------------------
 
     def release(self, release_id: str) -> dict[str, Any]:
-        answer = http("GET", f"{self.url}/api/releases/{release_id}")
+        answer = http("GET", f"{self.url}/api/releases/{release_id}", headers=READ_AUTH)
         assert answer.status == 200, (release_id, answer.status, answer.body)
         record: dict[str, Any] = answer.json
         return record
@@ -249,7 +252,7 @@ class Stack:
 
     def releases(self, app: str | None = None) -> list[dict[str, Any]]:
         query = f"?app={app}&limit=1000" if app else "?limit=1000"
-        answer = http("GET", f"{self.url}/api/releases{query}")
+        answer = http("GET", f"{self.url}/api/releases{query}", headers=READ_AUTH)
         assert answer.status == 200, (answer.status, answer.body)
         found: list[dict[str, Any]] = answer.json["releases"]
         return found
@@ -277,7 +280,8 @@ class Stack:
     def release_ok(self, release_id: str) -> bool:
         """For the invariant monitor: did this release pass its smoke tests (as recorded)?"""
         if release_id not in self._passed:
-            answer = http("GET", f"{self.url}/api/releases/{release_id}", timeout=5)
+            answer = http("GET", f"{self.url}/api/releases/{release_id}", headers=READ_AUTH,
+                          timeout=5)
             if answer.status != 200 or not any(
                     entry["state_to"] in PASSED_SMOKE for entry in answer.json["audit"]):
                 return answer.status != 200  # the web process may be restarting: no verdict

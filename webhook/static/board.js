@@ -176,7 +176,9 @@
   function loadAudit(r) {
     if (loading.has(r.id)) return;
     loading.add(r.id);
-    fetch("api/releases/" + encodeURIComponent(r.id), {headers: {Accept: "application/json"}})
+    const headers = {Accept: "application/json"};
+    if (token) headers.Authorization = "Bearer " + token;  // release reads take the status token
+    fetch("api/releases/" + encodeURIComponent(r.id), {headers})
       .then((answer) => answer.json())
       .then((body) => {
         audits.set(r.id, {updated_at: r.updated_at, entries: body.audit || []});
