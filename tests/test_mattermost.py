@@ -6,16 +6,23 @@ verify with `chatsign.verify` (a tampered copy does not) and point at
 settings are set; the notifier creates one post per release and updates it in place
 (the live release shows Rollback/Decommission); a failing Mattermost is retried and
 noted once, and a failing Slack does not hold up the Mattermost post; the bot token
-goes only in the Authorization header, never to the log; and end to end, the
-posted Promote context, sent back as Mattermost would, queues the promote.
+goes only in the Authorization header, never to the log; text from forges and people
+(tag, pusher, error, audit messages) shows literally in the post as Markdown renders
+it: no link, image, mention, heading, quote, table or emphasis of its own, and a tag
+cannot close its code span, while our bold, code spans, Slack users and dates stay;
+and end to end, the posted Promote context, sent back as Mattermost would, queues
+the promote.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from html import unescape
 from typing import Any
 
 import pytest
@@ -23,18 +30,21 @@ import redis as redis_lib
 from fakemattermost import BOT_TOKEN, FakeMattermost, action, action_names, attachment
 from fakeslack import BOT_TOKEN as SLACK_TOKEN
 from fakeslack import FakeSlack
+from markdown_it import MarkdownIt
 from rq import Queue
 
 from webhook import create_app
 from worker import chatsign, mattermost, notify
 from worker.colors import Color
 from worker.config import Settings, parse_settings
-from worker.releases import Release, ReleaseState, ReleaseStore, new_release_id
+from worker.releases import AuditEntry, Release, ReleaseState, ReleaseStore, new_release_id
 
 S = ReleaseState
 SECRET = "mm-button-secret-1"
 CHANNEL = "mmchannel0000000000000001"
 PUBLIC = "https://bluegreen.example.com"
+TO = mattermost.Target(secret=SECRET, actions_url=PUBLIC + "/chatops/mattermost/actions",
+                       channel=CHANNEL)
 PATH = [(S.CHECKING, "sanity_check"), (S.DEPLOYING, "deploy"), (S.TESTING, "smoke_test"),
         (S.AWAITING_PROMOTION, "smoke_test")]
 
@@ -62,6 +72,8 @@ def test_an_awaiting_release_gets_signed_promote_and_abort_actions() -> None:
                            channel=CHANNEL)
     post = mattermost.render(release, [], to, now=time.time())
     assert post.message == "**myapp** `v2.0-green` → **green**: awaiting promotion"
+    assert post.props["attachments"][0]["fallback"] == "myapp v2.0-green → green: " \
+                                                        "awaiting promotion"
     (card,) = post.props["attachments"]
     assert release.id in card["text"] and "Cookie: test=true" in card["text"]
     assert card["color"].startswith("#")
@@ -252,3 +264,95 @@ def test_the_posted_promote_button_queues_the_promote(mm: FakeMattermost, runnin
     assert (job["action"], job["release"], job["actor"]) == (
         "promote", release.id, "mattermost:mmuser1 (carol)")
     mm.wait_for(shows(mm, release, "promoting", []), what="the pending promote in the post")
+
+
+# -- text from outside, as Mattermost shows it ----------------------------------------------
+
+HOSTILE = ("[x](https://evil.example) @channel @here **bold** `tick` <b>&amp;</b> a|b "
+           "![i](u) _em_\n# heading\n> quote\n|-|-|")
+FLAT = " ".join(HOSTILE.splitlines())   # a value is shown on one line
+ZWJ = "\u200d"                           # after each `@` a value brings: no mention
+COMMONMARK = MarkdownIt("commonmark", {"breaks": True}).enable(["table", "strikethrough"])
+
+
+def rendered(markdown: str) -> str:
+    """The HTML Mattermost's Markdown makes of `markdown` (CommonMark, tables, breaks)."""
+    return COMMONMARK.render(markdown)
+
+
+def elements(html: str) -> set[str]:
+    return set(re.findall(r"<(\w+)", html))
+
+
+def inside(element: str, html: str) -> list[str]:
+    """What a person reads in each `element` (the zero-width joiners are invisible)."""
+    return [unescape(found).replace(ZWJ, "")
+            for found in re.findall(rf"<{element}>(.*?)</{element}>", html, re.S)]
+
+
+def readable(html: str) -> str:
+    return unescape(re.sub(r"<[^>]+>", "", html)).replace(ZWJ, "")
+
+
+def cannot_notify_or_autolink(markdown: str) -> bool:
+    """No `@name` for Mattermost to mention; no URL outside a code span to link."""
+    outside_code = re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", markdown)
+    return re.search(f"@(?!{ZWJ})", markdown) is None and "://" not in outside_code
+
+
+def test_text_from_forges_and_people_shows_literally(mm: FakeMattermost, running: Running,
+                                                     redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    release = replace(make_release(f"v1{HOSTILE}-green"), actor="github:" + HOSTILE)
+    store.add(release, message=f"tag pushed: {HOSTILE}")
+    store.note(release.id, actor="slack:U0ADMIN (eve)", step="deploy", message=HOSTILE)
+    store.transition(release.id, S.CHECKING, actor="worker", step="sanity_check",
+                     message="checking")
+    store.transition(release.id, S.FAILED, actor=HOSTILE, step="sanity_check",
+                     message=HOSTILE, error=HOSTILE)
+    mm.wait_for(shows(mm, release, "failed", []), what="the failed post")
+    post = mm.post_for(release.id)
+    card = attachment(post)
+    assert post is not None
+
+    message = rendered(post["message"])
+    assert elements(message) == {"p", "strong", "code"}
+    assert inside("strong", message) == ["myapp", "green"]
+    assert inside("code", message) == [f"v1{FLAT}-green"]
+    assert readable(message) == f"myapp v1{FLAT}-green → green: failed\n"
+
+    text = rendered(card["text"])
+    assert elements(text) == {"p", "strong", "code", "br"}
+    assert inside("strong", text) == ["Failed", "sanity_check"]
+    assert inside("code", text) == [release.id, release.commit[:12], FLAT,
+                                    "github:" + FLAT, "slack:U0ADMIN", "worker", FLAT]
+    lines = readable(text).splitlines()
+    assert lines[1].startswith(f"sanity_check failed: {FLAT} — {FLAT} 20")
+    assert lines[2].endswith(f" github:{FLAT}: tag pushed: {FLAT}")
+    assert lines[3].endswith(f" slack:U0ADMIN: {FLAT}")
+    assert lines[5].endswith(f" {FLAT}: {FLAT}")
+
+    for markdown in (post["message"], card["text"]):
+        assert cannot_notify_or_autolink(markdown), markdown
+    assert card["fallback"] == f"myapp v1{FLAT}-green → green: failed: {FLAT}".replace(
+        "@", "@" + ZWJ)
+
+
+@pytest.mark.parametrize("tag", ["v1``x`-green", "`v1`-green", "v1 ` -green", "``-green"])
+def test_a_tag_cannot_close_its_code_span(tag: str) -> None:
+    post = mattermost.render(make_release(tag, S.AWAITING_PROMOTION), [], TO)
+    message = rendered(post.message)
+    assert inside("code", message) == [tag]
+    assert inside("strong", message) == ["myapp", "green"]
+
+
+def test_slack_users_and_dates_read_as_text() -> None:
+    release = make_release("v2.0-green", S.AWAITING_PROMOTION)
+    asked = AuditEntry(at=1_700_000_000.0, actor="slack:U0ADMIN (eve)", step="promote",
+                       state_from=None, state_to=None, route_before=None, route_after=None,
+                       message="promote requested by eve")
+    (card,) = mattermost.render(release, [asked], TO).props["attachments"]
+    text = rendered(card["text"])
+    assert "slack:U0ADMIN" in inside("code", text)
+    assert ["Awaiting promotion", "promoting…"] == inside("strong", text)
+    assert "2023-11-14 22:13:20 UTC slack:U0ADMIN: promote requested by eve" in readable(text)

@@ -15,6 +15,12 @@ history (who did what, when) and the buttons that apply now:
 A button's value (`ButtonValue`, JSON) names the app, action and release it was made
 for, so a click on an old message is refused as stale (SPEC §5.6). Audit entries of
 step `chat` (the notifier's own notes) are left out of the message.
+
+The text shared with other chats (`status_line`, `history_lines`, `fallback_text`,
+`actor_name`) is written through a `Markup`: each value (a tag, an error, a name) is
+escaped for the target dialect where it is put in, and our own formatting (bold, code
+spans, people, dates) is written in that dialect. `SLACK` writes Slack's mrkdwn; the
+Mattermost dialects live in `worker.mattermost`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from worker.colors import Color
 from worker.commands import Action
@@ -55,6 +61,47 @@ LABELS: dict[ReleaseState, tuple[str, str]] = {
 }
 DOING = {Action.PROMOTE: "promoting", Action.ROLLBACK: "rolling back",
          Action.DECOMMISSION: "decommissioning", Action.ABORT: "aborting"}
+
+
+class Markup(Protocol):
+    """How one chat writes a message: values escaped where they are put in, our formatting."""
+
+    def text(self, value: str) -> str:
+        """A value (tag, error, name) as text that formats, links and notifies nothing."""
+
+    def code(self, value: str) -> str:
+        """A value in a code span that it cannot close."""
+
+    def bold(self, markup: str) -> str:
+        """Text already written in this markup, in bold."""
+
+    def user(self, user_id: str) -> str:
+        """The Slack user of a `slack:` actor."""
+
+    def date(self, at: float) -> str:
+        """A point in time."""
+
+
+class SlackMarkup:
+    """Slack's mrkdwn: `&`, `<` and `>` escaped in values, so a value cannot make a link."""
+
+    def text(self, value: str) -> str:
+        return _esc(value)
+
+    def code(self, value: str) -> str:
+        return f"`{_esc(value)}`"
+
+    def bold(self, markup: str) -> str:
+        return f"*{markup}*"
+
+    def user(self, user_id: str) -> str:
+        return f"<@{user_id}>"
+
+    def date(self, at: float) -> str:
+        return _when(at)
+
+
+SLACK: Markup = SlackMarkup()
 
 
 @dataclass(frozen=True)
@@ -198,15 +245,15 @@ def is_request(entry: AuditEntry) -> bool:
 
 
 def status_line(release: Release, audit: Sequence[AuditEntry], *,
-                position: int | None = None) -> str:
+                position: int | None = None, markup: Markup = SLACK) -> str:
     """What is happening now, or how the release ended and who did it when."""
-    state, color = release.state, release.color
+    m, state, color = markup, release.state, release.color
     last = _last_transition(audit, state)
     if state is S.QUEUED:
         return "Waiting for the worker" + (f": position {position} in the queue"
                                            if position else "")
     if state in (S.CHECKING, S.DEPLOYING, S.TESTING):
-        step = f" (step `{_esc(release.step)}`)" if release.step else ""
+        step = f" (step {m.code(release.step)})" if release.step else ""
         return f"{LABELS[state][1]} {color}{step}…"
     if state is S.AWAITING_PROMOTION:
         return (f"Smoke tests passed. Requests with `Cookie: test=true` reach {color}; "
@@ -214,16 +261,16 @@ def status_line(release: Release, audit: Sequence[AuditEntry], *,
     if state in (S.REJECTED, S.FAILED):
         step = last.step if last is not None else (release.step or "a step")
         why = release.error or (last.message if last is not None else "see the audit trail")
-        return f"*{step}* failed: {_esc(_clip(why))}" + _by(last)
+        return f"{m.bold(m.text(step))} failed: {m.text(_clip(why))}" + _by(last, m)
     if state is S.LIVE:
-        return f"Default traffic goes to {color}" + _by(last)
-    return _esc(_clip(last.message if last is not None else state.value)) + _by(last)
+        return f"Default traffic goes to {color}" + _by(last, m)
+    return m.text(_clip(last.message if last is not None else state.value)) + _by(last, m)
 
 
-def history_lines(audit: Sequence[AuditEntry]) -> list[str]:
+def history_lines(audit: Sequence[AuditEntry], *, markup: Markup = SLACK) -> list[str]:
     """The latest entries (state changes, requests, refusals): when, who, what."""
-    shown = [e for e in audit if e.step != CHAT_STEP]
-    return [f"{_when(e.at)} {_actor(e.actor)}: {_esc(_clip(e.message, 300))}"
+    m, shown = markup, [e for e in audit if e.step != CHAT_STEP]
+    return [f"{m.date(e.at)} {actor_name(e.actor, m)}: {m.text(_clip(e.message, 300))}"
             for e in shown[-HISTORY_LINES:]]
 
 
@@ -239,24 +286,25 @@ def pending_for(release: Release, audit: Sequence[AuditEntry], *, other: Release
     return pending
 
 
-def fallback_text(release: Release, pending: AuditEntry | None) -> str:
+def fallback_text(release: Release, pending: AuditEntry | None, *,
+                  markup: Markup = SLACK) -> str:
     """One line for notifications and clients without blocks (Slack formats it too)."""
-    label = LABELS[release.state][1].lower()
-    text = f"{release.app} {_esc(release.tag)} → {release.color}: {label}"
+    m, label = markup, LABELS[release.state][1].lower()
+    text = f"{m.text(release.app)} {m.text(release.tag)} → {release.color}: {label}"
     if pending is not None:
         text += f" ({DOING[Action(pending.step)]}…)"
     elif release.state in (S.REJECTED, S.FAILED) and release.error:
-        text += f": {_esc(_clip(release.error, 300))}"
+        text += f": {m.text(_clip(release.error, 300))}"
     return text
 
 
-def actor_name(actor: str) -> str:
-    """`slack:U123 (alice)` → `<@U123>` (Slack shows the person); others as they are."""
+def actor_name(actor: str, markup: Markup = SLACK) -> str:
+    """`slack:U123 (alice)` → `<@U123>` (Slack shows the person); others in a code span."""
     if actor.startswith("slack:"):
         user = actor.removeprefix("slack:").split(" ", 1)[0]
         if user:
-            return f"<@{user}>"
-    return _esc(actor)
+            return markup.user(user)
+    return markup.code(actor)
 
 
 def _header(release: Release) -> dict[str, Any]:
@@ -271,12 +319,12 @@ def _fields(release: Release) -> dict[str, Any]:
         {"type": "mrkdwn", "text": f"*Commit*\n`{_esc(release.commit[:12])}`"},
         {"type": "mrkdwn", "text": f"*Version*\n{_esc(release.version)}"},
         {"type": "mrkdwn",
-         "text": f"*Pushed*\n{_actor(release.actor)} {_when(release.created_at)}"},
+         "text": f"*Pushed*\n{actor_name(release.actor)} {_when(release.created_at)}"},
     ]}
 
 
 def _pending_text(entry: AuditEntry) -> str:
-    return f":hourglass: *{DOING[Action(entry.step)]}…* requested by {_actor(entry.actor)} " \
+    return f":hourglass: *{DOING[Action(entry.step)]}…* requested by {actor_name(entry.actor)} " \
            f"{_when(entry.at)}; the outcome shows here"
 
 
@@ -291,13 +339,10 @@ def _is_terminal(state: str | None) -> bool:
     return state is not None and state in {s.value for s in S} and S(state).is_terminal
 
 
-def _by(entry: AuditEntry | None) -> str:
-    return "" if entry is None else f" — {_actor(entry.actor)} {_when(entry.at)}"
-
-
-def _actor(actor: str) -> str:
-    name = actor_name(actor)
-    return name if name.startswith("<@") else f"`{name}`"
+def _by(entry: AuditEntry | None, markup: Markup) -> str:
+    if entry is None:
+        return ""
+    return f" — {actor_name(entry.actor, markup)} {markup.date(entry.at)}"
 
 
 def _when(at: float) -> str:

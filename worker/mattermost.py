@@ -9,6 +9,11 @@ buttons send, so each button's `integration.context` is `worker.chatsign.sign(..
 over app, action, release, colour and the channel it is posted in, which
 `POST /chatops/mattermost/actions` (`webhook.chatops.mattermost`) verifies.
 
+The text is written through `chatmessages`' shared lines with Mattermost's own
+`Markup` (`MARKDOWN`; `PLAIN` for the plain-text fallback), so every value from a
+forge or a person (tag, commit message, pusher, error, audit message) is escaped as
+it is put in: it shows literally and makes no link, mention, image or formatting.
+
 `MattermostClient` creates (`POST /api/v4/posts`) and updates (`PUT /api/v4/posts/{id}`)
 posts with the bot token (urllib, 5 s timeout; the token is never logged).
 `MattermostDelivery` is what the notifier (`worker.notify`) calls beside Slack for each
@@ -27,6 +32,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -36,7 +42,7 @@ from typing import Any
 from redis import Redis
 
 from worker import chatmessages, chatsign
-from worker.chatmessages import CHAT_STEP, DOING, LABELS
+from worker.chatmessages import CHAT_STEP, DOING, LABELS, Markup
 from worker.commands import Action
 from worker.config import Settings
 from worker.machine import ReleaseState
@@ -53,9 +59,12 @@ PERMANENT_STATUSES = frozenset({400, 401, 403})
 COLORS = {S.AWAITING_PROMOTION: "#ECB22E", S.LIVE: "#2EB67D", S.REJECTED: "#E01E5A",
           S.FAILED: "#E01E5A"}
 IN_PROGRESS_COLOR, ENDED_COLOR = "#1D9BD1", "#8D8D8D"
-_SLACK_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
-_SLACK_USER = re.compile(r"<@([A-Za-z0-9]+)>")
-_SLACK_BOLD = re.compile(r"(?<![*\w])\*([^*\n]+)\*(?![*\w])")
+# Every ASCII punctuation character may be backslash-escaped in (CommonMark) Markdown.
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+_BACKTICKS = re.compile(r"`+")
+# Mattermost looks for mentions in text with its Markdown escapes undone, so a backslash
+# is not trusted to stop `@channel`; a zero-width joiner after the `@` leaves no name.
+_NO_MENTION = "@\u200d"
 
 
 @dataclass(frozen=True)
@@ -112,21 +121,23 @@ def render(release: Release, audit: Sequence[AuditEntry], to: Target, *,
     pending = chatmessages.pending_for(release, audit, other=other, other_audit=other_audit,
                                        now=now)
     emoji, label = LABELS[release.state]
-    lines = [f"{emoji} **{label}** — release `{release.id}`, commit `{release.commit[:12]}`",
-             chatmessages.status_line(release, audit, position=position)]
+    md = MARKDOWN
+    lines = [f"{emoji} {md.bold(label)} — release {md.code(release.id)}, "
+             f"commit {md.code(release.commit[:12])}",
+             chatmessages.status_line(release, audit, position=position, markup=md)]
     if pending is not None:
-        lines.append(f":hourglass: **{DOING[Action(pending.step)]}…** requested by "
-                     f"{chatmessages.actor_name(pending.actor)}; the outcome shows here")
-    lines += chatmessages.history_lines(audit)
+        lines.append(f":hourglass: {md.bold(DOING[Action(pending.step)] + '…')} requested by "
+                     f"{chatmessages.actor_name(pending.actor, md)}; the outcome shows here")
+    lines += chatmessages.history_lines(audit, markup=md)
     shown = [] if pending is not None else chatmessages.buttons(release, other)
     attachment: dict[str, Any] = {
-        "fallback": _markdown(chatmessages.fallback_text(release, pending)),
+        "fallback": chatmessages.fallback_text(release, pending, markup=PLAIN),
         "color": _color(release.state),
-        "text": _markdown("\n".join(lines)),
+        "text": "\n".join(lines),
         "actions": [_action(button, to) for button in shown],
     }
-    message = _markdown(f"*{release.app}* `{release.tag}` → *{release.color}*: "
-                        f"{label.lower()}")
+    message = (f"{md.bold(md.text(release.app))} {md.code(release.tag)} → "
+               f"{md.bold(release.color.value)}: {label.lower()}")
     return Post(message=message, props={"attachments": [attachment]})
 
 
@@ -149,13 +160,63 @@ def _color(state: ReleaseState) -> str:
                       else IN_PROGRESS_COLOR)
 
 
-def _markdown(text: str) -> str:
-    """Slack mrkdwn as Mattermost Markdown: dates as their UTC text, `<@U1>` as `slack:U1`,
-    `*bold*` as `**bold**`, and Slack's entity escapes undone (Mattermost escapes itself)."""
-    text = _SLACK_DATE.sub(r"\1", text)
-    text = _SLACK_USER.sub(r"`slack:\1`", text)
-    text = _SLACK_BOLD.sub(r"**\1**", text)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+class MarkdownMarkup:
+    """Mattermost's Markdown. A value is put on one line (a line break could start a
+    heading, quote, list or table row), and its `@` cannot mention anyone; in text each
+    punctuation character is backslash-escaped, and a code span's fence is longer than
+    any run of backticks in it. Slack users show as `slack:U1`, dates as UTC."""
+
+    def text(self, value: str) -> str:
+        escaped = _PUNCTUATION.sub(lambda m: "\\" + m.group(), _one_line(value))
+        return escaped.replace("@", _NO_MENTION)
+
+    def code(self, value: str) -> str:
+        value = _one_line(value).replace("@", _NO_MENTION)
+        fence = "`" * (1 + max((len(run) for run in _BACKTICKS.findall(value)), default=0))
+        # A space each side keeps a backtick at either end off the fence; one is stripped.
+        pad = " " if not value or value[0] in "` " or value[-1] in "` " else ""
+        return f"{fence}{pad}{value}{pad}{fence}"
+
+    def bold(self, markup: str) -> str:
+        return f"**{markup}**"
+
+    def user(self, user_id: str) -> str:
+        return self.code(f"slack:{user_id}")
+
+    def date(self, at: float) -> str:
+        return _utc(at)
+
+
+class PlainMarkup:
+    """Plain text (the attachment's fallback, shown in notifications): values as they
+    are on one line, `@` unable to mention, no formatting."""
+
+    def text(self, value: str) -> str:
+        return _one_line(value).replace("@", _NO_MENTION)
+
+    def code(self, value: str) -> str:
+        return self.text(value)
+
+    def bold(self, markup: str) -> str:
+        return markup
+
+    def user(self, user_id: str) -> str:
+        return self.text(f"slack:{user_id}")
+
+    def date(self, at: float) -> str:
+        return _utc(at)
+
+
+MARKDOWN: Markup = MarkdownMarkup()
+PLAIN: Markup = PlainMarkup()
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.splitlines())
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 # -- the REST client -------------------------------------------------------------------------------
