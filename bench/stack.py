@@ -233,11 +233,11 @@ def rss_mib(pid: int, *, children: bool = True) -> float:
         total += next(int(line.split()[1]) for line in status.splitlines()
                       if line.startswith("VmRSS:")) if "VmRSS:" in status else 0
         if children:
-            pids += _children(current)
+            pids += children(current)
     return round(total / 1024, 1)
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):

@@ -1,0 +1,251 @@
+"""What each part of an accepted delivery costs: the whole intake against copies of it
+with parts cut out, each beside the Go peer, with the CPU every process spent.
+
+`bench/intake.py` says how far the accepted path is from adnanh/webhook; this says
+where the distance is. It makes copies of this commit (`git worktree`, removed after)
+with one change each, and measures them with the accepted-path pool of `intake.py`
+(new signed tag pushes), interleaved with the peer, level by level, round by round:
+
+- `whole`: this commit as it is: verify, parse, match, plan the writes, one script
+  call that dedupes, records and enqueues, answer.
+- `no_writes`: the same, but the submission script only walks its arguments and runs
+  no command (each push answered as new, at place 1): Redis receives and reads every
+  argument, and writes nothing.
+- `plan_ping`: verify, parse, match and plan the writes, then one PING to Redis
+  instead of the script (the arguments are neither packed nor sent), then answer.
+- `ping`: verify, parse and match, then one PING, then answer: the floor of answering
+  after one Redis round trip in this web process.
+- `peer`: adnanh/webhook as in `intake.py`, answering before its command runs.
+
+Each server of ours has its own redis-server, so the CPU each process spent can be
+read apart: per run, from `/proc`, the CPU microseconds per answer of the web process
+(master and workers), of its Redis, and of the peer (with the commands it started),
+during the run and until the machine is quiet again (`settle`, as in `intake.py`).
+The copies are patched by replacing exact lines of this commit; if those lines have
+moved, the script stops and says which.
+
+Prints, per level, each server's answers/s and its ratio to the peer (the median
+over the rounds of the ratio within each round) and the CPU per answer; writes
+`bench/results/bounds.json`. Needs Debian's wrk and webhook (as `intake.py`). Run:
+`.venv/bin/python bench/bounds.py [--rounds 3] [--connections 1,8,32,64]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import intake
+import stack
+from stack import Processes
+
+# The change each variant makes: (file, the exact text replaced, its replacement).
+_PENDING = """            if isinstance(result, Pending):
+                with redis_unavailable():
+"""
+_PING = """            if isinstance(result, Pending):  # bench/bounds.py: answer after one PING
+                {plan}pinged = asyncio.ensure_future(self._linked().execute(("PING",)))
+                outcome.result = "queued"
+                pinged.add_done_callback(lambda _: respond(Answer(202, {{"result": "queued"}})))
+                return
+"""
+_NO_WRITES_SCRIPT = '''SUBMIT = """
+-- bench/bounds.py: the layout walked as the real script walks it; no command runs.
+local replies, i = {}, 3
+while i <= #ARGV do
+  local npairs = tonumber(ARGV[i + 3])
+  i = i + 4
+  local answers = {}
+  for p = 1, npairs do
+    local nseen = tonumber(ARGV[i])
+    local ncommands = tonumber(ARGV[i + nseen + 2])
+    i = i + nseen + 3
+    for _ = 1, ncommands do i = i + tonumber(ARGV[i]) + 1 end
+    answers[p] = {1, 1}
+  end
+  replies[#replies + 1] = answers
+end
+return replies
+"""
+'''
+VARIANTS: dict[str, list[tuple[str, str | None, str]]] = {
+    "whole": [],
+    "no_writes": [("worker/submission.py", None, _NO_WRITES_SCRIPT)],
+    "plan_ping": [("webhook/asgi.py", _PENDING, _PING.format(
+        plan="self.web.engine.plan(result.events, count_as=forge.name)\n                ")
+        + _PENDING)],
+    "ping": [("webhook/asgi.py", _PENDING, _PING.format(plan="") + _PENDING)],
+}
+
+
+@contextmanager
+def copies(names: list[str]) -> Iterator[dict[str, Path]]:
+    """A patched worktree of this commit per variant, removed on the way out."""
+    made: dict[str, Path] = {}
+    try:
+        for name in names:
+            path = Path(tempfile.mkdtemp(prefix=f"bench-bounds-{name}-"))
+            path.rmdir()
+            subprocess.run(["git", "-C", str(stack.ROOT), "worktree", "add", "--detach",
+                            str(path), "HEAD"], check=True, capture_output=True)
+            made[name] = path
+            for file, old, new in VARIANTS[name]:
+                _patch(path / file, old, new)
+        yield made
+    finally:
+        for path in made.values():
+            subprocess.run(["git", "-C", str(stack.ROOT), "worktree", "remove", "--force",
+                            str(path)], check=False, capture_output=True)
+
+
+def _patch(path: Path, old: str | None, new: str) -> None:
+    text = path.read_text()
+    if old is None:  # replace the SUBMIT script, whatever it is today
+        start = text.index('SUBMIT = """')
+        end = text.index('"""', start + len('SUBMIT = """')) + 3
+        old = text[start:end] + "\n"
+    if text.count(old) != 1:
+        raise SystemExit(f"bounds.py: {path.name} no longer has the lines this variant "
+                         f"replaces:\n{old}")
+    path.write_text(text.replace(old, new))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, with reaped children) of `pid` and every process
+    below it; 0 for what has exited."""
+    total, pids = 0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        pids += stack.children(current)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(procs: Processes, roles: dict[str, str], url: str, pool: Path,
+            connections: int, duration: float) -> dict[str, Any]:
+    """One wrk run with the CPU per answer of each process in `roles` (role -> name)."""
+    pids = {role: procs.procs[name].pid for role, name in roles.items()}
+    intake.settle()
+    before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    figures = intake.wrk(url, pool, connections, duration)
+    during = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    figures["drain_s"] = intake.settle()
+    after = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    n = figures["requests"]
+    figures["cpu_us_per_answer"] = {role: round((during[role] - before[role]) / n * 1e6, 1)
+                                    for role in pids}
+    figures["cpu_us_per_answer_with_drain"] = {
+        role: round((after[role] - before[role]) / n * 1e6, 1) for role in pids}
+    return figures
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    names = [n for n in args.variants.split(",") if n]
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
+    levels = [int(c) for c in args.connections.split(",")]
+    pools = intake.write_pools(workdir, args.pool)
+    runs: list[dict[str, Any]] = []
+    with copies(names) as trees, Processes(workdir) as procs:
+        servers: dict[str, tuple[str, dict[str, str], str | None]] = {}
+        for name, tree in trees.items():
+            redis_url = stack.start_redis(procs, name=f"redis-{name}")
+            config = stack.write_config(procs, {"myapp": {"repository": intake.REPOSITORY}})
+            env = stack.product_env(redis_url, config)
+            url = stack.start_web(procs, env, name=f"web-{name}", tree=tree) + "/webhook"
+            servers[name] = (url, {"web": f"web-{name}", "redis": f"redis-{name}"}, redis_url)
+        servers["peer"] = (intake.start_peer(procs), {"peer": "peer"}, None)
+        for url, _, _ in servers.values():
+            intake.wrk(url, pools["duplicate"], 8, 2)  # warm up
+        for round_ in range(1, args.rounds + 1):
+            for connections in levels:
+                for server, (url, roles, redis_url) in servers.items():
+                    if redis_url is not None:
+                        intake.flush(redis_url)
+                    figures = measure(procs, roles, url, pools["accepted"], connections,
+                                      args.duration)
+                    runs.append({"server": server, "round": round_,
+                                 "connections": connections, **figures})
+                    _show(runs[-1])
+    return {"levels": levels, "duration_s": args.duration, "rounds": args.rounds,
+            "variants": {name: [file for file, _, _ in VARIANTS[name]] for name in names},
+            "runs": runs, "summary": summary(runs)}
+
+
+def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per server and level: median answers/s, median ratio to the peer within each
+    round (with its range), median CPU per answer of each process."""
+    by_key = {(r["server"], r["connections"], r["round"]): r for r in runs}
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        cells.setdefault((r["server"], r["connections"]), []).append(r)
+    found = []
+    for (server, connections), rs in cells.items():
+        ratios = [r["requests_per_s"] / peer["requests_per_s"] for r in rs
+                  if (peer := by_key.get(("peer", connections, r["round"])))]
+        entry: dict[str, Any] = {
+            "server": server, "connections": connections, "rounds": len(rs),
+            "requests_per_s": round(statistics.median(r["requests_per_s"] for r in rs), 1),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 2),
+            "cpu_us_per_answer": {role: round(statistics.median(
+                r["cpu_us_per_answer"][role] for r in rs), 1)
+                for role in rs[0]["cpu_us_per_answer"]},
+            "cpu_us_per_answer_with_drain": {role: round(statistics.median(
+                r["cpu_us_per_answer_with_drain"][role] for r in rs), 1)
+                for role in rs[0]["cpu_us_per_answer_with_drain"]}}
+        if server != "peer" and ratios:
+            entry["over_peer"] = round(statistics.median(ratios), 2)
+            entry["over_peer_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+        found.append(entry)
+    return found
+
+
+def _show(r: dict[str, Any]) -> None:
+    cpu = "  ".join(f"{role} {us:.0f}" for role, us in r["cpu_us_per_answer"].items())
+    print(f"{r['server']:10} c={r['connections']:<3} {r['requests_per_s']:8.0f} req/s  "
+          f"p99 {r['p99_ms']:7.2f} ms  cpu us/answer: {cpu}  drain {r['drain_s']:.1f} s",
+          flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", default="1,8,32,64",
+                        help="concurrency levels (wrk connections), comma-separated")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
+    parser.add_argument("--pool", type=int, default=50000,
+                        help="unique pushes (more than a run sends)")
+    parser.add_argument("--rounds", type=int, default=3, help="sweeps; figures are medians")
+    args = parser.parse_args()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-bounds-") as tmp:
+        results = run(args, Path(tmp))
+    print(f"\nmedians of {args.rounds} rounds (ratio: ours/peer within a round, "
+          "then the median [range]); CPU us per answer")
+    for s in sorted(results["summary"], key=lambda s: (s["connections"], s["server"])):
+        ratio = (f"x{s['over_peer']} {s['over_peer_range']}" if "over_peer" in s
+                 else "")
+        cpu = "  ".join(f"{role} {us:.0f}" for role, us in s["cpu_us_per_answer"].items())
+        print(f"  c={s['connections']:<3} {s['server']:10} {s['requests_per_s']:8.0f} req/s "
+              f"{ratio:22} p99 {s['p99_ms']:6.2f} ms  {cpu}")
+    path = stack.write_results("bounds", {**results,
+                                          "elapsed_s": round(time.monotonic() - started)})
+    print(f"wrote {path.relative_to(stack.ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
