@@ -594,7 +594,15 @@ class FrontProtocol(BoundedHttpTools):
             self._answer(delivery, refuse(delivery.front.late_body(), delivery.outcome))
 
     def _answer(self, delivery: _Delivery, result: Answer) -> None:
-        delivery.front.conclude(delivery.outcome, result)
+        """Write the answer, then log and count the delivery: the client has its answer
+        while the line is written (with one connection, the forge's next delivery is
+        on its way meanwhile)."""
+        try:
+            self._write_answer(delivery, result)
+        finally:
+            delivery.front.conclude(delivery.outcome, result)
+
+    def _write_answer(self, delivery: _Delivery, result: Answer) -> None:
         cycle = delivery.cycle
         cycle.response_complete = True
         if self._delivery is delivery:
