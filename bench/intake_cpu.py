@@ -75,7 +75,7 @@ def deliveries(n: int) -> dict[str, list[tuple[bytes, dict[str, str]]]]:
 # What the submission script (worker/submission.py) runs inside its one call: its own
 # reads and count, and the writes it is handed (release record, indexes, audit, event,
 # dedupe keys, rq job and queue).
-INNER = {"get", "hgetall", "lpos", "llen", "hincrby",
+INNER = {"mget", "hgetall", "lpos", "hincrby",
          "hset", "zadd", "rpush", "xadd", "set", "sadd"}
 
 
