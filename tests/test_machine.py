@@ -119,6 +119,25 @@ def test_the_store_walks_a_release_to_live(redis: redis_lib.Redis) -> None:
     assert {s for s, ids in members.items() if ids} == {S.LIVE}
 
 
+def test_audit_entries_read_back_as_written(redis: redis_lib.Redis) -> None:
+    """Entries are written by orjson and read by `json.loads`: every value a route or a
+    message can hold comes back the same."""
+    store = ReleaseStore(redis, clock=lambda: 1764150000.123456)
+    release = make_release()
+    store.add(release, message="tag pushed by zoë — 中文 \"quoted\" \\ \n line")
+    route = {"default": "green", "test": {"cookie": "test=true", "weights": [0, 100]},
+             "hosts": ["myapp.example"], "timeout": 1.5, "retries": None}
+    store.note(release.id, actor="slack:U1 «op»", step="note", message="\u2028 ☃",
+               route_before=route, route_after={**route, "default": "blue"})
+    first, second = store.audit(release.id)
+    assert first.message == "tag pushed by zoë — 中文 \"quoted\" \\ \n line"
+    assert first.at == release.created_at and first.route_before is None
+    assert (second.at, second.actor, second.message) == (1764150000.123456, "slack:U1 «op»",
+                                                         "\u2028 ☃")
+    assert second.route_before == route
+    assert second.route_after == {**route, "default": "blue"}
+
+
 def test_the_store_refuses_an_illegal_move_and_changes_nothing(redis: redis_lib.Redis) -> None:
     store = ReleaseStore(redis)
     release = make_release()

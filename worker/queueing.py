@@ -23,7 +23,6 @@ import itertools
 import math
 import secrets
 import zlib
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -111,8 +110,7 @@ def release_job_commands(app: AppConfig, *, release_id: str,
     job_id = release_job_id(release_id)
     fields = _release_job_fields(app.queue, job_timeout(app), release_id=release_id,
                                  app=app.name, description=description)
-    return [("SADD", Queue.redis_queues_keys, queue),
-            ("HSET", Job.key_for(job_id), *itertools.chain.from_iterable(fields.items())),
+    return [("SADD", Queue.redis_queues_keys, queue), ("HSET", Job.key_for(job_id), *fields),
             ("RPUSH", queue, job_id)]
 
 
@@ -124,31 +122,39 @@ def job_timestamp(moment: datetime) -> str:
 
 
 def _release_job_fields(queue: str, timeout: int, *, release_id: str, app: str,
-                        description: str) -> dict[str, Any]:
-    """rq's `Job.to_dict()` of `run_release(release_id)` enqueued now: the cached
-    template with the fields that vary per release put in their places (replacing a key
-    keeps rq's field order). Each is what rq would store: `data` is rq's `Job.data`, the
-    pickled `(func, instance, args, kwargs)`, compressed as `to_dict` does; `created_at`
-    and `enqueued_at` are one instant (rq's own enqueue takes them microseconds apart)."""
+                        description: str) -> list[Any]:
+    """rq's `Job.to_dict()` of `run_release(release_id)` enqueued now, as HSET's flat
+    field, value arguments: the cached template's with the values that vary per release
+    put in their places (so every field keeps rq's order). Each is what rq would store:
+    `data` is rq's `Job.data`, the pickled `(func, instance, args, kwargs)`, compressed as
+    `to_dict` does; `created_at` and `enqueued_at` are one instant (rq's own enqueue
+    takes them microseconds apart)."""
+    template, at = _release_job_template(queue, timeout)
     stamp = job_timestamp(rq_now())
     call: tuple[str, None, tuple[str], dict[str, Any]] = (RELEASE_JOB, None, (release_id,), {})
-    meta = {"release": release_id, "app": app, "action": "release"}
-    return {**_release_job_template(queue, timeout), "created_at": stamp,
-            "data": zlib.compress(_SERIALIZER.dumps(call)), "description": description,
-            "enqueued_at": stamp, "meta": _SERIALIZER.dumps(meta)}
+    fields = list(template)
+    fields[at["created_at"]] = fields[at["enqueued_at"]] = stamp
+    fields[at["data"]] = zlib.compress(_SERIALIZER.dumps(call))
+    fields[at["description"]] = description
+    fields[at["meta"]] = _SERIALIZER.dumps({"release": release_id, "app": app,
+                                            "action": "release"})
+    return fields
 
 
 @functools.lru_cache(maxsize=256)
-def _release_job_template(queue: str, timeout: int) -> Mapping[str, Any]:
+def _release_job_template(queue: str, timeout: int) -> tuple[tuple[Any, ...], dict[str, int]]:
     """rq's `to_dict()` of a release job on `queue` with `timeout`, every field a job
-    sets present, so each keeps rq's place when `_release_job_fields` replaces it.
-    (rq's `Queue` wants a client; this one is never connected.)"""
+    sets present, as flat field, value pairs; and where each field's value is in them,
+    for `_release_job_fields` to replace. (rq's `Queue` wants a client; this one is
+    never connected.)"""
     job = Queue(queue, connection=Redis()).create_job(
         RELEASE_JOB, args=("",), job_id="template", timeout=timeout, result_ttl=RESULT_TTL,
         failure_ttl=FAILURE_TTL, description="template", meta={"release": ""},
         status=JobStatus.QUEUED)
     job.enqueued_at = job.created_at
-    return job.to_dict()
+    fields = job.to_dict()
+    return (tuple(itertools.chain.from_iterable(fields.items())),
+            {name: 2 * i + 1 for i, name in enumerate(fields)})
 
 
 def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str,

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, NewType
 
+import orjson
 from redis import Redis, WatchError
 from redis.client import Pipeline
 
@@ -88,6 +89,12 @@ class AuditEntry:
     def to_json(self) -> dict[str, Any]:
         return dict(zip(AUDIT_FIELDS, _audit_values(self), strict=True))
 
+    def encoded(self) -> bytes:
+        """The entry as its release's audit list holds it: JSON, written by orjson (a
+        fifth of `json.dumps`' time, which a new release's first entry paid at intake;
+        `json.loads` reads both)."""
+        return orjson.dumps(self.to_json(), option=orjson.OPT_NON_STR_KEYS)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuditEntry:
         def route(name: str) -> Route | None:
@@ -125,10 +132,13 @@ class Release:
         return data
 
     def to_hash(self) -> dict[Any, Any]:
-        """The record as its Redis hash holds it: times as text, unset fields left out."""
-        data = self.to_json()
+        """The record as its Redis hash holds it: times as text, unset fields left out
+        (in `to_json`'s order: replacing a value keeps its key's place)."""
+        data = {k: v for k, v in zip(RELEASE_FIELDS, _release_values(self), strict=True)
+                if v is not None}
+        data["color"], data["state"] = self.color.value, self.state.value
         data["created_at"], data["updated_at"] = str(self.created_at), str(self.updated_at)
-        return {k: v for k, v in data.items() if v is not None}
+        return data
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Release:
@@ -205,7 +215,7 @@ class ReleaseStore:
                            state_to=None, route_before=route_before,
                            route_after=route_after, message=message)
         target = self.redis.pipeline() if pipe is None else pipe
-        target.rpush(AUDIT_KEY.format(id=release_id), json.dumps(entry.to_json()))
+        target.rpush(AUDIT_KEY.format(id=release_id), entry.encoded())
         _queue_event(target, release_id, app, state, current_step, entry.at)
         if pipe is None:
             target.execute()
@@ -277,7 +287,7 @@ class ReleaseStore:
             metrics.count_transition(pipe, app=updated.app, before=current.state,
                                      after=updated.state)
         if entry is not None:
-            pipe.rpush(AUDIT_KEY.format(id=updated.id), json.dumps(entry.to_json()))
+            pipe.rpush(AUDIT_KEY.format(id=updated.id), entry.encoded())
         _queue_event(pipe, updated.id, updated.app, updated.state, updated.step,
                      updated.updated_at)
 
@@ -299,7 +309,7 @@ def add_commands(release: Release, entry: AuditEntry) -> list[tuple[Any, ...]]:
         ("HSET", RELEASE_KEY.format(id=release.id), *record),
         *(("ZADD", key, score, member)
           for key in _index_keys(release.app, release.color, release.state)),
-        ("RPUSH", AUDIT_KEY.format(id=release.id), json.dumps(entry.to_json())),
+        ("RPUSH", AUDIT_KEY.format(id=release.id), entry.encoded()),
         _event_command(release.id, release.app, release.state, release.step, entry.at),
     ]
 
