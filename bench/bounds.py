@@ -222,13 +222,9 @@ def _show(r: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--connections", default="1,8,32,64",
-                        help="concurrency levels (wrk connections), comma-separated")
+    intake.load_options(parser)
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated, of {', '.join(VARIANTS)}")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
-    parser.add_argument("--pool", type=int, default=50000,
-                        help="unique pushes (more than a run sends)")
     parser.add_argument("--rounds", type=int, default=3, help="sweeps; figures are medians")
     args = parser.parse_args()
     started = time.monotonic()

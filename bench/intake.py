@@ -293,15 +293,20 @@ def _show(r: dict[str, Any]) -> None:
              else ""), flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def load_options(parser: argparse.ArgumentParser) -> None:
+    """The load's options, which `bench/bounds.py` shares: levels, run length, pool."""
     parser.add_argument("--connections", default="1,8,32,64",
                         help="concurrency levels (wrk connections), comma-separated")
-    parser.add_argument("--paths", default=",".join(PATHS),
-                        help=f"paths to measure, comma-separated (default: {','.join(PATHS)})")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
     parser.add_argument("--pool", type=int, default=50000,
                         help="unique pushes for the accepted path (more than a run sends)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    load_options(parser)
+    parser.add_argument("--paths", default=",".join(PATHS),
+                        help=f"paths to measure, comma-separated (default: {','.join(PATHS)})")
     parser.add_argument("--web-concurrency", type=int, default=None,
                         help="gunicorn workers (default: as webhook/gunicorn_conf.py decides)")
     parser.add_argument("--baseline", type=lambda p: Path(p).resolve(), default=None,
