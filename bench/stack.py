@@ -109,8 +109,15 @@ class Processes:
         return proc
 
     def stop(self, name: str, timeout: float = 20.0) -> None:
+        """Stop `name`'s whole process group: SIGTERM, then SIGKILL after `timeout`. A
+        leader that has exited may have left its group behind (gunicorn's workers after
+        the master): they are killed."""
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        if proc.poll() is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
