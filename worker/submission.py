@@ -18,8 +18,7 @@ Lua script that, for one or several deliveries, in one round trip and atomically
    the pair's writes, the last of which pushes its job onto the queue, and answers
    that push's reply, the queue's new length (the new job's place: it went to the back);
 3. counts each delivery once in the webhook metrics, as `queued` if anything of it
-   was recorded and `duplicate` otherwise: one HINCRBY per field after the last
-   delivery, not one per delivery (in a group of 14, a seventh of the script's calls).
+   was recorded and `duplicate` otherwise.
 
 `answers(...)` turns a delivery's part of the reply into `Submitted` values. The sync
 engine (`worker.api.Engine.submit_tags`, one delivery per call) and the web process's
@@ -91,8 +90,6 @@ while i <= #ARGV do
   end
   deliveries[#deliveries + 1] = delivery
 end
--- Each delivery counted once, the counts written together after the last one.
-local counts, counted = {}, {}
 local replies = {}
 for d, delivery in ipairs(deliveries) do
   local answers, created = {}, false
@@ -124,18 +121,9 @@ for d, delivery in ipairs(deliveries) do
     end
   end
   if delivery.metrics ~= '' then
-    local field = created and delivery.queued or delivery.duplicate
-    local key = delivery.metrics .. '\\0' .. field
-    if not counts[key] then
-      counts[key] = 0
-      counted[#counted + 1] = {delivery.metrics, field, key}
-    end
-    counts[key] = counts[key] + 1
+    redis.call('HINCRBY', delivery.metrics, created and delivery.queued or delivery.duplicate, 1)
   end
   replies[d] = answers
-end
-for _, count in ipairs(counted) do
-  redis.call('HINCRBY', count[1], count[2], counts[count[3]])
 end
 return replies
 """
@@ -189,10 +177,7 @@ def plan(settings: Settings, events: Sequence[TagEvent], *,
                 continue
             seen = seen_keys(event, app)
             release, commands = _writes(event, app, read, seen, clock())
-            queue = queueing.queue_key(app.queue)
-            if commands[-1][:2] != ("RPUSH", queue):  # the script answers its reply as the place
-                raise RuntimeError(f"a release's last write must push its job onto {queue}")
-            args += [len(seen), *seen, queue, len(commands)]
+            args += [len(seen), *seen, queueing.queue_key(app.queue), len(commands)]
             for command in commands:
                 args.append(len(command))
                 args += command
@@ -219,7 +204,7 @@ def answers(plan: Plan, reply: list[Any]) -> list[Submitted]:
             continue
         flat = answer[2]
         original = Release.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
-        place = answer[3] if len(answer) > 3 else None
+        place = answer[3]  # None unless the original still waits in the queue
         position = int(place) + 1 if isinstance(place, int) else None
         submitted.append(Submitted(release=original, duplicate=True, position=position))
     return submitted
@@ -241,7 +226,8 @@ def _writes(event: TagEvent, app: AppConfig, read: tuple[Color, str], seen: list
     """A new release for `app` of the tag `read` as (colour, version), and the commands
     that record and enqueue it: the store's (`releases.add_commands`), the dedupe marks,
     and rq's job (`queueing.release_job_commands`), in the order one MULTI/EXEC would
-    run them."""
+    run them. rq's job comes last, its push onto the queue last of all: the script
+    answers that push's reply (the queue's length) as the new release's place."""
     color, version = read
     release = Release(
         id=new_release_id(app.name, event.tag), app=app.name, color=color, tag=event.tag,
