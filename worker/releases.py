@@ -132,13 +132,10 @@ class Release:
         return data
 
     def to_hash(self) -> dict[Any, Any]:
-        """The record as its Redis hash holds it: times as text, unset fields left out
-        (in `to_json`'s order: replacing a value keeps its key's place)."""
-        data = {k: v for k, v in zip(RELEASE_FIELDS, _release_values(self), strict=True)
-                if v is not None}
-        data["color"], data["state"] = self.color.value, self.state.value
+        """The record as its Redis hash holds it: times as text, unset fields left out."""
+        data = self.to_json()
         data["created_at"], data["updated_at"] = str(self.created_at), str(self.updated_at)
-        return data
+        return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Release:
