@@ -167,10 +167,12 @@ class Front:
                 answered: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
                 self.run(forge, headers, raw, outcome, answered.set_result)
                 result = await answered
-        self.conclude(outcome, result)
-        with contextlib.suppress(errors.BadRequest):
-            await body.discard(DISCARD_MAX)
-        await _send_answer(send, result)
+        try:
+            with contextlib.suppress(errors.BadRequest):
+                await body.discard(DISCARD_MAX)
+            await _send_answer(send, result)
+        finally:
+            self.conclude(outcome, result)
 
     def open(self, forge_name: str | None, headers: Headers, outcome: Outcome
              ) -> tuple[Forge, int | None] | Answer:
@@ -213,7 +215,10 @@ class Front:
         respond(result)
 
     def conclude(self, outcome: Outcome, result: Answer) -> None:
-        """The delivery's log line, and its count if the submission did not count it."""
+        """The delivery's log line, and its count if the submission did not count it.
+        Both paths run it once the answer is written (or could not be): the client
+        needs only the answer, and with one connection a forge's next delivery is on
+        its way while the line is written."""
         log_delivery(outcome, result.status)
         if not outcome.counted:
             self._count(outcome)
@@ -594,9 +599,7 @@ class FrontProtocol(BoundedHttpTools):
             self._answer(delivery, refuse(delivery.front.late_body(), delivery.outcome))
 
     def _answer(self, delivery: _Delivery, result: Answer) -> None:
-        """Write the answer, then log and count the delivery: the client has its answer
-        while the line is written (with one connection, the forge's next delivery is
-        on its way meanwhile)."""
+        """Write the answer, then conclude the delivery (`Front.conclude`)."""
         try:
             self._write_answer(delivery, result)
         finally:
