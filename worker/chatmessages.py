@@ -345,10 +345,14 @@ def _by(entry: AuditEntry | None, markup: Markup) -> str:
     return f" — {actor_name(entry.actor, markup)} {markup.date(entry.at)}"
 
 
+def utc_text(at: float) -> str:
+    """A point in time as text, in UTC (Slack's fallback for a date; Mattermost's date)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
 def _when(at: float) -> str:
     """A time each reader sees in their own timezone (UTC in the fallback)."""
-    utc = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
-    return f"<!date^{int(at)}^{{date_short_pretty}} {{time_secs}}|{utc}>"
+    return f"<!date^{int(at)}^{{date_short_pretty}} {{time_secs}}|{utc_text(at)}>"
 
 
 def _section(text: str) -> dict[str, Any]:

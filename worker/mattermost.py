@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import re
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -167,11 +166,10 @@ class MarkdownMarkup:
     any run of backticks in it. Slack users show as `slack:U1`, dates as UTC."""
 
     def text(self, value: str) -> str:
-        escaped = _PUNCTUATION.sub(lambda m: "\\" + m.group(), _one_line(value))
-        return escaped.replace("@", _NO_MENTION)
+        return _PUNCTUATION.sub(lambda m: "\\" + m.group(), _inert(value))
 
     def code(self, value: str) -> str:
-        value = _one_line(value).replace("@", _NO_MENTION)
+        value = _inert(value)
         fence = "`" * (1 + max((len(run) for run in _BACKTICKS.findall(value)), default=0))
         # A space each side keeps a backtick at either end off the fence; one is stripped.
         pad = " " if not value or value[0] in "` " or value[-1] in "` " else ""
@@ -184,7 +182,7 @@ class MarkdownMarkup:
         return self.code(f"slack:{user_id}")
 
     def date(self, at: float) -> str:
-        return _utc(at)
+        return chatmessages.utc_text(at)
 
 
 class PlainMarkup:
@@ -192,7 +190,7 @@ class PlainMarkup:
     are on one line, `@` unable to mention, no formatting."""
 
     def text(self, value: str) -> str:
-        return _one_line(value).replace("@", _NO_MENTION)
+        return _inert(value)
 
     def code(self, value: str) -> str:
         return self.text(value)
@@ -204,19 +202,16 @@ class PlainMarkup:
         return self.text(f"slack:{user_id}")
 
     def date(self, at: float) -> str:
-        return _utc(at)
+        return chatmessages.utc_text(at)
 
 
 MARKDOWN: Markup = MarkdownMarkup()
 PLAIN: Markup = PlainMarkup()
 
 
-def _one_line(value: str) -> str:
-    return " ".join(value.splitlines())
-
-
-def _utc(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+def _inert(value: str) -> str:
+    """`value` on one line, its `@` unable to mention anyone."""
+    return " ".join(value.splitlines()).replace("@", _NO_MENTION)
 
 
 # -- the REST client -------------------------------------------------------------------------------
