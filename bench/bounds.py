@@ -33,7 +33,6 @@ over the rounds of the ratio within each round) and the CPU per answer; writes
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import tempfile
@@ -118,31 +117,16 @@ def _patch(path: Path, old: str | None, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system, with reaped children) of `pid` and every process
-    below it; 0 for what has exited."""
-    total, pids = 0, [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-        pids += stack.children(current)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def measure(procs: Processes, roles: dict[str, str], url: str, pool: Path,
             connections: int, duration: float) -> dict[str, Any]:
     """One wrk run with the CPU per answer of each process in `roles` (role -> name)."""
     pids = {role: procs.procs[name].pid for role, name in roles.items()}
     intake.settle()
-    before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    before = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
     figures = intake.wrk(url, pool, connections, duration)
-    during = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    during = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
     figures["drain_s"] = intake.settle()
-    after = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    after = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
     n = figures["requests"]
     figures["cpu_us_per_answer"] = {role: round((during[role] - before[role]) / n * 1e6, 1)
                                     for role in pids}
@@ -199,16 +183,12 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {
             "server": server, "connections": connections, "rounds": len(rs),
             "requests_per_s": round(statistics.median(r["requests_per_s"] for r in rs), 1),
-            "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 2),
-            "cpu_us_per_answer": {role: round(statistics.median(
-                r["cpu_us_per_answer"][role] for r in rs), 1)
-                for role in rs[0]["cpu_us_per_answer"]},
-            "cpu_us_per_answer_with_drain": {role: round(statistics.median(
-                r["cpu_us_per_answer_with_drain"][role] for r in rs), 1)
-                for role in rs[0]["cpu_us_per_answer_with_drain"]}}
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 2)}
+        for cpu in ("cpu_us_per_answer", "cpu_us_per_answer_with_drain"):
+            entry[cpu] = {role: round(statistics.median(r[cpu][role] for r in rs), 1)
+                          for role in rs[0][cpu]}
         if server != "peer" and ratios:
-            entry["over_peer"] = round(statistics.median(ratios), 2)
-            entry["over_peer_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+            entry["over_peer"], entry["over_peer_range"] = intake.spread(ratios)
         found.append(entry)
     return found
 

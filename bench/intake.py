@@ -263,11 +263,15 @@ def ratios(runs: list[dict[str, Any]], other: str = "peer") -> list[dict[str, An
     for (path, connections), cell in per_cell.items():
         entry: dict[str, Any] = {"path": path, "connections": connections}
         for figure, values in cell.items():
-            entry[f"{figure}_ours_over_{other}"] = round(statistics.median(values), 2)
-            entry[f"{figure}_ours_over_{other}_range"] = [round(min(values), 2),
-                                                          round(max(values), 2)]
+            (entry[f"{figure}_ours_over_{other}"],
+             entry[f"{figure}_ours_over_{other}_range"]) = spread(values)
         found.append(entry)
     return found
+
+
+def spread(ratios: list[float]) -> tuple[float, list[float]]:
+    """The median of the rounds' ratios and their range, as the summaries give them."""
+    return round(statistics.median(ratios), 2), [round(min(ratios), 2), round(max(ratios), 2)]
 
 
 def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

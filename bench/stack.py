@@ -228,20 +228,40 @@ def worker_ready(procs: Processes, name: str = "worker") -> bool:
     return log.exists() and "Listening on" in log.read_text(errors="replace")
 
 
-def rss_mib(pid: int, *, children: bool = True) -> float:
+def rss_mib(pid: int, *, below: bool = True) -> float:
     """Resident memory of `pid` (and, by default, every process below it), in MiB."""
-    total, pids = 0, [pid]
-    while pids:
-        current = pids.pop()
+    total = 0
+    for current in tree(pid) if below else [pid]:
         try:
             status = Path(f"/proc/{current}/status").read_text()
         except OSError:
             continue
         total += next(int(line.split()[1]) for line in status.splitlines()
                       if line.startswith("VmRSS:")) if "VmRSS:" in status else 0
-        if children:
-            pids += children(current)
     return round(total / 1024, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, with reaped children's) of `pid` and every process
+    below it; 0 for what has exited."""
+    total = 0
+    for current in tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and every process below it (those alive now)."""
+    found, waiting = [], [pid]
+    while waiting:
+        current = waiting.pop()
+        found.append(current)
+        waiting += children(current)
+    return found
 
 
 def children(pid: int) -> list[int]:
