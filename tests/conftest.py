@@ -16,8 +16,6 @@ import redis as redis_lib
 from proctools import free_port, is_listening, wait_for
 from web import Gunicorn, start_web
 
-__all__ = ["free_port"]  # tests import it from here
-
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from conftest import Sandbox, free_port
+from conftest import Sandbox
 from fakeslack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -33,6 +33,7 @@ from fakeslack import (
     sign,
 )
 from flows import Flow, S, app_body, wait_until
+from proctools import free_port
 from web import API_TOKEN, Gunicorn, Response, http
 
 from worker import chatsign, notify

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from click.testing import CliRunner, Result
-from conftest import ROOT, Sandbox, free_port
+from conftest import ROOT, Sandbox
+from proctools import free_port
 from rq import Queue
 from web import API_TOKEN, Gunicorn, delivery, http, signed, start_web, with_delivery_id
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis as redis_lib
 import yaml
-from conftest import free_port
 from flask import Flask
 from flask.testing import FlaskClient
+from proctools import free_port
 from rq import Queue
 from web import (
     API_TOKEN,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from proctools import free_port
 from web import Gunicorn
 
 from worker.statusview import render

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RedisServer, free_port
+from conftest import RedisServer
+from proctools import free_port
 from web import SECRET_ENV, SECRETS, Gunicorn, delivery, hmac_hex, http, signed, start_web
 
 ROOT = Path(__file__).resolve().parent.parent
