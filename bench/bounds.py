@@ -58,26 +58,23 @@ _PING = """            if isinstance(result, Pending):  # bench/bounds.py: answe
 """
 _NO_WRITES_SCRIPT = '''SUBMIT = """
 -- bench/bounds.py: the layout walked as the real script walks it; no command runs.
-local replies, i = {}, 3
+local replies, i = {}, 1
 while i <= #ARGV do
   local npairs = tonumber(ARGV[i + 3])
   i = i + 4
   local answers = {}
   for p = 1, npairs do
-    local nseen = tonumber(ARGV[i])
-    local ncommands = tonumber(ARGV[i + nseen + 2])
-    i = i + nseen + 3
-    for _ = 1, ncommands do i = i + tonumber(ARGV[i]) + 1 end
+    i = i + tonumber(ARGV[i]) + 1 + NVALUES
     answers[p] = {1, 1}
   end
   replies[#replies + 1] = answers
 end
 return replies
-"""
+""".replace("NVALUES", str(PAIR_VALUES))
 '''
-VARIANTS: dict[str, list[tuple[str, str | None, str]]] = {
+VARIANTS: dict[str, list[tuple[str, str, str]]] = {
     "whole": [],
-    "no_writes": [("worker/submission.py", None, _NO_WRITES_SCRIPT)],
+    "no_writes": [("worker/submission.py", "SUBMIT = _script()\n", _NO_WRITES_SCRIPT)],
     "plan_ping": [("webhook/asgi.py", _PENDING, _PING.format(
         plan="self.web.engine.plan(result.events, count_as=forge.name)\n                ")
         + _PENDING)],
@@ -105,12 +102,8 @@ def copies(names: list[str]) -> Iterator[dict[str, Path]]:
                             str(path)], check=False, capture_output=True)
 
 
-def _patch(path: Path, old: str | None, new: str) -> None:
+def _patch(path: Path, old: str, new: str) -> None:
     text = path.read_text()
-    if old is None:  # replace the SUBMIT script, whatever it is today
-        start = text.index('SUBMIT = """')
-        end = text.index('"""', start + len('SUBMIT = """')) + 3
-        old = text[start:end] + "\n"
     if text.count(old) != 1:
         raise SystemExit(f"bounds.py: {path.name} no longer has the lines this variant "
                          f"replaces:\n{old}")

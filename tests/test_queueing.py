@@ -16,13 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis as redis_lib
-from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.utils import utcformat, utcparse
 
 from worker import queueing
-from worker.api import Engine
+from worker.api import Engine, TagEvent
 from worker.config import AppConfig, Settings, parse_settings
 
 SETTINGS = parse_settings({"apps": {
@@ -62,37 +61,40 @@ def test_a_second_holder_of_the_queue_lock_waits(redis: redis_lib.Redis) -> None
     assert second.acquire(blocking_timeout=1, token="worker-2")
 
 
-def queue_release(pipe: Pipeline, release_id: str) -> None:
-    for command in queueing.release_job_commands(app(), release_id=release_id,
-                                                 description="x"):
-        pipe.execute_command(*command)
+def queue_release(redis: redis_lib.Redis, tag: str, name: str = "myapp") -> str:
+    """Queue a release of `tag` the way a tag push does (the submission script); its id."""
+    [answer] = Engine(SETTINGS, redis).submit_tag(TagEvent(
+        forge="github", delivery_id=f"delivery-{tag}", repository=app(name).repository,
+        tag=tag, commit=f"{random.getrandbits(160):040x}", pusher="alice"))
+    return answer.release.id
 
 
 def test_enqueued_jobs_appear_only_when_the_transaction_runs(redis: redis_lib.Redis) -> None:
     queue = Queue("deploy", connection=redis)
     with redis.pipeline() as pipe:
         pipe.multi()
-        queue_release(pipe, "myapp-v1-blue-00000001")
-        assert queue.count == 0 and not redis.exists("rq:job:myapp-v1-blue-00000001")
+        job_id = queueing.enqueue_command(pipe, redis, app(), action="promote",
+                                          release_id="myapp-v1-blue-00000001", color=None,
+                                          actor="bob", at_front=False)
+        assert queue.count == 0 and not redis.exists(f"rq:job:{job_id}")
         pipe.execute()
-    assert queue.job_ids == ["myapp-v1-blue-00000001"]
-    assert queueing.position(redis, "deploy", "myapp-v1-blue-00000001") == 1
+    assert queue.job_ids == [job_id]
+    assert queueing.position(redis, "deploy", job_id) == 1
 
 
 def test_commands_get_their_own_job_ids_and_rollback_jumps_the_queue(
         redis: redis_lib.Redis) -> None:
+    first, *_ = [queue_release(redis, f"v{i}-green") for i in range(3)]
     with redis.pipeline() as pipe:
         pipe.multi()
-        for i in range(3):
-            queue_release(pipe, f"r-{i}")
         promote = queueing.enqueue_command(pipe, redis, app(), action="promote",
-                                           release_id="r-0", color=None, actor="bob",
+                                           release_id=first, color=None, actor="bob",
                                            at_front=False)
         rollback = queueing.enqueue_command(pipe, redis, app(), action="rollback",
                                             release_id="r-9", color=None, actor="bob",
                                             at_front=True)
         pipe.execute()
-    assert re.fullmatch(r"r-0-promote-[0-9a-f]{6}", promote)
+    assert re.fullmatch(rf"{first}-promote-[0-9a-f]{{6}}", promote)
     assert queueing.position(redis, "deploy", rollback) == 1
     assert queueing.position(redis, "deploy", promote) == 5
     assert queueing.position(redis, "deploy", "not-there") is None
@@ -118,61 +120,59 @@ def test_queue_status_shows_waiting_failed_and_no_worker(redis: redis_lib.Redis)
     assert status["docs"]["waiting"] == [] and status["docs"]["failed"] == []
 
 
-def test_release_job_commands_store_what_rqs_own_enqueue_stores(redis: redis_lib.Redis) -> None:
-    """The intake builds a release's rq job without rq's enqueue path (for speed); what
-    lands in Redis must be what rq's own `enqueue_call` writes for the same job, field for
-    field, and rq must read it back as the same job."""
+def test_a_release_job_is_what_rqs_own_enqueue_stores(redis: redis_lib.Redis) -> None:
+    """The submission script writes a release's rq job without rq's enqueue path (for
+    speed); what lands in Redis must be what rq's own `enqueue_call` writes for the same
+    job, field for field, and rq must read it back as the same job."""
     config = app()
     Queue("deploy", connection=redis).enqueue_call(
         queueing.RELEASE_JOB, args=("by-rq",), job_id="by-rq",
         timeout=queueing.job_timeout(config), result_ttl=queueing.RESULT_TTL,
-        failure_ttl=queueing.FAILURE_TTL, description="d",
+        failure_ttl=queueing.FAILURE_TTL, description="release v2.0-green of myapp into green",
         meta={"release": "by-rq", "app": "myapp", "action": "release"})
-    for command in queueing.release_job_commands(config, release_id="ours",
-                                                 description="d"):
-        redis.execute_command(*command)
+    ours = queue_release(redis, "v2.0-green")
 
-    theirs, ours = redis.hgetall("rq:job:by-rq"), redis.hgetall("rq:job:ours")
-    assert set(ours) == set(theirs)
+    theirs_hash, ours_hash = redis.hgetall("rq:job:by-rq"), redis.hgetall(f"rq:job:{ours}")
+    assert set(ours_hash) == set(theirs_hash)
     stamps = {b"created_at", b"enqueued_at", b"data", b"meta"}
-    assert {k: v for k, v in ours.items() if k not in stamps} == {
-        k: v for k, v in theirs.items() if k not in stamps}
-    assert redis.lrange("rq:queue:deploy", 0, -1) == [b"by-rq", b"ours"]
+    assert {k: v for k, v in ours_hash.items() if k not in stamps} == {
+        k: v for k, v in theirs_hash.items() if k not in stamps}
+    assert redis.lrange("rq:queue:deploy", 0, -1) == [b"by-rq", ours.encode()]
     assert redis.smembers("rq:queues") == {b"rq:queue:deploy"}
-    by_rq, built = (Job.fetch(job_id, connection=redis) for job_id in ("by-rq", "ours"))
-    assert (built.func_name, built.args, built.kwargs) == (by_rq.func_name, ("ours",), {})
-    assert built.meta == {**by_rq.meta, "release": "ours"}
+    by_rq, built = (Job.fetch(job_id, connection=redis) for job_id in ("by-rq", ours))
+    assert (built.func_name, built.args, built.kwargs) == (by_rq.func_name, (ours,), {})
+    assert built.meta == {**by_rq.meta, "release": ours}
     assert (built.origin, built.get_status(), built.timeout, built.result_ttl,
             built.failure_ttl) == (by_rq.origin, by_rq.get_status(), by_rq.timeout,
                                    by_rq.result_ttl, by_rq.failure_ttl)
     assert built.enqueued_at is not None and built.created_at is not None
 
 
-@pytest.mark.parametrize(("name", "release_id", "description"), [
-    ("myapp", "myapp-v2-0-green-1a2b3c4d", "release v2.0-green of myapp into green"),
-    ("website", "website-v1-blue-00ff00ff", "release v1-blue of website into blue"),
-    ("docs", "docs-x-green-12345678", "release x-green of docs into green: é, ü, 中"),
+@pytest.mark.parametrize(("name", "tag", "description"), [
+    ("myapp", "v2.0-green", "release v2.0-green of myapp into green"),
+    ("website", "v1-blue", "release v1-blue of website into blue"),
+    ("docs", "vé-ü-中-green", "release vé-ü-中-green of docs into green"),
 ])
 def test_the_release_job_hash_is_rqs_to_dict_of_the_same_job(
-        redis: redis_lib.Redis, name: str, release_id: str, description: str) -> None:
-    """The job hash comes from a template cached per queue and timeout, with the fields
-    that vary filled in: it must be, value for value and in rq's order, the `to_dict()`
-    of a job rq makes afresh with the same inputs at the same instant."""
+        redis: redis_lib.Redis, name: str, tag: str, description: str) -> None:
+    """The script fills rq's `to_dict()` of a template job with the fields that vary
+    (queue, timeout, times, call, description, meta): the hash must hold, value for
+    value, the `to_dict()` of a job rq makes afresh with the same inputs at the same
+    instant."""
     config = app(name)
-    sadd, hset, rpush = queueing.release_job_commands(config, release_id=release_id,
-                                                      description=description)
-    fields = dict(zip(hset[2::2], hset[3::2], strict=True))
+    release_id = queue_release(redis, tag, name)
+    stored = {k.decode(): v for k, v in redis.hgetall(f"rq:job:{release_id}").items()}
     job = Queue(config.queue, connection=redis).create_job(
         queueing.RELEASE_JOB, args=(release_id,), job_id=release_id,
         timeout=queueing.job_timeout(config), result_ttl=queueing.RESULT_TTL,
         failure_ttl=queueing.FAILURE_TTL, description=description,
         meta={"release": release_id, "app": name, "action": "release"},
         status=JobStatus.QUEUED)
-    job.created_at = job.enqueued_at = utcparse(fields["created_at"])
-    assert list(fields.items()) == list(job.to_dict().items())
-    assert hset[1] == job.key
-    assert sadd == ("SADD", Queue.redis_queues_keys, f"rq:queue:{config.queue}")
-    assert rpush == ("RPUSH", f"rq:queue:{config.queue}", release_id)
+    job.created_at = job.enqueued_at = utcparse(stored["created_at"].decode())
+    encoder = redis.connection_pool.get_encoder()
+    assert stored == {k: encoder.encode(v) for k, v in job.to_dict().items()}
+    assert redis.lrange(f"rq:queue:{config.queue}", 0, -1) == [release_id.encode()]
+    assert redis.smembers("rq:queues") == {f"rq:queue:{config.queue}".encode()}
 
 
 def test_job_timestamps_are_rqs_utcformat() -> None:

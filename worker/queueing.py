@@ -2,8 +2,8 @@
 
 Owns the rq side of the engine: one rq queue per configured queue name; job ids
 (a release's job id is its release id; commands get `<release>-<action>-<hex>`);
-a release's job as plain commands for the intake's one-call submission
-(`worker.submission`), a command's job enqueued into a caller's MULTI/EXEC pipeline
+a release's job as rq stores it, for the intake's one-call submission
+(`worker.submission`) to write; a command's job enqueued into a caller's MULTI/EXEC pipeline
 (`at_front` for rollback, SPEC §5.8); queue positions; job timeouts computed from
 the app's config; and the per-queue Redis lock a worker holds while it serves a
 queue, so a second worker on the same queue waits instead of running jobs
@@ -30,7 +30,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.lock import Lock
 from rq import Queue
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 from rq.serializers import resolve_serializer
 from rq.utils import now as rq_now
 
@@ -95,23 +95,25 @@ def command_job_id(release_id: str, action: str) -> str:
     return f"{release_id}-{action}-{secrets.token_hex(3)}"
 
 
-def release_job_commands(app: AppConfig, *, release_id: str,
-                         description: str) -> list[tuple[Any, ...]]:
-    """The commands that queue `run_release(release_id)` (all of a release's automatic
-    steps as one job), for the caller to run in its own transaction or script.
+# The fields of a release's job that differ from one job to the next, in the order
+# `release_job_values` gives their values: the submission script (`worker.submission`)
+# puts each in its place in `release_job_template()`.
+RELEASE_JOB_VARYING = ("origin", "timeout", "created_at", "enqueued_at", "data", "description",
+                       "meta")
 
-    The job is rq's own: the `to_dict()` of a job that rq's `Queue.create_job` made once
-    per queue and timeout, with this release's fields put in their places. Then: the
-    queue in rq's set of queues, the job's hash (its status with it), the job's id at the
-    back of the queue: what rq's `enqueue_call` writes, which `tests/test_queueing.py`
-    holds it to, for a fraction of the CPU (the intake pays it per delivery), and with
-    no I/O: the keys follow from the queue's name."""
-    queue = queue_key(app.queue)
-    job_id = release_job_id(release_id)
-    fields = _release_job_fields(app.queue, job_timeout(app), release_id=release_id,
-                                 app=app.name, description=description)
-    return [("SADD", Queue.redis_queues_keys, queue), ("HSET", Job.key_for(job_id), *fields),
-            ("RPUSH", queue, job_id)]
+
+def release_job_values(app: AppConfig, *, release_id: str, description: str) -> list[Any]:
+    """The values of `RELEASE_JOB_VARYING` for `run_release(release_id)` (all of a
+    release's automatic steps as one job) enqueued now on `app`'s queue: what rq's
+    `enqueue_call` would store in those fields. `data` is rq's `Job.data`, the pickled
+    `(func, instance, args, kwargs)`, compressed as `to_dict` does; `created_at` and
+    `enqueued_at` are one instant (rq's own enqueue takes them microseconds apart).
+    `tests/test_queueing.py` holds the job the script writes to rq's own."""
+    stamp = job_timestamp(rq_now())
+    call: tuple[str, None, tuple[str], dict[str, Any]] = (RELEASE_JOB, None, (release_id,), {})
+    return [app.queue, job_timeout(app), stamp, stamp, zlib.compress(_SERIALIZER.dumps(call)),
+            description,
+            _SERIALIZER.dumps({"release": release_id, "app": app.name, "action": "release"})]
 
 
 def job_timestamp(moment: datetime) -> str:
@@ -121,40 +123,21 @@ def job_timestamp(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def _release_job_fields(queue: str, timeout: int, *, release_id: str, app: str,
-                        description: str) -> list[Any]:
-    """rq's `Job.to_dict()` of `run_release(release_id)` enqueued now, as HSET's flat
-    field, value arguments: the cached template's with the values that vary per release
-    put in their places (so every field keeps rq's order). Each is what rq would store:
-    `data` is rq's `Job.data`, the pickled `(func, instance, args, kwargs)`, compressed as
-    `to_dict` does; `created_at` and `enqueued_at` are one instant (rq's own enqueue
-    takes them microseconds apart)."""
-    template, at = _release_job_template(queue, timeout)
-    stamp = job_timestamp(rq_now())
-    call: tuple[str, None, tuple[str], dict[str, Any]] = (RELEASE_JOB, None, (release_id,), {})
-    fields = list(template)
-    fields[at["created_at"]] = fields[at["enqueued_at"]] = stamp
-    fields[at["data"]] = zlib.compress(_SERIALIZER.dumps(call))
-    fields[at["description"]] = description
-    fields[at["meta"]] = _SERIALIZER.dumps({"release": release_id, "app": app,
-                                            "action": "release"})
-    return fields
-
-
-@functools.lru_cache(maxsize=256)
-def _release_job_template(queue: str, timeout: int) -> tuple[tuple[Any, ...], dict[str, int]]:
-    """rq's `to_dict()` of a release job on `queue` with `timeout`, every field a job
-    sets present, as flat field, value pairs; and where each field's value is in them,
-    for `_release_job_fields` to replace. (rq's `Queue` wants a client; this one is
-    never connected.)"""
-    job = Queue(queue, connection=Redis()).create_job(
-        RELEASE_JOB, args=("",), job_id="template", timeout=timeout, result_ttl=RESULT_TTL,
+@functools.cache
+def release_job_template() -> tuple[tuple[Any, ...], dict[str, int]]:
+    """rq's `to_dict()` of a release job, every field a job sets present, as flat field,
+    value pairs in rq's order; and the place of each `RELEASE_JOB_VARYING` field's value
+    in them. Every other value is the same for every release job. (rq's `Queue` wants a
+    client; this one is never connected.)"""
+    job = Queue("template", connection=Redis()).create_job(
+        RELEASE_JOB, args=("",), job_id="template", timeout=1, result_ttl=RESULT_TTL,
         failure_ttl=FAILURE_TTL, description="template", meta={"release": ""},
         status=JobStatus.QUEUED)
     job.enqueued_at = job.created_at
     fields = job.to_dict()
+    places = {name: 2 * i + 1 for i, name in enumerate(fields)}
     return (tuple(itertools.chain.from_iterable(fields.items())),
-            {name: 2 * i + 1 for i, name in enumerate(fields)})
+            {name: places[name] for name in RELEASE_JOB_VARYING})
 
 
 def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str,

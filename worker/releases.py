@@ -54,6 +54,8 @@ APP_KEY = PREFIX + "releases:app:{app}"
 COLOR_KEY = PREFIX + "releases:app:{app}:{color}"
 STATE_KEY = PREFIX + "releases:state:{state}"
 EVENTS_KEY = PREFIX + "events"
+# The sorted sets that list a release (formats of its app, colour and state).
+INDEX_KEYS = (ALL_KEY, APP_KEY, COLOR_KEY, STATE_KEY)
 EVENTS_MAXLEN = 10000
 MAX_ID_LENGTH = 63
 NOT_IN_IDS = re.compile(r"[^a-z0-9]+")
@@ -151,6 +153,8 @@ class Release:
 # slow for the intake's per-request path.
 AUDIT_FIELDS = tuple(f.name for f in fields(AuditEntry))
 RELEASE_FIELDS = tuple(f.name for f in fields(Release))
+# The fields a new release's record holds (`to_hash` leaves out what is not set yet).
+NEW_RECORD_FIELDS = tuple(f for f in RELEASE_FIELDS if f not in ("step", "error"))
 _audit_values = operator.attrgetter(*AUDIT_FIELDS)
 _release_values = operator.attrgetter(*RELEASE_FIELDS)
 
@@ -315,8 +319,8 @@ def add_commands(release: Release, entry: AuditEntry) -> list[tuple[Any, ...]]:
 def _index_keys(app: str, color: Color, state: ReleaseState) -> tuple[str, ...]:
     """The sorted sets that list a release of `app` into `color` in `state`, made once
     per combination (the intake would format them again for every delivery)."""
-    return (ALL_KEY, APP_KEY.format(app=app), COLOR_KEY.format(app=app, color=color.value),
-            STATE_KEY.format(state=state.value))
+    return tuple(key.format(app=app, color=color.value, state=state.value)
+                 for key in INDEX_KEYS)
 
 
 def _event_command(release_id: str, app: Any, state: Any, step: Any,

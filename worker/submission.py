@@ -1,24 +1,29 @@
 """A delivery's tag pushes, deduplicated, recorded and queued in one atomic Redis call.
 
-`plan(...)` builds, without any I/O, what a delivery would write: for each (push, app)
-pair the keys that mark it as seen, its queue, and the exact commands that record
-the release and enqueue its rq job: the store's own (`releases.add_commands`, which
-`ReleaseStore.add` runs too) and rq's job as `queueing.release_job_commands` builds
-it with rq's `Job`. All of it travels as flat arguments, each delivery's laid out as
-the script reads them (counts before lists), so the script finds every command in
-ARGV without building tables of them: that cost Redis less than one msgpack value
-per delivery did (unpacking it was a third of the script's time). `SUBMIT` is the
-Lua script that, for one or several deliveries, in one round trip and atomically
-(Redis runs a script alone):
+`plan(...)` makes, without any I/O, what a delivery brings: for each (push, app) pair
+the keys that mark it as seen and the new release's facts, the values of its record
+(`Release.to_hash`), its first audit entry (`AuditEntry.encoded`) and the values that
+differ between rq jobs (`queueing.release_job_values`). `SUBMIT` is the Lua script
+that writes from them, for one or several deliveries, in one round trip and
+atomically (Redis runs a script alone), exactly what the store's `add_commands` and
+rq's `enqueue_call` would write, in that order (`tests/test_submission.py` and
+`tests/test_queueing.py` hold it to both):
 
 1. checks every command it may run against the caller's ACL, and refuses the whole
    call before writing anything if one is denied (EXEC's abort did the same);
 2. for each pair in order, either finds a seen key (one MGET of them) and answers the
-   original release (its hash, and its place in the queue while it waits), or runs
-   the pair's writes, the last of which pushes its job onto the queue, and answers
-   that push's reply, the queue's new length (the new job's place: it went to the back);
+   original release (its hash, and its place in the queue while it waits), or writes
+   the release's record, indexes, audit entry and event, the dedupe marks, and rq's
+   job (from rq's own `to_dict()` of a template job, made once: `_script()`), pushes
+   the job onto its queue last, and answers that push's reply, the queue's new length
+   (the new job's place: it went to the back);
 3. counts each delivery once in the webhook metrics, as `queued` if anything of it
    was recorded and `duplicate` otherwise.
+
+What is the same for every release (field names, key formats, rq's constant job
+fields) is written into the script from the Python that defines it, rather than sent
+with each delivery: a delivery's pair travels as ~25 arguments instead of the ~140 its
+commands are, and the web process builds no commands (`docs/benchmarks.md`, change 20).
 
 `answers(...)` turns a delivery's part of the reply into `Submitted` values. The sync
 engine (`worker.api.Engine.submit_tags`, one delivery per call) and the web process's
@@ -30,18 +35,26 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from rq import Queue
+from rq.job import Job
 
 from worker import metrics, queueing
 from worker.colors import Color
 from worker.config import AppConfig, Settings
 from worker.releases import (
+    AUDIT_KEY,
+    EVENTS_KEY,
+    EVENTS_MAXLEN,
+    INDEX_KEYS,
+    NEW_RECORD_FIELDS,
     RELEASE_KEY,
     Release,
     ReleaseState,
-    add_commands,
     intake_entry,
     new_release_id,
 )
@@ -49,23 +62,74 @@ from worker.releases import (
 DEDUPE_TTL = 7 * 24 * 3600
 SEEN_DELIVERY_KEY = "bluegreen:seen:delivery:{forge}:{digest}:{app}"
 SEEN_TAG_KEY = "bluegreen:seen:tag:{app}:{digest}"
-RELEASE_PREFIX = RELEASE_KEY.format(id="")
+# A pair's arguments after its seen keys: the record's values, the audit entry, then
+# the job's varying values.
+PAIR_VALUES = len(NEW_RECORD_FIELDS) + 1 + len(queueing.RELEASE_JOB_VARYING)
 
-SUBMIT = """
--- ARGV: the queued state's name, the release key prefix, then each delivery in turn:
--- metrics key, queued field, duplicate field, number of pairs; then each pair: number
--- of seen keys, the seen keys, queue key, number of commands; then each command: its
--- number of arguments, then the arguments. A pair's last command pushes its job onto
--- the queue: RPUSH's reply, the queue's new length, is the new release's place.
-local queued_state, release_prefix = ARGV[1], ARGV[2]
+
+def _lua_string(value: Any) -> str:
+    """`value` as a Lua string literal of the bytes Redis would get for it as an argument
+    (text as UTF-8, numbers as their repr, as redis-py and hiredis send them)."""
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        data = str.encode(value)  # an enum's value, not its name
+    else:
+        data = repr(value).encode()
+    return '"' + "".join(f"\\{byte}" for byte in data) + '"'
+
+
+def _lua_key(key_format: str) -> str:
+    """A key format (`bluegreen:releases:app:{app}:{color}`) as the Lua expression that
+    makes the key from the script's local variables of the same names."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(key_format):
+        if literal:
+            parts.append(_lua_string(literal))
+        if name:
+            parts.append(name)
+    return " .. ".join(parts)
+
+
+def _script() -> str:
+    """`SUBMIT`, with what every release shares written in from its definitions."""
+    job, job_places = queueing.release_job_template()
+    field = {name: i for i, name in enumerate(NEW_RECORD_FIELDS)}
+    constants = {
+        "RECORD_FIELDS": "{" + ", ".join(map(_lua_string, NEW_RECORD_FIELDS)) + "}",
+        "JOB_TEMPLATE": "{" + ", ".join(map(_lua_string, job)) + "}",
+        "JOB_VARYING": "{" + ", ".join(
+            str(job_places[name] + 1) for name in queueing.RELEASE_JOB_VARYING) + "}",
+        "ID": str(field["id"]), "APP": str(field["app"]), "COLOR": str(field["color"]),
+        "STATE": str(field["state"]), "CREATED_AT": str(field["created_at"]),
+        "ORIGIN": str(len(NEW_RECORD_FIELDS) + 1 + queueing.RELEASE_JOB_VARYING.index("origin")),
+        "NVALUES": str(PAIR_VALUES),
+        "RECORD_KEY": _lua_key(RELEASE_KEY), "AUDIT_KEY": _lua_key(AUDIT_KEY),
+        "INDEX_KEYS": "{" + ", ".join(map(_lua_key, INDEX_KEYS)) + "}",
+        "EVENTS_KEY": _lua_string(EVENTS_KEY), "EVENTS_MAXLEN": str(EVENTS_MAXLEN),
+        "QUEUED": _lua_string(ReleaseState.QUEUED.value), "DEDUPE_TTL": str(DEDUPE_TTL),
+        "QUEUES_KEY": _lua_string(Queue.redis_queues_keys),
+        "QUEUE_PREFIX": _lua_string(Queue.redis_queue_namespace_prefix),
+        "JOB_PREFIX": _lua_string(Job.redis_job_namespace_prefix),
+    }
+    assert queueing.release_job_id("x") == "x"  # the job is named by the release's id
+    return string.Template(_SUBMIT).substitute(constants)
+
+
+_SUBMIT = """
+-- ARGV: each delivery in turn: metrics key, queued field, duplicate field, number of
+-- pairs; then each pair: number of seen keys, the seen keys, then $NVALUES values: the
+-- new record's (as RECORD_FIELDS names them), its first audit entry, and the job's
+-- varying values (JOB_VARYING: where each goes in JOB_TEMPLATE).
+local RECORD_FIELDS, JOB_TEMPLATE, JOB_VARYING = $RECORD_FIELDS, $JOB_TEMPLATE, $JOB_VARYING
 local function allowed(...)
   if not redis.acl_check_cmd(...) then
     error({err = 'NOPERM this user may not run ' .. select(1, ...) .. ' on ' ..
            tostring(select(2, ...)) .. '; nothing was written'})
   end
 end
--- The layout, as places in ARGV, with every command checked against the ACL first.
-local deliveries, i = {}, 3
+-- The layout, as places in ARGV, and each pair's keys, every command checked first.
+local deliveries, i = {}, 1
 while i <= #ARGV do
   local delivery = {metrics = ARGV[i], queued = ARGV[i + 1], duplicate = ARGV[i + 2],
                     pairs = {}}
@@ -74,19 +138,25 @@ while i <= #ARGV do
   if delivery.metrics ~= '' then allowed('HINCRBY', delivery.metrics, delivery.queued, '1') end
   for p = 1, npairs do
     local nseen = tonumber(ARGV[i])
-    local pair = {seen = i + 1, last_seen = i + nseen, queue = ARGV[i + nseen + 1],
-                  ncommands = tonumber(ARGV[i + nseen + 2])}
+    local v = i + nseen + 1  -- the first of the pair's values
+    local id, app, color, state = ARGV[v + $ID], ARGV[v + $APP], ARGV[v + $COLOR], ARGV[v + $STATE]
+    local queue = $QUEUE_PREFIX .. ARGV[v + $ORIGIN]
+    local pair = {seen = i + 1, last_seen = i + nseen, values = v, id = id, queue = queue,
+                  record = $RECORD_KEY, audit = $AUDIT_KEY, indexes = $INDEX_KEYS,
+                  job = $JOB_PREFIX .. id}
     allowed('MGET', unpack(ARGV, pair.seen, pair.last_seen))
-    allowed('HGETALL', release_prefix .. 'x')
-    allowed('LPOS', pair.queue, 'x')
-    i = i + nseen + 3
-    pair.commands = i
-    for _ = 1, pair.ncommands do
-      local argc = tonumber(ARGV[i])
-      allowed(unpack(ARGV, i + 1, i + argc))
-      i = i + argc + 1
-    end
+    allowed('HGETALL', pair.record)
+    allowed('LPOS', queue, id)
+    allowed('HSET', pair.record, 'id', id)
+    for _, key in ipairs(pair.indexes) do allowed('ZADD', key, '0', id) end
+    allowed('RPUSH', pair.audit, id)
+    allowed('XADD', $EVENTS_KEY, '*', 'release', id)
+    for s = pair.seen, pair.last_seen do allowed('SET', ARGV[s], id) end
+    allowed('SADD', $QUEUES_KEY, queue)
+    allowed('HSET', pair.job, 'id', id)
+    allowed('RPUSH', queue, id)
     delivery.pairs[p] = pair
+    i = v + $NVALUES
   end
   deliveries[#deliveries + 1] = delivery
 end
@@ -99,24 +169,36 @@ for d, delivery in ipairs(deliveries) do
       original = original or value
     end
     if original then  -- an empty record: it is gone, and the push is new again
-      record = redis.call('HGETALL', release_prefix .. original)
+      local id = original
+      record = redis.call('HGETALL', $RECORD_KEY)
     end
     if #record > 0 then
       local place = false
       for f = 1, #record, 2 do
-        if record[f] == 'state' and record[f + 1] == queued_state then
+        if record[f] == 'state' and record[f + 1] == $QUEUED then
           place = redis.call('LPOS', pair.queue, original)
         end
       end
       answers[p] = {0, original, record, place}
     else
-      local c, length = pair.commands, false
-      for _ = 1, pair.ncommands do
-        local argc = tonumber(ARGV[c])
-        length = redis.call(unpack(ARGV, c + 1, c + argc))
-        c = c + argc + 1
+      local v, fields = pair.values, {}
+      for f, name in ipairs(RECORD_FIELDS) do
+        fields[2 * f - 1], fields[2 * f] = name, ARGV[v + f - 1]
       end
-      answers[p] = {1, length}
+      local at = ARGV[v + $CREATED_AT]
+      redis.call('HSET', pair.record, unpack(fields))
+      for _, key in ipairs(pair.indexes) do redis.call('ZADD', key, at, pair.id) end
+      redis.call('RPUSH', pair.audit, ARGV[v + #RECORD_FIELDS])
+      redis.call('XADD', $EVENTS_KEY, 'MAXLEN', '~', $EVENTS_MAXLEN, '*', 'release', pair.id,
+                 'app', ARGV[v + $APP], 'state', ARGV[v + $STATE], 'step', '', 'at', at)
+      for s = pair.seen, pair.last_seen do
+        redis.call('SET', ARGV[s], pair.id, 'EX', $DEDUPE_TTL)
+      end
+      redis.call('SADD', $QUEUES_KEY, pair.queue)
+      local job, first = {unpack(JOB_TEMPLATE)}, v + #RECORD_FIELDS + 1
+      for k, place in ipairs(JOB_VARYING) do job[place] = ARGV[first + k - 1] end
+      redis.call('HSET', pair.job, unpack(job))
+      answers[p] = {1, redis.call('RPUSH', pair.queue, pair.id)}
       created = true
     end
   end
@@ -127,6 +209,8 @@ for d, delivery in ipairs(deliveries) do
 end
 return replies
 """
+
+SUBMIT = _script()
 
 
 @dataclass(frozen=True)
@@ -176,11 +260,17 @@ def plan(settings: Settings, events: Sequence[TagEvent], *,
             if read is None:
                 continue
             seen = seen_keys(event, app)
-            release, commands = _writes(event, app, read, seen, clock())
-            args += [len(seen), *seen, queueing.queue_key(app.queue), len(commands)]
-            for command in commands:
-                args.append(len(command))
-                args += command
+            release = _new_release(event, app, read, clock())
+            record = release.to_hash()
+            if len(record) != len(NEW_RECORD_FIELDS):  # the script names them in this order
+                raise ValueError(f"a new release's record has the fields {list(record)}")
+            entry = intake_entry(release, (
+                f"tag {event.tag} ({event.commit[:12]}) pushed to {event.repository} by "
+                f"{event.pusher}; {event.forge} delivery {event.delivery_id}"))
+            args += [len(seen), *seen, *record.values(), entry.encoded(),
+                     *queueing.release_job_values(
+                         app, release_id=release.id,
+                         description=f"release {event.tag} of {app.name} into {release.color}")]
             candidates.append(release)
     if not candidates:
         return None
@@ -190,8 +280,7 @@ def plan(settings: Settings, events: Sequence[TagEvent], *,
 
 def script_args(plans: Sequence[Plan]) -> list[Any]:
     """`SUBMIT`'s arguments for several deliveries (their answers come back in order)."""
-    return [ReleaseState.QUEUED.value, RELEASE_PREFIX, *itertools.chain.from_iterable(
-        p.args for p in plans)]
+    return list(itertools.chain.from_iterable(p.args for p in plans))
 
 
 def answers(plan: Plan, reply: list[Any]) -> list[Submitted]:
@@ -221,29 +310,16 @@ def seen_keys(event: TagEvent, app: AppConfig) -> list[str]:
     return keys
 
 
-def _writes(event: TagEvent, app: AppConfig, read: tuple[Color, str], seen: list[str],
-            now: float) -> tuple[Release, list[tuple[Any, ...]]]:
-    """A new release for `app` of the tag `read` as (colour, version), and the commands
-    that record and enqueue it: the store's (`releases.add_commands`), the dedupe marks,
-    and rq's job (`queueing.release_job_commands`), in the order one MULTI/EXEC would
-    run them. rq's job comes last, its push onto the queue last of all: the script
-    answers that push's reply (the queue's length) as the new release's place."""
+def _new_release(event: TagEvent, app: AppConfig, read: tuple[Color, str],
+                 now: float) -> Release:
+    """A new release for `app` of the tag `read` as (colour, version)."""
     color, version = read
-    release = Release(
+    return Release(
         id=new_release_id(app.name, event.tag), app=app.name, color=color, tag=event.tag,
         version=version, commit=event.commit, forge=event.forge,
         delivery_id=event.delivery_id, repository=event.repository,
         state=ReleaseState.QUEUED, created_at=now, updated_at=now,
         actor=f"{event.forge}:{event.pusher}")
-    entry = intake_entry(release, (
-        f"tag {event.tag} ({event.commit[:12]}) pushed to {event.repository} by "
-        f"{event.pusher}; {event.forge} delivery {event.delivery_id}"))
-    commands = add_commands(release, entry)
-    commands += [("SET", key, release.id, "EX", DEDUPE_TTL) for key in seen]
-    commands += queueing.release_job_commands(
-        app, release_id=release.id,
-        description=f"release {event.tag} of {app.name} into {color}")
-    return release, commands
 
 
 def _digest(*parts: str) -> str:
