@@ -3,8 +3,9 @@
 Owns `Release`, `AuditEntry`, release ids, the Redis keys below and
 `ReleaseStore`. Every write that must land together (record, indexes, audit entry)
 goes through one MULTI/EXEC, or, for a new release from a tag push, through the
-intake's one script call, which runs the commands `add_commands` builds here
-(`worker.submission`); state changes go through `machine.advance()` under
+intake's one script call (`worker.submission`), which writes what `add_commands` builds
+here, from this module's key formats and field names (`tests/test_submission.py` holds
+the two equal); state changes go through `machine.advance()` under
 WATCH, so two writers cannot both move one release. Keys:
 
     bluegreen:release:<id>                  hash: the record
@@ -302,8 +303,8 @@ def intake_entry(release: Release, message: str) -> AuditEntry:
 
 def add_commands(release: Release, entry: AuditEntry) -> list[tuple[Any, ...]]:
     """The Redis commands, in order, that record a new release, its indexes, its first
-    audit entry and its event (`ReleaseStore.add` runs them; so does the intake's
-    one-call submission, `worker.submission`)."""
+    audit entry and its event (`ReleaseStore.add` runs them; the intake's one-call
+    submission, `worker.submission`, writes the same from a release's values)."""
     score, member = release.created_at, release.id
     record = itertools.chain.from_iterable(release.to_hash().items())
     return [

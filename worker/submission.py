@@ -112,7 +112,8 @@ def _script() -> str:
         "QUEUE_PREFIX": _lua_string(Queue.redis_queue_namespace_prefix),
         "JOB_PREFIX": _lua_string(Job.redis_job_namespace_prefix),
     }
-    assert queueing.release_job_id("x") == "x"  # the job is named by the release's id
+    if queueing.release_job_id("x") != "x":
+        raise RuntimeError("the script names a release's job by the release's id")
     return string.Template(_SUBMIT).substitute(constants)
 
 
