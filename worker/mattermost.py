@@ -40,7 +40,7 @@ from typing import Any
 
 from redis import Redis
 
-from worker import chatmessages, chatsign
+from worker import chatmessages, chatretry, chatsign
 from worker.chatmessages import CHAT_STEP, DOING, LABELS, Markup
 from worker.commands import Action
 from worker.config import Settings
@@ -246,7 +246,8 @@ class MattermostClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 raw = response.read()
         except urllib.error.HTTPError as e:
-            retry = _seconds(e.headers.get("Retry-After")) if e.code == 429 else None
+            retry = (chatretry.retry_after_seconds(e.headers.get("Retry-After"))
+                     if e.code == 429 else None)
             raise PostFailure(f"Mattermost answered HTTP {e.code}", status=e.code,
                               retry_after=retry) from None
         except (OSError, ValueError) as e:  # URLError, timeouts, refused connections
@@ -256,13 +257,6 @@ class MattermostClient:
         except ValueError:
             raise PostFailure("Mattermost answered something that is not JSON") from None
         return data if isinstance(data, dict) else {}
-
-
-def _seconds(value: Any) -> float:
-    try:
-        return max(1.0, float(value))
-    except (TypeError, ValueError):
-        return 1.0
 
 
 # -- delivery (called by the notifier) --------------------------------------------------------
@@ -321,18 +315,16 @@ class MattermostDelivery:
         return self.client.create(self.to.channel, post)
 
     def _failed(self, release: Release, attempts: int, failure: PostFailure) -> float | None:
-        first, longest = self.backoff
-        delay = failure.retry_after or min(longest, first * 2 ** (attempts - 1))
+        delay = chatretry.next_try_in(self.backoff, attempts, failure.retry_after)
         log.warning("Mattermost post of %s not sent (attempt %d): %s", release.id, attempts,
                     failure.reason)
         with self.redis.pipeline() as pipe:
             pipe.hset(POST_KEY.format(release=release.id), "attempts", attempts)
             if attempts == 1:
-                then = ("it is tried again when the release next changes" if failure.permanent
-                        else "retrying with backoff")
                 self.store.note(release.id, actor=ACTOR, step=CHAT_STEP, pipe=pipe,
-                                message=f"Mattermost post not updated: {failure.reason}; "
-                                f"{then} (the release goes on regardless)")
+                                message=chatretry.failure_note(
+                                    "Mattermost post", failure.reason,
+                                    permanent=failure.permanent))
             pipe.execute()
         return None if failure.permanent else self.clock() + delay
 

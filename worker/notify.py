@@ -51,7 +51,7 @@ from redis.lock import Lock
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from worker import chatmessages, mattermost, queueing
+from worker import chatmessages, chatretry, mattermost, queueing
 from worker.chatmessages import Message
 from worker.config import Settings
 from worker.machine import ReleaseState
@@ -342,8 +342,7 @@ class Notifier:
     def _failed(self, release: Release, record: dict[str, str], failure: ChatFailure) -> None:
         attempts = int(record.get("attempts") or 0) + 1
         now = self.clock()
-        first, longest = self.backoff
-        delay = failure.retry_after or min(longest, first * 2 ** (attempts - 1))
+        delay = chatretry.next_try_in(self.backoff, attempts, failure.retry_after)
         if failure.retry_after:
             self.paused_until = max(self.paused_until, now + failure.retry_after)
         log.warning("chat message of %s not sent (attempt %d): %s", release.id, attempts,
@@ -355,11 +354,9 @@ class Notifier:
             else:
                 pipe.zadd(DIRTY_KEY, {release.id: now + delay})
             if attempts == 1:
-                then = ("it is tried again when the release next changes" if failure.permanent
-                        else "retrying with backoff")
                 self.store.note(release.id, actor=ACTOR, step=chatmessages.CHAT_STEP, pipe=pipe,
-                                message=f"Slack message not updated: {failure.reason}; {then} "
-                                "(the release goes on regardless)")
+                                message=chatretry.failure_note("Slack message", failure.reason,
+                                                               permanent=failure.permanent))
             pipe.execute()
 
     def _succeeded(self, release: Release, record: dict[str, str]) -> None:
@@ -384,21 +381,14 @@ def _api_failure(error: SlackApiError) -> ChatFailure:
     code = str(data.get("error") or "")[:80]
     status = response.status_code
     if status == 429 or code == "ratelimited":
-        retry_after = _seconds(response.headers.get("Retry-After")
-                               or response.headers.get("retry-after"))
+        retry_after = chatretry.retry_after_seconds(response.headers.get("Retry-After")
+                                                    or response.headers.get("retry-after"))
         return ChatFailure(f"Slack rate-limited us (retry after {retry_after:g} s)",
                            retry_after=retry_after, error="ratelimited")
     if code.startswith("Received"):  # slack_sdk's note on a body that is not JSON
         code = ""
     what = f"HTTP {status}" + (f", {code}" if code else "")
     return ChatFailure(f"Slack answered {what}", permanent=code in PERMANENT, error=code)
-
-
-def _seconds(value: Any) -> float:
-    try:
-        return max(1.0, float(value))
-    except (TypeError, ValueError):
-        return 1.0
 
 
 def _text(value: bytes | str) -> str:
