@@ -73,8 +73,8 @@ def deliveries(n: int) -> dict[str, list[tuple[bytes, dict[str, str]]]]:
 
 
 # What the submission script (worker/submission.py) runs inside its one call: its own
-# reads and count, and the writes it is handed (release record, indexes, audit, event,
-# dedupe keys, rq job and queue).
+# reads and count, and a new release's writes (record, indexes, audit, event, dedupe
+# keys, rq job and queue).
 INNER = {"mget", "hgetall", "lpos", "hincrby",
          "hset", "zadd", "rpush", "xadd", "set", "sadd"}
 

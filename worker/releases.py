@@ -1,4 +1,4 @@
-"""Release records and their audit trail in Redis: the one module that writes them.
+"""Release records and their audit trail in Redis: the module that owns them.
 
 Owns `Release`, `AuditEntry`, release ids, the Redis keys below and
 `ReleaseStore`. Every write that must land together (record, indexes, audit entry)

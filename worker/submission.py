@@ -102,7 +102,7 @@ def _script() -> str:
             str(job_places[name] + 1) for name in queueing.RELEASE_JOB_VARYING) + "}",
         "ID": str(field["id"]), "APP": str(field["app"]), "COLOR": str(field["color"]),
         "STATE": str(field["state"]), "CREATED_AT": str(field["created_at"]),
-        "ORIGIN": str(len(NEW_RECORD_FIELDS) + 1 + queueing.RELEASE_JOB_VARYING.index("origin")),
+        "ORIGIN": str(queueing.RELEASE_JOB_VARYING.index("origin")),
         "NVALUES": str(PAIR_VALUES),
         "RECORD_KEY": _lua_key(RELEASE_KEY), "AUDIT_KEY": _lua_key(AUDIT_KEY),
         "INDEX_KEYS": "{" + ", ".join(map(_lua_key, INDEX_KEYS)) + "}",
@@ -139,10 +139,14 @@ while i <= #ARGV do
   if delivery.metrics ~= '' then allowed('HINCRBY', delivery.metrics, delivery.queued, '1') end
   for p = 1, npairs do
     local nseen = tonumber(ARGV[i])
-    local v = i + nseen + 1  -- the first of the pair's values
+    -- where the pair's values start: the record's, then its audit entry, then the job's
+    local v = i + nseen + 1
+    local entry = v + #RECORD_FIELDS
+    local job_values = entry + 1
     local id, app, color, state = ARGV[v + $ID], ARGV[v + $APP], ARGV[v + $COLOR], ARGV[v + $STATE]
-    local queue = $QUEUE_PREFIX .. ARGV[v + $ORIGIN]
-    local pair = {seen = i + 1, last_seen = i + nseen, values = v, id = id, queue = queue,
+    local queue = $QUEUE_PREFIX .. ARGV[job_values + $ORIGIN]
+    local pair = {seen = i + 1, last_seen = i + nseen, values = v, entry = entry,
+                  job_values = job_values, id = id, app = app, state = state, queue = queue,
                   record = $RECORD_KEY, audit = $AUDIT_KEY, indexes = $INDEX_KEYS,
                   job = $JOB_PREFIX .. id}
     allowed('MGET', unpack(ARGV, pair.seen, pair.last_seen))
@@ -157,7 +161,7 @@ while i <= #ARGV do
     allowed('HSET', pair.job, 'id', id)
     allowed('RPUSH', queue, id)
     delivery.pairs[p] = pair
-    i = v + $NVALUES
+    i = job_values + #JOB_VARYING
   end
   deliveries[#deliveries + 1] = delivery
 end
@@ -189,15 +193,15 @@ for d, delivery in ipairs(deliveries) do
       local at = ARGV[v + $CREATED_AT]
       redis.call('HSET', pair.record, unpack(fields))
       for _, key in ipairs(pair.indexes) do redis.call('ZADD', key, at, pair.id) end
-      redis.call('RPUSH', pair.audit, ARGV[v + #RECORD_FIELDS])
+      redis.call('RPUSH', pair.audit, ARGV[pair.entry])
       redis.call('XADD', $EVENTS_KEY, 'MAXLEN', '~', $EVENTS_MAXLEN, '*', 'release', pair.id,
-                 'app', ARGV[v + $APP], 'state', ARGV[v + $STATE], 'step', '', 'at', at)
+                 'app', pair.app, 'state', pair.state, 'step', '', 'at', at)
       for s = pair.seen, pair.last_seen do
         redis.call('SET', ARGV[s], pair.id, 'EX', $DEDUPE_TTL)
       end
       redis.call('SADD', $QUEUES_KEY, pair.queue)
-      local job, first = {unpack(JOB_TEMPLATE)}, v + #RECORD_FIELDS + 1
-      for k, place in ipairs(JOB_VARYING) do job[place] = ARGV[first + k - 1] end
+      local job = {unpack(JOB_TEMPLATE)}
+      for k, place in ipairs(JOB_VARYING) do job[place] = ARGV[pair.job_values + k - 1] end
       redis.call('HSET', pair.job, unpack(job))
       answers[p] = {1, redis.call('RPUSH', pair.queue, pair.id)}
       created = true
@@ -263,7 +267,7 @@ def plan(settings: Settings, events: Sequence[TagEvent], *,
             seen = seen_keys(event, app)
             release = _new_release(event, app, read, clock())
             record = release.to_hash()
-            if len(record) != len(NEW_RECORD_FIELDS):  # the script names them in this order
+            if tuple(record) != NEW_RECORD_FIELDS:  # the script names the values by place
                 raise ValueError(f"a new release's record has the fields {list(record)}")
             entry = intake_entry(release, (
                 f"tag {event.tag} ({event.commit[:12]}) pushed to {event.repository} by "
