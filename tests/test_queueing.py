@@ -3,8 +3,9 @@
 Covers: job timeouts longer than the timed parts of a release, the lock outliving
 any job, the lock as a real redis-py Lock (a second holder waits), enqueueing that
 lands only when the caller's transaction executes, positions and `at_front`,
-`Engine.queue_status()` after a real (burst) rq worker ran a failing job, and a
-release's job hash as rq itself would store it (its `enqueue_call`, its `to_dict()`).
+`Engine.queue_status()` after a real (burst) rq worker ran a failing job, and job
+times written as rq's `utcformat` writes them. (A release's job as the submission
+script writes it is held to rq's own `enqueue_call` in `tests/test_submission.py`.)
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import random
 import re
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import redis as redis_lib
 from rq import Queue, SimpleWorker
-from rq.job import Job, JobStatus
-from rq.utils import utcformat, utcparse
+from rq.utils import utcformat
 
 from worker import queueing
 from worker.api import Engine, TagEvent
@@ -118,61 +117,6 @@ def test_queue_status_shows_waiting_failed_and_no_worker(redis: redis_lib.Redis)
     assert failed["job_id"] == "failing" and failed["release"] == "r-1"
     assert failed["error"] == "RuntimeError: smoke test failed: GET /ready answered 503"
     assert status["docs"]["waiting"] == [] and status["docs"]["failed"] == []
-
-
-def test_a_release_job_is_what_rqs_own_enqueue_stores(redis: redis_lib.Redis) -> None:
-    """The submission script writes a release's rq job without rq's enqueue path (for
-    speed); what lands in Redis must be what rq's own `enqueue_call` writes for the same
-    job, field for field, and rq must read it back as the same job."""
-    config = app()
-    Queue("deploy", connection=redis).enqueue_call(
-        queueing.RELEASE_JOB, args=("by-rq",), job_id="by-rq",
-        timeout=queueing.job_timeout(config), result_ttl=queueing.RESULT_TTL,
-        failure_ttl=queueing.FAILURE_TTL, description="release v2.0-green of myapp into green",
-        meta={"release": "by-rq", "app": "myapp", "action": "release"})
-    ours = queue_release(redis, "v2.0-green")
-
-    theirs_hash, ours_hash = redis.hgetall("rq:job:by-rq"), redis.hgetall(f"rq:job:{ours}")
-    assert set(ours_hash) == set(theirs_hash)
-    stamps = {b"created_at", b"enqueued_at", b"data", b"meta"}
-    assert {k: v for k, v in ours_hash.items() if k not in stamps} == {
-        k: v for k, v in theirs_hash.items() if k not in stamps}
-    assert redis.lrange("rq:queue:deploy", 0, -1) == [b"by-rq", ours.encode()]
-    assert redis.smembers("rq:queues") == {b"rq:queue:deploy"}
-    by_rq, built = (Job.fetch(job_id, connection=redis) for job_id in ("by-rq", ours))
-    assert (built.func_name, built.args, built.kwargs) == (by_rq.func_name, (ours,), {})
-    assert built.meta == {**by_rq.meta, "release": ours}
-    assert (built.origin, built.get_status(), built.timeout, built.result_ttl,
-            built.failure_ttl) == (by_rq.origin, by_rq.get_status(), by_rq.timeout,
-                                   by_rq.result_ttl, by_rq.failure_ttl)
-    assert built.enqueued_at is not None and built.created_at is not None
-
-
-@pytest.mark.parametrize(("name", "tag", "description"), [
-    ("myapp", "v2.0-green", "release v2.0-green of myapp into green"),
-    ("website", "v1-blue", "release v1-blue of website into blue"),
-    ("docs", "vé-ü-中-green", "release vé-ü-中-green of docs into green"),
-])
-def test_the_release_job_hash_is_rqs_to_dict_of_the_same_job(
-        redis: redis_lib.Redis, name: str, tag: str, description: str) -> None:
-    """The script fills rq's `to_dict()` of a template job with the fields that vary
-    (queue, timeout, times, call, description, meta): the hash must hold, value for
-    value, the `to_dict()` of a job rq makes afresh with the same inputs at the same
-    instant."""
-    config = app(name)
-    release_id = queue_release(redis, tag, name)
-    stored = {k.decode(): v for k, v in redis.hgetall(f"rq:job:{release_id}").items()}
-    job = Queue(config.queue, connection=redis).create_job(
-        queueing.RELEASE_JOB, args=(release_id,), job_id=release_id,
-        timeout=queueing.job_timeout(config), result_ttl=queueing.RESULT_TTL,
-        failure_ttl=queueing.FAILURE_TTL, description=description,
-        meta={"release": release_id, "app": name, "action": "release"},
-        status=JobStatus.QUEUED)
-    job.created_at = job.enqueued_at = utcparse(stored["created_at"].decode())
-    encoder = redis.connection_pool.get_encoder()
-    assert stored == {k: encoder.encode(v) for k, v in job.to_dict().items()}
-    assert redis.lrange(f"rq:queue:{config.queue}", 0, -1) == [release_id.encode()]
-    assert redis.smembers("rq:queues") == {f"rq:queue:{config.queue}".encode()}
 
 
 def test_job_timestamps_are_rqs_utcformat() -> None:

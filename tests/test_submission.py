@@ -5,16 +5,19 @@ release's facts, with what every release shares written into the script. These
 tests hold what it leaves in Redis, key for key and value for value, to what the
 store's own `add_commands`, the dedupe marks and rq's own `enqueue_call` leave for the
 same release: after one delivery, after a delivery of two tags, and after a batch of
-deliveries in one call, with hostile text in every field the pusher controls.
+deliveries in one call (apps on different queues and with different job timeouts, a
+non-ASCII tag), with hostile text in every field the pusher controls.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 import redis as redis_lib
 from rq import Queue
+from rq.utils import utcparse
 
 from worker import queueing, submission
 from worker.api import Engine, Submitted, TagEvent
@@ -80,6 +83,11 @@ def replay(redis: redis_lib.Redis, settings: Settings, events: list[TagEvent],
             description=f"release {release.tag} of {app.name} into {release.color}",
             meta={"release": release.id, "app": app.name, "action": "release"})
         stored = written[job.key.encode()]
+        # rq's enqueue stamps its own instants: the script's must be one instant, read
+        # by rq, at the release's creation
+        stamp = utcparse(stored[b"created_at"].decode())
+        assert stored[b"enqueued_at"] == stored[b"created_at"]
+        assert abs(stamp.replace(tzinfo=UTC).timestamp() - release.created_at) < 1
         redis.hset(job.key, mapping={"created_at": stored[b"created_at"],
                                      "enqueued_at": stored[b"enqueued_at"]})
 
@@ -109,7 +117,7 @@ def test_one_delivery_is_written_as_the_store_and_rq_write_it(redis: redis_lib.R
 
 
 def test_hostile_text_lands_as_written(redis: redis_lib.Redis) -> None:
-    tagged = event("v1.0-" + "green", delivery=HOSTILE, pusher=HOSTILE, forge="gitea")
+    tagged = event("v1.0-green", delivery=HOSTILE, pusher=HOSTILE, forge="gitea")
     written, replayed, answers = submitted_and_replayed(redis, [[tagged]])
     assert written == replayed
     record = written[f"bluegreen:release:{answers[0].release.id}".encode()]
@@ -119,11 +127,11 @@ def test_hostile_text_lands_as_written(redis: redis_lib.Redis) -> None:
 
 def test_a_batch_of_deliveries_in_one_call(redis: redis_lib.Redis) -> None:
     deliveries = [[event("v1-blue", delivery="d1"), event("v2-green", delivery="d1")],
-                  [event("v3-green", delivery="d2", repository="acme/docs")],
+                  [event("vé-ü-中-green", delivery="d2", repository="acme/docs")],
                   [event("v4-blue", delivery="d3")]]
     written, replayed, answers = submitted_and_replayed(redis, deliveries)
     assert written == replayed
     assert sorted((a.release.app, a.release.tag, a.position) for a in answers) == [
-        ("docs", "v3-green", 1), ("mirror", "v1-blue", 1), ("mirror", "v2-green", 2),
+        ("docs", "vé-ü-中-green", 1), ("mirror", "v1-blue", 1), ("mirror", "v2-green", 2),
         ("mirror", "v4-blue", 3), ("myapp", "v1-blue", 1), ("myapp", "v2-green", 2),
         ("myapp", "v4-blue", 3)]
