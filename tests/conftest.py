@@ -7,9 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -66,6 +67,18 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     conn.flushall()
     conn.close()
     yield redis_server.url
+
+
+def redis_contents(redis: redis_lib.Redis) -> dict[bytes, Any]:
+    """Every key and what it holds, by type: a string as (value, TTL in seconds), a hash
+    as a dict, a list in order, a set, a sorted set as (member, score) pairs, a stream as
+    its entries' fields (without their ids, which are times)."""
+    readers: dict[bytes, Callable[[bytes], Any]] = {
+        b"string": lambda k: (redis.get(k), redis.ttl(k)), b"hash": redis.hgetall,
+        b"list": lambda k: redis.lrange(k, 0, -1), b"set": redis.smembers,
+        b"zset": lambda k: redis.zrange(k, 0, -1, withscores=True),
+        b"stream": lambda k: [fields for _, fields in redis.xrange(k)]}
+    return {key: readers[redis.type(key)](key) for key in redis.keys("*")}
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 import yaml
+from conftest import redis_contents
 from flask import Flask
 from flask.testing import FlaskClient
 from proctools import free_port
@@ -70,16 +71,18 @@ def jobs(redis: redis_lib.Redis) -> list[str]:
 
 def everything_in(redis: redis_lib.Redis) -> bytes:
     """Every key and value in the database, concatenated (to look for what must not be there)."""
-    readers = {b"string": lambda k: [redis.get(k)], b"hash": lambda k: redis.hgetall(k).items(),
-               b"list": lambda k: redis.lrange(k, 0, -1), b"set": redis.smembers,
-               b"zset": lambda k: redis.zrange(k, 0, -1),
-               b"stream": lambda k: [v for _, entry in redis.xrange(k) for v in entry.values()]}
-    parts: list[bytes] = []
-    for key in redis.keys("*"):
-        for item in readers[redis.type(key)](key):
-            parts.extend(item if isinstance(item, tuple) else [item])
-        parts.append(key)
-    return b"\n".join(p for p in parts if p)
+    def flat(held: Any) -> Iterator[bytes]:
+        if isinstance(held, bytes):
+            yield held
+        elif isinstance(held, dict):
+            for pair in held.items():
+                yield from flat(pair)
+        elif isinstance(held, (list, tuple, set)):
+            for item in held:
+                yield from flat(item)
+
+    return b"\n".join(part for key, held in redis_contents(redis).items()
+                      for part in (key, *flat(held)) if part)
 
 
 def test_promote_is_queued_and_audited_without_the_token(client: FlaskClient,
