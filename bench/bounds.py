@@ -11,6 +11,11 @@ with one change each, and measures them with the accepted-path pool of `intake.p
 - `no_writes`: the same, but the submission script only walks its arguments and runs
   no command (each push answered as new, at place 1): Redis receives and reads every
   argument, and writes nothing.
+- `no_plan`: the whole intake with the real script and all its writes, but `plan()`
+  plans only the first delivery; every later one copies that plan's arguments with
+  new seen keys and a new release id (so each is written as a new release, with the
+  first one's other values): what answering after the writes costs without the
+  Python that prepares them.
 - `plan_ping`: verify, parse, match and plan the writes, then one PING to Redis
   instead of the script (the arguments are neither packed nor sent), then answer.
 - `ping`: verify, parse and match, then one PING, then answer: the floor of answering
@@ -27,7 +32,8 @@ moved, the script stops and says which.
 Prints, per level, each server's answers/s and its ratio to the peer (the median
 over the rounds of the ratio within each round) and the CPU per answer; writes
 `bench/results/bounds.json`. Needs Debian's wrk and webhook (as `intake.py`). Run:
-`.venv/bin/python bench/bounds.py [--rounds 3] [--connections 1,8,32,64]`.
+`.venv/bin/python bench/bounds.py [--rounds 3] [--connections 1,8,32,64] [--variants ...]
+[--name bounds]`.
 """
 
 from __future__ import annotations
@@ -72,9 +78,31 @@ end
 return replies
 """.replace("NVALUES", str(PAIR_VALUES))
 '''
+_PLAN = "def plan(settings: Settings, events: Sequence[TagEvent], *,\n"
+_COPIED_PLAN = """_planned: list[Plan] = []
+_copies = itertools.count(1)
+
+
+def plan(settings: Settings, events: Sequence[TagEvent], *,  # bench/bounds.py: no_plan
+         clock: Callable[[], float], count_as: str | None = None) -> Plan | None:
+    if not _planned:
+        first = _plan(settings, events, clock=clock, count_as=count_as)
+        if first is None:
+            return None
+        _planned.append(first)
+    args, n = list(_planned[0].args), next(_copies)
+    nseen = args[4]  # one delivery of one pair: 4 delivery values, then the pair's
+    for k in range(5, 5 + nseen + 1):  # its seen keys, then the record's first value, the id
+        args[k] = f"{args[k]}-{n}"
+    return Plan(args=args, candidates=_planned[0].candidates)
+
+
+def _plan(settings: Settings, events: Sequence[TagEvent], *,
+"""
 VARIANTS: dict[str, list[tuple[str, str, str]]] = {
     "whole": [],
     "no_writes": [("worker/submission.py", "SUBMIT = _script()\n", _NO_WRITES_SCRIPT)],
+    "no_plan": [("worker/submission.py", _PLAN, _COPIED_PLAN)],
     "plan_ping": [("webhook/asgi.py", _PENDING, _PING.format(
         plan="self.web.engine.plan(result.events, count_as=forge.name)\n                ")
         + _PENDING)],
@@ -199,6 +227,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=3, help="sweeps; figures are medians")
+    parser.add_argument("--name", default="bounds", help="results file name")
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-bounds-") as tmp:
@@ -211,7 +240,7 @@ def main() -> None:
         cpu = "  ".join(f"{role} {us:.0f}" for role, us in s["cpu_us_per_answer"].items())
         print(f"  c={s['connections']:<3} {s['server']:10} {s['requests_per_s']:8.0f} req/s "
               f"{ratio:22} p99 {s['p99_ms']:6.2f} ms  {cpu}")
-    path = stack.write_results("bounds", {**results,
+    path = stack.write_results(args.name, {**results,
                                           "elapsed_s": round(time.monotonic() - started)})
     print(f"wrote {path.relative_to(stack.ROOT)}")
 
