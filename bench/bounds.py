@@ -52,7 +52,9 @@ import intake
 import stack
 from stack import Processes
 
-# The change each variant makes: (file, the exact text replaced, its replacement).
+Patch = tuple[str, str, str]  # (file, the exact text replaced, its replacement)
+
+# The changes each variant makes.
 _PENDING = """            if isinstance(result, Pending):
                 with redis_unavailable():
 """
@@ -99,7 +101,7 @@ def plan(settings: Settings, events: Sequence[TagEvent], *,  # bench/bounds.py: 
 
 def _plan(settings: Settings, events: Sequence[TagEvent], *,
 """
-VARIANTS: dict[str, list[tuple[str, str, str]]] = {
+VARIANTS: dict[str, list[Patch]] = {
     "whole": [],
     "no_writes": [("worker/submission.py", "SUBMIT = _script()\n", _NO_WRITES_SCRIPT)],
     "no_plan": [("worker/submission.py", _PLAN, _COPIED_PLAN)],
@@ -111,17 +113,17 @@ VARIANTS: dict[str, list[tuple[str, str, str]]] = {
 
 
 @contextmanager
-def copies(names: list[str]) -> Iterator[dict[str, Path]]:
+def copies(variants: dict[str, list[Patch]]) -> Iterator[dict[str, Path]]:
     """A patched worktree of this commit per variant, removed on the way out."""
     made: dict[str, Path] = {}
     try:
-        for name in names:
-            path = Path(tempfile.mkdtemp(prefix=f"bench-bounds-{name}-"))
+        for name, patches in variants.items():
+            path = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
             path.rmdir()
             subprocess.run(["git", "-C", str(stack.ROOT), "worktree", "add", "--detach",
                             str(path), "HEAD"], check=True, capture_output=True)
             made[name] = path
-            for file, old, new in VARIANTS[name]:
+            for file, old, new in patches:
                 _patch(path / file, old, new)
         yield made
     finally:
@@ -133,7 +135,7 @@ def copies(names: list[str]) -> Iterator[dict[str, Path]]:
 def _patch(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     if text.count(old) != 1:
-        raise SystemExit(f"bounds.py: {path.name} no longer has the lines this variant "
+        raise SystemExit(f"{path.name} no longer has the lines this benchmark "
                          f"replaces:\n{old}")
     path.write_text(text.replace(old, new))
 
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     levels = [int(c) for c in args.connections.split(",")]
     pools = intake.write_pools(workdir, args.pool)
     runs: list[dict[str, Any]] = []
-    with copies(names) as trees, Processes(workdir) as procs:
+    with copies({name: VARIANTS[name] for name in names}) as trees, Processes(workdir) as procs:
         servers: dict[str, tuple[str, dict[str, str], str | None]] = {}
         for name, tree in trees.items():
             redis_url = stack.start_redis(procs, name=f"redis-{name}")
