@@ -9,12 +9,12 @@ and prints each stretch's median and p90 over the run:
 
 - `read, verify, parse, match`: from the request's bytes arriving to `plan()`;
 - `plan()`: the script's arguments for the delivery;
-- `to the socket`: the group commit's task and the link's call, up to the write;
+- `to the socket`: the group commit and the link's call, up to the write;
 - `write to Redis`: packing the call and the write system call (on loopback the
   sender's write also runs the receiver's side of TCP);
 - `Redis`: from the write's end to the reply's first bytes: Redis waking, reading,
   running the script, writing, and this worker waking;
-- `reply to answer`: reading the reply, the futures and callbacks, the answer built;
+- `reply to answer`: reading the reply, its callbacks, the answer built;
 - `write the answer`: the write system call to the client;
 - `after the answer`: the log line and counts (`Front.conclude`), while the client
   reads the answer and sends the next delivery;
@@ -91,14 +91,13 @@ STAMPS: list[Patch] = [
             delivery.front.conclude(delivery.outcome, result)
             _stamp("done")
 """),
-    ("webhook/redislink.py", """        self._waiting.extend(replies)
-""", """        self._waiting.extend(replies)
+    ("webhook/redislink.py", """        self._waiting.append(callback)
+        self._transport.write(hiredis.pack_command(command))
+""", """        self._waiting.append(callback)
         from webhook.asgi import _stamp
         _stamp("send")
-"""),
-    ("webhook/redislink.py", """        return replies
-""", """        _stamp("sent")
-        return replies
+        self._transport.write(hiredis.pack_command(command))
+        _stamp("sent")
 """),
     ("webhook/redislink.py", """    def data_received(self, data: bytes) -> None:
         self._reader.feed(data)

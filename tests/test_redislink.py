@@ -1,9 +1,10 @@
 """The web front's link to Redis (`webhook.redislink`), against a real redis-server.
 
-Replies come back in order, error replies raise as redis-py's would, the URL's user,
-password and database are used, a dropped connection or a Redis that stops answering
-costs one retry and no more, and the submission script still runs after Redis forgot
-it (`GroupCommit` falls back to EVAL).
+Replies come back in order, error replies raise as redis-py's would (and reach a
+`call`'s callback as the exception), the URL's user, password and database are used, a
+dropped connection or a Redis that stops answering costs one retry and no more, on
+either path, and the submission script still runs after Redis forgot it
+(`GroupCommit` falls back to EVAL).
 """
 
 from __future__ import annotations
@@ -54,6 +55,41 @@ def test_replies_come_back_in_order_and_errors_raise(redis_url: str, kind: str) 
     run(body)
 
 
+def called(link: Link, *commands: tuple[Any, ...]) -> asyncio.Future[list[Any]]:
+    """`Link.call` for each command, written one after the other without waiting; the
+    future of what the callbacks got, in the order they got it."""
+    got: list[Any] = []
+    future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+    def callback(reply: Any) -> None:
+        got.append(reply)
+        if len(got) == len(commands):
+            future.set_result(got)
+
+    for command in commands:
+        link.call(command, callback)
+    return future
+
+
+@pytest.mark.parametrize("kind", ["redis-link", "client-link"])
+def test_calls_hand_their_replies_and_error_replies_to_callbacks(redis_url: str,
+                                                                 kind: str) -> None:
+    async def body() -> None:
+        link = (link_to(redis_url) if kind == "redis-link"
+                else ClientLink(AsyncRedis.from_url(redis_url)))
+        try:
+            # The first goes through `execute` (nothing is connected yet), the rest
+            # are written at once on the connection it opened.
+            await called(link, ("SET", "k", "v"))
+            replies = await called(link, ("INCRBY", "n", 3), ("LPUSH", "k", "x"), ("GET", "k"))
+            assert replies[0] == 3 and replies[2] == b"v"
+            assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
+        finally:
+            await link.close()
+
+    run(body)
+
+
 def test_tls_urls_go_through_redis_py() -> None:
     assert isinstance(link_to("rediss://127.0.0.1:1/0"), ClientLink)
     assert isinstance(link_to("unix:///nowhere.sock"), RedisLink)
@@ -95,6 +131,21 @@ def test_a_dropped_connection_is_retried_once(redis: redis_lib.Redis, redis_url:
     run(body)
 
 
+def test_a_call_on_a_dropped_connection_is_retried_once(redis: redis_lib.Redis,
+                                                       redis_url: str) -> None:
+    async def body() -> list[Any]:
+        link = link_to(redis_url)
+        await link.execute(("CLIENT", "SETNAME", "front-link"))
+        assert redis.client_kill_filter(_type="normal", skipme=True) >= 1
+        # Written at once on the closed socket; the retry connects again.
+        replies = await called(link, ("INCR", "after"))
+        await link.close()
+        return replies
+
+    assert run(body) == [1]
+    assert redis.get("after") == b"1"
+
+
 @pytest.fixture
 def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
     """A TCP server that accepts connections and never answers: a hung Redis."""
@@ -127,6 +178,48 @@ def test_a_redis_that_does_not_answer_times_out_after_one_retry(
         return time.monotonic() - started
 
     waited = run(body)
+    assert 0.6 <= waited < 3
+    assert len(accepted) == 2  # the timed-out connection was dropped, the retry reconnected
+
+
+@pytest.fixture
+def answers_once() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A TCP server that answers the first command it is sent (+PONG) and then nothing,
+    on that connection or any other: a Redis that hangs after a connection is open."""
+    listener = socket.create_server(("127.0.0.1", free_port()))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn = listener.accept()[0]
+            except OSError:
+                return
+            accepted.append(conn)
+            if len(accepted) == 1:
+                conn.recv(1024)
+                conn.sendall(b"+PONG\r\n")
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", accepted
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_a_call_that_gets_no_answer_times_out_after_one_retry(
+        answers_once: tuple[str, list[socket.socket]]) -> None:
+    url, accepted = answers_once
+
+    async def body() -> tuple[list[Any], float]:
+        link = link_to(url, reply_timeout=0.3)
+        assert await link.execute(("PING",)) == [b"PONG"]  # the connection is open
+        started = time.monotonic()
+        replies = await called(link, ("PING",))
+        return replies, time.monotonic() - started
+
+    (reply,), waited = run(body)
+    assert isinstance(reply, TimeoutError) and "did not answer within 0.3 s" in str(reply)
     assert 0.6 <= waited < 3
     assert len(accepted) == 2  # the timed-out connection was dropped, the retry reconnected
 

@@ -59,7 +59,7 @@ from webhook.intake import (
     read_pushes,
     refuse,
 )
-from webhook.redislink import Link, open_link
+from webhook.redislink import Link, Replied, open_link
 from worker import metrics, submission
 from worker.api import redis_unavailable
 
@@ -196,7 +196,7 @@ class Front:
                 with redis_unavailable():
                     planned = self.web.engine.plan(result.events, count_as=forge.name)
                 if planned is not None:
-                    self._committer().add(planned).add_done_callback(functools.partial(
+                    self._committer().submit(planned, functools.partial(
                         self._submitted, result, planned, outcome, respond))
                     return
                 result = answer(result, [], outcome)
@@ -206,10 +206,12 @@ class Front:
 
     @staticmethod
     def _submitted(pending: Pending, planned: submission.Plan, outcome: Outcome,
-                   respond: Callable[[Answer], None], reply: asyncio.Future[Any]) -> None:
+                   respond: Callable[[Answer], None], reply: Any) -> None:
         try:
             with redis_unavailable():
-                result = answer(pending, submission.answers(planned, reply.result()), outcome)
+                if isinstance(reply, Exception):
+                    raise reply
+                result = answer(pending, submission.answers(planned, reply), outcome)
         except Exception as error:
             result = refuse(error, outcome)
         respond(result)
@@ -344,54 +346,66 @@ class GroupCommit:
     round trip and one packing of arguments for many. The script runs the batch
     atomically, in order; if Redis refuses the call, every delivery in it gets the
     error, and nothing of any of them was written. The script goes by its SHA1
-    (`EVALSHA`), and whole (`EVAL`, which also caches it) when Redis does not know it."""
+    (`EVALSHA`), and whole (`EVAL`, which also caches it) when Redis does not know it.
+
+    It runs on callbacks (`Link.call`): on an open connection a delivery's call is
+    written from the request's own callback and its answer goes out from the reply's,
+    with no task or future between them."""
 
     def __init__(self, link: Link, script: str) -> None:
         self._link = link
         self._script = script
         self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
-        self._waiting: list[tuple[submission.Plan, asyncio.Future[Any]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._waiting: list[tuple[submission.Plan, Replied]] = []
+        self._in_flight = False
+
+    def submit(self, planned: submission.Plan, done: Replied) -> None:
+        """`done` gets this delivery's part of the script's reply, or the exception
+        that failed its call."""
+        self._waiting.append((planned, done))
+        if not self._in_flight:
+            self._send_next()
 
     def add(self, planned: submission.Plan) -> asyncio.Future[Any]:
-        """The future of the script's reply for this one delivery."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append((planned, future))
-        if self._sender is None:
-            self._sender = loop.create_task(self._send_all())
+        """`submit`, for a caller that awaits: the future of the delivery's reply."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(reply: Any) -> None:
+            if future.done():
+                return
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+        self.submit(planned, done)
         return future
 
-    async def _send_all(self) -> None:
-        try:
-            while self._waiting:
-                batch = self._waiting[:BATCH_MAX]
-                del self._waiting[:BATCH_MAX]
-                try:
-                    replies = await self._call(
-                        submission.script_args([planned for planned, _ in batch]))
-                    if len(replies) != len(batch):
-                        raise RuntimeError(f"the submission script answered {len(replies)} "
-                                           f"of {len(batch)} deliveries")
-                except Exception as error:  # each waiting delivery answers it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for (_, future), reply in zip(batch, replies, strict=True):
-                    if not future.done():
-                        future.set_result(reply)
-        finally:
-            self._sender = None
+    def _send_next(self) -> None:
+        batch = self._waiting[:BATCH_MAX]
+        del self._waiting[:BATCH_MAX]
+        self._in_flight = True
+        args = submission.script_args([planned for planned, _ in batch])
+        self._link.call(("EVALSHA", self._sha, 0, *args),
+                        functools.partial(self._replied, batch, args))
 
-    async def _call(self, args: list[Any]) -> Any:
-        try:
-            (reply,) = await self._link.execute(("EVALSHA", self._sha, 0, *args))
-        except ResponseError as e:
-            if not str(e).startswith("NOSCRIPT"):
-                raise
-            (reply,) = await self._link.execute(("EVAL", self._script, 0, *args))
-        return reply
+    def _replied(self, batch: list[tuple[submission.Plan, Replied]], args: list[Any],
+                 reply: Any) -> None:
+        if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+            self._link.call(("EVAL", self._script, 0, *args),
+                            functools.partial(self._replied, batch, args))
+            return
+        if not isinstance(reply, Exception) and len(reply) != len(batch):
+            reply = RuntimeError(f"the submission script answered {len(reply)} "
+                                 f"of {len(batch)} deliveries")
+        self._in_flight = False
+        for i, (_, done) in enumerate(batch):  # each waiting delivery answers an error
+            try:
+                done(reply if isinstance(reply, Exception) else reply[i])
+            except Exception:
+                log.exception("a delivery's answer failed")
+        if self._waiting and not self._in_flight:
+            self._send_next()
 
 
 def _content_length(headers: Headers) -> int | None:
