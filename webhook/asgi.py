@@ -348,9 +348,13 @@ class GroupCommit:
     error, and nothing of any of them was written. The script goes by its SHA1
     (`EVALSHA`), and whole (`EVAL`, which also caches it) when Redis does not know it.
 
-    It runs on callbacks (`Link.call`): on an open connection a delivery's call is
-    written from the request's own callback and its answer goes out from the reply's,
-    with no task or future between them."""
+    It runs on callbacks (`Link.call`): a call's answers go out from the reply's own
+    callback, with no task or future between them. A delivery that finds no call in
+    flight is written at once when the last call carried one delivery (a quiet worker:
+    nothing to wait for; the task and the turns of the loop this saves were a tenth of
+    a lone delivery's time in the web worker, docs/benchmarks.md change 21); after a
+    call that carried several (a busy worker) it waits for the end of the loop's turn,
+    so that the deliveries read in the same turn share the call."""
 
     def __init__(self, link: Link, script: str) -> None:
         self._link = link
@@ -358,13 +362,19 @@ class GroupCommit:
         self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         self._waiting: list[tuple[submission.Plan, Replied]] = []
         self._in_flight = False
+        self._quiet = True  # the last call carried one delivery
 
     def submit(self, planned: submission.Plan, done: Replied) -> None:
         """`done` gets this delivery's part of the script's reply, or the exception
         that failed its call."""
         self._waiting.append((planned, done))
-        if not self._in_flight:
+        if self._in_flight:
+            return
+        if self._quiet:
             self._send_next()
+        else:
+            self._in_flight = True  # the deliveries of this turn wait for it too
+            asyncio.get_running_loop().call_soon(self._send_next)
 
     def add(self, planned: submission.Plan) -> asyncio.Future[Any]:
         """`submit`, for a caller that awaits: the future of the delivery's reply."""
@@ -384,7 +394,7 @@ class GroupCommit:
     def _send_next(self) -> None:
         batch = self._waiting[:BATCH_MAX]
         del self._waiting[:BATCH_MAX]
-        self._in_flight = True
+        self._in_flight, self._quiet = True, len(batch) == 1
         args = submission.script_args([planned for planned, _ in batch])
         self._link.call(("EVALSHA", self._sha, 0, *args),
                         functools.partial(self._replied, batch, args))

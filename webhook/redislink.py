@@ -7,9 +7,8 @@ their replies, raising the first error reply as redis-py's `ResponseError`.
 `Link.call(command, callback)` sends one command and hands `callback` its reply (an
 error reply or the failure as the exception instance): on an open connection the
 command is written at once and the callback runs from the socket's own callback, with
-no task, no future and no extra turn of the event loop in between. At one delivery at
-a time those turns and the task were an eighth of a delivery's time
-(docs/benchmarks.md, change 21).
+no task, no future and no extra turn of the event loop in between (docs/benchmarks.md,
+change 21).
 
 `open_link(url)` gives a `RedisLink` for `redis://` and `unix://` URLs: one asyncio
 connection speaking RESP with hiredis's C packer and reader (both from the `hiredis`
