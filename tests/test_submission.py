@@ -12,6 +12,7 @@ non-ASCII tag), with hostile text in every field the pusher controls.
 from __future__ import annotations
 
 import json
+import zlib
 from datetime import UTC
 from typing import Any
 
@@ -74,6 +75,9 @@ def replay(redis: redis_lib.Redis, settings: Settings, events: list[TagEvent],
             description=f"release {release.tag} of {app.name} into {release.color}",
             meta={"release": release.id, "app": app.name, "action": "release"})
         stored = written[job.key.encode()]
+        # rq compresses the pickled call; the script stores the same call uncompressed
+        assert zlib.decompress(redis.hget(job.key, "data")) == stored[b"data"]
+        redis.hset(job.key, "data", stored[b"data"])
         # rq's enqueue stamps its own instants: the script's must be one instant, read
         # by rq, at the release's creation
         stamp = utcparse(stored[b"created_at"].decode())
