@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -146,24 +147,45 @@ def test_a_call_on_a_dropped_connection_is_retried_once(redis: redis_lib.Redis,
     assert redis.get("after") == b"1"
 
 
-@pytest.fixture
-def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
-    """A TCP server that accepts connections and never answers: a hung Redis."""
+@contextmanager
+def hanging_redis(*, answer_first: bool) -> Iterator[tuple[str, list[socket.socket]]]:
+    """A TCP server that accepts connections and never answers (a hung Redis); with
+    `answer_first`, it answers the first command of its first connection (+PONG) and
+    then nothing, on that connection or any other (a Redis that hangs once a connection
+    is open). Its URL, and the connections it accepted."""
     listener = socket.create_server(("127.0.0.1", free_port()))
     accepted: list[socket.socket] = []
 
     def accept() -> None:
         while True:
             try:
-                accepted.append(listener.accept()[0])
+                conn = listener.accept()[0]
             except OSError:
                 return
+            accepted.append(conn)
+            if answer_first and len(accepted) == 1:
+                conn.recv(1024)
+                conn.sendall(b"+PONG\r\n")
 
     threading.Thread(target=accept, daemon=True).start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", accepted
-    listener.close()
-    for conn in accepted:
-        conn.close()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", accepted
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    with hanging_redis(answer_first=False) as server:
+        yield server
+
+
+@pytest.fixture
+def answers_once() -> Iterator[tuple[str, list[socket.socket]]]:
+    with hanging_redis(answer_first=True) as server:
+        yield server
 
 
 def test_a_redis_that_does_not_answer_times_out_after_one_retry(
@@ -180,31 +202,6 @@ def test_a_redis_that_does_not_answer_times_out_after_one_retry(
     waited = run(body)
     assert 0.6 <= waited < 3
     assert len(accepted) == 2  # the timed-out connection was dropped, the retry reconnected
-
-
-@pytest.fixture
-def answers_once() -> Iterator[tuple[str, list[socket.socket]]]:
-    """A TCP server that answers the first command it is sent (+PONG) and then nothing,
-    on that connection or any other: a Redis that hangs after a connection is open."""
-    listener = socket.create_server(("127.0.0.1", free_port()))
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                conn = listener.accept()[0]
-            except OSError:
-                return
-            accepted.append(conn)
-            if len(accepted) == 1:
-                conn.recv(1024)
-                conn.sendall(b"+PONG\r\n")
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", accepted
-    listener.close()
-    for conn in accepted:
-        conn.close()
 
 
 def test_a_call_that_gets_no_answer_times_out_after_one_retry(
