@@ -4,7 +4,8 @@ Replies come back in order, error replies raise as redis-py's would (and reach a
 `call`'s callback as the exception), the URL's user, password and database are used, a
 dropped connection or a Redis that stops answering costs one retry and no more, on
 either path, and the submission script still runs after Redis forgot it
-(`GroupCommit` falls back to EVAL).
+(`GroupCommit` falls back to EVAL). A quiet `GroupCommit` sends a delivery at once, a
+busy one gathers a turn's deliveries into one call (counted by Redis).
 """
 
 from __future__ import annotations
@@ -229,18 +230,20 @@ def test_nothing_listening_is_a_connection_error() -> None:
     run(body)
 
 
+SETTINGS = parse_settings({"apps": {"myapp": {"repository": "acme/myapp"}}}, {})
+
+
+def planned(i: int) -> submission.Plan:
+    """A delivery of a new tag push for myapp, planned."""
+    event = TagEvent(forge="github", delivery_id=f"d{i}", repository="acme/myapp",
+                     tag="v1.0-green", commit=f"{i:040x}", pusher="someone")
+    plan = submission.plan(SETTINGS, [event], clock=time.time)
+    assert plan is not None
+    return plan
+
+
 def test_the_submission_runs_after_redis_forgot_the_script(redis: redis_lib.Redis,
                                                            redis_url: str) -> None:
-    settings = parse_settings({"apps": {"myapp": {"repository": "acme/myapp"}}},
-                              {"REDIS_URL": redis_url})
-
-    def planned(i: int) -> submission.Plan:
-        event = TagEvent(forge="github", delivery_id=f"d{i}", repository="acme/myapp",
-                         tag="v1.0-green", commit=f"{i:040x}", pusher="someone")
-        plan = submission.plan(settings, [event], clock=time.time)
-        assert plan is not None
-        return plan
-
     async def body() -> list[Any]:
         group = GroupCommit(link_to(redis_url), submission.SUBMIT)
         first = await group.add(planned(1))
@@ -250,3 +253,28 @@ def test_the_submission_runs_after_redis_forgot_the_script(redis: redis_lib.Redi
     replies = run(body)
     assert [reply[0][0] for reply in replies] == [1, 1]  # both recorded as new releases
     assert redis.llen("rq:queue:deploy") == 2
+
+
+def test_a_quiet_worker_sends_at_once_and_a_busy_one_gathers_its_turn(
+        redis: redis_lib.Redis, redis_url: str) -> None:
+    """A delivery that finds the link idle goes at once after a call of one delivery;
+    after a call of several, the deliveries of one turn of the loop share the next."""
+    def script_calls() -> int:
+        stats = redis.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+    async def body() -> list[int]:
+        group = GroupCommit(link_to(redis_url), submission.SUBMIT)
+        await group.add(planned(0))  # connected, the script known, the last call of one
+        calls = [script_calls()]
+        # One turn: the first goes at once, alone; the two after it wait for its reply.
+        await asyncio.gather(*(group.add(planned(i)) for i in (1, 2, 3)))
+        calls.append(script_calls())
+        # After that call of two, one turn's three share one call.
+        await asyncio.gather(*(group.add(planned(i)) for i in (4, 5, 6)))
+        calls.append(script_calls())
+        return calls
+
+    first, after_quiet, after_busy = run(body)
+    assert (after_quiet - first, after_busy - after_quiet) == (2, 1)
+    assert redis.llen("rq:queue:deploy") == 7
