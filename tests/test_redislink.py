@@ -242,13 +242,20 @@ def planned(i: int) -> submission.Plan:
     return plan
 
 
+def submitted(group: GroupCommit, plan: submission.Plan) -> asyncio.Future[Any]:
+    """The future of what `group.submit` hands the delivery's callback."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    group.submit(plan, future.set_result)
+    return future
+
+
 def test_the_submission_runs_after_redis_forgot_the_script(redis: redis_lib.Redis,
                                                            redis_url: str) -> None:
     async def body() -> list[Any]:
         group = GroupCommit(link_to(redis_url), submission.SUBMIT)
-        first = await group.add(planned(1))
+        first = await submitted(group, planned(1))
         redis.script_flush()
-        return [first, await group.add(planned(2))]
+        return [first, await submitted(group, planned(2))]
 
     replies = run(body)
     assert [reply[0][0] for reply in replies] == [1, 1]  # both recorded as new releases
@@ -265,13 +272,13 @@ def test_a_quiet_worker_sends_at_once_and_a_busy_one_gathers_its_turn(
 
     async def body() -> list[int]:
         group = GroupCommit(link_to(redis_url), submission.SUBMIT)
-        await group.add(planned(0))  # connected, the script known, the last call of one
+        await submitted(group, planned(0))  # connected, the script known, the last call of one
         calls = [script_calls()]
         # One turn: the first goes at once, alone; the two after it wait for its reply.
-        await asyncio.gather(*(group.add(planned(i)) for i in (1, 2, 3)))
+        await asyncio.gather(*(submitted(group, planned(i)) for i in (1, 2, 3)))
         calls.append(script_calls())
         # After that call of two, one turn's three share one call.
-        await asyncio.gather(*(group.add(planned(i)) for i in (4, 5, 6)))
+        await asyncio.gather(*(submitted(group, planned(i)) for i in (4, 5, 6)))
         calls.append(script_calls())
         return calls
 

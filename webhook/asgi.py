@@ -376,21 +376,6 @@ class GroupCommit:
             self._in_flight = True  # the deliveries of this turn wait for it too
             asyncio.get_running_loop().call_soon(self._send_next)
 
-    def add(self, planned: submission.Plan) -> asyncio.Future[Any]:
-        """`submit`, for a caller that awaits: the future of the delivery's reply."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def done(reply: Any) -> None:
-            if future.done():
-                return
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-        self.submit(planned, done)
-        return future
-
     def _send_next(self) -> None:
         batch = self._waiting[:BATCH_MAX]
         del self._waiting[:BATCH_MAX]
