@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import intake
 import stack
 from bounds import Patch, copies
+from redis import Redis
 from stack import Processes
 
 # Each stamp appends (point, ns) to a list kept in webhook/asgi.py; a worker writes
@@ -152,14 +152,10 @@ def stretches(stamped: list[dict[str, int]]) -> dict[str, list[float]]:
     return found
 
 
-def script_us_per_call(redis_url: str) -> float:
-    out = subprocess.run(["redis-cli", "-u", redis_url, "info", "commandstats"],
-                         capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            fields = dict(f.split("=") for f in line.split(":", 1)[1].split(","))
-            return float(fields["usec_per_call"])
-    return float("nan")
+def script_us_per_call(redis: Redis) -> float:
+    """Redis's own time per script call since its statistics were last reset."""
+    stats: dict[str, Any] = redis.info("commandstats")  # type: ignore[assignment]
+    return float(stats.get("cmdstat_evalsha", {}).get("usec_per_call", "nan"))
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -175,10 +171,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             url = stack.start_web(procs, env, workers=1, name=f"web-{n}",
                                   tree=trees["timeline"]) + "/webhook"
             warm = intake.wrk(url, pools["duplicate"], 1, 2)["requests"]  # warm up
-            intake.flush(redis_url)
+            redis = Redis.from_url(redis_url)
+            redis.flushall()
+            redis.config_resetstat()  # the script's time of the accepted deliveries alone
             intake.settle()
             figures = intake.wrk(url, pools["accepted"], 1, args.duration)
-            script_us = script_us_per_call(redis_url)
+            script_us = script_us_per_call(redis)
             procs.stop(f"web-{n}")
             procs.stop(f"redis-{n}")
             # The warm-up's deliveries are left out (the last few hundred of the run are
