@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import stack
+from redis import Redis
 from stack import Processes
 
 LUA = Path(__file__).resolve().parent / "intake.lua"
@@ -162,15 +163,13 @@ def settle() -> float:
 
 
 def flush(redis_url: str) -> None:
-    port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    subprocess.run(["redis-cli", "-p", port, "flushall"], check=True, capture_output=True)
+    with Redis.from_url(redis_url) as redis:
+        redis.flushall()
 
 
 def queue_length(redis_url: str) -> int:
-    port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    out = subprocess.run(["redis-cli", "-p", port, "llen", "rq:queue:deploy"], check=True,
-                         capture_output=True, text=True)
-    return int(out.stdout.strip() or 0)
+    with Redis.from_url(redis_url) as redis:
+        return int(redis.llen("rq:queue:deploy"))
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -180,7 +179,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     levels = [int(c) for c in args.connections.split(",")]
     pools = write_pools(workdir, args.pool)
     with Processes(workdir) as procs:
-        redis_url = stack.start_redis(procs)
+        redis_url = stack.start_redis(procs, unix=args.redis == "unix")
         config = stack.write_config(procs, {"myapp": {"repository": REPOSITORY}})
         env = stack.product_env(redis_url, config)
         servers = {"ours": stack.start_web(procs, env, workers=args.web_concurrency)}
@@ -197,7 +196,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             runs += sweep(args, servers, pools, levels, redis_url, round_)
         baseline = f"ours at {stack.git_commit(args.baseline)}" if args.baseline else None
         return {"levels": levels, "duration_s": args.duration, "pool": args.pool,
-                "rounds": args.rounds,
+                "rounds": args.rounds, "redis": args.redis,
                 "web_concurrency": args.web_concurrency or "gunicorn_conf default",
                 "baseline": baseline, "runs": runs, "medians": medians(runs),
                 "ratios": ratios(runs), "ratios_to_peer_sync": ratios(runs, other="peer_sync"),
@@ -319,6 +318,9 @@ def main() -> None:
                         help="a checkout of an earlier commit, measured alongside as `baseline`")
     parser.add_argument("--rounds", type=int, default=1,
                         help="sweeps to run; figures and ratios are their medians")
+    parser.add_argument("--redis", choices=("tcp", "unix"), default="tcp",
+                        help="how the web process reaches Redis: loopback TCP (default) or "
+                             "a Unix socket, as where Redis runs beside it")
     parser.add_argument("--name", default="intake", help="results file name")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:

@@ -145,17 +145,24 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def start_redis(procs: Processes, name: str = "redis") -> str:
-    """A redis-server on a free port (no persistence); its URL."""
+def start_redis(procs: Processes, name: str = "redis", *, unix: bool = False) -> str:
+    """A redis-server on a free port (no persistence); its URL: over TCP, or with `unix`
+    over a Unix socket in the work directory (where Redis runs beside the web process)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is missing: run `make sysdeps`")
     port = free_port()
     data = procs.workdir / name
     data.mkdir(exist_ok=True)
+    socket = data / "redis.sock"
     procs.start(name, [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                       "--save", "", "--appendonly", "no", "--daemonize", "no"])
+                       "--save", "", "--appendonly", "no", "--daemonize", "no",
+                       *(["--unixsocket", str(socket), "--unixsocketperm", "700"] if unix
+                         else [])])
     wait_until(f"{name} on port {port}", lambda: is_listening(port), 10)
+    if unix:
+        wait_until(f"{name}'s socket", socket.exists, 10)
+        return f"unix://{socket}?db=0"
     return f"redis://127.0.0.1:{port}/0"
 
 
@@ -339,6 +346,16 @@ def summary(values: Iterable[float], *, digits: int = 1) -> dict[str, float]:
             "min": round(min(items), digits), "max": round(max(items), digits)}
 
 
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = "unknown"
@@ -347,9 +364,15 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+    return {"cores": os.cpu_count(),
+            # the CPUs the run's processes could use (less than all under `taskset`)
+            "cpus_allowed": sorted(os.sched_getaffinity(0)),
+            "cpu": cpu, "python": platform.python_version(),
             "tree": "this checkout" if TREE == ROOT else f"BENCH_TREE at {git_commit(TREE)}",
             "kernel": platform.release(),
+            # a guest kernel's idle polling: 0 (as here by default) halts an idle vCPU at
+            # once, and each wake-up between processes then waits for the hypervisor
+            "guest_halt_poll_ns": _read(HALT_POLL),
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "note": "shared, noisy machine: compare medians and ratios, not single runs"}
 
