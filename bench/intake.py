@@ -33,6 +33,8 @@ before/after on a noisy machine. With `--rounds N` the whole sweep runs N times;
 ratio is computed within a round (the servers met the same machine) and the summary
 gives, per server, path and level, the median of the rounds' figures and of their
 ratios: on a shared machine one disturbed run moves a single figure by a third.
+With `--redis unix` the web process reaches Redis over a Unix socket instead of
+loopback TCP, as it can where Redis runs beside it.
 
 Prints requests/s, p50 and p99 per server and path and our/their ratios; writes
 `bench/results/intake.json`. Run: `.venv/bin/python bench/intake.py`.
