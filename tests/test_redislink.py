@@ -11,6 +11,7 @@ busy one gathers a turn's deliveries into one call (counted by Redis).
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ import pytest
 import redis as redis_lib
 from proctools import free_port
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, DataError, ResponseError, TimeoutError
 
 from webhook.asgi import GroupCommit
 from webhook.redislink import ClientLink, Link, RedisLink, open_link
@@ -59,17 +60,19 @@ def test_replies_come_back_in_order_and_errors_raise(redis_url: str, kind: str) 
 
 def called(link: Link, *commands: tuple[Any, ...]) -> asyncio.Future[list[Any]]:
     """`Link.call` for each command, written one after the other without waiting; the
-    future of what the callbacks got, in the order they got it."""
-    got: list[Any] = []
+    future of what each command's own callback got, in the commands' order (a
+    `ClientLink` runs each call in its own task, so the callbacks may come in any)."""
+    got: dict[int, Any] = {}
     future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
-    def callback(reply: Any) -> None:
-        got.append(reply)
+    def callback(index: int, reply: Any) -> None:
+        assert index not in got, f"command {index} answered twice"
+        got[index] = reply
         if len(got) == len(commands):
-            future.set_result(got)
+            future.set_result([got[i] for i in range(len(commands))])
 
-    for command in commands:
-        link.call(command, callback)
+    for index, command in enumerate(commands):
+        link.call(command, functools.partial(callback, index))
     return future
 
 
@@ -86,6 +89,31 @@ def test_calls_hand_their_replies_and_error_replies_to_callbacks(redis_url: str,
             replies = await called(link, ("INCRBY", "n", 3), ("LPUSH", "k", "x"), ("GET", "k"))
             assert replies[0] == 3 and replies[2] == b"v"
             assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
+        finally:
+            await link.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize("kind", ["redis-link", "client-link"])
+def test_a_command_that_cannot_be_sent_fails_alone(redis_url: str, kind: str) -> None:
+    """A command with a value RESP has no form for (None) fails, through `execute` and
+    through `call`'s callback (never raised from `call`), and the replies of the
+    commands after it still reach their own callers."""
+    async def body() -> None:
+        # A reply timeout longer than the test waits: a reply handed to the wrong caller
+        # would leave the right one waiting, not be papered over by the retry.
+        link = (link_to(redis_url, reply_timeout=30) if kind == "redis-link"
+                else ClientLink(AsyncRedis.from_url(redis_url)))
+        try:
+            await link.execute(("SET", "k", "v"))  # connected: `call` writes at once
+            with pytest.raises((TypeError, DataError)):
+                await link.execute(("SET", "k", None))
+            assert await asyncio.wait_for(link.execute(("GET", "k")), 5) == [b"v"]
+            replies = await asyncio.wait_for(
+                called(link, ("SET", "k", None), ("INCRBY", "n", 2), ("GET", "k")), 5)
+            assert isinstance(replies[0], (TypeError, DataError))
+            assert replies[1:] == [2, b"v"]
         finally:
             await link.close()
 
@@ -259,6 +287,25 @@ def test_the_submission_runs_after_redis_forgot_the_script(redis: redis_lib.Redi
 
     replies = run(body)
     assert [reply[0][0] for reply in replies] == [1, 1]  # both recorded as new releases
+    assert redis.llen("rq:queue:deploy") == 2
+
+
+def test_a_delivery_whose_call_cannot_be_sent_fails_alone(redis: redis_lib.Redis,
+                                                          redis_url: str) -> None:
+    """A planned delivery Redis cannot be sent (a None among its values) gets the error;
+    the group commit is not left waiting on it, and the next delivery is recorded."""
+    async def body() -> list[Any]:
+        group = GroupCommit(link_to(redis_url), submission.SUBMIT)
+        first = await submitted(group, planned(1))
+        broken = planned(2)
+        broken.args[-1] = None
+        failed = await asyncio.wait_for(submitted(group, broken), 5)
+        last = await asyncio.wait_for(submitted(group, planned(3)), 5)
+        return [first, failed, last]
+
+    first, failed, last = run(body)
+    assert isinstance(failed, TypeError)
+    assert (first[0][0], last[0][0]) == (1, 1)  # both recorded as new releases
     assert redis.llen("rq:queue:deploy") == 2
 
 

@@ -53,7 +53,9 @@ log = logging.getLogger("bluegreen.web")
 class Link(Protocol):
     async def execute(self, *commands: Command) -> list[Any]: ...
 
-    def call(self, command: Command, callback: Replied) -> None: ...
+    def call(self, command: Command, callback: Replied) -> None:
+        """`callback` gets the reply, or the exception that failed the command (even
+        one that could not be sent at all): `call` itself does not raise."""
 
     async def close(self) -> None: ...
 
@@ -87,7 +89,8 @@ class RedisLink:
     def call(self, command: Command, callback: Replied) -> None:
         """`command` written now if the connection is open, its reply (or the exception)
         to `callback` from the socket's callback; else, and for the one retry after a
-        lost connection or a timeout, through a task as `execute` does."""
+        lost connection or a timeout, through a task as `execute` does. A command that
+        cannot be packed fails on the loop's next turn, never inside `call`."""
         connection = self._connection
         if connection is None or connection.lost:
             _in_task(self.execute(command), callback, self._tasks)
@@ -102,7 +105,11 @@ class RedisLink:
             else:
                 callback(reply)
 
-        connection.call(command, replied)
+        try:
+            connection.call(command, replied)
+        except Exception as error:  # it could not be packed: nothing was sent
+            timer.cancel()
+            asyncio.get_running_loop().call_soon(_settle, callback, error)
 
     async def _retry(self, commands: tuple[Command, ...]) -> list[Any]:
         await asyncio.sleep(RETRY_BACKOFF_SECONDS * (1 + random.random()))  # noqa: S311 (jitter)
@@ -188,10 +195,13 @@ class _Connection(asyncio.Protocol):
         `ResponseError` instance, for the caller to raise)."""
         if self.lost or self._transport is None:
             raise RedisConnectionError("the connection to Redis is closed")
+        # Packed before anything waits: a command that cannot be packed raises with
+        # nothing sent, and no reply to come is matched to a caller it is not for.
+        data = b"".join(hiredis.pack_command(c) for c in commands)
         loop = asyncio.get_running_loop()
         replies = [loop.create_future() for _ in commands]
         self._waiting.extend(replies)
-        self._transport.write(b"".join(hiredis.pack_command(c) for c in commands))
+        self._transport.write(data)
         return replies
 
     def call(self, command: Command, callback: Replied) -> None:
@@ -199,8 +209,9 @@ class _Connection(asyncio.Protocol):
         or the error that ended the connection first."""
         if self.lost or self._transport is None:
             raise RedisConnectionError("the connection to Redis is closed")
+        data = hiredis.pack_command(command)  # before the callback waits, as in `send`
         self._waiting.append(callback)
-        self._transport.write(hiredis.pack_command(command))
+        self._transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
