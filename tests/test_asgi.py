@@ -102,6 +102,8 @@ def corpus() -> list[tuple[str, Delivery]]:
         ("/webhook", Delivery("github", {"Content-Type": "application/json"}, b"{}")),
         ("/webhook/nosuchforge", push),
         ("/webhook", signed(delivery("github", "push__malformed_no_repository"))),
+        ("/webhook", signed(with_delivery_id(push.with_body(  # a pusher that is not text
+            push.body.replace(b'"name": "octocat"', b'"name": "\\udc80"', 1)), "surrogate"))),
         ("/webhook", signed(push.with_body(b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'))),
     ]
 

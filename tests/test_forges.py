@@ -110,3 +110,16 @@ def test_github_shaped_push_with_a_wrong_shape_is_malformed(forge: str, body: ob
     headers = Headers({FORGES[forge].event_header: "push"})
     with pytest.raises(MalformedPayload):
         FORGES[forge].parse(headers, body)
+
+
+@pytest.mark.parametrize("field", ["repository", "tag", "commit", "delivery_id", "pusher"])
+def test_a_push_whose_text_holds_a_lone_surrogate_is_malformed(field: str) -> None:
+    """What every forge's parser builds: a lone surrogate (JSON can escape one) is no
+    text a release could keep, wherever it is; text beyond ASCII is kept as it is."""
+    values = dict(forge="github", repository="acme/myapp", tag="v1.0-grün", commit="a" * 40,
+                  delivery_id="d-1", pusher="Zoë")
+    assert TagPush(**values).tag == "v1.0-grün"
+    values[field] += "\udc80"
+    with pytest.raises(MalformedPayload,
+                       match=f"^the push's {field.replace('_', ' ')} is not UTF-8 text"):
+        TagPush(**values)

@@ -3,7 +3,8 @@
 The body of a signed delivery is read as `json.loads` reads it, whichever decoder
 does the work: NaN, Infinity, huge integers, UTF-16, a byte order mark and lone
 surrogates are read; a body that is not JSON, is not UTF-8 or nests deeper than the
-stdlib's recursion limit is 400 `invalid_json`. A forge that sends no delivery id
+stdlib's recursion limit is 400 `invalid_json`, and a lone surrogate in a field the
+release keeps is 400 `malformed_payload`. A forge that sends no delivery id
 gets one made from the body. The delivery's log line is exactly `json.dumps` of its
 fields, whatever text they hold.
 """
@@ -62,9 +63,15 @@ def test_encodings_json_loads_reads_are_read(encode: Callable[[str], bytes]) -> 
     assert read(PUSH.with_body(encode(PUSH.body.decode()))) == PLAIN
 
 
-def test_a_lone_surrogate_is_read_as_one() -> None:
-    answer = read(with_member(b'"pusher": {"name": "\\udc80"}'))
-    assert isinstance(answer, Pending) and answer.events[0].pusher == "\udc80"
+def test_a_lone_surrogate_in_what_a_release_keeps_is_malformed() -> None:
+    """Read elsewhere in the body (above), a lone surrogate in the tag or the pusher
+    would have to be stored, logged and sent to chat, none of which takes it."""
+    with pytest.raises(errors.MalformedPayload,
+                       match=r"^github payload: the push's pusher is not UTF-8 text"):
+        read(with_member(b'"pusher": {"name": "\\udc80"}'))
+    body = PUSH.body.replace(b'"refs/tags/v2.0-green"', b'"refs/tags/v2.0\\ud800-green"')
+    with pytest.raises(errors.MalformedPayload, match=r"the push's tag is not UTF-8 text"):
+        read(PUSH.with_body(body))
 
 
 def test_a_huge_integer_where_the_ref_belongs_is_malformed() -> None:

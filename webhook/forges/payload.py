@@ -30,6 +30,19 @@ class TagPush:
     delivery_id: str
     pusher: str
 
+    def __post_init__(self) -> None:
+        # JSON can escape a lone surrogate ("\udc80"), which the stdlib decoder reads
+        # and no forge sends. It is not text: the release record, its log line and its
+        # chat message could not hold it, so the push is refused as malformed here.
+        if not (self.repository + self.tag + self.commit + self.delivery_id
+                + self.pusher).isascii():
+            for name in ("repository", "tag", "commit", "delivery_id", "pusher"):
+                try:
+                    getattr(self, name).encode()
+                except UnicodeEncodeError:
+                    raise MalformedPayload(f"the push's {name.replace('_', ' ')} is not "
+                                           "UTF-8 text (it holds a lone surrogate)") from None
+
 
 @dataclass(frozen=True)
 class Ignored:
