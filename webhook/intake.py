@@ -236,7 +236,8 @@ def _decoded(raw: bytes) -> Any:
     Infinity, UTF-16 and UTF-32, a byte order mark, escaped lone surrogates, nesting past
     orjson's 1024 levels (which the stdlib's recursion limit refuses in turn). Where the
     two differ on a document both read, an integer past 64 bits is a float from orjson;
-    no forge parser reads a number.
+    no forge parser reads a number. (A lone surrogate read here is refused later if it
+    is in a field a release keeps: `forges.TagPush`.)
     """
     try:
         return orjson.loads(raw)
