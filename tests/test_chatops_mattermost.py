@@ -157,3 +157,17 @@ def test_a_body_that_is_not_json_is_a_400(client: FlaskClient) -> None:
     answer = client.post("/chatops/mattermost/actions", data=b"{nope",
                          content_type="application/json")
     assert answer.status_code == 400
+
+
+def test_a_user_name_that_is_not_text_is_a_400_with_nothing_changed(
+        client: FlaskClient, redis: redis_lib.Redis) -> None:
+    """JSON can escape a lone surrogate, which no audit entry could hold."""
+    release = awaiting_release(redis)
+    before = ReleaseStore(redis).audit(release.id)
+    context = chatsign.sign(SECRET, app="myapp", action="promote", release=release.id)
+    body = json.dumps({"user_id": "mmuser1", "user_name": "car\udc80ol", "channel_id": "ch1",
+                       "context": context})
+    answer = client.post("/chatops/mattermost/actions", data=body.encode(),
+                         content_type="application/json")
+    assert (answer.status_code, answer.get_json()["code"]) == (400, "invalid_json")
+    assert jobs(redis) == [] and ReleaseStore(redis).audit(release.id) == before

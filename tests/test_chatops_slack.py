@@ -205,6 +205,31 @@ def test_clicks_on_other_apps_buttons_are_ignored(client: FlaskClient, slack: Fa
     assert (answer.status_code, answer.data) == (200, b"")
 
 
+@pytest.mark.parametrize("where", ["username", "value"])
+def test_a_click_whose_text_is_not_text_is_a_400_with_nothing_changed(
+        client: FlaskClient, slack: FakeSlack, redis: redis_lib.Redis, where: str) -> None:
+    """JSON can escape a lone surrogate (here in the clicker's name, or in the button's
+    own value, JSON in the payload's JSON), which Slack never sends and no audit entry
+    could hold."""
+    release = make_release(redis)
+    before = ReleaseStore(redis).audit(release.id)
+    payload = json.loads(click_form(slack, release)["payload"])
+    escaped = "\\udc80"  # the six characters of the escape, for a decoder to read
+    if where == "username":
+        payload["user"]["username"] = "PLACE"
+        form = {"payload": json.dumps(payload).replace("PLACE", "al" + escaped + "ice")}
+    else:
+        payload["actions"][0]["value"] = payload["actions"][0]["value"].replace(
+            release.id, release.id + escaped)
+        form = {"payload": json.dumps(payload)}
+    answer = post_signed(client, "/chatops/slack/actions", form)
+    if where == "username":
+        assert (answer.status_code, answer.get_json()["code"]) == (400, "bad_request")
+    else:  # the payload reads; the button in it is not one of ours
+        assert "this button was not made by bluegreen" in text_of(answer)
+    assert jobs(redis) == [] and ReleaseStore(redis).audit(release.id) == before
+
+
 @pytest.mark.parametrize("how", ["missing", "wrong secret", "old", "future", "garbage time",
                                  "tampered"])
 def test_requests_slack_did_not_sign_now_get_401(client: FlaskClient, slack: FakeSlack,

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from worker.colors import Color
 from worker.commands import Action
 from worker.machine import ReleaseState
@@ -122,9 +124,9 @@ class ButtonValue:
     @classmethod
     def parse(cls, raw: object) -> ButtonValue:
         """A button value from a click; ValueError (readable) when it is not one of ours."""
-        try:
-            data = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
+        try:  # orjson refuses an escaped lone surrogate: not text a release could name
+            data = orjson.loads(raw) if isinstance(raw, str) else None
+        except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict) or not all(
                 isinstance(data.get(k), str) and data[k] for k in ("app", "action", "release")):
