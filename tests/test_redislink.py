@@ -66,9 +66,12 @@ def called(link: Link, *commands: tuple[Any, ...]) -> asyncio.Future[list[Any]]:
     future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
     def callback(index: int, reply: Any) -> None:
-        assert index not in got, f"command {index} answered twice"
+        if index in got:  # raised here, the link would only log it
+            if not future.done():
+                future.set_exception(AssertionError(f"command {index} answered twice"))
+            return
         got[index] = reply
-        if len(got) == len(commands):
+        if len(got) == len(commands) and not future.done():
             future.set_result([got[i] for i in range(len(commands))])
 
     for index, command in enumerate(commands):
