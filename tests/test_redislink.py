@@ -40,11 +40,18 @@ def link_to(url: str, reply_timeout: float = 5.0) -> Link:
     return open_link(url, connect_timeout=2.0, reply_timeout=reply_timeout)
 
 
+def link_of(kind: str, url: str, reply_timeout: float = 5.0) -> Link:
+    """Ours (`redis-link`), or redis-py's client behind the same interface (`client-link`,
+    as for TLS URLs; it keeps redis-py's own timeouts)."""
+    if kind == "redis-link":
+        return link_to(url, reply_timeout)
+    return ClientLink(AsyncRedis.from_url(url))
+
+
 @pytest.mark.parametrize("kind", ["redis-link", "client-link"])
 def test_replies_come_back_in_order_and_errors_raise(redis_url: str, kind: str) -> None:
     async def body() -> None:
-        link = (link_to(redis_url) if kind == "redis-link"
-                else ClientLink(AsyncRedis.from_url(redis_url)))
+        link = link_of(kind, redis_url)
         assert isinstance(link, RedisLink if kind == "redis-link" else ClientLink)
         try:
             replies = await link.execute(("SET", "k", "v"), ("INCRBY", "n", 3), ("GET", "k"))
@@ -83,8 +90,7 @@ def called(link: Link, *commands: tuple[Any, ...]) -> asyncio.Future[list[Any]]:
 def test_calls_hand_their_replies_and_error_replies_to_callbacks(redis_url: str,
                                                                  kind: str) -> None:
     async def body() -> None:
-        link = (link_to(redis_url) if kind == "redis-link"
-                else ClientLink(AsyncRedis.from_url(redis_url)))
+        link = link_of(kind, redis_url)
         try:
             # The first goes through `execute` (nothing is connected yet), the rest
             # are written at once on the connection it opened.
@@ -106,8 +112,7 @@ def test_a_command_that_cannot_be_sent_fails_alone(redis_url: str, kind: str) ->
     async def body() -> None:
         # A reply timeout longer than the test waits: a reply handed to the wrong caller
         # would leave the right one waiting, not be papered over by the retry.
-        link = (link_to(redis_url, reply_timeout=30) if kind == "redis-link"
-                else ClientLink(AsyncRedis.from_url(redis_url)))
+        link = link_of(kind, redis_url, reply_timeout=30)
         try:
             await link.execute(("SET", "k", "v"))  # connected: `call` writes at once
             with pytest.raises((TypeError, DataError)):
