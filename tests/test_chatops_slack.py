@@ -213,12 +213,13 @@ def test_a_click_whose_text_is_not_text_is_a_400_with_nothing_changed(
     could hold."""
     release = make_release(redis)
     before = ReleaseStore(redis).audit(release.id)
-    payload = json.loads(click_form(slack, release)["payload"])
     escaped = "\\udc80"  # the six characters of the escape, for a decoder to read
-    if where == "username":
-        payload["user"]["username"] = "PLACE"
-        form = {"payload": json.dumps(payload).replace("PLACE", "al" + escaped + "ice")}
-    else:
+    if where == "username":  # into the payload's JSON text
+        form = click_form(slack, release)
+        form["payload"] = form["payload"].replace('"username": "alice"',
+                                                  f'"username": "al{escaped}ice"')
+    else:  # into the value's JSON text, which the payload then carries as a string
+        payload = json.loads(click_form(slack, release)["payload"])
         payload["actions"][0]["value"] = payload["actions"][0]["value"].replace(
             release.id, release.id + escaped)
         form = {"payload": json.dumps(payload)}
