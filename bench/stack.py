@@ -349,13 +349,6 @@ def summary(values: Iterable[float], *, digits: int = 1) -> dict[str, float]:
 HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = "unknown"
@@ -364,6 +357,9 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    halt_poll = None  # a kernel without the haltpoll driver
+    with contextlib.suppress(OSError):
+        halt_poll = HALT_POLL.read_text().strip()
     return {"cores": os.cpu_count(),
             # the CPUs the run's processes could use (less than all under `taskset`)
             "cpus_allowed": sorted(os.sched_getaffinity(0)),
@@ -372,7 +368,7 @@ def machine() -> dict[str, Any]:
             "kernel": platform.release(),
             # a guest kernel's idle polling: 0 (as here by default) halts an idle vCPU at
             # once, and each wake-up between processes then waits for the hypervisor
-            "guest_halt_poll_ns": _read(HALT_POLL),
+            "guest_halt_poll_ns": halt_poll,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "note": "shared, noisy machine: compare medians and ratios, not single runs"}
 
