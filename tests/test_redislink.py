@@ -5,7 +5,10 @@ Replies come back in order, error replies raise as redis-py's would (and reach a
 dropped connection or a Redis that stops answering costs one retry and no more, on
 either path, and the submission script still runs after Redis forgot it
 (`GroupCommit` falls back to EVAL). A quiet `GroupCommit` sends a delivery at once, a
-busy one gathers a turn's deliveries into one call (counted by Redis).
+busy one gathers a turn's deliveries into one call (counted by Redis). A link that
+polls for a due reply gets the same replies, and polls only while a reply is due and
+for no longer than it is told (counted in the CPU time the process spends), on
+asyncio's loop and on uvloop (the web worker's).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+import uvloop
 from proctools import free_port
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError, DataError, ResponseError, TimeoutError
 
-from webhook.asgi import GroupCommit
+from webhook.asgi import REDIS_POLL_US, GroupCommit, redis_poll_seconds
 from webhook.redislink import ClientLink, Link, RedisLink, open_link
 from worker import submission
 from worker.api import TagEvent
@@ -36,23 +40,29 @@ def run(body: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(body())
 
 
-def link_to(url: str, reply_timeout: float = 5.0) -> Link:
-    return open_link(url, connect_timeout=2.0, reply_timeout=reply_timeout)
+def link_to(url: str, reply_timeout: float = 5.0, poll: float = 0.0) -> Link:
+    return open_link(url, connect_timeout=2.0, reply_timeout=reply_timeout, poll=poll)
 
 
 def link_of(kind: str, url: str, reply_timeout: float = 5.0) -> Link:
-    """Ours (`redis-link`), or redis-py's client behind the same interface (`client-link`,
-    as for TLS URLs; it keeps redis-py's own timeouts)."""
+    """Ours (`redis-link`), ours polling for due replies as the web worker's does
+    (`polling-link`), or redis-py's client behind the same interface (`client-link`, as
+    for TLS URLs; it keeps redis-py's own timeouts)."""
     if kind == "redis-link":
         return link_to(url, reply_timeout)
+    if kind == "polling-link":
+        return link_to(url, reply_timeout, poll=REDIS_POLL_US / 1e6)
     return ClientLink(AsyncRedis.from_url(url))
 
 
-@pytest.mark.parametrize("kind", ["redis-link", "client-link"])
+KINDS = ["redis-link", "polling-link", "client-link"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_replies_come_back_in_order_and_errors_raise(redis_url: str, kind: str) -> None:
     async def body() -> None:
         link = link_of(kind, redis_url)
-        assert isinstance(link, RedisLink if kind == "redis-link" else ClientLink)
+        assert isinstance(link, ClientLink if kind == "client-link" else RedisLink)
         try:
             replies = await link.execute(("SET", "k", "v"), ("INCRBY", "n", 3), ("GET", "k"))
             assert replies == [True, 3, b"v"] if kind == "client-link" else [b"OK", 3, b"v"]
@@ -86,7 +96,7 @@ def called(link: Link, *commands: tuple[Any, ...]) -> asyncio.Future[list[Any]]:
     return future
 
 
-@pytest.mark.parametrize("kind", ["redis-link", "client-link"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_calls_hand_their_replies_and_error_replies_to_callbacks(redis_url: str,
                                                                  kind: str) -> None:
     async def body() -> None:
@@ -104,7 +114,7 @@ def test_calls_hand_their_replies_and_error_replies_to_callbacks(redis_url: str,
     run(body)
 
 
-@pytest.mark.parametrize("kind", ["redis-link", "client-link"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_command_that_cannot_be_sent_fails_alone(redis_url: str, kind: str) -> None:
     """A command with a value RESP has no form for (None) fails, through `execute` and
     through `call`'s callback (never raised from `call`), and the replies of the
@@ -256,6 +266,63 @@ def test_a_call_that_gets_no_answer_times_out_after_one_retry(
     assert isinstance(reply, TimeoutError) and "did not answer within 0.3 s" in str(reply)
     assert 0.6 <= waited < 3
     assert len(accepted) == 2  # the timed-out connection was dropped, the retry reconnected
+
+
+def run_on(loop: str, body: Callable[[], Awaitable[Any]]) -> Any:
+    """`run`, on asyncio's own loop or on uvloop (the web worker's)."""
+    factory = uvloop.new_event_loop if loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(body())
+
+
+async def cpu_spent(awaitable: Awaitable[Any]) -> tuple[Any, float]:
+    """What `awaitable` gave, and the CPU time this process spent meanwhile."""
+    started = time.process_time()
+    return await awaitable, time.process_time() - started
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("poll", [0.05, 0.0])
+def test_a_link_polls_only_while_a_reply_is_due_and_only_as_long_as_told(
+        answers_once: tuple[str, list[socket.socket]], loop: str, poll: float) -> None:
+    """Told to poll 50 ms after a write, the link spends CPU on a reply that never comes
+    (up to 50 ms after each of its two writes, the command and its retry), and none
+    once its replies are in; told 0, it spends none either way. The reply waited for
+    takes 0.8 s (a 0.4 s timeout and one retry): a link that polled until the reply
+    came, or for good once it had polled, would spend most of that."""
+    url, _ = answers_once
+
+    async def body() -> tuple[float, float]:
+        link = link_to(url, reply_timeout=0.4, poll=poll)
+        try:
+            assert await link.execute(("PING",)) == [b"PONG"]  # answered: nothing is due
+            _, idle = await cpu_spent(asyncio.sleep(0.3))
+            (reply,), waiting = await cpu_spent(called(link, ("PING",)))
+            assert isinstance(reply, TimeoutError)
+            return idle, waiting
+        finally:
+            await link.close()
+
+    idle, waiting = run_on(loop, body)
+    assert idle < 0.03
+    if poll:
+        assert 0.01 < waiting < 0.4
+    else:
+        assert waiting < 0.03
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("", REDIS_POLL_US / 1e6), ("0", 0.0),
+                                                ("250", 0.00025), (" 10000 ", 0.01)])
+def test_the_web_workers_poll_is_set_in_microseconds(value: str, seconds: float) -> None:
+    assert redis_poll_seconds({"WEB_REDIS_POLL_US": value}) == pytest.approx(seconds)
+    assert redis_poll_seconds({}) == REDIS_POLL_US / 1e6
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "abc", "10001", "500us"])
+def test_a_poll_setting_that_is_not_microseconds_stops_the_worker(value: str) -> None:
+    with pytest.raises(ValueError, match=r"WEB_REDIS_POLL_US must be a whole number of "
+                                         r"microseconds from 0 \(never\) to 10000, got"):
+        redis_poll_seconds({"WEB_REDIS_POLL_US": value})
 
 
 def test_nothing_listening_is_a_connection_error() -> None:

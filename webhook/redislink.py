@@ -19,6 +19,16 @@ one delivery per call (a quiet server) that was a quarter of a delivery's CPU. A
 other URL (`rediss://`, TLS with its certificate options) gets a `ClientLink` over
 redis-py's asyncio client, which knows them all.
 
+While a reply is due, `RedisLink` can keep the event loop polling instead of sleeping
+(`poll`, seconds after the last write; the web process sets it, `WEB_REDIS_POLL_US`).
+A reply on loopback comes in ~100-200 µs, and a worker that sleeps meanwhile pays to be
+woken: on a virtual machine whose idle vCPUs halt at once, each wake-up of a process
+waits for the hypervisor (a round trip between two processes: 63 µs there, 13 µs where
+idle vCPUs poll; docs/benchmarks.md, change 23). Polling is the loop turning with
+nothing to run, one `sched_yield` a turn, so any other process that has work on the
+same CPU runs first; it stops when no reply is due or the time is up, whichever is
+first. A busy loop hardly notices: a turn of polling is one callback among its work.
+
 Both keep redis-py's contract for the front: connect within `connect_timeout`, a reply
 within `reply_timeout` (else the connection is dropped: a late reply cannot be matched
 any more), and one retry after a lost connection or a timeout, as redis-py's `Retry`
@@ -29,8 +39,11 @@ seen and answers its release as a duplicate.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
@@ -60,10 +73,13 @@ class Link(Protocol):
     async def close(self) -> None: ...
 
 
-def open_link(url: str, *, connect_timeout: float, reply_timeout: float) -> Link:
-    """The front's link to the Redis at `url` (connected at first use)."""
+def open_link(url: str, *, connect_timeout: float, reply_timeout: float,
+              poll: float = 0.0) -> Link:
+    """The front's link to the Redis at `url` (connected at first use), polling for a
+    due reply for up to `poll` seconds after each write (`redis://` and `unix://`)."""
     if url.startswith(("redis://", "unix://")):
-        return RedisLink(url, connect_timeout=connect_timeout, reply_timeout=reply_timeout)
+        return RedisLink(url, connect_timeout=connect_timeout, reply_timeout=reply_timeout,
+                         poll=poll)
     return ClientLink(redis.asyncio.Redis.from_url(
         url, socket_connect_timeout=connect_timeout, socket_timeout=reply_timeout,
         health_check_interval=30, retry_on_timeout=True))
@@ -72,10 +88,12 @@ def open_link(url: str, *, connect_timeout: float, reply_timeout: float) -> Link
 class RedisLink:
     """One pipelined RESP connection (see the module's docstring)."""
 
-    def __init__(self, url: str, *, connect_timeout: float, reply_timeout: float) -> None:
+    def __init__(self, url: str, *, connect_timeout: float, reply_timeout: float,
+                 poll: float = 0.0) -> None:
         self._options = parse_url(url)
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
+        self.poll = poll
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()  # binds to the loop at first use
         self._tasks: set[asyncio.Task[None]] = set()  # calls going through `execute`
@@ -159,11 +177,12 @@ class RedisLink:
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         options = self._options
+        made = functools.partial(_Connection, poll=self.poll)
         if "path" in options:
-            _, connection = await loop.create_unix_connection(_Connection, options["path"])
+            _, connection = await loop.create_unix_connection(made, options["path"])
         else:
             _, connection = await loop.create_connection(
-                _Connection, options.get("host", "localhost"), options.get("port", 6379))
+                made, options.get("host", "localhost"), options.get("port", 6379))
         setup: list[Command] = []
         if options.get("password"):
             setup.append(("AUTH", *filter(None, (options.get("username"),)),
@@ -179,13 +198,17 @@ class RedisLink:
 
 class _Connection(asyncio.Protocol):
     """The socket: commands out in one write, replies matched to them in order, each
-    to its future (`send`) or its callback (`call`)."""
+    to its future (`send`) or its callback (`call`); the loop polled for `poll` seconds
+    after each write while a reply is due (the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, poll: float = 0.0) -> None:
         self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
         self._waiting: deque[asyncio.Future[Any] | Replied] = deque()
         self._transport: asyncio.Transport | None = None
         self.lost = False
+        self._poll = poll
+        self._poll_until = 0.0
+        self.polling = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -202,6 +225,7 @@ class _Connection(asyncio.Protocol):
         replies = [loop.create_future() for _ in commands]
         self._waiting.extend(replies)
         self._transport.write(data)
+        self._written()
         return replies
 
     def call(self, command: Command, callback: Replied) -> None:
@@ -212,6 +236,25 @@ class _Connection(asyncio.Protocol):
         data = hiredis.pack_command(command)  # before the callback waits, as in `send`
         self._waiting.append(callback)
         self._transport.write(data)
+        self._written()
+
+    def _written(self) -> None:
+        if self._poll <= 0:
+            return
+        self._poll_until = time.monotonic() + self._poll
+        if not self.polling:
+            self.polling = True
+            asyncio.get_running_loop().call_soon(self._poll_turn)
+
+    def _poll_turn(self) -> None:
+        """One turn of polling: while a reply is due (and the time is not up) the next
+        turn is queued, so the loop checks its sockets without sleeping; the CPU goes
+        first to any other process with work on it."""
+        if self._waiting and not self.lost and time.monotonic() < self._poll_until:
+            os.sched_yield()
+            asyncio.get_running_loop().call_soon(self._poll_turn)
+        else:
+            self.polling = False
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
