@@ -140,24 +140,6 @@ def _patch(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-def measure(procs: Processes, roles: dict[str, str], url: str, pool: Path,
-            connections: int, duration: float) -> dict[str, Any]:
-    """One wrk run with the CPU per answer of each process in `roles` (role -> name)."""
-    pids = {role: procs.procs[name].pid for role, name in roles.items()}
-    intake.settle()
-    before = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
-    figures = intake.wrk(url, pool, connections, duration)
-    during = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
-    figures["drain_s"] = intake.settle()
-    after = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
-    n = figures["requests"]
-    figures["cpu_us_per_answer"] = {role: round((during[role] - before[role]) / n * 1e6, 1)
-                                    for role in pids}
-    figures["cpu_us_per_answer_with_drain"] = {
-        role: round((after[role] - before[role]) / n * 1e6, 1) for role in pids}
-    return figures
-
-
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     names = [n for n in args.variants.split(",") if n]
     unknown = set(names) - set(VARIANTS)
@@ -182,7 +164,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 for server, (url, roles, redis_url) in servers.items():
                     if redis_url is not None:
                         intake.flush(redis_url)
-                    figures = measure(procs, roles, url, pools["accepted"], connections,
+                    figures = intake.measure(procs, roles, url, pools["accepted"], connections,
                                       args.duration)
                     runs.append({"server": server, "round": round_,
                                  "connections": connections, **figures})

@@ -36,6 +36,10 @@ ratios: on a shared machine one disturbed run moves a single figure by a third.
 With `--redis unix` the web process reaches Redis over a Unix socket instead of
 loopback TCP, as it can where Redis runs beside it.
 
+Each run also records the CPU time per answer of the server's processes (the peer's
+with the commands it ran, counted until the machine is quiet again) and of Redis, from
+`/proc` (`cpu_us_per_answer`; with the drain: `cpu_us_per_answer_with_drain`).
+
 Prints requests/s, p50 and p99 per server and path and our/their ratios; writes
 `bench/results/intake.json`. Run: `.venv/bin/python bench/intake.py`.
 """
@@ -149,6 +153,24 @@ def busy_seconds() -> float:
 QUIET_CORES, QUIET_WINDOW_S, SETTLE_LIMIT_S = 0.25, 0.5, 60.0
 
 
+def measure(procs: Processes, roles: dict[str, str], url: str, pool: Path,
+            connections: int, duration: float) -> dict[str, Any]:
+    """One wrk run with the CPU per answer of each process in `roles` (role -> name)."""
+    pids = {role: procs.procs[name].pid for role, name in roles.items()}
+    settle()
+    before = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
+    figures = wrk(url, pool, connections, duration)
+    during = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
+    figures["drain_s"] = settle()
+    after = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
+    n = figures["requests"]
+    figures["cpu_us_per_answer"] = {role: round((during[role] - before[role]) / n * 1e6, 1)
+                                    for role in pids}
+    figures["cpu_us_per_answer_with_drain"] = {
+        role: round((after[role] - before[role]) / n * 1e6, 1) for role in pids}
+    return figures
+
+
 def settle() -> float:
     """Wait until the machine is quiet (under `QUIET_CORES` busy over `QUIET_WINDOW_S`);
     the seconds that took (`SETTLE_LIMIT_S` at most). A server that answers before it
@@ -184,7 +206,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         redis_url = stack.start_redis(procs, unix=args.redis == "unix")
         config = stack.write_config(procs, {"myapp": {"repository": REPOSITORY}})
         env = stack.product_env(redis_url, config)
-        servers = {"ours": stack.start_web(procs, env, workers=args.web_concurrency)}
+        servers = {"ours": stack.start_web(procs, env, workers=args.web_concurrency,
+                                           name="ours")}
         if args.baseline:
             servers["baseline"] = stack.start_web(procs, env, workers=args.web_concurrency,
                                                   name="baseline", tree=args.baseline)
@@ -195,7 +218,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             wrk(url, pools["duplicate"], 8, 2)
         runs: list[dict[str, Any]] = []
         for round_ in range(1, args.rounds + 1):
-            runs += sweep(args, servers, pools, levels, redis_url, round_)
+            runs += sweep(args, procs, servers, pools, levels, redis_url, round_)
         baseline = f"ours at {stack.git_commit(args.baseline)}" if args.baseline else None
         return {"levels": levels, "duration_s": args.duration, "pool": args.pool,
                 "rounds": args.rounds, "redis": args.redis,
@@ -205,8 +228,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "ratios_to_baseline": ratios(runs, other="baseline") if baseline else []}
 
 
-def sweep(args: argparse.Namespace, servers: dict[str, str], pools: dict[str, Path],
-          levels: list[int], redis_url: str, round_: int) -> list[dict[str, Any]]:
+def sweep(args: argparse.Namespace, procs: Processes, servers: dict[str, str],
+          pools: dict[str, Path], levels: list[int], redis_url: str,
+          round_: int) -> list[dict[str, Any]]:
     """One wrk run per level, path and server, interleaved, each on a quiet machine."""
     runs: list[dict[str, Any]] = []
     for connections in levels:
@@ -222,9 +246,9 @@ def sweep(args: argparse.Namespace, servers: dict[str, str], pools: dict[str, Pa
                 if not peer and path == "duplicate":
                     seed = stack.http("POST", url, *_request(pools["duplicate"]))
                     assert seed.status in (200, 202), (seed.status, seed.body)
-                settle()
-                figures = wrk(url, pools[path], connections, args.duration)
-                figures["drain_s"] = settle()  # work still going on after the last answer
+                # The server's CPU per answer (the peer's with its commands'), and Redis's.
+                roles = {"server": server} if peer else {"server": server, "redis": "redis"}
+                figures = measure(procs, roles, url, pools[path], connections, args.duration)
                 figures["completed_per_s"] = round(
                     figures["requests"] / (figures["duration_us"] / 1e6 + figures["drain_s"]),
                     1)
@@ -284,15 +308,23 @@ def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "rounds": len(found),
              **{figure: round(statistics.median(r[figure] for r in found), 2)
                 for figure in ("requests_per_s", "p50_ms", "p99_ms", "completed_per_s",
-                               "drain_s")}}
+                               "drain_s")},
+             "cpu_us_per_answer": {
+                 role: round(statistics.median(r["cpu_us_per_answer"][role] for r in found), 1)
+                 for role in found[0]["cpu_us_per_answer"]}}
             for (server, path, connections), found in cells.items()]
+
+
+def _cpu(figures: dict[str, Any]) -> str:
+    return "  cpu/answer " + " ".join(
+        f"{role} {us:.0f} µs" for role, us in figures["cpu_us_per_answer"].items())
 
 
 def _show(r: dict[str, Any]) -> None:
     print(f"{r['server']:8} {r['path']:13} c={r['connections']:<3} "
           f"{r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
           f"p99 {r['p99_ms']:7.2f} ms  drain {r['drain_s']:5.2f} s  "
-          f"statuses {r['statuses']}"
+          f"statuses {r['statuses']}" + _cpu(r)
           + (f"  errors {r['errors']}" if any(r["errors"].values()) else "")
           + (f"  UNEXPECTED {r['unexpected_statuses']}" if r["unexpected_statuses"]
              else ""), flush=True)
@@ -332,7 +364,7 @@ def main() -> None:
         for m in results["medians"]:
             print(f"  {m['server']:9} {m['path']:13} c={m['connections']:<3} "
                   f"{m['requests_per_s']:8.0f} req/s  p50 {m['p50_ms']:6.2f} ms  "
-                  f"p99 {m['p99_ms']:7.2f} ms  drain {m['drain_s']:5.2f} s")
+                  f"p99 {m['p99_ms']:7.2f} ms  drain {m['drain_s']:5.2f} s" + _cpu(m))
     for other in ("peer", "peer_sync", "baseline"):
         found = results["ratios"] if other == "peer" else results[f"ratios_to_{other}"]
         if found:
