@@ -272,8 +272,13 @@ def tree(pid: int) -> list[int]:
 
 
 def children(pid: int) -> list[int]:
+    """`pid`'s children now (none if it has exited: the peer's commands exit all the time)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
     found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    for task in tasks:
         with contextlib.suppress(OSError):
             found += [int(c) for c in (task / "children").read_text().split()]
     return found
