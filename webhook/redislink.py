@@ -208,7 +208,7 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self._poll = poll
         self._poll_until = 0.0
-        self.polling = False
+        self._polling = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -242,8 +242,8 @@ class _Connection(asyncio.Protocol):
         if self._poll <= 0:
             return
         self._poll_until = time.monotonic() + self._poll
-        if not self.polling:
-            self.polling = True
+        if not self._polling:
+            self._polling = True
             asyncio.get_running_loop().call_soon(self._poll_turn)
 
     def _poll_turn(self) -> None:
@@ -254,7 +254,7 @@ class _Connection(asyncio.Protocol):
             os.sched_yield()
             asyncio.get_running_loop().call_soon(self._poll_turn)
         else:
-            self.polling = False
+            self._polling = False
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
