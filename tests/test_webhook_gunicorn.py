@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis as redis_lib
 from conftest import RedisServer
 from proctools import free_port
+from rq import Queue
 from web import SECRET_ENV, SECRETS, Gunicorn, delivery, hmac_hex, http, signed, start_web
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,3 +97,27 @@ def test_gunicorn_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatc
     conf = runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))
     assert conf["bind"] == "0.0.0.0:8000"
     assert conf["workers"] >= 1
+
+
+def test_a_web_process_told_not_to_poll_queues_as_one_that_polls(
+        redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> None:
+    """`WEB_REDIS_POLL_US=0` (never poll for Redis's reply) changes how a worker waits,
+    not what it answers: the delivery is queued (every other web test polls, the
+    default)."""
+    web = start_web(redis_url, tmp_path, WEB_REDIS_POLL_US="0")
+    try:
+        answer = web.post("/webhook", signed(delivery("github", "push__tag_lightweight")))
+        assert answer.status == 202, answer.body
+        (release,) = answer.json["releases"]
+        assert answer.json["result"] == "queued" and release["position"] == 1
+        assert Queue("deploy", connection=redis).job_ids == [release["id"]]
+    finally:
+        web.stop()
+
+
+def test_a_poll_setting_that_is_not_microseconds_stops_the_web_process(
+        redis_url: str, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="gunicorn exited") as stopped:
+        start_web(redis_url, tmp_path, WEB_REDIS_POLL_US="500us")
+    assert ("WEB_REDIS_POLL_US must be a whole number of microseconds from 0 (never) to "
+            "10000, got '500us'") in str(stopped.value)
