@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import redis as redis_lib
 import uvicorn
 import yaml
@@ -42,6 +43,7 @@ from web import (
 
 from webhook import create_app
 from webhook.asgi import Front, FrontProtocol, Worker
+from webhook.redislink import RedisLink
 from worker import metrics
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
@@ -298,6 +300,19 @@ def test_planning_a_submission_talks_to_no_redis() -> None:
                     tag="v3.0-green", commit="c" * 40, pusher="someone")
     planned = Engine(settings, unreachable).plan([push], count_as="github")
     assert planned is not None and [r.tag for r in planned.candidates] == ["v3.0-green"]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 0.0005), ("0", 0.0), ("250", 0.00025)])
+def test_the_fronts_redis_link_polls_as_the_settings_say(value: str | None,
+                                                         seconds: float) -> None:
+    """`WEB_REDIS_POLL_US` reaches the link (what polling does is tested with the link,
+    in tests/test_redislink.py). Nothing connects: the link opens at first use."""
+    environ = {**SECRET_ENV, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    if value is not None:
+        environ["WEB_REDIS_POLL_US"] = value
+    front = Front(create_app(parse_settings(yaml.safe_load(CONFIG_YAML), environ)))
+    link = front._linked()
+    assert isinstance(link, RedisLink) and link.poll == pytest.approx(seconds)
 
 
 def raw_request(web: Gunicorn, head: bytes) -> bytes:

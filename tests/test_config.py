@@ -34,6 +34,7 @@ def test_defaults_reproduce_the_seed() -> None:
     assert app.selector(Color.BLUE) == "app=myapp,color=blue"
     assert settings.redis_url == "redis://localhost:6379/0" and settings.kubeconfig is None
     assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.web_redis_poll_us == 500
 
 
 def test_the_environment() -> None:
@@ -42,12 +43,14 @@ def test_the_environment() -> None:
         "http://ingress:8080", "GITHUB_WEBHOOK_SECRET": " old-secret , new-secret ,",
         "GITLAB_WEBHOOK_TOKEN": "gl", "BLUEGREEN_API_TOKEN": "t1,t2",
         "SLACK_SIGNING_SECRET": "slack-signing", "SLACK_BOT_TOKEN": "xoxb-1",
-        "SLACK_CHANNEL": "#deploys", "MATTERMOST_TOKEN": "mm", "BLUEGREEN_STATUS_TOKEN": "st"})
+        "SLACK_CHANNEL": "#deploys", "MATTERMOST_TOKEN": "mm", "BLUEGREEN_STATUS_TOKEN": "st",
+        "WEB_REDIS_POLL_US": " 0 "})
     assert settings.redis_url == "redis://r:6379/2" and settings.kubeconfig == "/k"
     assert settings.ingress_url == "http://ingress:8080"
     assert settings.github_secrets == ("old-secret", "new-secret")
     assert settings.gitlab_tokens == ("gl",) and settings.gitea_secrets == ()
     assert settings.api_tokens == ("t1", "t2") and settings.slack_channel == "#deploys"
+    assert settings.web_redis_poll_us == 0  # never poll
     shown = repr(settings)
     for secret in ("old-secret", "new-secret", "gl", "t1", "slack-signing", "xoxb-1", "mm", "st"):
         assert f"'{secret}'" not in shown, secret
@@ -142,6 +145,14 @@ def test_invalid_values_name_the_key_and_why(body: Any, message: str) -> None:
     ({"apps": {"My_App": {}}}, {}, "apps.My_App: app name must be a DNS label"),
     (["apps"], {}, "config: must be a mapping with key 'apps'"),
     ({}, {"BLUEGREEN_INGRESS_URL": "ingress:80"}, "BLUEGREEN_INGRESS_URL: must be an http"),
+    ({}, {"WEB_REDIS_POLL_US": "-1"},
+     "WEB_REDIS_POLL_US: must be a whole number from 0 to 10000, got '-1'"),
+    ({}, {"WEB_REDIS_POLL_US": "1.5"},
+     "WEB_REDIS_POLL_US: must be a whole number from 0 to 10000, got '1.5'"),
+    ({}, {"WEB_REDIS_POLL_US": "500us"},
+     "WEB_REDIS_POLL_US: must be a whole number from 0 to 10000, got '500us'"),
+    ({}, {"WEB_REDIS_POLL_US": "10001"},
+     "WEB_REDIS_POLL_US: must be a whole number from 0 to 10000, got '10001'"),
 ])
 def test_invalid_documents_and_environment(document: Any, environ: dict[str, str],
                                            message: str) -> None:

@@ -29,11 +29,11 @@ from proctools import free_port
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError, DataError, ResponseError, TimeoutError
 
-from webhook.asgi import REDIS_POLL_US, GroupCommit, redis_poll_seconds
+from webhook.asgi import GroupCommit
 from webhook.redislink import ClientLink, Link, RedisLink, open_link
 from worker import submission
 from worker.api import TagEvent
-from worker.config import parse_settings
+from worker.config import DEFAULT_WEB_REDIS_POLL_US, parse_settings
 
 
 def run(body: Callable[[], Awaitable[Any]]) -> Any:
@@ -51,7 +51,7 @@ def link_of(kind: str, url: str, reply_timeout: float = 5.0) -> Link:
     if kind == "redis-link":
         return link_to(url, reply_timeout)
     if kind == "polling-link":
-        return link_to(url, reply_timeout, poll=REDIS_POLL_US / 1e6)
+        return link_to(url, reply_timeout, poll=DEFAULT_WEB_REDIS_POLL_US / 1e6)
     return ClientLink(AsyncRedis.from_url(url))
 
 
@@ -309,20 +309,6 @@ def test_a_link_polls_only_while_a_reply_is_due_and_only_as_long_as_told(
         assert 0.01 < waiting < 0.4
     else:
         assert waiting < 0.03
-
-
-@pytest.mark.parametrize(("value", "seconds"), [("", REDIS_POLL_US / 1e6), ("0", 0.0),
-                                                ("250", 0.00025), (" 10000 ", 0.01)])
-def test_the_web_workers_poll_is_set_in_microseconds(value: str, seconds: float) -> None:
-    assert redis_poll_seconds({"WEB_REDIS_POLL_US": value}) == pytest.approx(seconds)
-    assert redis_poll_seconds({}) == REDIS_POLL_US / 1e6
-
-
-@pytest.mark.parametrize("value", ["-1", "1.5", "abc", "10001", "500us"])
-def test_a_poll_setting_that_is_not_microseconds_stops_the_worker(value: str) -> None:
-    with pytest.raises(ValueError, match=r"WEB_REDIS_POLL_US must be a whole number of "
-                                         r"microseconds from 0 \(never\) to 10000, got"):
-        redis_poll_seconds({"WEB_REDIS_POLL_US": value})
 
 
 def test_nothing_listening_is_a_connection_error() -> None:

@@ -33,10 +33,9 @@ import contextlib
 import functools
 import hashlib
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httptools
@@ -81,20 +80,6 @@ DISCARD_MAX = 16 * 1024 * 1024  # unread body a refusal drains before answering
 COUNT_FLUSH_SECONDS = 0.05       # refused/ignored deliveries reach the metrics this late
 COUNT_RETRY_SECONDS = 1.0
 BATCH_MAX = 64                 # deliveries per Redis call (group commit)
-REDIS_POLL_US = 500            # the loop polls for a due Redis reply this long (redislink)
-REDIS_POLL_US_MAX = 10_000
-
-
-def redis_poll_seconds(environ: Mapping[str, str]) -> float:
-    """How long a web worker polls for a due Redis reply after a write (`webhook.redislink`):
-    `WEB_REDIS_POLL_US` microseconds, 0 for never, default `REDIS_POLL_US`."""
-    value = environ.get("WEB_REDIS_POLL_US", "").strip()
-    if not value:
-        return REDIS_POLL_US / 1e6
-    if not value.isdigit() or int(value) > REDIS_POLL_US_MAX:
-        raise ValueError(f"WEB_REDIS_POLL_US must be a whole number of microseconds from 0 "
-                         f"(never) to {REDIS_POLL_US_MAX}, got {value!r}")
-    return int(value) / 1e6
 
 
 def webhook_route(path: str) -> tuple[bool, str | None]:
@@ -124,13 +109,11 @@ class Front:
     """The ASGI application the web process serves; see the module's docstring."""
 
     def __init__(self, app: Flask, *, bridge_threads: int = BRIDGE_THREADS,
-                 body_timeout: float = BODY_TIMEOUT_SECONDS,
-                 redis_poll: float = REDIS_POLL_US / 1e6) -> None:
+                 body_timeout: float = BODY_TIMEOUT_SECONDS) -> None:
         web = app.extensions[EXTENSION]
         assert isinstance(web, Web)
         self.web = web
         self.body_timeout = body_timeout
-        self.redis_poll = redis_poll
         self.limit = int(app.config["MAX_CONTENT_LENGTH"])
         self.flask = WSGIMiddleware(app, workers=bridge_threads)  # type: ignore[arg-type]
         self._link: Link | None = None
@@ -156,7 +139,8 @@ class Front:
         if self._link is None:
             self._link = open_link(self.web.settings.redis_url,
                                    connect_timeout=REDIS_CONNECT_TIMEOUT,
-                                   reply_timeout=REDIS_SOCKET_TIMEOUT, poll=self.redis_poll)
+                                   reply_timeout=REDIS_SOCKET_TIMEOUT,
+                                   poll=self.web.settings.web_redis_poll_us / 1e6)
         return self._link
 
     def _committer(self) -> GroupCommit:
@@ -747,4 +731,4 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         if not isinstance(app, Flask):
             raise TypeError(f"{type(self).__name__} serves the Flask app of "
                             f"webhook:create_app(), not {type(app).__name__}")
-        self.wsgi: Any = Front(app, redis_poll=redis_poll_seconds(os.environ))
+        self.wsgi: Any = Front(app)

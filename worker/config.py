@@ -34,6 +34,10 @@ __all__ = ["DEFAULT_APP", "AppConfig", "Color", "ConfigError", "Settings", "Smok
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# How long a web worker's event loop polls for a due Redis reply instead of sleeping
+# (webhook.redislink; docs/benchmarks.md, change 23); 0: never.
+DEFAULT_WEB_REDIS_POLL_US = 500
+WEB_REDIS_POLL_US_MAX = 10_000
 TOP_LEVEL_KEYS = frozenset({"apps"})
 
 
@@ -60,6 +64,7 @@ class Settings:
     mattermost_channel: str | None = None
     public_url: str | None = None
     status_token: str | None = field(default=None, repr=False)
+    web_redis_poll_us: int = DEFAULT_WEB_REDIS_POLL_US
     config_path: str | None = None
 
     def apps_for_repository(self, repo: str) -> list[AppConfig]:
@@ -152,6 +157,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "mattermost_channel": _env(environ, "MATTERMOST_CHANNEL"),
         "public_url": _url(environ, "BLUEGREEN_PUBLIC_URL"),
         "status_token": _env(environ, "BLUEGREEN_STATUS_TOKEN"),
+        "web_redis_poll_us": _whole_number(environ, "WEB_REDIS_POLL_US",
+                                           DEFAULT_WEB_REDIS_POLL_US, WEB_REDIS_POLL_US_MAX),
     }
 
 
@@ -163,6 +170,16 @@ def _env(environ: Mapping[str, str], name: str) -> str | None:
 def _secrets(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list: during rotation both the old and the new secret are valid."""
     return tuple(part.strip() for part in environ.get(name, "").split(",") if part.strip())
+
+
+def _whole_number(environ: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    value = _env(environ, name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) > maximum:
+        raise ConfigError(f"{name}: must be a whole number from 0 to {maximum}, "
+                          f"got {value!r}")
+    return int(value)
 
 
 def _url(environ: Mapping[str, str], name: str) -> str | None:
