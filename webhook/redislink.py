@@ -250,7 +250,8 @@ class _Connection(asyncio.Protocol):
         """One turn of polling: while a reply is due (and the time is not up) the next
         turn is queued, so the loop checks its sockets without sleeping; the CPU goes
         first to any other process with work on it."""
-        if self._waiting and not self.lost and time.monotonic() < self._poll_until:
+        # (A lost connection has failed every waiting call: nothing is due on it.)
+        if self._waiting and time.monotonic() < self._poll_until:
             os.sched_yield()
             asyncio.get_running_loop().call_soon(self._poll_turn)
         else:
