@@ -36,8 +36,11 @@ from worker.api import TagEvent
 from worker.config import DEFAULT_WEB_REDIS_POLL_US, parse_settings
 
 
-def run(body: Callable[[], Awaitable[Any]]) -> Any:
-    return asyncio.run(body())
+def run(body: Callable[[], Awaitable[Any]], loop: str = "asyncio") -> Any:
+    """`body()` run to its end on asyncio's own loop, or on uvloop (the web worker's)."""
+    factory = uvloop.new_event_loop if loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(body())
 
 
 def link_to(url: str, reply_timeout: float = 5.0, poll: float = 0.0) -> Link:
@@ -268,13 +271,6 @@ def test_a_call_that_gets_no_answer_times_out_after_one_retry(
     assert len(accepted) == 2  # the timed-out connection was dropped, the retry reconnected
 
 
-def run_on(loop: str, body: Callable[[], Awaitable[Any]]) -> Any:
-    """`run`, on asyncio's own loop or on uvloop (the web worker's)."""
-    factory = uvloop.new_event_loop if loop == "uvloop" else None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(body())
-
-
 async def cpu_spent(awaitable: Awaitable[Any]) -> tuple[Any, float]:
     """What `awaitable` gave, and the CPU time this process spent meanwhile."""
     started = time.process_time()
@@ -303,7 +299,7 @@ def test_a_link_polls_only_while_a_reply_is_due_and_only_as_long_as_told(
         finally:
             await link.close()
 
-    idle, waiting = run_on(loop, body)
+    idle, waiting = run(body, loop)
     assert idle < 0.03
     if poll:
         assert 0.01 < waiting < 0.4
