@@ -190,8 +190,7 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "requests_per_s": round(statistics.median(r["requests_per_s"] for r in rs), 1),
             "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 2)}
         for cpu in ("cpu_us_per_answer", "cpu_us_per_answer_with_drain"):
-            entry[cpu] = {role: round(statistics.median(r[cpu][role] for r in rs), 1)
-                          for role in rs[0][cpu]}
+            entry[cpu] = intake.cpu_medians(rs, cpu)
         if server != "peer" and ratios:
             entry["over_peer"], entry["over_peer_range"] = intake.spread(ratios)
         found.append(entry)
@@ -199,9 +198,9 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _show(r: dict[str, Any]) -> None:
-    cpu = "  ".join(f"{role} {us:.0f}" for role, us in r["cpu_us_per_answer"].items())
     print(f"{r['server']:10} c={r['connections']:<3} {r['requests_per_s']:8.0f} req/s  "
-          f"p99 {r['p99_ms']:7.2f} ms  cpu us/answer: {cpu}  drain {r['drain_s']:.1f} s",
+          f"p99 {r['p99_ms']:7.2f} ms  cpu us/answer: {intake.cpu_text(r)}  "
+          f"drain {r['drain_s']:.1f} s",
           flush=True)
 
 
@@ -221,9 +220,8 @@ def main() -> None:
     for s in sorted(results["summary"], key=lambda s: (s["connections"], s["server"])):
         ratio = (f"x{s['over_peer']} {s['over_peer_range']}" if "over_peer" in s
                  else "")
-        cpu = "  ".join(f"{role} {us:.0f}" for role, us in s["cpu_us_per_answer"].items())
         print(f"  c={s['connections']:<3} {s['server']:10} {s['requests_per_s']:8.0f} req/s "
-              f"{ratio:22} p99 {s['p99_ms']:6.2f} ms  {cpu}")
+              f"{ratio:22} p99 {s['p99_ms']:6.2f} ms  {intake.cpu_text(s)}")
     path = stack.write_results(args.name, {**results,
                                           "elapsed_s": round(time.monotonic() - started)})
     print(f"wrote {path.relative_to(stack.ROOT)}")

@@ -309,22 +309,27 @@ def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
              **{figure: round(statistics.median(r[figure] for r in found), 2)
                 for figure in ("requests_per_s", "p50_ms", "p99_ms", "completed_per_s",
                                "drain_s")},
-             "cpu_us_per_answer": {
-                 role: round(statistics.median(r["cpu_us_per_answer"][role] for r in found), 1)
-                 for role in found[0]["cpu_us_per_answer"]}}
+             "cpu_us_per_answer": cpu_medians(found)}
             for (server, path, connections), found in cells.items()]
 
 
-def _cpu(figures: dict[str, Any]) -> str:
-    return "  cpu/answer " + " ".join(
-        f"{role} {us:.0f} µs" for role, us in figures["cpu_us_per_answer"].items())
+def cpu_medians(runs: list[dict[str, Any]], figure: str = "cpu_us_per_answer"
+                ) -> dict[str, float]:
+    """Each process's median CPU per answer over `runs` (as `measure` records it)."""
+    return {role: round(statistics.median(r[figure][role] for r in runs), 1)
+            for role in runs[0][figure]}
+
+
+def cpu_text(figures: dict[str, Any]) -> str:
+    """`measure`'s CPU per answer, for a printed line: `server 183  redis 57`."""
+    return "  ".join(f"{role} {us:.0f}" for role, us in figures["cpu_us_per_answer"].items())
 
 
 def _show(r: dict[str, Any]) -> None:
     print(f"{r['server']:8} {r['path']:13} c={r['connections']:<3} "
           f"{r['requests_per_s']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
           f"p99 {r['p99_ms']:7.2f} ms  drain {r['drain_s']:5.2f} s  "
-          f"statuses {r['statuses']}" + _cpu(r)
+          f"statuses {r['statuses']}  cpu µs/answer: {cpu_text(r)}"
           + (f"  errors {r['errors']}" if any(r["errors"].values()) else "")
           + (f"  UNEXPECTED {r['unexpected_statuses']}" if r["unexpected_statuses"]
              else ""), flush=True)
@@ -364,7 +369,8 @@ def main() -> None:
         for m in results["medians"]:
             print(f"  {m['server']:9} {m['path']:13} c={m['connections']:<3} "
                   f"{m['requests_per_s']:8.0f} req/s  p50 {m['p50_ms']:6.2f} ms  "
-                  f"p99 {m['p99_ms']:7.2f} ms  drain {m['drain_s']:5.2f} s" + _cpu(m))
+                  f"p99 {m['p99_ms']:7.2f} ms  drain {m['drain_s']:5.2f} s  "
+                  f"cpu µs/answer: {cpu_text(m)}")
     for other in ("peer", "peer_sync", "baseline"):
         found = results["ratios"] if other == "peer" else results[f"ratios_to_{other}"]
         if found:
