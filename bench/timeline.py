@@ -91,12 +91,14 @@ STAMPS: list[Patch] = [
             delivery.front.conclude(delivery.outcome, result)
             _stamp("done")
 """),
-    ("webhook/redislink.py", """        self._waiting.append(callback)
-        self._transport.write(hiredis.pack_command(command))
-""", """        self._waiting.append(callback)
-        from webhook.asgi import _stamp
+    ("webhook/redislink.py", """        data = hiredis.pack_command(command)  # before the callback waits, as in `send`
+        self._waiting.append(callback)
+        self._transport.write(data)
+""", """        from webhook.asgi import _stamp
         _stamp("send")
-        self._transport.write(hiredis.pack_command(command))
+        data = hiredis.pack_command(command)  # before the callback waits, as in `send`
+        self._waiting.append(callback)
+        self._transport.write(data)
         _stamp("sent")
 """),
     ("webhook/redislink.py", """    def data_received(self, data: bytes) -> None:
