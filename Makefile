@@ -4,15 +4,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: test test-fast lint sysdeps demo-sysdeps venv demo clean
+.PHONY: test test-fast lint sysdeps demo-sysdeps venv demo lock clean
 
-$(STAMP): pyproject.toml
+# The versions in constraints.txt, which the suite last passed with (`make lock` renews them).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -42,6 +43,18 @@ test-fast: venv sysdeps
 ARGS ?=
 demo: venv demo-sysdeps
 	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python scripts/demo.py $(ARGS)
+
+# constraints.txt renewed: the newest versions pyproject.toml's ranges allow, installed in
+# a clean virtualenv and frozen (its comment lines kept). Run `make test` before committing it.
+lock:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install -q -e "$$PWD[dev]"; \
+	{ grep '^#' constraints.txt; "$$tmp/venv/bin/python" -m pip freeze --exclude-editable \
+	  | grep -v '^bluegreen=='; } > "$$tmp/constraints.txt"; \
+	mv "$$tmp/constraints.txt" constraints.txt; \
+	git diff --stat -- constraints.txt || true
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
