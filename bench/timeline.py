@@ -63,6 +63,8 @@ def _stamp(point: str) -> None:
 """
 
 
+_PACK = ("        data = hiredis.pack_command(command)"
+         "  # before the callback waits, as in `send`\n")
 STAMPS: list[Patch] = [
     ("webhook/asgi.py", _STORE, _STORE_NEW),
     ("webhook/asgi.py", """    def data_received(self, data: bytes) -> None:
@@ -91,13 +93,11 @@ STAMPS: list[Patch] = [
             delivery.front.conclude(delivery.outcome, result)
             _stamp("done")
 """),
-    ("webhook/redislink.py", """        data = hiredis.pack_command(command)  # before the callback waits, as in `send`
-        self._waiting.append(callback)
+    ("webhook/redislink.py", _PACK + """        self._waiting.append(callback)
         self._transport.write(data)
 """, """        from webhook.asgi import _stamp
         _stamp("send")
-        data = hiredis.pack_command(command)  # before the callback waits, as in `send`
-        self._waiting.append(callback)
+""" + _PACK + """        self._waiting.append(callback)
         self._transport.write(data)
         _stamp("sent")
 """),
