@@ -45,6 +45,7 @@ from worker.chatmessages import CHAT_STEP, DOING, LABELS, Markup
 from worker.commands import Action
 from worker.config import Settings
 from worker.machine import ReleaseState
+from worker.redistext import as_text
 from worker.releases import AuditEntry, Release, ReleaseStore
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ class MattermostDelivery:
     def sync(self, release: Release, audit: Sequence[AuditEntry], **kwargs: Any) -> float | None:
         """Create or update the post if its rendering changed; None, or when to retry."""
         key = POST_KEY.format(release=release.id)
-        record = {_text(k): _text(v) for k, v in self.redis.hgetall(key).items()}
+        record = {as_text(k): as_text(v) for k, v in self.redis.hgetall(key).items()}
         post = render(release, audit, self.to, **kwargs)
         attempts = int(record.get("attempts") or 0)
         if record.get("digest") == post.digest() and record.get("post_id"):
@@ -327,7 +328,3 @@ class MattermostDelivery:
                                     permanent=failure.permanent))
             pipe.execute()
         return None if failure.permanent else self.clock() + delay
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -48,6 +48,7 @@ from worker import clusterview, queueing
 from worker.colors import Color
 from worker.config import Settings
 from worker.machine import ReleaseState
+from worker.redistext import as_text
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def steps_ended(redis: Redis, *, app: str, now: float | None = None) -> None:
         pipe.delete(key)
         opened, _ = pipe.execute()
     if opened:
-        data = {_text(k): _text(v) for k, v in opened.items()}
+        data = {as_text(k): as_text(v) for k, v in opened.items()}
         observe_step(redis, data.get("step", "unknown"), now - float(data["started_at"]))
 
 
@@ -200,7 +201,7 @@ class RedisCollector(Collector):
         if job_id is None:
             return 0.0
         try:
-            enqueued = Job.fetch(_text(job_id), connection=self.redis).enqueued_at
+            enqueued = Job.fetch(as_text(job_id), connection=self.redis).enqueued_at
         except NoSuchJobError:
             return 0.0
         return max(0.0, now - enqueued.timestamp()) if enqueued is not None else 0.0
@@ -235,7 +236,7 @@ def _counter(name: str, doc: str, labels: list[str],
              raw: Mapping[bytes, bytes]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labels)
     for key, value in sorted(raw.items()):
-        parts = _text(key).split(SEP)
+        parts = as_text(key).split(SEP)
         if len(parts) == len(labels):
             family.add_metric(parts, float(value))
     return family
@@ -247,7 +248,7 @@ def _histogram(raw: Mapping[bytes, bytes]) -> HistogramMetricFamily:
                                    labels=["step"])
     data: dict[str, dict[str, float]] = {}
     for key, value in raw.items():
-        step, _, part = _text(key).rpartition(SEP)
+        step, _, part = as_text(key).rpartition(SEP)
         data.setdefault(step, {})[part] = float(value)
     for step, parts in sorted(data.items()):
         running, buckets = 0.0, []
@@ -274,7 +275,3 @@ def _le(bound: float) -> str:
 
 def _field(*parts: str) -> str:
     return SEP.join(parts)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

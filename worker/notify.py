@@ -55,6 +55,7 @@ from worker import chatmessages, chatretry, mattermost, queueing
 from worker.chatmessages import Message
 from worker.config import Settings
 from worker.machine import ReleaseState
+from worker.redistext import as_text
 from worker.releases import EVENTS_KEY, Release, ReleaseStore
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ class Notifier:
 
     def mark(self, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
         now = self.clock()
-        changed = {_text(fields.get(b"release") or fields.get("release") or "")
+        changed = {as_text(fields.get(b"release") or fields.get("release") or "")
                    for _, fields in entries if self._is_recent(fields, now)} - {""}
         dirty = changed | self._related(changed)
         with self.redis.pipeline() as pipe:
@@ -226,10 +227,10 @@ class Notifier:
     def _is_recent(self, fields: dict[Any, Any], now: float) -> bool:
         """Old news is skipped unless the release already has a message (backfill guard)."""
         try:
-            at = float(_text(fields.get(b"at") or fields.get("at") or "0"))
+            at = float(as_text(fields.get(b"at") or fields.get("at") or "0"))
         except ValueError:
             at = 0.0
-        release = _text(fields.get(b"release") or fields.get("release") or "")
+        release = as_text(fields.get(b"release") or fields.get("release") or "")
         return now - at <= BACKFILL_SECONDS or self._has_message(release)
 
     def _has_message(self, release_id: str) -> bool:
@@ -261,7 +262,7 @@ class Notifier:
         due: list[Any] = list(self.redis.zrangebyscore(DIRTY_KEY, "-inf", self.clock(),
                                                        start=0, num=SYNC_BATCH))
         for raw in due:
-            self.sync(_text(raw))
+            self.sync(as_text(raw))
             if self.clock() < self.paused_until or not self.hold():
                 break
         return len(due)
@@ -284,7 +285,7 @@ class Notifier:
             self.redis.zadd(DIRTY_KEY, {release_id: retry_at}, lt=True)
 
     def _sync_slack(self, release: Release, channel: str, message: Message) -> None:
-        record = {_text(k): _text(v) for k, v in
+        record = {as_text(k): as_text(v) for k, v in
                   self.redis.hgetall(MESSAGE_KEY.format(release=release.id)).items()}
         try:
             if record.get("digest") != message.digest() or not record.get("ts"):
@@ -389,7 +390,3 @@ def _api_failure(error: SlackApiError) -> ChatFailure:
         code = ""
     what = f"HTTP {status}" + (f", {code}" if code else "")
     return ChatFailure(f"Slack answered {what}", permanent=code in PERMANENT, error=code)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

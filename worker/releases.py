@@ -40,6 +40,7 @@ from redis.client import Pipeline
 from worker import metrics
 from worker.colors import Color
 from worker.machine import IllegalTransition, ReleaseState, advance
+from worker.redistext import as_text
 
 __all__ = ["AuditEntry", "IllegalTransition", "Release", "ReleaseId", "ReleaseNotFound",
            "ReleaseState", "ReleaseStore", "new_release_id"]
@@ -142,7 +143,7 @@ class Release:
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Release:
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {as_text(k): as_text(v) for k, v in raw.items()}
         known = set(RELEASE_FIELDS)
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         values.update(color=Color(data["color"]), state=ReleaseState(data["state"]),
@@ -182,7 +183,7 @@ class ReleaseStore:
         """The releases that exist among `release_ids`, in the order given."""
         with self.redis.pipeline(transaction=False) as pipe:
             for release_id in release_ids:
-                pipe.hgetall(RELEASE_KEY.format(id=_text(release_id)))
+                pipe.hgetall(RELEASE_KEY.format(id=as_text(release_id)))
             return [Release.from_hash(raw) for raw in pipe.execute() if raw]
 
     def transition(self, release_id: str, to: ReleaseState, *, actor: str, step: str,
@@ -237,7 +238,7 @@ class ReleaseStore:
         with self.redis.pipeline(transaction=False) as pipe:
             for state in states:
                 pipe.zrange(STATE_KEY.format(state=state.value), 0, -1)
-            ids = {_text(i) for group in pipe.execute() for i in group}
+            ids = {as_text(i) for group in pipe.execute() for i in group}
         return sorted(self.get_many(ids), key=lambda r: (r.created_at, r.id))
 
     def recent(self, *, app: str | None = None, state: ReleaseState | None = None,
@@ -328,8 +329,8 @@ def _event_command(release_id: str, app: Any, state: Any, step: Any,
                    at: float) -> tuple[Any, ...]:
     """XADD of "this release changed" to the events stream (the notifier reads it)."""
     return ("XADD", EVENTS_KEY, "MAXLEN", "~", EVENTS_MAXLEN, "*", "release", release_id,
-            "app", _text(app or ""), "state", _text(state or ""), "step",
-            _text(step or ""), "at", repr(at))
+            "app", as_text(app or ""), "state", as_text(state or ""), "step",
+            as_text(step or ""), "at", repr(at))
 
 
 def _queue_event(pipe: Pipeline, release_id: str, app: Any, state: Any, step: Any,
@@ -340,8 +341,4 @@ def _queue_event(pipe: Pipeline, release_id: str, app: Any, state: Any, step: An
 
 def _ids(members: Iterable[Any]) -> list[str]:
     """Members of a sorted set (read without scores) as text."""
-    return [_text(member) for member in members]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return [as_text(member) for member in members]
