@@ -19,7 +19,7 @@ import redis as redis_lib
 from conftest import RedisServer
 from rq import Queue
 
-from worker import queueing
+from worker import queueing, releases
 from worker.api import (
     Action,
     Engine,
@@ -265,6 +265,42 @@ def test_decommission_checks_the_colour(engine: Engine) -> None:
     queued = engine.submit_command("myapp", "decommission", release=None, color=Color.BLUE,
                                    actor="x")
     assert queued.release.id == blue
+
+
+def through(engine: Engine, release_id: str, *states: ReleaseState) -> None:
+    for state in states:
+        engine.store.transition(release_id, state, actor="worker", step=state.value,
+                                message=f"now {state.value}")
+
+
+def test_a_colours_occupant_is_the_last_release_that_deployed_into_it(engine: Engine) -> None:
+    def blue(n: int) -> str:
+        return submit(engine, tag=f"v{n}.0-blue", commit=f"{n:040x}", delivery_id=f"d{n}")[0]
+
+    occupant = lambda: engine.store.occupant_for("myapp", Color.BLUE)  # noqa: E731
+    assert occupant() is None
+    first = blue(1)
+    assert occupant() is None  # queued: it has not deployed yet
+    through(engine, first, S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION, S.LIVE,
+            S.ROLLED_BACK)
+    # Newer releases into blue that never deployed, more than one page of them
+    never = [blue(n) for n in range(2, 2 + releases.OCCUPANT_PAGE + 3)]
+    endings = [(S.CHECKING, S.REJECTED), (S.SUPERSEDED,), (S.ABORTED,), (S.FAILED,),
+               (S.CHECKING, S.FAILED), (S.CHECKING,), ()]
+    for release_id, states in zip(never, itertools.cycle(endings)):
+        through(engine, release_id, *states)
+    assert occupant().id == first  # type: ignore[union-attr]
+    # Ended after deploying: each is the colour's occupant
+    for n, states in enumerate([(S.FAILED,), (S.TESTING, S.AWAITING_PROMOTION, S.SUPERSEDED),
+                                (S.TESTING, S.AWAITING_PROMOTION, S.ABORTED)], start=100):
+        deployed = blue(n)
+        through(engine, deployed, S.CHECKING, S.DEPLOYING, *states)
+        assert occupant().id == deployed  # type: ignore[union-attr]
+    rejected = blue(200)
+    through(engine, rejected, S.CHECKING, S.REJECTED)
+    assert engine.store.latest_for("myapp", Color.BLUE).id == rejected  # type: ignore[union-attr]
+    assert occupant().id == deployed  # type: ignore[union-attr]
+    assert engine.store.occupant_for("myapp", Color.GREEN) is None
 
 
 def test_commands_without_a_release_need_exactly_one_candidate(engine: Engine) -> None:

@@ -157,6 +157,24 @@ def test_promotion_moves_the_buttons_and_updates_the_older_release(
     slack.wait_for(shows(slack, first, "Decommissioned", "myapp-blue deleted"), what="first gone")
 
 
+def test_a_rejected_tag_on_the_standby_colour_leaves_the_rollback_button(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    notifiers.start()
+    first = add(store, "v1.0-blue")
+    walk(store, first, *PATH)
+    promote(store, first)
+    mistaken = add(store, "v1.1-blue")  # blue is live: the sanity check refuses it
+    walk(store, mistaken, (S.CHECKING, "sanity_check"), (S.REJECTED, "sanity_check"))
+    second = add(store, "v2.0-green")
+    walk(store, second, *PATH)
+    promote(store, second, previous=first)
+    slack.wait_for(shows(slack, second, "Live", buttons=["Rollback", "Decommission blue"]),
+                   what="the live message offering to go back to blue's standby release")
+    value = json.loads(button(slack.message_for(second.id), "Decommission blue")["value"])
+    assert value["release"] == first.id
+
+
 def test_failure_says_which_step_and_why(slack: FakeSlack, notifiers: Notifiers,
                                          redis: redis_lib.Redis) -> None:
     store = ReleaseStore(redis)

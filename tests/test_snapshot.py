@@ -65,7 +65,7 @@ def view(default: str | None = "blue", test: str | None = "green",
 def records(live: Release | None = LIVE, green: Release | None = WAIT,
             staged: tuple[Release, ...] = (WAIT,)) -> snapshot.Records:
     return snapshot.Records(
-        live=live, latest={BLUE: live, GREEN: green},
+        live=live, deployed={BLUE: live, GREEN: green},
         staged={c: tuple(r for r in staged if r.color is c) for c in Color}, labelled={})
 
 

@@ -193,6 +193,27 @@ def test_promote_rollback_decommission(flow: Flow) -> None:
     assert flow.served_by() == "green v1.0"
 
 
+def test_a_tag_rejected_for_the_live_colour_does_not_hide_what_that_colour_holds(
+        flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    mistaken = flow.release("v1.1-green")  # green is live: the sanity check refuses it
+    flow.run_jobs()
+    assert flow.get(mistaken).state is S.REJECTED
+    v2 = flow.release("v2.0-blue")
+    flow.run_jobs()
+    flow.command("promote", v2)
+    flow.run_jobs()
+    assert (flow.get(v1).state, flow.get(v2).state) == (S.STANDBY, S.LIVE)
+    # green still holds v1.0 (the rollback target); the rejected tag never touched it
+    assert routes_now(flow)["deployments"]["green"] is not None
+    assert flow.command("decommission", v1, color=Color.GREEN).release.id == v1  # named
+    assert flow.command("decommission", color=Color.GREEN).release.id == v1  # by colour
+    flow.run_jobs()
+    assert flow.get(v1).state is S.DECOMMISSIONED
+    assert routes_now(flow)["deployments"]["green"] is None
+    assert flow.served_by() == "blue v2.0"
+
+
 def test_the_colour_that_left_default_traffic_drains_before_its_pods_are_replaced(
         make_flow: Callable[..., Flow]) -> None:
     flow = make_flow(drain_seconds=2)

@@ -181,7 +181,8 @@ class Message:
 def render(release: Release, audit: Sequence[AuditEntry], *, other: Release | None = None,
            other_audit: Sequence[AuditEntry] = (), position: int | None = None,
            now: float | None = None) -> Message:
-    """The message of `release`; `other` is the newest release on its other colour.
+    """The message of `release`; `other` is the release last deployed into its other
+    colour (`ReleaseStore.occupant_for`).
 
     A decommission of `other` requested from this message (its button is here) shows
     as pending here too, so pass `other`'s audit trail as `other_audit`.

@@ -281,7 +281,9 @@ def decommission(url: str, token: str | None, as_json: bool, app: str, color: st
 def abort(url: str, token: str | None, as_json: bool, app: str) -> None:
     """Drop APP's release that is not live yet (queued, in progress or awaiting)."""
     api = Api(url, token)
-    chosen = the_one(releases_of(api, app, NOT_LIVE_YET), f"release of {app} is not live yet")
+    chosen = the_one(releases_of(api, app, NOT_LIVE_YET),
+                     f"release of {app} is on its way to live (queued, in progress or "
+                     "awaiting promotion)")
     say(f"aborting {describe(chosen)}", as_json)
     send(api, app, "abort", {"release": chosen["id"]}, as_json)
 

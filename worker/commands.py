@@ -119,10 +119,10 @@ def _implied(store: ReleaseStore, app: AppConfig, action: Action,
     if action is Action.DECOMMISSION:
         if color is None:
             raise InvalidCommand("decommission needs a colour (blue or green)")
-        latest = store.latest_for(app.name, color)
-        if latest is None:
-            raise StaleCommand(f"app {app.name} has no release on {color}")
-        return latest
+        occupant = store.occupant_for(app.name, color)
+        if occupant is None:
+            raise StaleCommand(f"no release of {app.name} has been deployed into {color}")
+        return occupant
     wanted = S.LIVE if action is Action.ROLLBACK else S.AWAITING_PROMOTION
     candidates = store.recent(app=app.name, state=wanted)
     if len(candidates) != 1:
@@ -135,10 +135,10 @@ def _implied(store: ReleaseStore, app: AppConfig, action: Action,
 def _check_on_color(store: ReleaseStore, app: AppConfig, release: Release, color: Color) -> None:
     if release.color is not color:
         raise StaleCommand(f"release {release.id} is on {release.color}, not {color}")
-    latest = store.latest_for(app.name, color)
-    if latest is not None and latest.id != release.id:
-        raise StaleCommand(f"release {release.id} is no longer on {color}: {latest.id} "
-                           "was released into it since")
+    occupant = store.occupant_for(app.name, color)
+    if occupant is not None and occupant.id != release.id:
+        raise StaleCommand(f"release {release.id} is no longer on {color}: {occupant.id} "
+                           "was deployed into it since")
 
 
 def _check_standby(store: ReleaseStore, app: AppConfig, release: Release) -> None:

@@ -83,6 +83,27 @@ DEPLOYED = frozenset({S.AWAITING_PROMOTION, S.LIVE, S.STANDBY, S.ROLLED_BACK})
 """States in which the release's Deployment stands on the cluster."""
 
 
+def _reachable(start: ReleaseState, *, avoiding: ReleaseState | None = None
+               ) -> frozenset[ReleaseState]:
+    """The states a release in `start` can reach (`start` too), never passing `avoiding`."""
+    seen, todo = {start}, [start]
+    while todo:
+        for state in TRANSITIONS[todo.pop()]:
+            if state is not avoiding and state not in seen:
+                seen.add(state)
+                todo.append(state)
+    return frozenset(seen)
+
+
+_WITHOUT_DEPLOYING = _reachable(S.QUEUED, avoiding=S.DEPLOYING)
+_SINCE_DEPLOYING = _reachable(S.DEPLOYING)
+HAS_DEPLOYED = _SINCE_DEPLOYING - _WITHOUT_DEPLOYING
+"""States only a release that started deploying reaches (from `deploying` on)."""
+MAY_HAVE_DEPLOYED = _SINCE_DEPLOYING & _WITHOUT_DEPLOYING
+"""Ends reached both before a deploy and after one (superseded, aborted, failed): the
+release's audit trail says whether it went to `deploying`."""
+
+
 class IllegalTransition(Exception):
     """The table does not allow this move; the message says from what to what."""
 

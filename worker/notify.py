@@ -302,7 +302,7 @@ class Notifier:
         if release.state is S.QUEUED and config is not None:
             position = queueing.position(self.redis, config.queue,
                                          queueing.release_job_id(release.id))
-        other = self.store.latest_for(release.app, release.color.other())
+        other = self.store.occupant_for(release.app, release.color.other())
         other_audit = self.store.audit(other.id) if other is not None else []
         return {"audit": self.store.audit(release.id), "other": other,
                 "other_audit": other_audit, "position": position, "now": self.clock()}

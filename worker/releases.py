@@ -39,7 +39,13 @@ from redis.client import Pipeline
 
 from worker import metrics
 from worker.colors import Color
-from worker.machine import IllegalTransition, ReleaseState, advance
+from worker.machine import (
+    HAS_DEPLOYED,
+    MAY_HAVE_DEPLOYED,
+    IllegalTransition,
+    ReleaseState,
+    advance,
+)
 from worker.redistext import as_text
 
 __all__ = ["AuditEntry", "IllegalTransition", "Release", "ReleaseId", "ReleaseNotFound",
@@ -59,6 +65,7 @@ EVENTS_KEY = PREFIX + "events"
 # The sorted sets that list a release (formats of its app, colour and state).
 INDEX_KEYS = (ALL_KEY, APP_KEY, COLOR_KEY, STATE_KEY)
 EVENTS_MAXLEN = 10000
+OCCUPANT_PAGE = 20  # releases read at a time, newest first, looking for a colour's occupant
 MAX_ID_LENGTH = 63
 NOT_IN_IDS = re.compile(r"[^a-z0-9]+")
 
@@ -232,6 +239,23 @@ class ReleaseStore:
         ids = _ids(self.redis.zrevrange(COLOR_KEY.format(app=app, color=color.value), 0, 0))
         found = self.get_many(ids)
         return found[0] if found else None
+
+    def occupant_for(self, app: str, color: Color) -> Release | None:
+        """The release that last deployed into `color`, by the records (its Deployment is
+        there unless it was decommissioned since): the newest recorded into it that started
+        deploying. Newer ones that never did are passed over: queued or being checked,
+        rejected by the sanity check (a tag into the live colour), or superseded, aborted
+        or failed before their deploy (their audit trail never went to `deploying`)."""
+        index = COLOR_KEY.format(app=app, color=color.value)
+        start = 0
+        while ids := _ids(self.redis.zrevrange(index, start, start + OCCUPANT_PAGE - 1)):
+            for release in self.get_many(ids):
+                if release.state in HAS_DEPLOYED or (release.state in MAY_HAVE_DEPLOYED and any(
+                        e.state_to == ReleaseState.DEPLOYING.value
+                        for e in self.audit(release.id))):
+                    return release
+            start += OCCUPANT_PAGE
+        return None
 
     def in_states(self, states: Iterable[ReleaseState]) -> list[Release]:
         """Releases now in any of `states`, oldest first."""

@@ -64,7 +64,7 @@ class Records:
     """What the release records say about one app."""
 
     live: Release | None
-    latest: Mapping[Color, Release | None]          # newest release ever into each colour
+    deployed: Mapping[Color, Release | None]        # the last release deployed into each colour
     staged: Mapping[Color, tuple[Release, ...]]     # checking .. awaiting_promotion, by colour
     labelled: Mapping[str, Release]                 # releases the Deployments' labels name
 
@@ -86,7 +86,7 @@ def read_records(store: ReleaseStore, app: AppConfig, seen: Observed) -> Records
     labels = [d.release_id for d in seen.deployments.values() if d and d.release_id]
     return Records(
         live=next((r for r in reversed(mine) if r.state is S.LIVE), None),
-        latest={c: store.latest_for(app.name, c) for c in Color},
+        deployed={c: store.occupant_for(app.name, c) for c in Color},
         staged={c: tuple(r for r in mine if r.color is c and r.state in STAGED) for c in Color},
         labelled={r.id: r for r in store.get_many(labels)})
 
@@ -134,9 +134,9 @@ def _route_drift(app: AppConfig, seen: Observed, rec: Records) -> list[dict[str,
 def _expected_occupants(rec: Records) -> dict[Color, Release]:
     """The release each colour's Deployment must carry, where the records are sure of one."""
     expected = {rec.live.color: rec.live} if rec.live is not None else {}
-    for color, latest in rec.latest.items():
-        if color not in expected and latest is not None and latest.state in OCCUPANTS:
-            expected[color] = latest
+    for color, last in rec.deployed.items():
+        if color not in expected and last is not None and last.state in OCCUPANTS:
+            expected[color] = last
     return expected
 
 

@@ -355,7 +355,7 @@ def switch_default(ctx: Context, release: Release) -> tuple[Route, Route]:
 
 def promote(ctx: Context, release: Release) -> tuple[Route, Route]:
     """Re-check everything, then switch the default route to the release's colour."""
-    newest = ctx.store.latest_for(release.app, release.color)
+    newest = ctx.store.occupant_for(release.app, release.color)
     if release.state is not ReleaseState.AWAITING_PROMOTION:
         raise Stale(f"{release.id} is {release.state}, not awaiting promotion")
     if newest is not None and newest.id != release.id:
