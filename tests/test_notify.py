@@ -100,6 +100,14 @@ def promote(store: ReleaseStore, release: Release, previous: Release | None = No
                      message=f"default traffic goes to {release.color}")
 
 
+def released(store: ReleaseStore, tag: str, previous: Release | None = None) -> Release:
+    """A release of `tag` through its steps and promoted (`previous` goes to standby)."""
+    release = add(store, tag)
+    walk(store, release, *PATH)
+    promote(store, release, previous)
+    return release
+
+
 def shows(slack: FakeSlack, release: Release, *words: str,
           buttons: list[str] | None = None) -> Callable[[], bool]:
     def check() -> bool:
@@ -137,9 +145,7 @@ def test_promotion_moves_the_buttons_and_updates_the_older_release(
         slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
     store = ReleaseStore(redis)
     notifiers.start()
-    first = add(store, "v1.0-blue")
-    walk(store, first, *PATH)
-    promote(store, first)
+    first = released(store, "v1.0-blue")
     slack.wait_for(shows(slack, first, "Live", buttons=[]), what="the first release live")
     second = add(store, "v2.0-green")
     walk(store, second, *PATH)
@@ -161,14 +167,10 @@ def test_a_rejected_tag_on_the_standby_colour_leaves_the_rollback_button(
         slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
     store = ReleaseStore(redis)
     notifiers.start()
-    first = add(store, "v1.0-blue")
-    walk(store, first, *PATH)
-    promote(store, first)
+    first = released(store, "v1.0-blue")
     mistaken = add(store, "v1.1-blue")  # blue is live: the sanity check refuses it
     walk(store, mistaken, (S.CHECKING, "sanity_check"), (S.REJECTED, "sanity_check"))
-    second = add(store, "v2.0-green")
-    walk(store, second, *PATH)
-    promote(store, second, previous=first)
+    second = released(store, "v2.0-green", previous=first)
     slack.wait_for(shows(slack, second, "Live", buttons=["Rollback", "Decommission blue"]),
                    what="the live message offering to go back to blue's standby release")
     value = json.loads(button(slack.message_for(second.id), "Decommission blue")["value"])
