@@ -134,6 +134,8 @@ def test_no_token_configured_disables_commands(redis: redis_lib.Redis) -> None:
 
 @pytest.mark.parametrize(("path", "body", "code"), [
     ("/api/apps/nope/promote", {"release": "myapp-v2-0-green-00000000"}, "unknown_app"),
+    ("/api/apps/nope/promote", {}, "unknown_app"),  # not 400 for the missing release
+    ("/api/apps/nope/decommission", {"color": "purple"}, "unknown_app"),
     ("/api/apps/myapp/promote", {"release": "myapp-v9-green-00000000"}, "unknown_release"),
     ("/api/apps/website/promote", {"release": "<own>"}, "unknown_release"),
     ("/api/apps/myapp/explode", {"release": "<own>"}, "not_found"),

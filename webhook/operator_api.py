@@ -37,6 +37,7 @@ def command(app: str, action: str) -> tuple[Response, int]:
     """Queue a promote, rollback, decommission or abort of one named release."""
     web = current()
     actor = auth.require_operator(web.settings, request.headers.get("Authorization"))
+    web.engine.app_config(app)  # an unknown app is 404 whatever the body says
     body = _json_object()
     color = None
     if action == Action.DECOMMISSION:

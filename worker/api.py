@@ -88,7 +88,7 @@ class Engine:
     def submit_command(self, app: str, action: Action | str, *, release: str | None,
                        color: Color | None = None, actor: str) -> Queued:
         """Check the command against Redis and queue it; rollback goes to the front."""
-        config = self._app(app)
+        config = self.app_config(app)
         action = Action.parse(action)
         with redis_unavailable():
             target = resolve_target(self.store, config, action, release_id=release, color=color)
@@ -121,7 +121,7 @@ class Engine:
 
     def awaiting(self, app: str) -> list[Release]:
         """`app`'s releases awaiting promotion, newest first."""
-        self._app(app)
+        self.app_config(app)
         return self.list_releases(app=app, state=ReleaseState.AWAITING_PROMOTION)
 
     def queue_status(self) -> list[dict[str, Any]]:
@@ -129,7 +129,8 @@ class Engine:
         with redis_unavailable():
             return queuestatus.describe(self.redis, self.settings, self.store)
 
-    def _app(self, name: str) -> AppConfig:
+    def app_config(self, name: str) -> AppConfig:
+        """The configured app `name`; `UnknownApp` (404) if there is none."""
         config = self.settings.apps.get(name)
         if config is None:
             known = ", ".join(sorted(self.settings.apps))
