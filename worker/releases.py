@@ -65,7 +65,7 @@ EVENTS_KEY = PREFIX + "events"
 # The sorted sets that list a release (formats of its app, colour and state).
 INDEX_KEYS = (ALL_KEY, APP_KEY, COLOR_KEY, STATE_KEY)
 EVENTS_MAXLEN = 10000
-OCCUPANT_PAGE = 20  # releases read at a time, newest first, looking for a colour's occupant
+OCCUPANT_PAGE = 20  # releases read at a time, after the newest, looking for a colour's occupant
 MAX_ID_LENGTH = 63
 NOT_IN_IDS = re.compile(r"[^a-z0-9]+")
 
@@ -247,14 +247,14 @@ class ReleaseStore:
         rejected by the sanity check (a tag into the live colour), or superseded, aborted
         or failed before their deploy (their audit trail never went to `deploying`)."""
         index = COLOR_KEY.format(app=app, color=color.value)
-        start = 0
-        while ids := _ids(self.redis.zrevrange(index, start, start + OCCUPANT_PAGE - 1)):
+        start, size = 0, 1  # mostly the newest is the one: read it alone first
+        while ids := _ids(self.redis.zrevrange(index, start, start + size - 1)):
             for release in self.get_many(ids):
                 if release.state in HAS_DEPLOYED or (release.state in MAY_HAVE_DEPLOYED and any(
                         e.state_to == ReleaseState.DEPLOYING.value
                         for e in self.audit(release.id))):
                     return release
-            start += OCCUPANT_PAGE
+            start, size = start + size, OCCUPANT_PAGE
         return None
 
     def in_states(self, states: Iterable[ReleaseState]) -> list[Release]:
