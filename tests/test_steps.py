@@ -317,6 +317,28 @@ def test_auto_promote_goes_live_after_hooks_and_smoke_tests(make_flow: Callable[
     assert flow.served_by() == "green v1.0"
 
 
+def test_a_release_failing_its_sanity_check_leaves_the_one_awaiting_on_its_colour(
+        flow: Flow) -> None:
+    older = flow.release("v1.0-green")
+    flow.run_jobs()
+    newer = flow.release("v1.1-green")
+    # The cluster refuses the routes' reads twice: the step's snapshot (which only logs
+    # it), then the sanity check, which cannot tell the live colour and fails
+    flow.fault(path="/virtualservices/myapp-blue-green$", method="GET", status=403, count=2)
+    flow.run_jobs()
+    failed = flow.get(newer)
+    assert failed.state is S.FAILED and failed.error is not None
+    assert failed.error.startswith("sanity_check:"), failed.error
+    assert "nothing of it was on the cluster" in flow.store.audit(newer)[-1].message
+    # v1.0-green was not superseded by a release that never deployed, and keeps its route
+    assert flow.get(older).state is S.AWAITING_PROMOTION
+    assert flow.served_by(cookie=True) == "green v1.0"
+    flow.command("promote", older)
+    flow.run_jobs()
+    assert flow.get(older).state is S.LIVE
+    assert flow.served_by() == "green v1.0"
+
+
 def test_promote_of_a_superseded_release_is_stale(flow: Flow) -> None:
     older = flow.release("v1.0-green")
     flow.run_jobs()

@@ -35,7 +35,7 @@ from worker import snapshot, steps
 from worker.colors import Color
 from worker.config import Settings, load_settings
 from worker.kube import Cluster, KubeError
-from worker.machine import RUNNING, ReleaseState
+from worker.machine import HAS_DEPLOYED, RUNNING, ReleaseState
 from worker.queueing import COMMAND_JOB, RELEASE_JOB
 from worker.releases import Release, ReleaseStore
 from worker.steps import Context, Stale, StepFailed
@@ -105,7 +105,6 @@ def release_job(session: Session, release_id: str) -> Result:
             ctx.store.transition(release_id, S.SUPERSEDED, actor=ACTOR, step="supersede",
                                  message=f"{why}; skipped without changing the cluster")
             return result("superseded", why)
-        supersede_older(ctx, release)
         return run_steps(ctx, release)
 
 
@@ -137,6 +136,9 @@ def run_steps(ctx: Context, release: Release) -> Result:
     try:
         release = enter(ctx, release, S.CHECKING, step)
         live = steps.sanity_check(ctx, release)
+        # Only a release that passed its check takes the colour from older waiting ones: one
+        # rejected or failing here leaves them, their Deployment and test route as they were.
+        supersede_older(ctx, release)
         step = "deploy"
         release = enter(ctx, release, S.DEPLOYING, step)
         occupant = steps.release_on(ctx, release.color)
@@ -220,24 +222,31 @@ def reject(ctx: Context, release: Release, why: str) -> Result:
 
 def fail(ctx: Context, release: Release, step: str, error: Exception,
          live: Color | None) -> Result:
-    """Record the failure with a snapshot; take the release's test route off the cluster."""
+    """Record the failure with a snapshot; take the release's test route off the cluster.
+
+    A release that failed before it started deploying has nothing on the cluster: the
+    colour's test route, if any, is an older release's, and is left alone."""
     reason = str(error) if isinstance(error, StepFailed | KubeError) else (
         f"unexpected {type(error).__name__}: {error}")
     if not isinstance(error, StepFailed | KubeError):
         log.exception("release %s: %s failed unexpectedly", release.id, step)
     before = after = None
-    try:
-        before = steps.route_state(ctx)
-        if live is None and before["default"] is not None:
-            live = Color(before["default"])
-        steps.remove_test_route(ctx, release, live)
-        after = steps.route_state(ctx)
-        cleanup = ("its test route was removed" if before["test"] != after["test"]
-                   else "no test route of it was in place")
-    except KubeError as e:
-        cleanup = f"cleaning up failed too ({e}); check the VirtualService by hand"
-    message = (f"{step} failed: {reason}. Live traffic untouched; {cleanup}; its Deployment, "
-               "if created, is left for inspection (decommission deletes it).")
+    if release.state not in HAS_DEPLOYED:
+        message = (f"{step} failed: {reason}. It had not started deploying: nothing of it was "
+                   "on the cluster, and nothing there was changed.")
+    else:
+        try:
+            before = steps.route_state(ctx)
+            if live is None and before["default"] is not None:
+                live = Color(before["default"])
+            steps.remove_test_route(ctx, release, live)
+            after = steps.route_state(ctx)
+            cleanup = ("its test route was removed" if before["test"] != after["test"]
+                       else "no test route of it was in place")
+        except KubeError as e:
+            cleanup = f"cleaning up failed too ({e}); check the VirtualService by hand"
+        message = (f"{step} failed: {reason}. Live traffic untouched; {cleanup}; its "
+                   "Deployment, if created, is left for inspection (decommission deletes it).")
     ctx.store.transition(release.id, S.FAILED, actor=ACTOR, step=step, message=message,
                          route_before=before, route_after=after, error=f"{step}: {reason}")
     return result("failed", message)
