@@ -22,9 +22,15 @@ from conftest import Sandbox
 from flows import Flow, S, app_body, environ
 
 from worker.colors import Color
-from worker.jobs import Session, command_job
+from worker.jobs import Session, command_job, fail
 from worker.smoke import SmokeFailed, check_http, contains, fetch
-from worker.steps import Context, cookie_route_subset, referenced_subsets, route_state
+from worker.steps import (
+    Context,
+    StepFailed,
+    cookie_route_subset,
+    referenced_subsets,
+    route_state,
+)
 
 COOKIE_ROUTE = {"name": "myapp-test",
                 "match": [{"headers": {"cookie": {"regex": "^(.*?;)?(test=true)(;.*)?$"}}}],
@@ -337,6 +343,34 @@ def test_a_release_failing_its_sanity_check_leaves_the_one_awaiting_on_its_colou
     flow.run_jobs()
     assert flow.get(older).state is S.LIVE
     assert flow.served_by() == "green v1.0"
+
+
+def test_a_failure_while_the_default_route_goes_to_an_unknown_subset_touches_no_route(
+        flow: Flow) -> None:
+    first = flow.release("v1.0-green")  # nothing live yet: only its cookie route
+    flow.run_jobs()
+    cluster = flow.cluster()
+    try:
+        vs = cluster.get_virtual_service(namespace="default", name="myapp-blue-green")
+        assert vs is not None and len(vs["spec"]["http"]) == 1
+        vs["spec"]["http"].append({"name": "by-hand", "route": [  # a default route, by hand
+            {"destination": {"host": "myapp", "subset": "purple"}}]})
+        cluster.apply(manifest={"apiVersion": vs["apiVersion"], "kind": "VirtualService",
+                                "metadata": {"name": "myapp-blue-green", "namespace": "default"},
+                                "spec": vs["spec"]})
+        # the release then fails (say, its smoke test), as run_steps would report it: nothing
+        # was live at its sanity check
+        ctx = Context(flow.settings.apps["myapp"], cluster, flow.store)
+        outcome = fail(ctx, flow.get(first), "smoke_test",
+                       StepFailed("smoke_test", "no answer"), None)
+        after = cluster.get_virtual_service(namespace="default", name="myapp-blue-green")
+    finally:
+        cluster.close()
+    assert outcome["result"] == "failed"
+    assert "not a colour: 'purple'" in outcome["message"]
+    assert "check the VirtualService by hand" in outcome["message"]
+    assert flow.get(first).state is S.FAILED
+    assert after is not None and after["spec"] == vs["spec"]  # the routes as they were
 
 
 def test_promote_of_a_superseded_release_is_stale(flow: Flow) -> None:

@@ -238,12 +238,13 @@ def fail(ctx: Context, release: Release, step: str, error: Exception,
         try:
             before = steps.route_state(ctx)
             if live is None and before["default"] is not None:
-                live = Color(before["default"])
+                # a default route edited by hand to another subset: nothing is touched
+                live = Color.parse(before["default"])
             steps.remove_test_route(ctx, release, live)
             after = steps.route_state(ctx)
             cleanup = ("its test route was removed" if before["test"] != after["test"]
                        else "no test route of it was in place")
-        except KubeError as e:
+        except (KubeError, ValueError) as e:
             cleanup = f"cleaning up failed too ({e}); check the VirtualService by hand"
         message = (f"{step} failed: {reason}. Live traffic untouched; {cleanup}; its "
                    "Deployment, if created, is left for inspection (decommission deletes it).")
