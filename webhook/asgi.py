@@ -77,6 +77,7 @@ HEAD_BYTES_MAX = 64 * 1024     # the whole request head: no header grows without
 WEBHOOK = "/webhook"
 BODY_TIMEOUT_SECONDS = 30.0     # a delivery's body must arrive within this (gthread's timeout)
 DISCARD_MAX = 16 * 1024 * 1024  # unread body a refusal drains before answering
+LINGER_SECONDS = 2.0            # after a 400 for a bad head: how long what follows is drained
 COUNT_FLUSH_SECONDS = 0.05       # refused/ignored deliveries reach the metrics this late
 COUNT_RETRY_SECONDS = 1.0
 BATCH_MAX = 64                 # deliveries per Redis call (group commit)
@@ -468,25 +469,55 @@ class BoundedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with the request-head limits gunicorn's parser had:
     a request line up to 8190 bytes, up to 100 header fields, and a whole head up to
     64 KiB (httptools itself buffers a header of any size). A request over them gets
-    400 and the connection is closed, before any application code runs."""
+    400 and the connection is closed, before any application code runs.
+
+    The 400 closes the connection the way servers' lingering close does: the answer and
+    our end of the stream go out, and what the client still sends is read and dropped
+    (up to `DISCARD_MAX` bytes, for `LINGER_SECONDS`, or until the client's end of the
+    stream, where uvicorn's `eof_received` lets the transport close) before the socket
+    closes. Closing a socket with unread data resets it, and a client still sending its
+    head would get the reset instead of the 400."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0  # bytes received in earlier chunks of an unfinished head
+        self._head_bytes = 0  # bytes received so far of a head not yet complete
         self._in_head = True
         self._fields = 0
+        self._field_bytes = 0  # the header fields parsed so far, as sent
+        self._lingering = -1  # after a 400: bytes that may still be dropped; -1: not refused
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
+        if self._lingering >= 0:
+            self._lingering -= len(data)
+            if self._lingering < 0:
+                self.transport.close()
+            return
+        super().data_received(data)
+        # A head still incomplete after this read: httptools buffers it, so it is counted
+        # here, read by read (the whole read: a pipelined request's start may share it).
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
             if self._head_bytes > HEAD_BYTES_MAX:
                 self.send_400_response("Request header fields too large.")
-                return
-            self._head_bytes += len(data)
-        super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400, then a lingering close (the class's docstring)."""
+        transport = self.transport
+        if not transport.can_write_eof() or transport.is_closing():
+            super().send_400_response(msg)
+            return
+        self.transport = _NoClose(transport)  # type: ignore[assignment]
+        try:
+            super().send_400_response(msg)  # writes the answer, then would close
+        finally:
+            self.transport = transport
+        transport.write_eof()
+        self._lingering = DISCARD_MAX
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes, self._fields = True, 0, 0
+        self._in_head, self._head_bytes, self._fields, self._field_bytes = True, 0, 0, 0
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -494,9 +525,14 @@ class BoundedHttpTools(HttpToolsProtocol):
             raise httptools.HttpParserError("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # A head that arrives whole in one read is parsed before `data_received` can count
+        # it: its fields are counted as they are parsed.
         self._fields += 1
+        self._field_bytes += len(name) + len(value) + 4  # "name: value\r\n"
         if self._fields > HEADER_FIELDS_MAX:
             raise httptools.HttpParserError("too many header fields")
+        if self._field_bytes > HEAD_BYTES_MAX:
+            raise httptools.HttpParserError("request head too large")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -505,6 +541,20 @@ class BoundedHttpTools(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:
             cycle.transport = HeadWithBody(self.transport)  # type: ignore[assignment]
+
+
+class _NoClose:
+    """A transport as uvicorn's `send_400_response` sees it: it writes, and its close is
+    left to the lingering close that follows."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def close(self) -> None:
+        pass
 
 
 class FrontProtocol(BoundedHttpTools):
