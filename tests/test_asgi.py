@@ -357,6 +357,17 @@ def test_a_head_over_64_kib_is_refused_however_it_arrives(web: Gunicorn, reads: 
     assert raw_request(web, under, reads=reads).startswith(b"HTTP/1.1 200 ")
 
 
+def test_garbage_after_a_refused_head_is_dropped_quietly(web: Gunicorn) -> None:
+    """A request the parser refuses at once, followed in the same read by more than the
+    head limit: one 400, the rest drained, and nothing in the log but the refusal."""
+    answer = raw_request(web, b"NOT HTTP AT ALL\r\n" + b"x" * 100_000)
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1") == 1
+    assert raw_request(web, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                       ).startswith(b"HTTP/1.1 200 ")
+    log = web.log.read_text()
+    assert "Traceback" not in log and "Fatal error" not in log, log[-2000:]
+
+
 def test_an_oversized_body_gets_its_413_not_a_reset(web: Gunicorn,
                                                     redis: redis_lib.Redis) -> None:
     push = signed(delivery("github", "push__tag_lightweight"))
