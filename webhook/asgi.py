@@ -495,17 +495,17 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().data_received(data)
         # A head still incomplete after this read: httptools buffers it, so it is counted
         # here, read by read (the whole read: a pipelined request's start may share it).
-        # (Not after a refusal in this read: the parser's 400 has gone out already.)
-        if self._in_head and self._lingering < 0 and not self.transport.is_closing():
+        if self._in_head and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > HEAD_BYTES_MAX:
                 self.send_400_response("Request header fields too large.")
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's 400, then a lingering close (the class's docstring); once."""
-        transport = self.transport
+        """uvicorn's 400, then a lingering close (the class's docstring); once per
+        connection, whichever check refuses it first."""
         if self._lingering >= 0:
             return
+        transport = self.transport
         if not transport.can_write_eof() or transport.is_closing():
             super().send_400_response(msg)
             return
