@@ -153,6 +153,8 @@ def test_invalid_values_name_the_key_and_why(body: Any, message: str) -> None:
      "WEB_REDIS_POLL_US: must be a whole number from 0 to 10000, got '500us'"),
     ({}, {"WEB_REDIS_POLL_US": "10001"},
      "WEB_REDIS_POLL_US: must be a whole number from 0 to 10000, got '10001'"),
+    ({}, {"WEB_REDIS_POLL_US": "²"},  # a digit to str.isdigit(), not to int()
+     "WEB_REDIS_POLL_US: must be a whole number from 0 to 10000, got '²'"),
 ])
 def test_invalid_documents_and_environment(document: Any, environ: dict[str, str],
                                            message: str) -> None:

@@ -176,7 +176,8 @@ def _whole_number(environ: Mapping[str, str], name: str, default: int, maximum: 
     value = _env(environ, name)
     if value is None:
         return default
-    if not value.isdigit() or int(value) > maximum:
+    # ASCII digits only, as the API's query numbers: str.isdigit() also takes '²' or '٣'
+    if not (value.isascii() and value.isdigit()) or int(value) > maximum:
         raise ConfigError(f"{name}: must be a whole number from 0 to {maximum}, "
                           f"got {value!r}")
     return int(value)
