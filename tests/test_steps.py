@@ -373,6 +373,26 @@ def test_a_failure_while_the_default_route_goes_to_an_unknown_subset_touches_no_
     assert after is not None and after["spec"] == vs["spec"]  # the routes as they were
 
 
+def test_promote_is_refused_when_the_colours_deployment_carries_another_release(
+        flow: Flow) -> None:
+    rid = flow.release("v1.0-green")
+    flow.run_jobs()
+    cluster = flow.cluster()
+    try:  # by hand, or a release the records do not know: the label says what runs there
+        cluster.apply(manifest={"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+            "name": "myapp-green", "namespace": "default", "labels": {"release": "by-hand"}}},
+            field_manager="by-hand")
+    finally:
+        cluster.close()
+    flow.command("promote", rid)
+    flow.run_jobs()
+    assert flow.get(rid).state is S.AWAITING_PROMOTION
+    note = flow.store.audit(rid)[-1]
+    assert "promote refused" in note.message and f"carries release by-hand, not {rid}" \
+        in note.message
+    assert flow.ingress("/")[0] == 404  # nothing went live
+
+
 def test_promote_of_a_superseded_release_is_stale(flow: Flow) -> None:
     older = flow.release("v1.0-green")
     flow.run_jobs()
