@@ -172,11 +172,13 @@ def test_a_stale_click_says_why_and_changes_nothing(client: FlaskClient, slack: 
                                                     redis: redis_lib.Redis) -> None:
     old = make_release(redis, "v2.0-green")
     newer = make_release(redis, "v2.1-green", moves=[])
+    why = f"superseded by {newer.id} (v2.1-green), which takes green and its test route"
     ReleaseStore(redis).transition(old.id, S.SUPERSEDED, actor="worker", step="supersede",
-                                   message="superseded")
+                                   message=why)
+    make_release(redis, "v2.2-green", moves=[])  # newer still, but not what superseded it
     audit = ReleaseStore(redis).audit(old.id)
     text = text_of(click(client, slack, old))
-    assert text == f"Nothing changed: release {old.id} is superseded by {newer.id}"
+    assert text == f"Nothing changed: release {old.id} is {why}"
     assert jobs(redis) == [] and ReleaseStore(redis).audit(old.id) == audit
     (reply,) = slack.wait_for(lambda: slack.responses_to("r1"), what="the ephemeral reply")
     assert reply["response_type"] == "ephemeral" and reply["text"] == text

@@ -22,6 +22,7 @@ from conftest import Sandbox
 from flows import Flow, S, app_body, environ
 
 from worker.colors import Color
+from worker.commands import StaleCommand
 from worker.jobs import Session, command_job, fail
 from worker.smoke import SmokeFailed, check_http, contains, fetch
 from worker.steps import (
@@ -405,6 +406,31 @@ def test_promote_of_a_superseded_release_is_stale(flow: Flow) -> None:
     assert "promote refused" in note.message and "nothing was changed" in note.message
     assert flow.served_by(cookie=True) == "green v1.1"
     assert flow.ingress("/")[0] == 404  # still nothing live
+
+
+def test_a_superseded_release_names_the_release_that_superseded_it(flow: Flow) -> None:
+    # superseded while awaiting: by the one that deployed into its colour next
+    older = flow.release("v1.0-green")
+    flow.run_jobs()
+    newer = live(flow, "v1.1-green")
+    mistaken = flow.release("v1.2-green")  # green is live: rejected, but recorded after
+    flow.run_jobs()
+    assert (flow.get(older).state, flow.get(mistaken).state) == (S.SUPERSEDED, S.REJECTED)
+    with pytest.raises(StaleCommand) as refused:
+        flow.command("promote", older)
+    assert refused.value.message.startswith(f"release {older} is superseded by {newer} "
+                                            "(v1.1-green)"), refused.value.message
+    # skipped while queued: by the newer tag recorded before it ran
+    skipped, taken = flow.release("v2.0-blue"), flow.release("v2.1-blue")
+    flow.run_jobs()
+    later = flow.release("v2.2-blue")
+    flow.run_jobs()
+    assert [flow.get(r).state for r in (skipped, taken, later)] == [
+        S.SUPERSEDED, S.SUPERSEDED, S.AWAITING_PROMOTION]
+    with pytest.raises(StaleCommand) as refused:
+        flow.command("abort", skipped)
+    assert refused.value.message.startswith(f"release {skipped} is superseded by {taken} "
+                                            "(v2.1-blue)"), refused.value.message
 
 
 def test_stale_commands_change_nothing(flow: Flow) -> None:

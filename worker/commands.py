@@ -100,9 +100,13 @@ def why_not(store: ReleaseStore, release: Release, action: Action) -> str:
     """Why `action` cannot act on `release` in its current state."""
     rid, state = release.id, release.state
     if state is S.SUPERSEDED:
-        newer = store.latest_for(release.app, release.color)
-        by = f" by {newer.id}" if newer is not None and newer.id != rid else ""
-        return f"release {rid} is superseded{by}"
+        # The audit entry names the release that superseded this one; the newest recorded
+        # into the colour since may be another (say, a tag rejected later).
+        how = next((e.message for e in reversed(store.audit(rid))
+                    if e.state_to == S.SUPERSEDED.value), "")
+        if how.startswith("superseded by "):
+            return f"release {rid} is {how}"
+        return f"release {rid} is superseded" + (f": {how}" if how else "")
     if state is S.FAILED:
         return f"release {rid} failed: {release.error or 'see its audit trail'}"
     if state is S.LIVE and action is Action.DECOMMISSION:

@@ -103,7 +103,9 @@ def release_job(session: Session, release_id: str) -> Result:
         if newer is not None:
             why = f"a newer release {newer.id} ({newer.tag}) for {release.color} was recorded"
             ctx.store.transition(release_id, S.SUPERSEDED, actor=ACTOR, step="supersede",
-                                 message=f"{why}; skipped without changing the cluster")
+                                 message=f"superseded by {newer.id} ({newer.tag}), recorded "
+                                 f"for {release.color} before this one ran; skipped without "
+                                 "changing the cluster")
             return result("superseded", why)
         return run_steps(ctx, release)
 
