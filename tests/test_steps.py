@@ -20,10 +20,12 @@ import pytest
 import redis as redis_lib
 from conftest import Sandbox
 from flows import Flow, S, app_body, environ
+from rq import Queue
 
 from worker.colors import Color
 from worker.commands import StaleCommand
 from worker.jobs import Session, command_job, fail
+from worker.machine import ReleaseState
 from worker.smoke import SmokeFailed, check_http, contains, fetch
 from worker.steps import (
     Context,
@@ -463,6 +465,69 @@ def test_abort_takes_the_release_off_the_cluster(flow: Flow) -> None:
     assert (routes["default"], routes["test"], routes["deployments"]["blue"]) == (
         "green", None, None)
     assert flow.served_by(cookie=True) == "green v1.0"
+
+
+def test_an_abort_of_a_queued_release_runs_before_it(flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    live(flow, "v2.0-blue")
+    v3 = flow.release("v3.0-green")
+    assert flow.command("abort", v3).position == 1  # ahead of v3's own job
+    flow.run_jobs()
+    assert flow.get(v3).state is S.ABORTED
+    assert flow.store.audit(v3)[-1].message == ("aborted before it ran; nothing of it was on "
+                                                 "the cluster")
+    # green still holds the rollback target, untouched
+    assert flow.get(v1).state is S.STANDBY
+    assert routes_now(flow)["deployments"]["green"]["release"] == v1
+
+
+def abort_while_running(flow: Flow, rid: str, state: ReleaseState) -> None:
+    """Run the queue; from another thread, ask for an abort of `rid` once it is in `state`."""
+    asked: list[str] = []
+
+    def ask() -> None:
+        flow.wait(rid, state, timeout=30)
+        asked.append(flow.command("abort", rid, actor="api:ops").job_id)
+    asking = threading.Thread(target=ask)
+    asking.start()
+    flow.run_jobs()  # rq's worker wants the main thread
+    asking.join(30)
+    flow.clear_faults()
+    assert asked, f"no abort was asked while {rid} was {state}"
+
+
+def test_an_abort_asked_during_the_sanity_check_stops_the_release_before_its_deploy(
+        flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    live(flow, "v2.0-blue")
+    v3 = flow.release("v3.0-green")
+    # the job's cluster snapshot, then its sanity check, read the routes: both slowly
+    flow.fault(path="/virtualservices/myapp-blue-green$", method="GET", latency=1.5, count=2)
+    abort_while_running(flow, v3, S.CHECKING)
+    entry = flow.store.audit(v3)[-1]
+    assert (flow.get(v3).state, entry.actor) == (S.ABORTED, "api:ops")
+    assert entry.message == "aborted before it deployed; nothing of it was on the cluster"
+    assert flow.get(v1).state is S.STANDBY  # its Deployment was never replaced
+    assert routes_now(flow)["deployments"]["green"]["release"] == v1
+    assert Queue("deploy", connection=flow.redis).count == 0  # the abort job was done here
+
+
+def test_an_abort_asked_during_the_deploy_wins_over_auto_promote(
+        make_flow: Callable[..., Flow]) -> None:
+    flow = make_flow(auto_promote=True)
+    v1 = flow.release("v1.0-green")
+    flow.run_jobs()
+    assert flow.get(v1).state is S.LIVE
+    v2 = flow.release("v2.0-blue")
+    flow.fault(path="/deployments/myapp-blue$", method="PATCH", latency=1.5, count=1)
+    abort_while_running(flow, v2, S.DEPLOYING)
+    assert flow.get(v2).state is S.ABORTED, [a.message for a in flow.store.audit(v2)]
+    assert flow.store.audit(v2)[-1].actor == "api:ops"
+    routes = routes_now(flow)
+    assert (routes["default"], routes["test"], routes["deployments"]["blue"]) == (
+        "green", None, None)
+    assert flow.served_by() == flow.served_by(cookie=True) == "green v1.0"
+    assert not [a for a in flow.store.audit(v2) if "refused" in a.message]
 
 
 def test_routes_change_make_before_break(flow: Flow) -> None:

@@ -50,6 +50,10 @@ class Queued:
     release: Release
 
 
+JUMP_THE_QUEUE = frozenset({Action.ROLLBACK, Action.ABORT})
+"""Commands queued at the front (rollback: SPEC §5.8; abort: `Engine.submit_command`)."""
+
+
 class Engine:
     """Records and queues releases and commands in Redis; the worker does the rest."""
 
@@ -87,7 +91,12 @@ class Engine:
 
     def submit_command(self, app: str, action: Action | str, *, release: str | None,
                        color: Color | None = None, actor: str) -> Queued:
-        """Check the command against Redis and queue it; rollback goes to the front."""
+        """Check the command against Redis and queue it; rollback and abort go to the front.
+
+        An abort waiting behind the queue would come too late: the release's own job runs
+        first, deploys it (replacing the colour's standby) and may promote it itself. At the
+        front it runs before a queued release starts; a release already running sees it
+        between its steps (`worker.jobs`)."""
         config = self.app_config(app)
         action = Action.parse(action)
         with redis_unavailable():
@@ -97,7 +106,7 @@ class Engine:
                 pipe.multi()
                 job_id = queueing.enqueue_command(
                     pipe, self.redis, config, action=action.value, release_id=target.id,
-                    color=color_value, actor=actor, at_front=action is Action.ROLLBACK)
+                    color=color_value, actor=actor, at_front=action in JUMP_THE_QUEUE)
                 self.store.note(target.id, actor=actor, step=action.value, pipe=pipe,
                                 message=f"{action.value} requested by {actor}")
                 pipe.execute()

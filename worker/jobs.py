@@ -5,7 +5,8 @@ Owns the sequencing around `worker.steps`: state transitions and audit entries (
 release safely (test route removed, live traffic untouched, a snapshot of the routes
 and Deployments recorded), and turning stale or refused commands into a result instead
 of a crash. Each job returns `{"result": ..., "message": ...}` (rq keeps it):
-`run_release` → awaiting_promotion | live | rejected | failed | superseded | skipped;
+`run_release` → awaiting_promotion | live | rejected | failed | superseded | skipped | done
+(an abort asked for while it ran, done by the release's job);
 `run_command` → done | stale | failed.
 
 `run_release` is all of a release's automatic steps in ONE job (SPEC §5.5); it also
@@ -36,7 +37,7 @@ from worker.colors import Color
 from worker.config import Settings, load_settings
 from worker.kube import Cluster, KubeError
 from worker.machine import HAS_DEPLOYED, RUNNING, ReleaseState
-from worker.queueing import COMMAND_JOB, RELEASE_JOB
+from worker.queueing import COMMAND_JOB, RELEASE_JOB, waiting_command
 from worker.releases import Release, ReleaseStore
 from worker.steps import Context, Stale, StepFailed
 
@@ -138,6 +139,8 @@ def run_steps(ctx: Context, release: Release) -> Result:
     try:
         release = enter(ctx, release, S.CHECKING, step)
         live = steps.sanity_check(ctx, release)
+        if (aborted := abort_if_asked(ctx, release)) is not None:
+            return aborted  # asked while it was being checked: it never deploys
         # Only a release that passed its check takes the colour from older waiting ones: one
         # rejected or failing here leaves them, their Deployment and test route as they were.
         supersede_older(ctx, release)
@@ -161,9 +164,34 @@ def run_steps(ctx: Context, release: Release) -> Result:
         release.id, S.AWAITING_PROMOTION, actor=ACTOR, step="smoke_test",
         message=f"smoke tests passed; {release.tag} awaits promotion on {release.color} "
         "(requests with Cookie test=true reach it)", route_after=routes_or_none(ctx))
+    if (aborted := abort_if_asked(ctx, release)) is not None:
+        return aborted  # asked while it deployed or was tested: never promoted
     if ctx.app.auto_promote:
         return auto_promote(ctx, release)
     return result("awaiting_promotion", f"{release.id} awaits promotion on {release.color}")
+
+
+def abort_if_asked(ctx: Context, release: Release) -> Result | None:
+    """Abort `release` now if an abort of it waits in the queue (None: none does).
+
+    Abort jobs go to the front of the queue, but a release whose job is already running
+    would only meet its abort once the job ends: deployed, and promoted by auto_promote.
+    So the job looks between its steps and aborts as the requester asked; their job,
+    done here, is cancelled."""
+    redis = ctx.store.redis
+    job_id = waiting_command(redis, ctx.app.queue, release.id, "abort")
+    if job_id is None:
+        return None
+    try:
+        job: Job | None = Job.fetch(job_id, connection=redis)
+    except NoSuchJobError:
+        job = None
+    actor = str(job.args[4]) if job is not None and len(job.args) > 4 else ACTOR
+    current = ctx.store.get(release.id) or release
+    outcome = abort(ctx, current, actor)
+    if job is not None:
+        job.cancel()
+    return outcome
 
 
 def auto_promote(ctx: Context, release: Release) -> Result:
@@ -347,17 +375,23 @@ def decommission(ctx: Context, release: Release | None, color: str | None,
 
 
 def abort(ctx: Context, release: Release | None, actor: str) -> Result:
-    """Drop a release that is not live: test route and Deployment gone, state aborted."""
+    """Drop a release that is not live: test route and Deployment gone, state aborted.
+
+    It is queued (its job has not run), checking (its job met the abort before deploying,
+    `abort_if_asked`) or awaiting promotion; a job never runs while another does, so a
+    release deploying or being tested is not met here."""
     release = require(release, "abort")
-    if release.state not in (S.QUEUED, S.AWAITING_PROMOTION):
-        raise Stale(f"{release.id} is {release.state}: only a queued release or one awaiting "
-                    "promotion can be aborted")
+    if release.state not in (S.QUEUED, S.CHECKING, S.AWAITING_PROMOTION):
+        raise Stale(f"{release.id} is {release.state}: only a release that is queued, being "
+                    "checked or awaiting promotion can be aborted")
     before = after = None
     if release.state is S.AWAITING_PROMOTION:
         before, after = steps.abort(ctx, release)
-    ctx.store.transition(release.id, S.ABORTED, actor=actor, step="abort",
-                         message=f"aborted; {release.color}'s test route and Deployment removed"
-                         if before else "aborted before it ran; nothing was on the cluster",
+        message = f"aborted; {release.color}'s test route and Deployment removed"
+    else:
+        message = (f"aborted before it {'ran' if release.state is S.QUEUED else 'deployed'}; "
+                   "nothing of it was on the cluster")
+    ctx.store.transition(release.id, S.ABORTED, actor=actor, step="abort", message=message,
                          route_before=before, route_after=after)
     return result("done", f"{release.id} aborted")
 

@@ -59,7 +59,7 @@ S = ReleaseState
 
 TRANSITIONS: Mapping[ReleaseState, frozenset[ReleaseState]] = MappingProxyType({
     S.QUEUED: frozenset({S.CHECKING, S.SUPERSEDED, S.ABORTED, S.FAILED}),
-    S.CHECKING: frozenset({S.DEPLOYING, S.REJECTED, S.FAILED}),
+    S.CHECKING: frozenset({S.DEPLOYING, S.REJECTED, S.ABORTED, S.FAILED}),
     S.DEPLOYING: frozenset({S.TESTING, S.FAILED}),
     S.TESTING: frozenset({S.AWAITING_PROMOTION, S.FAILED}),
     S.AWAITING_PROMOTION: frozenset({S.LIVE, S.SUPERSEDED, S.ABORTED, S.FAILED}),

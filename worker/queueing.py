@@ -4,7 +4,7 @@ Owns the rq side of the engine: one rq queue per configured queue name; job ids
 (a release's job id is its release id; commands get `<release>-<action>-<hex>`);
 a release's job as rq stores it, for the intake's one-call submission
 (`worker.submission`) to write; a command's job enqueued into a caller's MULTI/EXEC pipeline
-(`at_front` for rollback, SPEC §5.8); queue positions; job timeouts computed from
+(`at_front` for rollback, SPEC §5.8, and abort); queue positions; job timeouts computed from
 the app's config; and the per-queue Redis lock a worker holds while it serves a
 queue, so a second worker on the same queue waits instead of running jobs
 alongside (SPEC §5.5). Keys:
@@ -146,7 +146,7 @@ def release_job_template() -> tuple[tuple[Any, ...], dict[str, int]]:
 def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str,
                     release_id: str, color: str | None, actor: str, at_front: bool) -> str:
     """Queue `run_command(...)` into `pipe`, which must already be in MULTI (nothing runs
-    until EXEC); rollback passes `at_front=True` to jump the queue."""
+    until EXEC); rollback and abort pass `at_front=True` to jump the queue."""
     job = get_queue(redis, app.queue).enqueue_call(
         COMMAND_JOB, args=(app.name, action, release_id, color, actor),
         job_id=command_job_id(release_id, action), timeout=job_timeout(app),
@@ -155,6 +155,16 @@ def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str
         meta={"release": release_id, "app": app.name, "action": action, "actor": actor},
         at_front=at_front, pipeline=pipe)
     return str(job.id)
+
+
+def waiting_command(redis: Redis, queue: str, release_id: str, action: str) -> str | None:
+    """The id of a `action` job for `release_id` waiting in `queue`, if one is (the first)."""
+    prefix = f"{release_id}-{action}-"
+    for raw in redis.lrange(queue_key(queue), 0, -1):
+        job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if job_id.startswith(prefix):
+            return job_id
+    return None
 
 
 def position(redis: Redis, queue: str, job_id: str) -> int | None:
