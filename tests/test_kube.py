@@ -37,15 +37,15 @@ from worker.kube import (
 
 
 def deployment(*, replicas: int = 1, ready: int = 1, updated: int = 1, available: int = 1,
-               generation: int = 2, observed: int = 2, labels: dict[str, str] | None = None,
-               ) -> dict[str, Any]:
+               total: int = 1, generation: int = 2, observed: int = 2,
+               labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "metadata": {"name": "myapp-green", "generation": generation,
                      "labels": labels if labels is not None
                      else {"app": "myapp", "color": "green", "release": "r-1"}},
         "spec": {"replicas": replicas,
                  "template": {"spec": {"containers": [{"image": "myapp:v2.0"}]}}},
-        "status": {"readyReplicas": ready, "updatedReplicas": updated,
+        "status": {"replicas": total, "readyReplicas": ready, "updatedReplicas": updated,
                    "availableReplicas": available, "observedGeneration": observed},
     }
 
@@ -59,6 +59,7 @@ def test_deployment_info_reads_labels_image_and_counts() -> None:
 
 @pytest.mark.parametrize("change", [
     {"ready": 0}, {"updated": 0}, {"available": 0}, {"observed": 1}, {"replicas": 2},
+    {"total": 2},  # an old pod still terminating: kubectl says "1 old replicas are pending"
 ])
 def test_rollout_is_not_complete_until_every_count_matches(change: dict[str, int]) -> None:
     assert not deployment_info(deployment(**change)).is_ready

@@ -46,6 +46,7 @@ def deployment(r: Release | None, *, image: str | None = None, ready: int = 1) -
         name="x", color=r.color if r else None, release_id=r.id if r else None,
         image=image or (f"registry.example.com/acme/myapp:{r.version}" if r else "x"),
         replicas=1, ready_replicas=ready, updated_replicas=1, available_replicas=ready,
+        current_replicas=1,
         generation=1, observed_generation=1, labels={})
 
 

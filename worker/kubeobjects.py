@@ -53,6 +53,7 @@ class DeploymentInfo:
     ready_replicas: int
     updated_replicas: int
     available_replicas: int
+    current_replicas: int  # status.replicas: the pods of every ReplicaSet, old ones too
     generation: int
     observed_generation: int
     labels: Mapping[str, str]
@@ -60,19 +61,24 @@ class DeploymentInfo:
 
     @property
     def is_ready(self) -> bool:
-        """Rollout complete, as `kubectl rollout status` judges it."""
+        """Rollout complete, as `kubectl rollout status` judges it: the new ReplicaSet has
+        every replica, all available (and ready), and no old pod is left (a rolling update
+        counts the new ones complete while the last old ones still terminate)."""
         return (
             self.observed_generation >= self.generation
             and self.updated_replicas == self.replicas
+            and self.current_replicas <= self.updated_replicas
             and self.available_replicas == self.replicas
             and self.ready_replicas == self.replicas
         )
 
     def summary(self) -> str:
         """A one-line account of the rollout for messages."""
+        old = self.current_replicas - self.updated_replicas
         return (f"{self.ready_replicas}/{self.replicas} ready, {self.updated_replicas} updated, "
-                f"{self.available_replicas} available, generation {self.observed_generation}"
-                f"/{self.generation} observed")
+                f"{self.available_replicas} available, "
+                + (f"{old} old pending termination, " if old > 0 else "")
+                + f"generation {self.observed_generation}/{self.generation} observed")
 
 
 @dataclass(frozen=True)
@@ -98,10 +104,11 @@ def deployment_info(obj: Mapping[str, Any]) -> DeploymentInfo:
         color=Color(color) if color in {c.value for c in Color} else None,
         release_id=labels.get(RELEASE_LABEL),
         image=containers[0].get("image"),
-        replicas=int(spec.get("replicas", 1)),
+        replicas=int(1 if spec.get("replicas") is None else spec["replicas"]),
         ready_replicas=int(status.get("readyReplicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
         available_replicas=int(status.get("availableReplicas") or 0),
+        current_replicas=int(status.get("replicas") or 0),
         generation=int(meta.get("generation") or 0),
         observed_generation=int(status.get("observedGeneration") or 0),
         labels=labels,
