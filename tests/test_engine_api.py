@@ -288,18 +288,22 @@ def test_a_colours_occupant_is_the_last_release_that_deployed_into_it(engine: En
     assert occupant() is None  # queued: it has not deployed yet
     through(engine, first, S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION, S.LIVE,
             S.ROLLED_BACK)
-    # Newer releases into blue that never deployed, more than one page of them
+    # Newer releases into blue that never applied a Deployment, more than one page of them
     never = [blue(n) for n in range(2, 2 + releases.OCCUPANT_PAGE + 3)]
     endings = [(S.CHECKING, S.REJECTED), (S.SUPERSEDED,), (S.ABORTED,), (S.FAILED,),
-               (S.CHECKING, S.FAILED), (S.CHECKING,), ()]
+               (S.CHECKING, S.FAILED), (S.CHECKING,), (), (S.CHECKING, S.ABORTED),
+               (S.CHECKING, S.DEPLOYING, S.FAILED)]  # (its Service refused, say)
     for release_id, states in zip(never, itertools.cycle(endings)):
         through(engine, release_id, *states)
     assert occupant() == first
-    # Ended after deploying: each is the colour's occupant
+    # Ended after applying its Deployment: each is the colour's occupant
     for n, states in enumerate([(S.FAILED,), (S.TESTING, S.AWAITING_PROMOTION, S.SUPERSEDED),
                                 (S.TESTING, S.AWAITING_PROMOTION, S.ABORTED)], start=100):
         deployed = blue(n)
-        through(engine, deployed, S.CHECKING, S.DEPLOYING, *states)
+        through(engine, deployed, S.CHECKING, S.DEPLOYING)
+        engine.store.note(deployed, actor="worker", step=releases.TAKES_COLOUR_STEP,
+                          message="applying Deployment default/myapp-blue")
+        through(engine, deployed, *states)
         assert occupant() == deployed
     rejected = blue(200)
     through(engine, rejected, S.CHECKING, S.REJECTED)

@@ -24,13 +24,15 @@ from rq import Queue
 
 from worker.colors import Color
 from worker.commands import StaleCommand
-from worker.jobs import Session, command_job, fail
+from worker.jobs import Session, command_job, fail, recover
 from worker.machine import ReleaseState
+from worker.manifests import deploy_manifests
 from worker.smoke import SmokeFailed, check_http, contains, fetch
 from worker.steps import (
     Context,
     StepFailed,
     cookie_route_subset,
+    in_namespace,
     referenced_subsets,
     route_state,
 )
@@ -171,7 +173,7 @@ def test_first_release_is_tested_by_cookie_then_promoted(flow: Flow) -> None:
     assert flow.ingress("/")[0] == 404  # nothing is live: no default route at all
     assert flow.served_by(cookie=True) == "green v1.0", flow.ingress("/", cookie=True)
     steps_seen = [a.step for a in flow.store.audit(rid)]
-    assert steps_seen[:4] == ["intake", "sanity_check", "deploy", "smoke_test"]
+    assert steps_seen[:5] == ["intake", "sanity_check", "deploy", "deployment", "smoke_test"]
     flow.command("promote", rid)
     flow.run_jobs()
     assert flow.get(rid).state is S.LIVE
@@ -346,6 +348,58 @@ def test_a_release_failing_its_sanity_check_leaves_the_one_awaiting_on_its_colou
     flow.run_jobs()
     assert flow.get(older).state is S.LIVE
     assert flow.served_by() == "green v1.0"
+
+
+def test_a_deploy_failing_before_its_deployment_leaves_the_colour_to_what_it_held(
+        flow: Flow) -> None:
+    waiting = flow.release("v1.0-green")
+    flow.run_jobs()
+    flow.fault(path="/services/myapp$", method="PATCH", status=403, count=1)
+    refused = flow.release("v1.1-green")  # its Service write is refused: it fails at once
+    flow.run_jobs()
+    assert (flow.get(waiting).state, flow.get(refused).state) == (
+        S.AWAITING_PROMOTION, S.FAILED)
+    assert "had not applied its Deployment" in flow.store.audit(refused)[-1].message
+    assert flow.served_by(cookie=True) == "green v1.0"  # its test route stands
+    flow.command("promote", waiting)
+    flow.run_jobs()
+    assert flow.get(waiting).state is S.LIVE
+    # the same on a standby colour: decommission still finds what green holds
+    live(flow, "v2.0-blue")
+    flow.fault(path="/services/myapp$", method="PATCH", status=403, count=1)
+    failed = flow.release("v2.1-green")
+    flow.run_jobs()
+    assert (flow.get(waiting).state, flow.get(failed).state) == (S.STANDBY, S.FAILED)
+    assert flow.command("decommission", color=Color.GREEN).release.id == waiting
+    flow.run_jobs()
+    assert flow.get(waiting).state is S.DECOMMISSIONED
+    assert routes_now(flow)["deployments"]["green"] is None
+
+
+def test_a_release_resumed_after_its_deployment_was_applied_retires_the_standby(
+        flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    live(flow, "v2.0-blue")
+    v3 = flow.release("v3.0-green")
+    # a worker took v3 this far, applied its Deployment over v1's, and died
+    for state in (S.CHECKING, S.DEPLOYING):
+        flow.store.transition(v3, state, actor="worker", step="deploy", message="")
+    Queue("deploy", connection=flow.redis).remove(v3)
+    cluster = flow.cluster()
+    try:
+        app = flow.settings.apps["myapp"]
+        for manifest in in_namespace(Context(app, cluster, flow.store), deploy_manifests(
+                app, flow.get(v3), live=Color.BLUE)["deployment.yml"]):
+            cluster.apply(manifest=manifest)
+    finally:
+        cluster.close()
+    with environ(flow.env):
+        recover("deploy")
+    assert flow.get(v3).state is S.AWAITING_PROMOTION
+    assert routes_now(flow)["deployments"]["green"]["release"] == v3
+    assert flow.get(v1).state is S.DECOMMISSIONED  # no rollback to a Deployment that is gone
+    with pytest.raises(StaleCommand):
+        flow.command("decommission", v1, color=Color.GREEN)
 
 
 def test_a_failure_while_the_default_route_goes_to_an_unknown_subset_touches_no_route(

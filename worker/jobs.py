@@ -38,7 +38,7 @@ from worker.config import Settings, load_settings
 from worker.kube import Cluster, KubeError
 from worker.machine import HAS_DEPLOYED, RUNNING, ReleaseState
 from worker.queueing import COMMAND_JOB, RELEASE_JOB, waiting_command
-from worker.releases import Release, ReleaseStore
+from worker.releases import TAKES_COLOUR_STEP, Release, ReleaseStore
 from worker.steps import Context, Stale, StepFailed
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,19 @@ def newer_release(ctx: Context, release: Release) -> Release | None:
     return None
 
 
+def take_colour(ctx: Context, release: Release) -> None:
+    """Just before its Deployment is applied, the release takes its colour: the older ones
+    waiting for it are superseded, and its audit trail says so (`ReleaseStore.took_colour`).
+
+    Not earlier: a release rejected by its check, or failing before this point (its Service
+    refused, say), leaves those releases, their Deployment and test route as they were."""
+    supersede_older(ctx, release)
+    if not ctx.store.took_colour(release.id):  # (a resumed release took it already)
+        ctx.store.note(release.id, actor=ACTOR, step=TAKES_COLOUR_STEP, message=(
+            f"applying Deployment {ctx.namespace}/{ctx.app.deployment(release.color)}: "
+            f"{release.color} holds this release from now on"))
+
+
 def supersede_older(ctx: Context, release: Release) -> None:
     """Older releases into the same colour that wait (queued or for promotion) are dropped."""
     for old in ctx.store.in_states([S.QUEUED, S.AWAITING_PROMOTION]):
@@ -141,16 +154,12 @@ def run_steps(ctx: Context, release: Release) -> Result:
         live = steps.sanity_check(ctx, release)
         if (aborted := abort_if_asked(ctx, release)) is not None:
             return aborted  # asked while it was being checked: it never deploys
-        # Only a release that passed its check takes the colour from older waiting ones: one
-        # rejected or failing here leaves them, their Deployment and test route as they were.
-        supersede_older(ctx, release)
         step = "deploy"
         release = enter(ctx, release, S.DEPLOYING, step)
-        occupant = steps.release_on(ctx, release.color)
         try:
-            steps.deploy(ctx, release, live)
+            steps.deploy(ctx, release, live, taking=lambda: take_colour(ctx, release))
         finally:
-            retire_replaced(ctx, release, occupant)
+            retire_replaced(ctx, release)
         step = "smoke_test"
         release = enter(ctx, release, S.TESTING, step)
         steps.smoke_test(ctx, release)
@@ -226,20 +235,24 @@ def enter(ctx: Context, release: Release, state: ReleaseState, step: str) -> Rel
     return ctx.store.set_step(release.id, step)
 
 
-def retire_replaced(ctx: Context, release: Release, occupant: str | None) -> None:
-    """The standby (or rolled back) release whose Deployment this deploy replaced is gone."""
+def retire_replaced(ctx: Context, release: Release) -> None:
+    """Once the colour's Deployment carries this release, the standby (or rolled back)
+    release it held is gone: decommissioned. Read from the cluster after the deploy, so a
+    release resumed after a crash (its Deployment applied before) retires it too."""
     try:
         now_on = steps.release_on(ctx, release.color)
     except KubeError as e:
-        log.warning("release %s: cannot tell whether %s was replaced: %s", release.id,
-                    occupant, e)
+        log.warning("release %s: cannot tell whether %s's standby was replaced: %s",
+                    release.id, release.color, e)
         return
-    previous = ctx.store.get(occupant) if occupant and now_on == release.id else None
-    if previous is not None and previous.id != release.id and previous.state in (
-            S.STANDBY, S.ROLLED_BACK):
-        ctx.store.transition(previous.id, S.DECOMMISSIONED, actor=ACTOR, step="deploy",
-                             message=f"its Deployment {ctx.app.deployment(release.color)} was "
-                             f"replaced by {release.id} ({release.tag}); no rollback to it now")
+    if now_on != release.id:
+        return
+    for previous in ctx.store.in_states([S.STANDBY, S.ROLLED_BACK]):
+        if (previous.app, previous.color) == (release.app, release.color):
+            ctx.store.transition(previous.id, S.DECOMMISSIONED, actor=ACTOR, step="deploy",
+                                 message=f"its Deployment {ctx.app.deployment(release.color)} "
+                                 f"was replaced by {release.id} ({release.tag}); no rollback "
+                                 "to it now")
 
 
 def reject(ctx: Context, release: Release, why: str) -> Result:
@@ -254,16 +267,16 @@ def fail(ctx: Context, release: Release, step: str, error: Exception,
          live: Color | None) -> Result:
     """Record the failure with a snapshot; take the release's test route off the cluster.
 
-    A release that failed before it started deploying has nothing on the cluster: the
+    A release that failed before it applied its Deployment has nothing on the cluster: the
     colour's test route, if any, is an older release's, and is left alone."""
     reason = str(error) if isinstance(error, StepFailed | KubeError) else (
         f"unexpected {type(error).__name__}: {error}")
     if not isinstance(error, StepFailed | KubeError):
         log.exception("release %s: %s failed unexpectedly", release.id, step)
     before = after = None
-    if release.state not in HAS_DEPLOYED:
-        message = (f"{step} failed: {reason}. It had not started deploying: nothing of it was "
-                   "on the cluster, and nothing there was changed.")
+    if release.state not in HAS_DEPLOYED or not ctx.store.took_colour(release.id):
+        message = (f"{step} failed: {reason}. It had not applied its Deployment: nothing of it "
+                   "was on the cluster, and nothing there was changed.")
     else:
         try:
             before = steps.route_state(ctx)

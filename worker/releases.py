@@ -66,6 +66,9 @@ EVENTS_KEY = PREFIX + "events"
 INDEX_KEYS = (ALL_KEY, APP_KEY, COLOR_KEY, STATE_KEY)
 EVENTS_MAXLEN = 10000
 OCCUPANT_PAGE = 20  # releases read at a time, after the newest, looking for a colour's occupant
+TAKES_COLOUR_STEP = "deployment"
+"""The audit step of the entry a release gets just before its Deployment is applied: from
+then on its colour holds it (`occupant_for`), whatever becomes of the release."""
 MAX_ID_LENGTH = 63
 NOT_IN_IDS = re.compile(r"[^a-z0-9]+")
 
@@ -242,20 +245,25 @@ class ReleaseStore:
 
     def occupant_for(self, app: str, color: Color) -> Release | None:
         """The release that last deployed into `color`, by the records (its Deployment is
-        there unless it was decommissioned since): the newest recorded into it that started
-        deploying. Newer ones that never did are passed over: queued or being checked,
-        rejected by the sanity check (a tag into the live colour), or superseded, aborted
-        or failed before their deploy (their audit trail never went to `deploying`)."""
+        there unless it was decommissioned since): the newest recorded into it that is
+        deploying or went further. Newer ones that never applied a Deployment are passed
+        over: queued or being checked, rejected by the sanity check (a tag into the live
+        colour), or superseded, aborted or failed before (`took_colour`)."""
         index = COLOR_KEY.format(app=app, color=color.value)
         start, size = 0, 1  # mostly the newest is the one: read it alone first
         while ids := _ids(self.redis.zrevrange(index, start, start + size - 1)):
             for release in self.get_many(ids):
-                if release.state in HAS_DEPLOYED or (release.state in MAY_HAVE_DEPLOYED and any(
-                        e.state_to == ReleaseState.DEPLOYING.value
-                        for e in self.audit(release.id))):
+                if release.state in HAS_DEPLOYED or (
+                        release.state in MAY_HAVE_DEPLOYED and self.took_colour(release.id)):
                     return release
             start, size = start + size, OCCUPANT_PAGE
         return None
+
+    def took_colour(self, release_id: str) -> bool:
+        """Whether the release went as far as applying its Deployment (its audit trail has
+        the `TAKES_COLOUR_STEP` entry, or reached `testing`, which comes after)."""
+        return any(e.step == TAKES_COLOUR_STEP or e.state_to == ReleaseState.TESTING.value
+                   for e in self.audit(release_id))
 
     def in_states(self, states: Iterable[ReleaseState]) -> list[Release]:
         """Releases now in any of `states`, oldest first."""

@@ -22,7 +22,7 @@ trail are `worker.jobs`'; the objects themselves come from `worker.manifests`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,8 +201,12 @@ def sanity_check(ctx: Context, release: Release) -> Color | None:
     return live
 
 
-def deploy(ctx: Context, release: Release, live: Color | None) -> None:
-    """Service, Deployment (rollout wait), Gateway, test route, post-deploy hooks."""
+def deploy(ctx: Context, release: Release, live: Color | None,
+           taking: Callable[[], None] = lambda: None) -> None:
+    """Service, Deployment (rollout wait), Gateway, test route, post-deploy hooks.
+
+    `taking` runs just before the Deployment is applied: from there on the colour holds
+    this release (and no longer what it held), even if a later part fails."""
     try:
         files = {name: in_namespace(ctx, objs)
                  for name, objs in deploy_manifests(ctx.app, release, live=live).items()}
@@ -213,6 +217,10 @@ def deploy(ctx: Context, release: Release, live: Color | None) -> None:
         ctx.cluster.apply(manifest=manifest)
     drain(ctx, release)
     ctx.progress(release, "deploy: deployment")
+    if ctx.cluster.live_color(namespace=ctx.namespace, name=ctx.routes) is release.color:
+        raise StepFailed("deploy", f"{release.color} became live before its Deployment was "
+                         "applied; nothing was deployed into the live colour")
+    taking()
     for manifest in files["deployment.yml"]:
         _apply_deployment(ctx, release, manifest)
     ctx.progress(release, "deploy: rollout")
@@ -247,10 +255,8 @@ def _left_default(ctx: Context, color: str | None, now: str | None) -> None:
 
 
 def _apply_deployment(ctx: Context, release: Release, manifest: Manifest) -> None:
-    """Apply the Deployment, re-checking first that its colour is not live (SPEC §5.1)."""
-    if ctx.cluster.live_color(namespace=ctx.namespace, name=ctx.routes) is release.color:
-        raise StepFailed("deploy", f"{release.color} became live before its Deployment was "
-                         "applied; nothing was deployed into the live colour")
+    """Apply a manifest of deployment.yml (`deploy` re-checked first that its colour is not
+    live, SPEC §5.1); the Deployment must carry the release's id."""
     applied = ctx.cluster.apply(manifest=manifest)
     labels = (applied.get("metadata") or {}).get("labels") or {}
     if manifest.get("kind") == "Deployment" and labels.get("release") != release.id:
