@@ -309,6 +309,25 @@ def test_slash_command_promotes_the_awaiting_release(client: FlaskClient, slack:
     assert again.startswith("Already requested")
 
 
+def test_a_repeated_slash_command_without_a_release_is_acknowledged_and_changes_nothing(
+        client: FlaskClient, slack: FakeSlack, redis: redis_lib.Redis) -> None:
+    """The command acts on the release the state implies: a repeat of it, or of the click
+    for that release, meets the same repeat guard as a repeated click."""
+    release = make_release(redis)
+    assert "queued, position 1" in text_of(click(client, slack, release))
+    audit = ReleaseStore(redis).audit(release.id)
+    for _ in range(2):
+        text = text_of(slash(client, "promote myapp"))
+        assert text == (f"Already requested: promote of {release.id} is already queued "
+                        "(position 1); this request changed nothing.")
+    assert len(jobs(redis)) == 1 and ReleaseStore(redis).audit(release.id) == audit
+
+    make_release(redis, "v2.0-blue")  # two awaiting now: the command must name one
+    text = text_of(slash(client, "promote myapp"))
+    assert text.startswith("Nothing changed: promote needs exactly one awaiting_promotion")
+    assert len(jobs(redis)) == 1
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("rollback myapp", "Nothing changed: rollback needs exactly one live release of myapp"),
     ("promote", "Usage: promote APP [RELEASE]"),
