@@ -234,9 +234,13 @@ def test_a_click_whose_text_is_not_text_is_a_400_with_nothing_changed(
 
 
 @pytest.mark.parametrize("how", ["missing", "wrong secret", "old", "future", "garbage time",
-                                 "tampered"])
+                                 "tampered", "not ascii", "not ascii time"])
 def test_requests_slack_did_not_sign_now_get_401(client: FlaskClient, slack: FakeSlack,
-                                                 redis: redis_lib.Redis, how: str) -> None:
+                                                 redis: redis_lib.Redis, how: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A refusal, whatever the headers hold: never a 500 (a header arrives as latin-1
+    text, and `hmac.compare_digest` refuses a str that is not ASCII)."""
+    caplog.set_level(logging.INFO, logger="bluegreen")
     release = make_release(redis)
     before = ReleaseStore(redis).audit(release.id)
     form = click_form(slack, release)
@@ -248,10 +252,14 @@ def test_requests_slack_did_not_sign_now_get_401(client: FlaskClient, slack: Fak
         "future": sign(SIGNING_SECRET, body, int(time.time()) + 330),
         "garbage time": {**sign(SIGNING_SECRET, body), "X-Slack-Request-Timestamp": "soon"},
         "tampered": sign(SIGNING_SECRET, body.replace(b"alice", b"mallory")),
+        "not ascii": {**sign(SIGNING_SECRET, body), "X-Slack-Signature": "v0=\xe9"},
+        "not ascii time": {**sign(SIGNING_SECRET, body), "X-Slack-Request-Timestamp": "1\xb2"},
     }[how]
     answer = post_signed(client, "/chatops/slack/actions", form, headers=headers)
     assert answer.status_code == 401
     assert answer.get_json()["code"] == "unauthorized"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Slack request refused (401): missing, invalid or expired signature"]
     assert jobs(redis) == [] and ReleaseStore(redis).audit(release.id) == before
     assert post_signed(client, "/chatops/slack/commands", {"text": "help", "user_id": "U1"},
                        headers=headers).status_code == 401
