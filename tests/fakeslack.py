@@ -3,11 +3,17 @@
 `FakeSlack` is a real HTTP server on a free port (slack_sdk's `WebClient` is pointed
 at `fake.api_url`, as `SLACK_API_URL` does in production). It keeps the messages
 posted with `chat.postMessage` and edited with `chat.update` as Slack would (a channel
-name becomes an id, each message gets a `ts`), records every call, and records what
-is POSTed to `fake.response_url(name)`. It checks the bot token like Slack does
-(`invalid_auth`). Faults for the next N API calls: `fail_next(n)` answers 500,
-`rate_limit_next(n, retry_after)` answers 429 with `Retry-After`. Signing a request
-*to* our endpoints, as Slack does, is `sign(secret, body)`.
+name becomes an id, each message gets a `ts`; message `metadata` — `event_type` and
+`event_payload` — is kept, and `chat.update` without `metadata` leaves it as it was),
+answers `conversations.history` for a channel id (newest first; `oldest`, `latest`,
+`inclusive`, `limit`, `cursor`; metadata only with `include_all_metadata`; without the
+`channels:history` scope in `fake.scopes`, `missing_scope`), records every call, and
+records what is POSTed to `fake.response_url(name)`. It checks the bot token like
+Slack does (`invalid_auth`). Faults for the next N API calls: `fail_next(n)` answers
+500, `rate_limit_next(n, retry_after)` answers 429 with `Retry-After`;
+`answer_late_next(method, delay)` does the next call of `method` (the message is
+posted) and answers it only `delay` seconds later, as a slow Slack does. Signing a
+request *to* our endpoints, as Slack does, is `sign(secret, body)`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from jsonserver import JsonServer
 
 BOT_TOKEN = "xoxb-test-bot-token-123"
 SIGNING_SECRET = "slack-signing-secret-1"
+BOT_ID, APP_ID = "B0BLUEGREEN", "A0BLUEGREEN"
+SCOPES = frozenset({"chat:write", "commands", "channels:history", "groups:history"})
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
@@ -59,6 +67,8 @@ class FakeSlack(JsonServer):
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     responses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     faults: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
+    late: dict[str, deque[float]] = field(default_factory=dict)
+    scopes: set[str] = field(default_factory=lambda: set(SCOPES))
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
     _ts: int = 0
@@ -82,6 +92,10 @@ class FakeSlack(JsonServer):
         with self.lock:
             self.faults.extend([(429, {"Retry-After": str(retry_after)})] * count)
 
+    def answer_late_next(self, method: str, delay: float) -> None:
+        with self.lock:
+            self.late.setdefault(method, deque()).append(delay)
+
     def delete_all_messages(self) -> None:
         with self.lock:
             self.messages.clear()
@@ -94,10 +108,14 @@ class FakeSlack(JsonServer):
 
     def message_for(self, release_id: str) -> dict[str, Any] | None:
         """The current message about `release_id`, which shows it as `id` (None if none)."""
+        found = self.messages_for(release_id)
+        return found[-1] if found else None
+
+    def messages_for(self, release_id: str) -> list[dict[str, Any]]:
+        """Every message about `release_id` (shown as `id`), oldest first."""
         quoted = json.dumps(f"`{release_id}`")[1:-1]  # not the ids in other messages' buttons
         with self.lock:
-            found = [m for m in self.messages.values() if quoted in json.dumps(m["blocks"])]
-        return found[-1] if found else None
+            return [m for m in self.messages.values() if quoted in json.dumps(m["blocks"])]
 
     def responses_to(self, name: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -126,12 +144,15 @@ class FakeSlack(JsonServer):
             with self.lock:
                 self.responses.append((path, json.loads(raw or b"{}")))
             return 200, {}, {"ok": True}
-        method = path.removeprefix("/api/").split("?", 1)[0]
-        body = _body(headers, raw)
+        method, _, query = path.removeprefix("/api/").partition("?")
+        body = {**dict(urllib.parse.parse_qsl(query)), **_body(headers, raw)}
         with self.lock:
             status, extra, answer = self._answer(method, headers, body)
             self.calls.append(Call(method, body, time.time(), status,
                                    headers.get("Authorization")))
+            delays = self.late.get(method)
+            delay = delays.popleft() if delays else 0.0
+        time.sleep(delay)  # done already; only the answer is late
         return status, extra, answer
 
     def _answer(self, method: str, headers: dict[str, str], body: dict[str, Any]
@@ -146,16 +167,21 @@ class FakeSlack(JsonServer):
             return 200, {}, self._post(body)
         if method == "chat.update":
             return 200, {}, self._update(body)
+        if method == "conversations.history":
+            return 200, {}, self._history(body)
         return 200, {}, {"ok": False, "error": "unknown_method"}
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = _channel_id(str(body.get("channel") or ""))
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
+        metadata = _metadata(body)
+        if metadata is None:
+            return {"ok": False, "error": "invalid_metadata_format"}
         self._ts += 1
         ts = f"{int(time.time())}.{self._ts:06d}"
         message = {"channel": channel, "ts": ts, "text": body.get("text"),
-                   "blocks": body.get("blocks") or [], "edits": 0}
+                   "blocks": body.get("blocks") or [], "edits": 0, "metadata": metadata}
         self.messages[(channel, ts)] = message
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
 
@@ -163,10 +189,38 @@ class FakeSlack(JsonServer):
         key = (str(body.get("channel")), str(body.get("ts")))
         if key not in self.messages:
             return {"ok": False, "error": "message_not_found"}
+        metadata = _metadata(body) if "metadata" in body else self.messages[key]["metadata"]
+        if metadata is None:
+            return {"ok": False, "error": "invalid_metadata_format"}
         message = self.messages[key]
         message.update(text=body.get("text"), blocks=body.get("blocks") or [],
-                       edits=message["edits"] + 1)
+                       edits=message["edits"] + 1, metadata=metadata)
         return {"ok": True, "channel": key[0], "ts": key[1]}
+
+    def _history(self, body: dict[str, Any]) -> dict[str, Any]:
+        """conversations.history of a public channel, as Slack pages it (newest first)."""
+        if "channels:history" not in self.scopes:
+            return {"ok": False, "error": "missing_scope", "needed": "channels:history",
+                    "provided": ",".join(sorted(self.scopes))}
+        channel = str(body.get("channel") or "")
+        if not re.fullmatch(r"[CDG][A-Z0-9]+", channel):  # an id, never a name
+            return {"ok": False, "error": "channel_not_found"}
+        oldest, latest = float(body.get("oldest") or 0), float(body.get("latest") or time.time())
+        inclusive = _flag(body.get("inclusive"))
+
+        def in_window(ts: float) -> bool:
+            return oldest < ts < latest or (inclusive and ts in (oldest, latest))
+        shown = sorted((m for (c, _), m in self.messages.items()
+                        if c == channel and in_window(float(m["ts"]))),
+                       key=lambda m: float(m["ts"]), reverse=True)
+        start = int(str(body.get("cursor") or "0").removeprefix("next:"))
+        limit = min(int(body.get("limit") or 100), 999)
+        page = shown[start:start + limit]
+        with_metadata = _flag(body.get("include_all_metadata"))
+        has_more = start + limit < len(shown)
+        return {"ok": True, "has_more": has_more, "pin_count": 0,
+                "messages": [_as_history(m, with_metadata) for m in page],
+                "response_metadata": {"next_cursor": f"next:{start + limit}" if has_more else ""}}
 
 
 def _body(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
@@ -178,6 +232,32 @@ def _body(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
     if isinstance(form.get("blocks"), str):
         form["blocks"] = json.loads(form["blocks"])
     return form
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A message's metadata as Slack keeps it ({} for none); None if it is malformed."""
+    metadata = body.get("metadata") or {}
+    if isinstance(metadata, str):  # a form-encoded call sends it as JSON text
+        metadata = json.loads(metadata or "{}")
+    if metadata == {}:
+        return {}
+    if not (isinstance(metadata, dict) and isinstance(metadata.get("event_type"), str)
+            and isinstance(metadata.get("event_payload"), dict)):
+        return None
+    return {"event_type": metadata["event_type"], "event_payload": metadata["event_payload"]}
+
+
+def _as_history(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+    """A stored message as conversations.history shows a bot's message."""
+    shown = {"type": "message", "user": "U0BLUEGREEN", "bot_id": BOT_ID, "app_id": APP_ID,
+             "text": message["text"], "ts": message["ts"], "blocks": message["blocks"]}
+    if with_metadata and message["metadata"]:
+        shown["metadata"] = message["metadata"]
+    return shown
+
+
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
 
 
 def _channel_id(channel: str) -> str:

@@ -107,7 +107,7 @@ def test_a_signed_click_is_queued_with_the_mattermost_user(client: FlaskClient,
     assert again.startswith("Already requested") and len(jobs(redis)) == 1
 
 
-@pytest.mark.parametrize("tamper", ["release", "action", "unsigned", "no context"])
+@pytest.mark.parametrize("tamper", ["release", "action", "unsigned", "not ascii", "no context"])
 def test_a_tampered_context_is_refused_with_nothing_changed(
         client: FlaskClient, redis: redis_lib.Redis, tamper: str) -> None:
     release = awaiting_release(redis)
@@ -121,6 +121,9 @@ def test_a_tampered_context_is_refused_with_nothing_changed(
                    "action": "abort"}
     elif tamper == "unsigned":
         context = {"app": "myapp", "action": "abort", "release": release.id}
+    elif tamper == "not ascii":  # hmac.compare_digest refuses a str that is not ASCII
+        context = {**chatsign.sign(SECRET, app="myapp", action="abort", release=release.id),
+                   "sig": "\xe9" * 64}
     else:
         context = {}
     answer = press(client, context)

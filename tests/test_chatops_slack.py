@@ -234,9 +234,13 @@ def test_a_click_whose_text_is_not_text_is_a_400_with_nothing_changed(
 
 
 @pytest.mark.parametrize("how", ["missing", "wrong secret", "old", "future", "garbage time",
-                                 "tampered"])
+                                 "tampered", "not ascii", "not ascii time"])
 def test_requests_slack_did_not_sign_now_get_401(client: FlaskClient, slack: FakeSlack,
-                                                 redis: redis_lib.Redis, how: str) -> None:
+                                                 redis: redis_lib.Redis, how: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A refusal, whatever the headers hold: never a 500 (a header arrives as latin-1
+    text, and `hmac.compare_digest` refuses a str that is not ASCII)."""
+    caplog.set_level(logging.INFO, logger="bluegreen")
     release = make_release(redis)
     before = ReleaseStore(redis).audit(release.id)
     form = click_form(slack, release)
@@ -248,10 +252,14 @@ def test_requests_slack_did_not_sign_now_get_401(client: FlaskClient, slack: Fak
         "future": sign(SIGNING_SECRET, body, int(time.time()) + 330),
         "garbage time": {**sign(SIGNING_SECRET, body), "X-Slack-Request-Timestamp": "soon"},
         "tampered": sign(SIGNING_SECRET, body.replace(b"alice", b"mallory")),
+        "not ascii": {**sign(SIGNING_SECRET, body), "X-Slack-Signature": "v0=\xe9"},
+        "not ascii time": {**sign(SIGNING_SECRET, body), "X-Slack-Request-Timestamp": "1\xb2"},
     }[how]
     answer = post_signed(client, "/chatops/slack/actions", form, headers=headers)
     assert answer.status_code == 401
     assert answer.get_json()["code"] == "unauthorized"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Slack request refused (401): missing, invalid or expired signature"]
     assert jobs(redis) == [] and ReleaseStore(redis).audit(release.id) == before
     assert post_signed(client, "/chatops/slack/commands", {"text": "help", "user_id": "U1"},
                        headers=headers).status_code == 401
@@ -307,6 +315,25 @@ def test_slash_command_promotes_the_awaiting_release(client: FlaskClient, slack:
     assert [(j["action"], j["release"]) for j in jobs(redis)] == [("promote", release.id)]
     again = text_of(slash(client, f"promote myapp {release.id}"))
     assert again.startswith("Already requested")
+
+
+def test_a_repeated_slash_command_without_a_release_is_acknowledged_and_changes_nothing(
+        client: FlaskClient, slack: FakeSlack, redis: redis_lib.Redis) -> None:
+    """The command acts on the release the state implies: a repeat of it, or of the click
+    for that release, meets the same repeat guard as a repeated click."""
+    release = make_release(redis)
+    assert "queued, position 1" in text_of(click(client, slack, release))
+    audit = ReleaseStore(redis).audit(release.id)
+    for _ in range(2):
+        text = text_of(slash(client, "promote myapp"))
+        assert text == (f"Already requested: promote of {release.id} is already queued "
+                        "(position 1); this request changed nothing.")
+    assert len(jobs(redis)) == 1 and ReleaseStore(redis).audit(release.id) == audit
+
+    make_release(redis, "v2.0-blue")  # two awaiting now: the command must name one
+    text = text_of(slash(client, "promote myapp"))
+    assert text.startswith("Nothing changed: promote needs exactly one awaiting_promotion")
+    assert len(jobs(redis)) == 1
 
 
 @pytest.mark.parametrize(("text", "expected"), [

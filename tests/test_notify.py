@@ -7,7 +7,9 @@ Slack failing (500) or rate-limiting (429 + Retry-After) never holds up a releas
 records and the message catches up, with the trouble noted once in the audit trail;
 a restart resumes from the stream (pending entries and scheduled retries survive);
 two notifiers never both post; old history is not backfilled; a message deleted in
-Slack is posted again; the bot token never reaches the log.
+Slack is posted again; a post Slack made but answered too late is found by its
+metadata and updated, not posted twice (and when Slack cannot be asked, it is posted
+again and the log says why); the bot token never reaches the log.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from fakeslack import BOT_TOKEN, FakeSlack, button, button_texts, message_text
+from slack_sdk import WebClient
 
-from worker import notify, sidecars
+from worker import notify, sidecars, slackapi
 from worker.colors import Color
 from worker.config import Settings, parse_settings
 from worker.releases import EVENTS_KEY, Release, ReleaseState, ReleaseStore, new_release_id
@@ -32,6 +35,7 @@ from worker.releases import EVENTS_KEY, Release, ReleaseState, ReleaseStore, new
 S = ReleaseState
 PATH = [(S.CHECKING, "sanity_check"), (S.DEPLOYING, "deploy"), (S.TESTING, "smoke_test"),
         (S.AWAITING_PROMOTION, "smoke_test")]
+PATIENCE, LATE = 1.0, 2.5  # how long the notifier waits for Slack's answer; how late it comes
 
 
 @pytest.fixture
@@ -299,6 +303,61 @@ def test_a_message_deleted_in_slack_is_posted_again(slack: FakeSlack, notifiers:
     walk(store, release, PATH[0])
     slack.wait_for(shows(slack, release, "Sanity check"), what="a new message")
     assert len(slack.api_calls("chat.postMessage")) == 2
+
+
+def impatient(settings: Settings) -> WebClient:
+    client = slackapi.slack_client(settings)
+    client.timeout = PATIENCE  # type: ignore[assignment]  # slack_sdk types it as int
+    return client
+
+
+def test_a_post_answered_too_late_is_found_and_updated_not_posted_twice(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    notifiers.start(client=impatient(notifiers.settings))
+    first = add(store, "v1.0-blue")  # Slack's answer names #deploys' channel id
+    slack.wait_for(shows(slack, first, "Queued"), what="the first message")
+    slack.answer_late_next("chat.postMessage", LATE)
+    second = add(store, "v1.1-green")
+    slack.wait_for(lambda: slack.messages_for(second.id), what="the post, not yet answered")
+    slack.fail_next(1)  # the first look meets Slack's own trouble: look again, do not post
+    key = notify.MESSAGE_KEY.format(release=second.id)
+    slack.wait_for(lambda: redis.hget(key, "ts"), what="the late-answered message adopted")
+    walk(store, second, PATH[0])
+    slack.wait_for(shows(slack, second, "Sanity check"), what="the update in place")
+    time.sleep(LATE)  # the late answer has come and gone
+    (message,) = slack.messages_for(second.id)
+    assert message["ts"] == redis.hget(key, "ts").decode()  # type: ignore[union-attr]
+    assert message["metadata"] == {"event_type": "bluegreen_release",
+                                   "event_payload": {"release": second.id, "app": "myapp"}}
+    assert len(slack.api_calls("chat.postMessage")) == 2  # one per release
+    looked = slack.api_calls("conversations.history")
+    assert [c.status for c in looked] == [500, 200]
+    assert (looked[1].body["channel"], looked[1].body["include_all_metadata"]) == ("CDEPLOYS", "1")
+    notes = [e.message for e in store.audit(second.id) if e.step == "chat"]
+    assert notes[-1] == "Slack message caught up after 2 failed attempts"
+    assert not redis.hexists(key, "unsure")
+
+
+@pytest.mark.parametrize("why", ["missing scope", "channel id unknown"])
+def test_when_slack_cannot_be_asked_a_late_answered_post_is_posted_again(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis,
+        caplog: pytest.LogCaptureFixture, why: str) -> None:
+    """Degraded, as before: the message may show twice, and the log says why."""
+    caplog.set_level(logging.INFO, logger="worker.notify")
+    store = ReleaseStore(redis)
+    notifiers.start(client=impatient(notifiers.settings))
+    if why == "missing scope":
+        slack.scopes.discard("channels:history")
+        first = add(store, "v1.0-blue")
+        slack.wait_for(shows(slack, first, "Queued"), what="the first message")
+    slack.answer_late_next("chat.postMessage", LATE)
+    second = add(store, "v1.1-green")
+    slack.wait_for(lambda: len(slack.messages_for(second.id)) == 2, what="a second post")
+    slack.wait_for(lambda: not redis.zscore(notify.DIRTY_KEY, second.id), what="settled")
+    assert "posting it again, which may show it twice" in caplog.text
+    assert {"missing scope": "needs the channels:history scope",
+            "channel id unknown": "has not told us the channel id of #deploys"}[why] in caplog.text
 
 
 def test_without_a_bot_token_nothing_is_posted(slack: FakeSlack, redis_url: str,

@@ -6,6 +6,11 @@ stream (`bluegreen:events`, written by `worker.releases`) with the consumer grou
 (`worker.chatmessages`) and posts it (`chat.postMessage`) or updates it
 (`chat.update`, by the `ts` kept in Redis). It never blocks or fails a release: Slack
 is only ever called from the notifier's own thread, and a failed call is retried later.
+A post whose answer never came (a timeout: Slack may have posted it) is not simply
+posted again: the retry first looks for the message by its metadata
+(`worker.slackapi`) and adopts it if Slack has it. When Slack cannot be asked (no
+`channels:history` scope, the channel's id not known yet) it posts again, as it did
+before, and says so in the log.
 
 How nothing is lost: an event is acknowledged in the same MULTI/EXEC that marks its
 release *dirty* (a sorted set scored by when to sync it next), so after a restart the
@@ -20,7 +25,9 @@ The first failure of a streak and the recovery are noted in the release's audit 
 Only one notifier is active per Redis (a lock), so two worker processes never post
 the same message twice. Keys:
 
-    bluegreen:chat:slack:<release>     hash: channel, ts, digest, attempts
+    bluegreen:chat:slack:<release>     hash: channel, ts, digest, attempts, and `unsure`
+                                       (when a post went unanswered) until it is known
+    bluegreen:chat:slack:channels      hash: channel name -> id (`worker.slackapi`)
     bluegreen:chat:slack:dirty         zset: release id -> time of its next sync
     bluegreen:chat:notify:lock         the active notifier (token: host-pid)
 
@@ -49,14 +56,14 @@ from redis import Redis
 from redis.exceptions import LockError, RedisError, ResponseError
 from redis.lock import Lock
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
 
-from worker import chatmessages, chatretry, mattermost, queueing
+from worker import chatmessages, chatretry, mattermost, queueing, slackapi
 from worker.chatmessages import Message
 from worker.config import Settings
 from worker.machine import ReleaseState
 from worker.redistext import as_text
 from worker.releases import EVENTS_KEY, Release, ReleaseStore
+from worker.slackapi import ChatFailure
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +78,7 @@ READ_BATCH = 100
 SYNC_BATCH = 20
 BACKFILL_SECONDS = 3600
 FIRST_BACKOFF, MAX_BACKOFF = 1.0, 300.0
-SLACK_TIMEOUT = 5
 ACTOR = "notifier"
-PERMANENT = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked",
-                       "token_expired", "channel_not_found", "not_in_channel", "is_archived",
-                       "missing_scope", "no_permission", "invalid_blocks", "msg_too_long",
-                       "restricted_action"})
-
-
-class ChatFailure(Exception):
-    """A Slack call that did not work; `reason` is safe to log and to note."""
-
-    def __init__(self, reason: str, *, retry_after: float | None = None,
-                 permanent: bool = False, error: str = "") -> None:
-        super().__init__(reason)
-        self.reason, self.retry_after, self.permanent, self.error = (
-            reason, retry_after, permanent, error)
 
 
 def start(settings: Settings, redis: Redis, stop: threading.Event) -> threading.Thread:
@@ -95,14 +87,6 @@ def start(settings: Settings, redis: Redis, stop: threading.Event) -> threading.
                               name="bluegreen-notify", daemon=True)
     thread.start()
     return thread
-
-
-def slack_client(settings: Settings) -> WebClient:
-    """A Web API client without slack_sdk's own sleeping retries (the notifier schedules them)."""
-    base = settings.slack_api_url if settings.slack_api_url.endswith("/") \
-        else settings.slack_api_url + "/"
-    return WebClient(token=settings.slack_bot_token, base_url=base, timeout=SLACK_TIMEOUT,
-                     retry_handlers=[])
 
 
 class Notifier:
@@ -114,7 +98,7 @@ class Notifier:
         self.settings, self.redis, self.clock = settings, redis, clock
         self.backoff = backoff    # first and longest wait between tries of one message
         self.store = ReleaseStore(redis, clock=clock)
-        self.client = client or slack_client(settings)
+        self.client = client or slackapi.slack_client(settings)
         self.mattermost = mattermost.MattermostDelivery.from_settings(
             settings, redis, self.store, clock=clock, backoff=backoff)
         self.lock = Lock(redis, LOCK_KEY, timeout=LOCK_TIMEOUT, thread_local=False)
@@ -289,7 +273,7 @@ class Notifier:
                   self.redis.hgetall(MESSAGE_KEY.format(release=release.id)).items()}
         try:
             if record.get("digest") != message.digest() or not record.get("ts"):
-                record.update(self._deliver(channel, record, message))
+                record.update(self._deliver(release, channel, record, message))
         except ChatFailure as failure:
             self._failed(release, record, failure)
             return
@@ -313,32 +297,67 @@ class Notifier:
         config = self.settings.apps.get(release.app)
         return (config.slack_channel if config else None) or self.settings.slack_channel
 
-    def _deliver(self, channel: str, record: dict[str, str], message: Message) -> dict[str, str]:
+    def _deliver(self, release: Release, channel: str, record: dict[str, str],
+                 message: Message) -> dict[str, str]:
         """Update the message in place, or post it; what to remember about it."""
         if record.get("ts") and record.get("channel"):
             try:
-                self._call("chat_update", channel=record["channel"], ts=record["ts"],
-                           text=message.text, blocks=message.blocks)
+                slackapi.call(self.client, "chat_update", channel=record["channel"],
+                              ts=record["ts"], text=message.text, blocks=message.blocks)
                 return {"digest": message.digest()}
             except ChatFailure as failure:
                 if failure.error != "message_not_found":
                     raise
                 log.info("chat notifier: the message was deleted in Slack; posting it again")
-        answer = self._call("chat_postMessage", channel=channel, text=message.text,
-                            blocks=message.blocks, unfurl_links=False, unfurl_media=False)
-        return {"channel": str(answer.get("channel") or channel), "ts": str(answer["ts"]),
-                "digest": message.digest()}
+        elif record.get("unsure"):
+            found = self._posted_unanswered(release, channel, float(record["unsure"]))
+            if found is not None:  # adopt it, and bring it up to date
+                return {**found, **self._deliver(release, channel, found, message)}
+        return self._post(release, channel, message)
 
-    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
-        """One Web API call; every way it can fail becomes a `ChatFailure`."""
+    def _post(self, release: Release, channel: str, message: Message) -> dict[str, str]:
+        asked_at = self.clock()
         try:
-            response = getattr(self.client, method)(**kwargs)
-        except SlackApiError as e:
-            raise _api_failure(e) from None
-        except (SlackClientError, OSError) as e:  # URLError, timeouts, refused connections
-            raise ChatFailure(f"Slack is unreachable ({type(e).__name__})") from None
-        data = response.data
-        return data if isinstance(data, dict) else {}
+            answer = slackapi.call(self.client, "chat_postMessage", channel=channel,
+                                   text=message.text, blocks=message.blocks,
+                                   unfurl_links=False, unfurl_media=False,
+                                   metadata=slackapi.metadata(release.id, release.app))
+        except ChatFailure as failure:
+            if failure.is_unanswered:  # Slack may have posted it: look before posting again
+                self.redis.hsetnx(MESSAGE_KEY.format(release=release.id), "unsure",
+                                  f"{asked_at:.6f}")
+            raise
+        posted_in = str(answer.get("channel") or channel)
+        slackapi.remember_channel(self.redis, channel, posted_in)
+        return {"channel": posted_in, "ts": str(answer["ts"]), "digest": message.digest()}
+
+    def _posted_unanswered(self, release: Release, channel: str,
+                           since: float) -> dict[str, str] | None:
+        """Where Slack shows the message of a post that went unanswered (since `since`);
+        None to post it (again): Slack has none, or cannot tell us (logged)."""
+        channel_id = slackapi.channel_id(self.redis, channel)
+        if channel_id is None:
+            log.warning("chat notifier: cannot look for the message of %s, whose post went "
+                        "unanswered: Slack has not told us the channel id of %s yet (give "
+                        "it as an id); posting it again, which may show it twice",
+                        release.id, channel)
+            return None
+        try:
+            ts = slackapi.find(self.client, channel_id, release.id, since=since)
+        except ChatFailure as failure:
+            if failure.is_transient:
+                raise  # we still cannot tell: look again at the next try
+            scope = (": the bot token needs the channels:history scope (groups:history in "
+                     "a private channel)" if failure.error == "missing_scope" else "")
+            log.warning("chat notifier: cannot look for the message of %s, whose post went "
+                        "unanswered (%s%s); posting it again, which may show it twice",
+                        release.id, failure.reason, scope)
+            return None
+        if ts is None:
+            return None
+        log.info("chat notifier: the unanswered post of %s's message did land; updating it",
+                 release.id)
+        return {"channel": channel_id, "ts": ts}
 
     def _failed(self, release: Release, record: dict[str, str], failure: ChatFailure) -> None:
         attempts = int(record.get("attempts") or 0) + 1
@@ -367,26 +386,10 @@ class Notifier:
                                   if k in ("channel", "ts", "digest")}
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping={**fields, "attempts": 0})
+            pipe.hdel(key, "unsure")
             pipe.zrem(DIRTY_KEY, release.id)
             if attempts:
                 self.store.note(release.id, actor=ACTOR, step=chatmessages.CHAT_STEP, pipe=pipe,
                                 message=f"Slack message caught up after {attempts} failed "
                                 f"attempt{'s' if attempts > 1 else ''}")
             pipe.execute()
-
-
-def _api_failure(error: SlackApiError) -> ChatFailure:
-    """Slack's answer as a failure: status and error code only (never the request)."""
-    response = error.response
-    data = response.data if isinstance(response.data, dict) else {}
-    code = str(data.get("error") or "")[:80]
-    status = response.status_code
-    if status == 429 or code == "ratelimited":
-        retry_after = chatretry.retry_after_seconds(response.headers.get("Retry-After")
-                                                    or response.headers.get("retry-after"))
-        return ChatFailure(f"Slack rate-limited us (retry after {retry_after:g} s)",
-                           retry_after=retry_after, error="ratelimited")
-    if code.startswith("Received"):  # slack_sdk's note on a body that is not JSON
-        code = ""
-    what = f"HTTP {status}" + (f", {code}" if code else "")
-    return ChatFailure(f"Slack answered {what}", permanent=code in PERMANENT, error=code)

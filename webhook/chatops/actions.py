@@ -15,7 +15,10 @@ answer. Rules (also in docs/architecture.md):
 
 A repeated click — while the same command (release and action) is still being
 queued, or waits in the queue, or runs — is acknowledged and changes nothing; once
-that command has run, a click goes to the engine again, which says why it is stale. Refusals and
+that command has run, a click goes to the engine again, which says why it is stale. A
+command that names no release (`/deploy promote APP`) acts on the one the app's state
+implies (`worker.commands.resolve_target`, as the engine picks it), resolved before the
+repeat guard: its repeat, or a click for that release, is the same command. Refusals and
 the engine's errors (stale, unknown release, ...) come back as text for an ephemeral
 reply, the same messages the HTTP API renders. Every queued command is audited by the
 engine with the actor `<platform>:<user id> (<user name>)`.
@@ -23,13 +26,14 @@ engine with the actor `<platform>:<user id> (<user name>)`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.exceptions import RedisError
 
 from webhook.context import Web
 from worker import metrics
-from worker.api import Action, Color, EngineError, Queued, Unavailable
+from worker.api import Action, Color, EngineError, Queued, Unavailable, redis_unavailable
+from worker.commands import resolve_target
 from worker.config import AppConfig, Settings
 
 CLICK_KEY = "bluegreen:chatops:click:{app}:{target}:{action}"
@@ -113,7 +117,7 @@ def _submit(web: Web, command: Command, who: Chatter) -> Outcome:
     except Refused as e:
         return Outcome(f"Not allowed: {e}. Nothing changed.", result="refused")
     try:
-        return _submit_once(web, command, who)
+        return _submit_once(web, _named(web, app, command), who)
     except EngineError as e:
         return Outcome(f"Nothing changed: {e.message}", result=e.code)
     except RedisError:
@@ -121,10 +125,22 @@ def _submit(web: Web, command: Command, who: Chatter) -> Outcome:
                        result="redis_unavailable")
 
 
+def _named(web: Web, app: AppConfig, command: Command) -> Command:
+    """`command` naming the release it acts on: without one, the release the app's state
+    implies (as the engine would pick it), so that `/deploy promote APP` meets the same
+    repeat guard as a click on that release's button."""
+    if command.release is not None:
+        return command
+    with redis_unavailable():
+        target = resolve_target(web.engine.store, app, command.action, release_id=None,
+                                color=command.color)
+    return replace(command, release=target.id)
+
+
 def _submit_once(web: Web, command: Command, who: Chatter) -> Outcome:
     """Claim the command for `CLICK_TTL` s (a concurrent double click finds the claim), skip it
     while the same command waits in the queue, else queue it."""
-    key = CLICK_KEY.format(app=command.app, target=command.release or command.color or "-",
+    key = CLICK_KEY.format(app=command.app, target=command.release,
                            action=command.action.value)
     try:
         claimed = web.redis.set(key, CLAIMING, nx=True, ex=CLICK_TTL)
@@ -159,8 +175,6 @@ def _already(command: Command, how: str) -> Outcome:
 
 def _pending(web: Web, command: Command) -> str | None:
     """How the same command is already on its way (queued or running), if it is."""
-    if command.release is None:
-        return None
     for queue in web.engine.queue_status():
         running = queue.get("running") or {}
         if _same(running, command):

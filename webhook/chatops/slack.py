@@ -2,7 +2,8 @@
 
 Each request is verified first — slack_sdk's `SignatureVerifier` over the raw body
 (read before the form is parsed), 5-minute window — and refused with 401 otherwise,
-before anything else is read. Then it is parsed, authorised and queued by
+before anything else is read: whatever the headers hold, a bad signature is a refusal
+(one log line, no header echoed), never a 500. Then it is parsed, authorised and queued by
 `webhook.chatops.actions` within Slack's 3 s; everything a person should read comes
 back as an ephemeral reply with HTTP 200 (Slack shows a 4xx only as a generic
 error). A button click also rewrites the clicked message through `response_url`
@@ -127,9 +128,12 @@ def _verified_form(web: Web) -> dict[str, str]:
     raw = request.get_data(cache=True)  # the raw body, before Flask parses the form
     try:
         valid = SignatureVerifier(secret).is_valid_request(raw, dict(request.headers))
-    except ValueError:  # a timestamp that is not a number
+    except (ValueError, TypeError):
+        # ValueError: a timestamp that is not a number, a body that is not UTF-8;
+        # TypeError: a signature that is not ASCII (`hmac.compare_digest` refuses the str)
         valid = False
     if not valid:
+        log.info("Slack request refused (401): missing, invalid or expired signature")
         raise errors.Unauthorized("missing, invalid or expired Slack signature")
     return dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
 

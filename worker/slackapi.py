@@ -1,0 +1,154 @@
+"""Our side of Slack's Web API: the client, its failures, and finding a message again.
+
+`slack_client(settings)` makes the bot's `WebClient` (no sleeping retries of its own);
+`call(client, method, ...)` makes one call and turns every way it can fail into a
+`ChatFailure` that is safe to log (status and error code, never the request), with
+`status` 0 when no answer came at all — the call may then have worked.
+
+`chat.postMessage` has no idempotency key, so a post whose answer was lost (a read
+timeout, a dropped connection) may have been posted, and posting again would leave
+two messages, the first frozen with whatever buttons it had. So each release message
+carries Slack message metadata, `metadata(release, app)` (`event_type`
+`bluegreen_release`, the release id in `event_payload`), and `find()` looks for it in
+the channel's recent history (`conversations.history` with `include_all_metadata`,
+from a little before the first unanswered post). That method takes a channel id,
+never a name, so the id Slack answers a post with is kept per configured channel
+(`remember_channel`, `channel_id`), and it needs the bot scope `channels:history`
+(`groups:history` in a private channel). What to do when Slack cannot be asked is
+the notifier's call (`worker.notify`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+from typing import Any
+
+from redis import Redis
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from worker import chatretry
+from worker.config import Settings
+from worker.redistext import as_text
+
+SLACK_TIMEOUT = 5
+PERMANENT = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked",
+                       "token_expired", "channel_not_found", "not_in_channel", "is_archived",
+                       "missing_scope", "no_permission", "invalid_blocks", "msg_too_long",
+                       "restricted_action"})
+EVENT_TYPE = "bluegreen_release"
+CHANNELS_KEY = "bluegreen:chat:slack:channels"   # hash: configured channel name -> its id
+LOOKBACK = 120.0   # s before the first unanswered post: Slack's clock is not ours
+PAGE = 200         # messages per history page (Slack suggests at most 200)
+PAGES = 5          # pages read at most: a channel this busy is not a deploys channel
+CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{2,}")   # ids are upper case, names never are
+
+
+class ChatFailure(Exception):
+    """A Slack call that did not work; `reason` is safe to log and to note. `status` is
+    Slack's HTTP status, 0 when no answer came (the call may have worked)."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None,
+                 permanent: bool = False, error: str = "", status: int = 0) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after, self.permanent, self.error, self.status = (
+            reason, retry_after, permanent, error, status)
+
+    @property
+    def is_unanswered(self) -> bool:
+        return self.status == 0
+
+    @property
+    def is_transient(self) -> bool:
+        """No answer, a rate limit or Slack's own trouble: asking again later may work."""
+        return self.status == 0 or self.retry_after is not None or self.status >= 500
+
+
+def slack_client(settings: Settings) -> WebClient:
+    """A Web API client without slack_sdk's own sleeping retries (the notifier schedules them)."""
+    base = settings.slack_api_url if settings.slack_api_url.endswith("/") \
+        else settings.slack_api_url + "/"
+    return WebClient(token=settings.slack_bot_token, base_url=base, timeout=SLACK_TIMEOUT,
+                     retry_handlers=[])
+
+
+def call(client: WebClient, method: str, **kwargs: Any) -> dict[str, Any]:
+    """One Web API call (`method` as slack_sdk names it); every failure is a `ChatFailure`."""
+    try:
+        response = getattr(client, method)(**kwargs)
+    except SlackApiError as e:
+        raise _api_failure(e) from None
+    except (SlackClientError, OSError, http.client.HTTPException) as e:
+        # URLError, timeouts, refused or dropped connections: no answer (status 0)
+        raise ChatFailure(f"Slack is unreachable ({type(e).__name__})") from None
+    data = response.data
+    return data if isinstance(data, dict) else {}
+
+
+def _api_failure(error: SlackApiError) -> ChatFailure:
+    """Slack's answer as a failure: status and error code only (never the request)."""
+    response = error.response
+    data = response.data if isinstance(response.data, dict) else {}
+    code = str(data.get("error") or "")[:80]
+    status = response.status_code
+    if status == 429 or code == "ratelimited":
+        retry_after = chatretry.retry_after_seconds(response.headers.get("Retry-After")
+                                                    or response.headers.get("retry-after"))
+        return ChatFailure(f"Slack rate-limited us (retry after {retry_after:g} s)",
+                           retry_after=retry_after, error="ratelimited", status=status)
+    if code.startswith("Received"):  # slack_sdk's note on a body that is not JSON
+        code = ""
+    what = f"HTTP {status}" + (f", {code}" if code else "")
+    return ChatFailure(f"Slack answered {what}", permanent=code in PERMANENT, error=code,
+                       status=status)
+
+
+# -- finding a release's message again --------------------------------------------------------
+
+
+def metadata(release_id: str, app: str) -> dict[str, Any]:
+    """The metadata that marks a release's message, for `chat.postMessage`."""
+    return {"event_type": EVENT_TYPE, "event_payload": {"release": release_id, "app": app}}
+
+
+def is_marked(message: dict[str, Any], release_id: str) -> bool:
+    """Whether a message from `conversations.history` is the one about `release_id`."""
+    meta = message.get("metadata")
+    if not isinstance(meta, dict) or meta.get("event_type") != EVENT_TYPE:
+        return False
+    payload = meta.get("event_payload")
+    return isinstance(payload, dict) and payload.get("release") == release_id
+
+
+def channel_id(redis: Redis, channel: str) -> str | None:
+    """The id of a configured channel: itself if it is one, else what Slack answered a
+    post to it with (None before the first post to it got an answer)."""
+    if CHANNEL_ID.fullmatch(channel):
+        return channel
+    found = redis.hget(CHANNELS_KEY, channel)
+    return as_text(found) if found is not None else None
+
+
+def remember_channel(redis: Redis, channel: str, answered: str) -> None:
+    """Keep the id Slack answered a post to `channel` with, if `channel` is a name."""
+    if answered and answered != channel and not CHANNEL_ID.fullmatch(channel):
+        redis.hset(CHANNELS_KEY, channel, answered)
+
+
+def find(client: WebClient, channel: str, release_id: str, *, since: float) -> str | None:
+    """The `ts` of the message marked with `release_id` in `channel` (an id), posted since
+    a little before `since`; the oldest if there are several, None if there is none."""
+    found: list[str] = []
+    cursor: str | None = None
+    for _ in range(PAGES):
+        answer = call(client, "conversations_history", channel=channel,
+                      oldest=f"{since - LOOKBACK:.6f}", limit=PAGE, include_all_metadata=True,
+                      cursor=cursor)
+        found += [m["ts"] for m in answer.get("messages") or []
+                  if isinstance(m, dict) and isinstance(m.get("ts"), str)
+                  and is_marked(m, release_id)]
+        cursor = str((answer.get("response_metadata") or {}).get("next_cursor") or "") or None
+        if not answer.get("has_more") or cursor is None:
+            break
+    return min(found, key=float) if found else None
