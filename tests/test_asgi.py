@@ -390,6 +390,21 @@ def test_other_routes_reach_flask_through_the_front(web: Gunicorn) -> None:
     assert board.status == 200 and b"<html" in board.body.lower()
 
 
+def test_a_path_cannot_forge_an_access_line(web: Gunicorn) -> None:
+    """The access line names the percent-decoded path: a `%0a` in the URL must not end
+    the line and start one the client wrote."""
+    fake = '10.6.6.6 "GET /admin HTTP/1.1" 200 0 0ms'
+    forged = "/forged%0A" + fake.replace(" ", "%20").replace('"', "%22") + "%5C%E2%80%A8"
+    head = f"GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert raw_request(web, head.encode()).startswith(b"HTTP/1.1 404 ")
+    wait_until(lambda: "/forged" in web.log.read_text(), 5, "the access line")
+    lines = web.log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("10.6.6.6")]
+    (line,) = [line for line in lines if "/forged" in line]
+    assert ('"GET /forged\\n10.6.6.6 \\x22GET /admin HTTP/1.1\\x22 200 0 0ms\\\\\\u2028 '
+            'HTTP/1.1" 404 ') in line
+
+
 @contextmanager
 def served(front: Front) -> Iterator[str]:
     """`front` behind uvicorn with `FrontProtocol`, as a web worker serves it, in a

@@ -17,7 +17,8 @@ HTTP protocol extended as `FrontProtocol`:
 - every other request (operator API, chat-ops, status, board, metrics) goes to the
   Flask app through `a2wsgi`'s WSGI bridge, in a small thread pool, its body read on
   the loop first within the same deadline as a delivery's (so a slow client holds no
-  thread), with one access line in the format of `gunicorn_conf.access_log_format`.
+  thread), with one access line in the format of `gunicorn_conf.access_log_format`
+  (its path escaped: `loggable`).
 
 A delivery's access record is its structured delivery line (`intake.log_delivery`).
 The Flask view of `webhook.intake` stays the reference, and what the test client and
@@ -77,6 +78,7 @@ HEAD_BYTES_MAX = 64 * 1024     # the whole request head: no header grows without
 WEBHOOK = "/webhook"
 BODY_TIMEOUT_SECONDS = 30.0     # a delivery's body must arrive within this (gthread's timeout)
 DISCARD_MAX = 16 * 1024 * 1024  # unread body a refusal drains before answering
+LOG_ESCAPES = {'"': "\\x22", "\\": "\\\\"}  # the access line quotes the path
 LINGER_SECONDS = 2.0            # after a 400 for a bad head: how long what follows is drained
 COUNT_FLUSH_SECONDS = 0.05       # refused/ignored deliveries reach the metrics this late
 COUNT_RETRY_SECONDS = 1.0
@@ -91,6 +93,20 @@ def webhook_route(path: str) -> tuple[bool, str | None]:
     if name and "/" not in name:
         return True, name
     return False, None
+
+
+def loggable(path: str) -> str:
+    """`path` fit for one quoted field of an access line: the path is percent-decoded,
+    so `%0a` in a URL is a newline that would start a forged line. Control and other
+    non-printable characters, quotes and backslashes become escapes (`\\n`, `\\x22`,
+    `\\u2028`), as nginx and Apache escape theirs; printable text stays as it reads."""
+    return "".join(map(_log_char, path))
+
+
+def _log_char(ch: str) -> str:
+    if ch in LOG_ESCAPES:
+        return LOG_ESCAPES[ch]
+    return ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
 
 
 class Headers:
@@ -296,8 +312,8 @@ class Front:
         finally:
             client = scope.get("client") or ("-", 0)
             access.info('%s "%s %s HTTP/%s" %s %s %dms', client[0], scope["method"],
-                        scope["path"], scope.get("http_version", "1.1"), status or "-", size,
-                        (time.perf_counter() - started) * 1000)
+                        loggable(scope["path"]), scope.get("http_version", "1.1"),
+                        status or "-", size, (time.perf_counter() - started) * 1000)
 
     async def _buffered(self, scope: Scope, receive: Receive) -> Receive | Answer:
         """The request's body read here, on the loop, within `body_timeout` and up to the
