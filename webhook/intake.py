@@ -207,7 +207,7 @@ def is_authentic(forge: Forge, headers: HeaderMap, raw: bytes,
         return signatures.is_valid_prefixed_hmac(raw, given, secrets)
     if forge.scheme is Scheme.HEX_HMAC:
         return signatures.is_valid_hex_hmac(raw, given, secrets)
-    return signatures.is_valid_token(given, secrets)
+    return signatures.is_valid_token(signatures.header_bytes(given), secrets)
 
 
 def media_type(content_type: str | None) -> str:
