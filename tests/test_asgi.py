@@ -357,6 +357,46 @@ def test_a_head_over_64_kib_is_refused_however_it_arrives(web: Gunicorn, reads: 
     assert raw_request(web, under, reads=reads).startswith(b"HTTP/1.1 200 ")
 
 
+def waiting_head(path: str, length: int) -> bytes:
+    """A delivery's head from a client that waits for `100 Continue` before its body."""
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+            "Expect: 100-continue\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize(("path", "length", "status"), [
+    ("/webhook", 20 * 1024 * 1024, 413),           # declared over the limit
+    ("/webhook/nosuchforge", 100, 404),            # refused from its head
+    ("/api/apps/myapp/promote", 20 * 1024 * 1024, 401),  # Flask refuses it unread
+])
+def test_a_refusal_is_the_final_status_instead_of_100_continue(
+        web: Gunicorn, path: str, length: int, status: int) -> None:
+    """RFC 9110 §10.1.1: a client waiting for `100 Continue` whose request is refused from
+    its head gets the final status at once, is never asked for its body, and the
+    connection closes (`raw_request` reads until it does)."""
+    answer = raw_request(web, waiting_head(path, length))
+    assert status_of(answer) == status and b" 100 " not in answer
+    assert b"connection: close" in answer.lower()
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["result"] == "error"
+
+
+def test_a_body_sent_without_waiting_for_100_continue_does_not_reset_the_refusal(
+        web: Gunicorn) -> None:
+    """A client may send its body without waiting (RFC 9110 §10.1.1): what arrives after
+    the refusal is read and dropped until the client is done, so every write succeeds."""
+    body = b"x" * (3 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        sock.sendall(waiting_head("/webhook", len(body) + 1))  # over the 1 MiB limit
+        for start in range(0, len(body), 64 * 1024):
+            sock.sendall(body[start:start + 64 * 1024])
+            time.sleep(0.001)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert status_of(answer) == 413 and b" 100 " not in answer
+
+
 def test_garbage_after_a_refused_head_is_dropped_quietly(web: Gunicorn) -> None:
     """A request the parser refuses at once, followed in the same read by more than the
     head limit: one 400, the rest drained, and nothing in the log but the refusal."""

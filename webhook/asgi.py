@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -43,7 +44,11 @@ import httptools
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 from redis.exceptions import RedisError, ResponseError
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from webhook import errors
@@ -79,7 +84,8 @@ WEBHOOK = "/webhook"
 BODY_TIMEOUT_SECONDS = 30.0     # a delivery's body must arrive within this (gthread's timeout)
 DISCARD_MAX = 16 * 1024 * 1024  # unread body a refusal drains before answering
 LOG_ESCAPES = {'"': "\\x22", "\\": "\\\\"}  # the access line quotes the path
-LINGER_SECONDS = 2.0            # after a 400 for a bad head: how long what follows is drained
+CLOSE = (b"connection", b"close")
+LINGER_SECONDS = 2.0            # after a refusal that closes: how long what follows is drained
 COUNT_FLUSH_SECONDS = 0.05       # refused/ignored deliveries reach the metrics this late
 COUNT_RETRY_SECONDS = 1.0
 BATCH_MAX = 64                 # deliveries per Redis call (group commit)
@@ -186,8 +192,11 @@ class Front:
                 self.run(forge, headers, raw, outcome, answered.set_result)
                 result = await answered
         try:
-            with contextlib.suppress(errors.BadRequest):
-                await body.discard(DISCARD_MAX)
+            if isinstance(opened, Answer) and awaits_continue(headers):
+                result = unread(result)
+            else:
+                with contextlib.suppress(errors.BadRequest):
+                    await body.discard(DISCARD_MAX)
             await _send_answer(send, result)
         finally:
             self.conclude(outcome, result)
@@ -293,12 +302,14 @@ class Front:
     async def bridge(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Any other request, to Flask; one access line after it."""
         started = time.perf_counter()
-        status, size = 0, 0
+        status, size, closing = 0, 0, False
 
         async def observed(message: Message) -> None:
             nonlocal status, size
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if closing:
+                    message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
             elif message["type"] == "http.response.body":
                 size += len(message.get("body", b""))
             await send(message)
@@ -308,6 +319,7 @@ class Front:
             if isinstance(buffered, Answer):
                 await _send_answer(observed, buffered)
             else:
+                closing = buffered is _held_back
                 await self.flask(scope, buffered, observed)  # type: ignore[arg-type]
         finally:
             client = scope.get("client") or ("-", 0)
@@ -319,12 +331,13 @@ class Front:
         """The request's body read here, on the loop, within `body_timeout` and up to the
         limit, then replayed to Flask: the bridge's threads read the body they are given,
         so a client trickling one holds no thread (408 when it is late, and the
-        connection closes). A body declared over the limit is left to Flask's 413."""
+        connection closes). A body declared over the limit is left to Flask's 413; if
+        its client waits for `100 Continue`, Flask gets none of it (`_held_back`)."""
         headers = Headers(scope["headers"])
         try:
             length = _content_length(headers)
             if length is not None and length > self.limit:
-                return receive
+                return _held_back if awaits_continue(headers) else receive
             raw = await self._read_in_time(Body(receive), length)
         except Exception as error:
             return refuse(error, Outcome())
@@ -430,6 +443,27 @@ def _content_length(headers: Headers) -> int | None:
     return int(value)
 
 
+def awaits_continue(headers: Headers) -> bool:
+    """Whether the client holds its body back until it gets `100 Continue`, which
+    uvicorn sends at the first `receive()`: a request refused without its body must not
+    call it (RFC 9110 §10.1.1), or the client sends a body only to have it dropped."""
+    return (headers.get("expect") or "").strip().lower() == "100-continue"
+
+
+def unread(result: Answer) -> Answer:
+    """`result` for a client still holding its body back: the final status instead of
+    `100 Continue`, and the connection closes after it, since the body may still come
+    (the client may stop waiting) and nothing here will read it."""
+    return dataclasses.replace(result, headers={**result.headers, "Connection": "close"})
+
+
+async def _held_back() -> Message:
+    """The body Flask gets of a request over the limit whose client waits for `100
+    Continue`: none (Flask answers 413 from the declared length without reading, or
+    refuses the request before)."""
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 class Body:
     """A request's body, read once from ASGI `receive`."""
 
@@ -492,7 +526,9 @@ class BoundedHttpTools(HttpToolsProtocol):
     (up to `DISCARD_MAX` bytes, for `LINGER_SECONDS`, or until the client's end of the
     stream, where uvicorn's `eof_received` lets the transport close) before the socket
     closes. Closing a socket with unread data resets it, and a client still sending its
-    head would get the reset instead of the 400."""
+    head would get the reset instead of the 400. An answer that closes the connection
+    before its request's body is all in (a refusal the client was not told to continue
+    for, a 408) closes the same way (`linger`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -530,9 +566,29 @@ class BoundedHttpTools(HttpToolsProtocol):
             super().send_400_response(msg)  # writes the answer, then would close
         finally:
             self.transport = transport
+        self.linger()
+
+    def linger(self) -> None:
+        """Close the connection as servers' lingering close does (the class's docstring):
+        our end of the stream now, the socket once the client's data stops coming."""
+        transport = self.transport
+        if self._lingering >= 0 or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
         transport.write_eof()
         self._lingering = DISCARD_MAX
         self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def _close_after(self, cycle: RequestResponseCycle) -> None:
+        """Close after `cycle`'s answer: lingering while its request's body may still be
+        on its way (a refusal the client was not told to continue for, a late body),
+        else at once."""
+        if cycle.more_body and not cycle.disconnected:
+            self.linger()
+        else:
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -559,7 +615,8 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:
-            cycle.transport = HeadWithBody(self.transport)  # type: ignore[assignment]
+            cycle.transport = HeadWithBody(  # type: ignore[assignment]
+                self.transport, close=functools.partial(self._close_after, cycle))
 
 
 class _NoClose:
@@ -745,12 +802,15 @@ class HeadWithBody:
     """The transport as one response sees it: the response head waits for the first
     piece of the body and goes out with it, in one write. Each write is one trip through
     the kernel's TCP stack (on loopback the sender's write also runs the receiver's
-    side), and uvicorn writes the head and the body separately."""
+    side), and uvicorn writes the head and the body separately. `close` is how the
+    connection closes after the answer (the protocol's, to linger)."""
 
     CONTINUE = b"HTTP/1.1 100 "
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, *,
+                 close: Callable[[], None] | None = None) -> None:
         self._transport = transport
+        self._close = close or transport.close
         self._head: bytes | None = None
         self._sent_head = False
 
@@ -767,7 +827,7 @@ class HeadWithBody:
         if self._head is not None:  # a head with no body after it still goes out
             self._transport.write(self._head)
             self._head, self._sent_head = None, True
-        self._transport.close()
+        self._close()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
