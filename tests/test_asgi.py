@@ -558,7 +558,7 @@ def test_a_trickled_body_is_408_and_closes_and_records_nothing(
         started = time.monotonic()
         (answer,) = exchange(url, request_bytes(push)[:-100], answers=1)
         waited = time.monotonic() - started
-        assert status_of(answer) == 408 and b"connection: close" in answer.lower()
+        assert status_of(answer) == 408 and answer.lower().count(b"connection: close") == 1
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == "request_timeout"
         assert 0.3 <= waited < 5
         assert http("GET", url + "/healthz").status == 200  # the server carries on
@@ -588,7 +588,7 @@ def test_http_1_0_and_expect_continue_deliveries_are_answered(
     with served(front) as url:
         one_oh = request_bytes(old).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
         (answer,) = exchange(url, one_oh, answers=2)  # the server closes after one
-        assert status_of(answer) == 202 and b"connection: close" in answer.lower()
+        assert status_of(answer) == 202 and answer.lower().count(b"connection: close") == 1
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             head, body = request_bytes(waiting, Expect="100-continue").split(b"\r\n\r\n", 1)

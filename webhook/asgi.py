@@ -750,9 +750,10 @@ class FrontProtocol(BoundedHttpTools):
             return
         body = result.encoded()
         headers = _answer_headers(result, len(body))
-        keep_alive = cycle.keep_alive and (b"connection", b"close") not in headers
-        if not keep_alive:
-            headers.append((b"connection", b"close"))
+        closing = CLOSE in headers  # the answer says so itself (a 408)
+        keep_alive = cycle.keep_alive and not closing
+        if not keep_alive and not closing:
+            headers.append(CLOSE)
         head = [STATUS_LINE[result.status]]
         head += [b"%s: %s\r\n" % pair for pair in self.server_state.default_headers + headers]
         head += [b"\r\n", body]
