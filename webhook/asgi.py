@@ -515,20 +515,29 @@ def _answer_headers(result: Answer, length: int) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """A whole response as it goes out in one write, for answers written without
+    uvicorn's request cycle."""
+    head = [STATUS_LINE[status], *(b"%s: %s\r\n" % pair for pair in headers), b"\r\n"]
+    return b"".join([*head, body])
+
+
 class BoundedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with the request-head limits gunicorn's parser had:
     a request line up to 8190 bytes, up to 100 header fields, and a whole head up to
     64 KiB (httptools itself buffers a header of any size). A request over them gets
-    400 and the connection is closed, before any application code runs.
+    414 (request line) or 431 (header fields), any other head the parser refuses 400,
+    each as SPEC's JSON error, and the connection is closed, before any application
+    code runs.
 
-    The 400 closes the connection the way servers' lingering close does: the answer and
-    our end of the stream go out, and what the client still sends is read and dropped
-    (up to `DISCARD_MAX` bytes, for `LINGER_SECONDS`, or until the client's end of the
-    stream, where uvicorn's `eof_received` lets the transport close) before the socket
-    closes. Closing a socket with unread data resets it, and a client still sending its
-    head would get the reset instead of the 400. An answer that closes the connection
-    before its request's body is all in (a refusal the client was not told to continue
-    for, a 408) closes the same way (`linger`)."""
+    Such a refusal closes the connection the way servers' lingering close does: the
+    answer and our end of the stream go out, and what the client still sends is read and
+    dropped (up to `DISCARD_MAX` bytes, for `LINGER_SECONDS`, or until the client's end
+    of the stream, where uvicorn's `eof_received` lets the transport close) before the
+    socket closes. Closing a socket with unread data resets it, and a client still
+    sending its head would get the reset instead of the refusal. An answer that closes
+    the connection before its request's body is all in (a refusal the client was not
+    told to continue for, a 408) closes the same way (`linger`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -536,7 +545,8 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._in_head = True
         self._fields = 0
         self._field_bytes = 0  # the header fields parsed so far, as sent
-        self._lingering = -1  # after a 400: bytes that may still be dropped; -1: not refused
+        self._lingering = -1  # after a refusal: bytes that may still be dropped; -1: none
+        self._refusal: errors.HttpError | None = None  # the head limit it went over
 
     def data_received(self, data: bytes) -> None:
         if self._lingering >= 0:
@@ -550,22 +560,23 @@ class BoundedHttpTools(HttpToolsProtocol):
         if self._in_head and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > HEAD_BYTES_MAX:
-                self.send_400_response("Request header fields too large.")
+                self._refusal = self._head_too_large()
+                self.send_400_response(self._refusal.message)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's 400, then a lingering close (the class's docstring); once per
-        connection, whichever check refuses it first."""
-        if self._lingering >= 0:
+        """The head's refusal, in SPEC's JSON error shape, then a lingering close (the
+        class's docstring); once per connection, whichever check refuses it first.
+        uvicorn calls this for any head its parser refuses (with its own text/plain
+        400); a limit of ours names its status first (`_refusal`): 414 for the request
+        line, 431 for the header fields, as gunicorn, Apache and Node answer them."""
+        if self._lingering >= 0 or self.transport.is_closing():
             return
-        transport = self.transport
-        if not transport.can_write_eof() or transport.is_closing():
-            super().send_400_response(msg)
-            return
-        self.transport = _NoClose(transport)  # type: ignore[assignment]
-        try:
-            super().send_400_response(msg)  # writes the answer, then would close
-        finally:
-            self.transport = transport
+        refusal = self._refusal or errors.BadRequest("the request's head is not valid HTTP")
+        result = Answer(refusal.status, errors.body(refusal))
+        body = result.encoded()
+        headers = [*self.server_state.default_headers, *_answer_headers(result, len(body)),
+                   CLOSE]
+        self.transport.write(_response(result.status, headers, body))
         self.linger()
 
     def linger(self) -> None:
@@ -597,6 +608,8 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         if len(self.url) > REQUEST_LINE_MAX:
+            self._refusal = errors.UriTooLong(
+                f"the request line is over the {REQUEST_LINE_MAX} byte limit")
             raise httptools.HttpParserError("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -605,10 +618,18 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._fields += 1
         self._field_bytes += len(name) + len(value) + 4  # "name: value\r\n"
         if self._fields > HEADER_FIELDS_MAX:
+            self._refusal = errors.HeaderFieldsTooLarge(
+                f"the request has over {HEADER_FIELDS_MAX} header fields")
             raise httptools.HttpParserError("too many header fields")
         if self._field_bytes > HEAD_BYTES_MAX:
+            self._refusal = self._head_too_large()
             raise httptools.HttpParserError("request head too large")
         super().on_header(name, value)
+
+    @staticmethod
+    def _head_too_large() -> errors.HttpError:
+        return errors.HeaderFieldsTooLarge(
+            f"the request's head is over the {HEAD_BYTES_MAX} byte limit")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -617,20 +638,6 @@ class BoundedHttpTools(HttpToolsProtocol):
         if cycle is not None and cycle.transport is self.transport:
             cycle.transport = HeadWithBody(  # type: ignore[assignment]
                 self.transport, close=functools.partial(self._close_after, cycle))
-
-
-class _NoClose:
-    """A transport as uvicorn's `send_400_response` sees it: it writes, and its close is
-    left to the lingering close that follows."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-
-    def write(self, data: bytes) -> None:
-        self._transport.write(data)
-
-    def close(self) -> None:
-        pass
 
 
 class FrontProtocol(BoundedHttpTools):
@@ -754,10 +761,8 @@ class FrontProtocol(BoundedHttpTools):
         keep_alive = cycle.keep_alive and not closing
         if not keep_alive and not closing:
             headers.append(CLOSE)
-        head = [STATUS_LINE[result.status]]
-        head += [b"%s: %s\r\n" % pair for pair in self.server_state.default_headers + headers]
-        head += [b"\r\n", body]
-        self.transport.write(b"".join(head))
+        self.transport.write(_response(result.status,
+                                       self.server_state.default_headers + headers, body))
         if not keep_alive:
             self.transport.close()
         self.on_response_complete()
