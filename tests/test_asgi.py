@@ -334,13 +334,27 @@ def raw_request(web: Gunicorn, head: bytes, *, reads: int = 1) -> bytes:
     return b"".join(chunks)
 
 
+def refusal(answer: bytes) -> tuple[int, str]:
+    """A refused head's status and error code, checking it is SPEC's JSON error shape
+    and says the connection closes."""
+    head, body = answer.split(b"\r\n\r\n", 1)
+    fields = head.lower().split(b"\r\n")[1:]
+    assert b"content-type: application/json" in fields and fields.count(b"connection: close") == 1
+    error = json.loads(body)
+    assert error["result"] == "error" and error["message"], error
+    return status_of(answer), error["code"]
+
+
 def test_request_heads_over_the_limits_are_refused(web: Gunicorn) -> None:
+    """414 for the request line, 431 for the header fields, as gunicorn (whose limits
+    these are), Apache and Node answer them, in SPEC's JSON error shape."""
     long_line = b"GET /healthz?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
         b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n"
     huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n"
-    for head in (long_line, many, huge):
-        assert raw_request(web, head).startswith(b"HTTP/1.1 400 ")
+    assert refusal(raw_request(web, long_line)) == (414, "uri_too_long")
+    for head in (many, huge):
+        assert refusal(raw_request(web, head)) == (431, "request_header_fields_too_large")
     ok = raw_request(web, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert ok.startswith(b"HTTP/1.1 200 ")
 
@@ -351,17 +365,58 @@ def test_a_head_over_64_kib_is_refused_however_it_arrives(web: Gunicorn, reads: 
     httptools buffers it: both are refused. A head under the limit, in pieces, is served."""
     over = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: "
             + b"b" * 150_000 + b"\r\n\r\n")
-    assert raw_request(web, over, reads=reads).startswith(b"HTTP/1.1 400 ")
+    assert refusal(raw_request(web, over, reads=reads)) == (431,
+                                                            "request_header_fields_too_large")
     under = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
              + b"".join(b"X-%d: %s\r\n" % (i, b"u" * 1000) for i in range(60)) + b"\r\n")
     assert raw_request(web, under, reads=reads).startswith(b"HTTP/1.1 200 ")
+
+
+def waiting_head(path: str, length: int) -> bytes:
+    """A delivery's head from a client that waits for `100 Continue` before its body."""
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+            "Expect: 100-continue\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize(("path", "length", "status"), [
+    ("/webhook", 20 * 1024 * 1024, 413),           # declared over the limit
+    ("/webhook/nosuchforge", 100, 404),            # refused from its head
+    ("/api/apps/myapp/promote", 20 * 1024 * 1024, 401),  # Flask refuses it unread
+])
+def test_a_refusal_is_the_final_status_instead_of_100_continue(
+        web: Gunicorn, path: str, length: int, status: int) -> None:
+    """RFC 9110 §10.1.1: a client waiting for `100 Continue` whose request is refused from
+    its head gets the final status at once, is never asked for its body, and the
+    connection closes (`raw_request` reads until it does)."""
+    answer = raw_request(web, waiting_head(path, length))
+    assert status_of(answer) == status and b" 100 " not in answer
+    assert b"connection: close" in answer.lower()
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["result"] == "error"
+
+
+def test_a_body_sent_without_waiting_for_100_continue_does_not_reset_the_refusal(
+        web: Gunicorn) -> None:
+    """A client may send its body without waiting (RFC 9110 §10.1.1): what arrives after
+    the refusal is read and dropped until the client is done, so every write succeeds."""
+    body = b"x" * (3 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        sock.sendall(waiting_head("/webhook", len(body) + 1))  # over the 1 MiB limit
+        for start in range(0, len(body), 64 * 1024):
+            sock.sendall(body[start:start + 64 * 1024])
+            time.sleep(0.001)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert status_of(answer) == 413 and b" 100 " not in answer
 
 
 def test_garbage_after_a_refused_head_is_dropped_quietly(web: Gunicorn) -> None:
     """A request the parser refuses at once, followed in the same read by more than the
     head limit: one 400, the rest drained, and nothing in the log but the refusal."""
     answer = raw_request(web, b"NOT HTTP AT ALL\r\n" + b"x" * 100_000)
-    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1") == 1
+    assert refusal(answer) == (400, "bad_request") and answer.count(b"HTTP/1.1") == 1
     assert raw_request(web, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                        ).startswith(b"HTTP/1.1 200 ")
     log = web.log.read_text()
@@ -388,6 +443,21 @@ def test_other_routes_reach_flask_through_the_front(web: Gunicorn) -> None:
     assert http("GET", f"{web.url}/nowhere").status == 404
     board = http("GET", f"{web.url}/")
     assert board.status == 200 and b"<html" in board.body.lower()
+
+
+def test_a_path_cannot_forge_an_access_line(web: Gunicorn) -> None:
+    """The access line names the percent-decoded path: a `%0a` in the URL must not end
+    the line and start one the client wrote."""
+    fake = '10.6.6.6 "GET /admin HTTP/1.1" 200 0 0ms'
+    forged = "/forged%0A" + fake.replace(" ", "%20").replace('"', "%22") + "%5C%E2%80%A8"
+    head = f"GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert raw_request(web, head.encode()).startswith(b"HTTP/1.1 404 ")
+    wait_until(lambda: "/forged" in web.log.read_text(), 5, "the access line")
+    lines = web.log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("10.6.6.6")]
+    (line,) = [line for line in lines if "/forged" in line]
+    assert ('"GET /forged\\n10.6.6.6 \\x22GET /admin HTTP/1.1\\x22 200 0 0ms\\\\\\u2028 '
+            'HTTP/1.1" 404 ') in line
 
 
 @contextmanager
@@ -503,7 +573,7 @@ def test_a_trickled_body_is_408_and_closes_and_records_nothing(
         started = time.monotonic()
         (answer,) = exchange(url, request_bytes(push)[:-100], answers=1)
         waited = time.monotonic() - started
-        assert status_of(answer) == 408 and b"connection: close" in answer.lower()
+        assert status_of(answer) == 408 and answer.lower().count(b"connection: close") == 1
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == "request_timeout"
         assert 0.3 <= waited < 5
         assert http("GET", url + "/healthz").status == 200  # the server carries on
@@ -533,7 +603,7 @@ def test_http_1_0_and_expect_continue_deliveries_are_answered(
     with served(front) as url:
         one_oh = request_bytes(old).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
         (answer,) = exchange(url, one_oh, answers=2)  # the server closes after one
-        assert status_of(answer) == 202 and b"connection: close" in answer.lower()
+        assert status_of(answer) == 202 and answer.lower().count(b"connection: close") == 1
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             head, body = request_bytes(waiting, Expect="100-continue").split(b"\r\n\r\n", 1)

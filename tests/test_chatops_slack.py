@@ -195,6 +195,14 @@ def test_a_click_for_an_unknown_release_or_a_foreign_button(
     assert jobs(redis) == []
 
 
+def test_a_click_naming_a_key_that_is_no_release_is_an_unknown_release(
+        client: FlaskClient, slack: FakeSlack, redis: redis_lib.Redis) -> None:
+    release = make_release(redis)
+    text = text_of(click(client, slack, f"{release.id}:audit"))
+    assert text == f"Nothing changed: app myapp has no release '{release.id}:audit'"
+    assert jobs(redis) == []
+
+
 def test_clicks_on_other_apps_buttons_are_ignored(client: FlaskClient, slack: FakeSlack,
                                                   redis: redis_lib.Redis) -> None:
     form = click_form(slack, "x")

@@ -120,6 +120,7 @@ def test_each_tag_of_one_delivery_is_its_own_release(engine: Engine,
 def test_the_same_repository_tag_and_commit_is_a_duplicate(engine: Engine) -> None:
     first = submit(engine)
     assert submit(engine, delivery_id="org-hook", repository="ACME/myapp") == (first[0], 1, True)
+    assert submit(engine, delivery_id="padded", repository=" acme/myapp\t") == (first[0], 1, True)
     assert submit(engine, delivery_id="", pusher="bob")[0] == first[0]
     moved, position, duplicate = submit(engine, delivery_id="d2", commit="b" * 40)
     assert moved != first[0] and position == 2 and not duplicate

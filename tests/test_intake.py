@@ -156,6 +156,30 @@ def test_repository_not_configured_is_ignored(web: Gunicorn, redis: redis_lib.Re
     assert nothing_recorded(redis)
 
 
+@pytest.mark.parametrize("tag", ["v2.0-green\n", "v2.0-green\x00", "v2..0-green",
+                                 "v2.0-green.lock"])
+def test_a_tag_git_would_not_allow_is_ignored(web: Gunicorn, redis: redis_lib.Redis,
+                                              tag: str) -> None:
+    """The seed's `^v.*-green$` matches `v2.0-green\\n`; no such tag was ever pushed."""
+    d = delivery("github", "push__tag_lightweight")
+    answer = web.post("/webhook", signed(d.with_body({**d.json, "ref": f"refs/tags/{tag}"})))
+    assert (answer.status, answer.json["result"]) == (200, "ignored")
+    assert f"tag {tag!r} is not a name Git allows for a tag" in answer.json["reason"]
+    assert nothing_recorded(redis)
+
+
+def test_a_bad_tag_among_good_ones_is_ignored_alone(web: Gunicorn,
+                                                    redis: redis_lib.Redis) -> None:
+    d = delivery("bitbucket", "repo_push__several_tags")
+    body = json.loads(json.dumps(d.json))
+    body["push"]["changes"][0]["new"]["name"] += "\n"
+    answer = web.post("/webhook", signed(d.with_body(body)))
+    assert answer.status == 202, answer.body
+    assert [r["tag"] for r in answer.json["releases"]] == ["v2.1-blue"]
+    assert answer.json["ignored"][0] == ("tag 'v2.0-green\\n' is not a name Git allows for "
+                                         "a tag: it contains '\\n'")
+
+
 def _unsigned(d: Delivery) -> Delivery:
     return d
 

@@ -233,6 +233,15 @@ def test_show_release_with_its_audit_trail(client: FlaskClient, redis: redis_lib
     assert (missing.status_code, missing.get_json()["code"]) == (404, "unknown_release")
 
 
+@pytest.mark.parametrize("suffix", [":audit", "%3Aaudit", "%0A", "%20", "-" + "0" * 63])
+def test_an_id_that_is_no_release_id_is_an_unknown_release(
+        client: FlaskClient, redis: redis_lib.Redis, suffix: str) -> None:
+    release = make_release(client, redis)  # its audit list is `bluegreen:release:<id>:audit`
+    answer = client.get(f"/api/releases/{release}{suffix}")
+    assert (answer.status_code, answer.get_json()["code"]) == (404, "unknown_release")
+    assert client.get(f"/api/releases/{release}").status_code == 200
+
+
 def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"result": "ok"}
     assert client.get("/readyz").status_code == 200

@@ -1,10 +1,12 @@
-"""Signature and token checks: GitHub's documented test vector, each scheme, rotation."""
+"""Signature and token checks: GitHub's documented test vector, each scheme, rotation,
+and tokens with non-ASCII characters as a server hands their header over (Latin-1 text)."""
 
 from __future__ import annotations
 
 import pytest
 
 from webhook.signatures import (
+    header_bytes,
     hmac_sha256_hex,
     is_valid_hex_hmac,
     is_valid_prefixed_hmac,
@@ -65,3 +67,24 @@ def test_plain_tokens_for_gitlab_and_the_api() -> None:
     assert is_valid_token("first-token", tokens)
     for wrong in (None, "", "first-toke", "first-token ", "FIRST-TOKEN", "\udcff", "ü"):
         assert not is_valid_token(wrong, tokens)
+
+
+def as_served(sent: bytes) -> str:
+    """A header value as WSGI servers and the asyncio front hand it over: Latin-1 text."""
+    return sent.decode("latin-1")
+
+
+@pytest.mark.parametrize("token", ["jeton-été", "clé-€-🔑", "ascii-token"])
+def test_a_header_token_matches_in_utf8_or_latin1(token: str) -> None:
+    tokens = ("other-token", token)
+    assert matching_token(header_bytes(as_served(token.encode())), tokens) == token
+    if token.isascii() or token == "jeton-été":  # what a browser's fetch sends for it
+        assert matching_token(header_bytes(as_served(token.encode("latin-1"))), tokens) == token
+    for wrong in ("jeton-ete", "clé-€-🔑 ", "ascii-tokeN"):
+        assert matching_token(header_bytes(as_served(wrong.encode())), tokens) is None
+
+
+def test_text_that_no_server_decoded_is_compared_as_text() -> None:
+    assert header_bytes(None) is None
+    assert header_bytes("clé-€") == "clé-€".encode()  # past U+00FF: not Latin-1 text
+    assert matching_token("clé-€", ["clé-€"]) == "clé-€"  # a query parameter

@@ -2,8 +2,9 @@
 
 Covers the seed's patterns (`^v.*-blue$` / `^v.*-green$`), tags matching neither or
 both patterns (not ours: None), custom patterns with a `version` group, `read_tag`
-(the intake's colour and version in one search) agreeing with both, and that
-release ids are valid rq job ids and Kubernetes label values.
+(the intake's colour and version in one search) agreeing with both, names Git would
+not allow for a tag (no colour, whatever the patterns say), and that release ids are
+valid rq job ids and Kubernetes label values.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from worker.colors import Color, color_for_tag, read_tag, version_for_tag
 from worker.config import load_settings
+from worker.refnames import why_not_a_tag
 from worker.releases import new_release_id
 
 SEED = {Color.BLUE: re.compile("^v.*-blue$"), Color.GREEN: re.compile("^v.*-green$")}
@@ -47,6 +49,33 @@ def test_a_version_group_in_the_pattern_wins() -> None:
     assert color_for_tag(patterns, "release/4.1/g") is Color.GREEN
     assert version_for_tag(patterns, "release/4.1/g") == "4.1"
     assert read_tag(patterns, "release/4.1/g") == (Color.GREEN, "4.1")
+
+
+@pytest.mark.parametrize(("tag", "why"), [
+    ("v2.0-green\n", "contains '\\n'"), ("v2.0-green\x00", "contains '\\x00'"),
+    ("v2.0\t-green", "contains '\\t'"), ("v2.0 -green", "contains ' '"),
+    ("v2.0\x7f-green", "contains '\\x7f'"), ("v2~1-green", "contains '~'"),
+    ("v2^-green", "contains '^'"), ("v2:0-green", "contains ':'"),
+    ("v2?-green", "contains '?'"), ("v2*-green", "contains '*'"),
+    ("v2[0]-green", "contains '['"), ("v2\\0-green", "contains '\\\\'"),
+    ("v2..0-green", "contains '..'"), ("v2@{0}-green", "contains '@{'"),
+    ("v/2//x-green", "contains '//'"), ("/v2-green", "begins or ends with '/'"),
+    ("v2-green/", "begins or ends with '/'"), ("v2-green.", "ends with '.'"),
+    ("v2/.x-green", "part '.x-green' begins with '.'"),
+    ("v2-green.lock", "part 'v2-green.lock' ends with '.lock'"), ("", "it is empty"),
+])
+def test_a_name_git_would_not_allow_names_no_colour(tag: str, why: str) -> None:
+    assert why in (why_not_a_tag(tag) or "")
+    anything = {Color.BLUE: re.compile("blue"), Color.GREEN: re.compile("")}
+    assert read_tag(SEED, tag) is None and read_tag(anything, tag) is None
+    assert color_for_tag(anything, tag) is None
+
+
+@pytest.mark.parametrize("tag", ["v2.0-green", "release/4.1/g", "ü-blue", "v1.0@2-green",
+                                 "v.2-green", "-v2-green", "a.lock.b-green", "@"])
+def test_names_git_allows(tag: str) -> None:
+    """As `git check-ref-format refs/tags/<tag>` answers (the whole ref may not be '@')."""
+    assert why_not_a_tag(tag) is None
 
 
 def test_app_config_applies_its_patterns() -> None:

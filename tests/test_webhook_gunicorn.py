@@ -1,4 +1,5 @@
-"""The web process as the Procfile runs it: Redis going away, logs, gunicorn settings.
+"""The web process as the Procfile runs it: Redis going away, logs, gunicorn settings,
+tokens with non-ASCII characters (in the header bytes each kind of client sends).
 
 Redis is stopped mid-test: deliveries get 503 with nothing half-written, /readyz
 says not ready, and once Redis is back the next delivery is queued. The log gets one
@@ -10,14 +11,18 @@ from __future__ import annotations
 import json
 import runpy
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from click.testing import CliRunner
 from conftest import RedisServer
 from proctools import free_port
 from rq import Queue
 from web import SECRET_ENV, SECRETS, Gunicorn, delivery, hmac_hex, http, signed, start_web
+
+from worker.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,3 +126,35 @@ def test_a_poll_setting_that_is_not_microseconds_stops_the_web_process(
         start_web(redis_url, tmp_path, WEB_REDIS_POLL_US="500us")
     assert ("WEB_REDIS_POLL_US: must be a whole number from 0 to 10000, got '500us'"
             in str(stopped.value))
+
+
+def send(web: Gunicorn, method: str, path: str, headers: dict[str, bytes],
+         body: bytes | None = None) -> int:
+    """One request whose header values go out as exactly these bytes; its status."""
+    connection = HTTPConnection("127.0.0.1", web.port, timeout=10)
+    try:
+        connection.request(method, path, body, headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_tokens_with_non_ascii_characters_match_as_clients_send_them(
+        redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> None:
+    """GitLab and curl send a token's UTF-8; a browser's fetch (the board) sends Latin-1."""
+    web = start_web(redis_url, tmp_path, GITLAB_WEBHOOK_TOKEN="jeton-été-€",
+                    BLUEGREEN_API_TOKEN="clé-€-🔑", BLUEGREEN_STATUS_TOKEN="état")
+    try:
+        d = delivery("gitlab", "tag_push__annotated")
+        headers = {k: v.encode() for k, v in d.headers.items()}
+        for token, status in (("jeton-ete-€", 401), ("jeton-été-€", 202)):
+            headers["X-Gitlab-Token"] = token.encode()
+            assert send(web, "POST", "/webhook", headers, d.body) == status
+        for sent in ("état".encode(), "état".encode("latin-1"), "clé-€-🔑".encode()):
+            assert send(web, "GET", "/status", {"Authorization": b"Bearer " + sent}) == 200
+        assert send(web, "GET", "/status", {"Authorization": b"Bearer etat"}) == 401
+        cli = CliRunner().invoke(main, ["abort", "myapp"], catch_exceptions=False, env={
+            "BLUEGREEN_URL": web.url, "BLUEGREEN_API_TOKEN": "clé-€-🔑"})
+        assert cli.exit_code == 0 and "queued abort of myapp-v2-1-blue-" in cli.output
+    finally:
+        web.stop()

@@ -17,7 +17,8 @@ HTTP protocol extended as `FrontProtocol`:
 - every other request (operator API, chat-ops, status, board, metrics) goes to the
   Flask app through `a2wsgi`'s WSGI bridge, in a small thread pool, its body read on
   the loop first within the same deadline as a delivery's (so a slow client holds no
-  thread), with one access line in the format of `gunicorn_conf.access_log_format`.
+  thread), with one access line in the format of `gunicorn_conf.access_log_format`
+  (its path escaped: `loggable`).
 
 A delivery's access record is its structured delivery line (`intake.log_delivery`).
 The Flask view of `webhook.intake` stays the reference, and what the test client and
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -42,7 +44,11 @@ import httptools
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 from redis.exceptions import RedisError, ResponseError
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from webhook import errors
@@ -77,7 +83,9 @@ HEAD_BYTES_MAX = 64 * 1024     # the whole request head: no header grows without
 WEBHOOK = "/webhook"
 BODY_TIMEOUT_SECONDS = 30.0     # a delivery's body must arrive within this (gthread's timeout)
 DISCARD_MAX = 16 * 1024 * 1024  # unread body a refusal drains before answering
-LINGER_SECONDS = 2.0            # after a 400 for a bad head: how long what follows is drained
+LOG_ESCAPES = {'"': "\\x22", "\\": "\\\\"}  # the access line quotes the path
+CLOSE = (b"connection", b"close")
+LINGER_SECONDS = 2.0            # after a refusal that closes: how long what follows is drained
 COUNT_FLUSH_SECONDS = 0.05       # refused/ignored deliveries reach the metrics this late
 COUNT_RETRY_SECONDS = 1.0
 BATCH_MAX = 64                 # deliveries per Redis call (group commit)
@@ -91,6 +99,20 @@ def webhook_route(path: str) -> tuple[bool, str | None]:
     if name and "/" not in name:
         return True, name
     return False, None
+
+
+def loggable(path: str) -> str:
+    """`path` fit for one quoted field of an access line: the path is percent-decoded,
+    so `%0a` in a URL is a newline that would start a forged line. Control and other
+    non-printable characters, quotes and backslashes become escapes (`\\n`, `\\x22`,
+    `\\u2028`), as nginx and Apache escape theirs; printable text stays as it reads."""
+    return "".join(map(_log_char, path))
+
+
+def _log_char(ch: str) -> str:
+    if ch in LOG_ESCAPES:
+        return LOG_ESCAPES[ch]
+    return ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
 
 
 class Headers:
@@ -170,8 +192,11 @@ class Front:
                 self.run(forge, headers, raw, outcome, answered.set_result)
                 result = await answered
         try:
-            with contextlib.suppress(errors.BadRequest):
-                await body.discard(DISCARD_MAX)
+            if isinstance(opened, Answer) and awaits_continue(headers):
+                result = unread(result)
+            else:
+                with contextlib.suppress(errors.BadRequest):
+                    await body.discard(DISCARD_MAX)
             await _send_answer(send, result)
         finally:
             self.conclude(outcome, result)
@@ -277,12 +302,14 @@ class Front:
     async def bridge(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Any other request, to Flask; one access line after it."""
         started = time.perf_counter()
-        status, size = 0, 0
+        status, size, closing = 0, 0, False
 
         async def observed(message: Message) -> None:
             nonlocal status, size
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if closing:
+                    message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
             elif message["type"] == "http.response.body":
                 size += len(message.get("body", b""))
             await send(message)
@@ -292,23 +319,25 @@ class Front:
             if isinstance(buffered, Answer):
                 await _send_answer(observed, buffered)
             else:
+                closing = buffered is _held_back
                 await self.flask(scope, buffered, observed)  # type: ignore[arg-type]
         finally:
             client = scope.get("client") or ("-", 0)
             access.info('%s "%s %s HTTP/%s" %s %s %dms', client[0], scope["method"],
-                        scope["path"], scope.get("http_version", "1.1"), status or "-", size,
-                        (time.perf_counter() - started) * 1000)
+                        loggable(scope["path"]), scope.get("http_version", "1.1"),
+                        status or "-", size, (time.perf_counter() - started) * 1000)
 
     async def _buffered(self, scope: Scope, receive: Receive) -> Receive | Answer:
         """The request's body read here, on the loop, within `body_timeout` and up to the
         limit, then replayed to Flask: the bridge's threads read the body they are given,
         so a client trickling one holds no thread (408 when it is late, and the
-        connection closes). A body declared over the limit is left to Flask's 413."""
+        connection closes). A body declared over the limit is left to Flask's 413; if
+        its client waits for `100 Continue`, Flask gets none of it (`_held_back`)."""
         headers = Headers(scope["headers"])
         try:
             length = _content_length(headers)
             if length is not None and length > self.limit:
-                return receive
+                return _held_back if awaits_continue(headers) else receive
             raw = await self._read_in_time(Body(receive), length)
         except Exception as error:
             return refuse(error, Outcome())
@@ -414,6 +443,27 @@ def _content_length(headers: Headers) -> int | None:
     return int(value)
 
 
+def awaits_continue(headers: Headers) -> bool:
+    """Whether the client holds its body back until it gets `100 Continue`, which
+    uvicorn sends at the first `receive()`: a request refused without its body must not
+    call it (RFC 9110 §10.1.1), or the client sends a body only to have it dropped."""
+    return (headers.get("expect") or "").strip().lower() == "100-continue"
+
+
+def unread(result: Answer) -> Answer:
+    """`result` for a client still holding its body back: the final status instead of
+    `100 Continue`, and the connection closes after it, since the body may still come
+    (the client may stop waiting) and nothing here will read it."""
+    return dataclasses.replace(result, headers={**result.headers, "Connection": "close"})
+
+
+async def _held_back() -> Message:
+    """The body Flask gets of a request over the limit whose client waits for `100
+    Continue`: none (Flask answers 413 from the declared length without reading, or
+    refuses the request before)."""
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 class Body:
     """A request's body, read once from ASGI `receive`."""
 
@@ -465,18 +515,29 @@ def _answer_headers(result: Answer, length: int) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """A whole response as it goes out in one write, for answers written without
+    uvicorn's request cycle."""
+    head = [STATUS_LINE[status], *(b"%s: %s\r\n" % pair for pair in headers), b"\r\n"]
+    return b"".join([*head, body])
+
+
 class BoundedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with the request-head limits gunicorn's parser had:
     a request line up to 8190 bytes, up to 100 header fields, and a whole head up to
     64 KiB (httptools itself buffers a header of any size). A request over them gets
-    400 and the connection is closed, before any application code runs.
+    414 (request line) or 431 (header fields), any other head the parser refuses 400,
+    each as SPEC's JSON error, and the connection is closed, before any application
+    code runs.
 
-    The 400 closes the connection the way servers' lingering close does: the answer and
-    our end of the stream go out, and what the client still sends is read and dropped
-    (up to `DISCARD_MAX` bytes, for `LINGER_SECONDS`, or until the client's end of the
-    stream, where uvicorn's `eof_received` lets the transport close) before the socket
-    closes. Closing a socket with unread data resets it, and a client still sending its
-    head would get the reset instead of the 400."""
+    Such a refusal closes the connection the way servers' lingering close does: the
+    answer and our end of the stream go out, and what the client still sends is read and
+    dropped (up to `DISCARD_MAX` bytes, for `LINGER_SECONDS`, or until the client's end
+    of the stream, where uvicorn's `eof_received` lets the transport close) before the
+    socket closes. Closing a socket with unread data resets it, and a client still
+    sending its head would get the reset instead of the refusal. An answer that closes
+    the connection before its request's body is all in (a refusal the client was not
+    told to continue for, a 408) closes the same way (`linger`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -484,7 +545,8 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._in_head = True
         self._fields = 0
         self._field_bytes = 0  # the header fields parsed so far, as sent
-        self._lingering = -1  # after a 400: bytes that may still be dropped; -1: not refused
+        self._lingering = -1  # after a refusal: bytes that may still be dropped; -1: none
+        self._refusal: errors.HttpError | None = None  # the head limit it went over
 
     def data_received(self, data: bytes) -> None:
         if self._lingering >= 0:
@@ -498,25 +560,46 @@ class BoundedHttpTools(HttpToolsProtocol):
         if self._in_head and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > HEAD_BYTES_MAX:
-                self.send_400_response("Request header fields too large.")
+                self._refusal = self._head_too_large()
+                self.send_400_response(self._refusal.message)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's 400, then a lingering close (the class's docstring); once per
-        connection, whichever check refuses it first."""
-        if self._lingering >= 0:
+        """The head's refusal, in SPEC's JSON error shape, then a lingering close (the
+        class's docstring); once per connection, whichever check refuses it first.
+        uvicorn calls this for any head its parser refuses (with its own text/plain
+        400); a limit of ours names its status first (`_refusal`): 414 for the request
+        line, 431 for the header fields, as gunicorn, Apache and Node answer them."""
+        if self._lingering >= 0 or self.transport.is_closing():
             return
+        refusal = self._refusal or errors.BadRequest("the request's head is not valid HTTP")
+        result = Answer(refusal.status, errors.body(refusal))
+        body = result.encoded()
+        headers = [*self.server_state.default_headers, *_answer_headers(result, len(body)),
+                   CLOSE]
+        self.transport.write(_response(result.status, headers, body))
+        self.linger()
+
+    def linger(self) -> None:
+        """Close the connection as servers' lingering close does (the class's docstring):
+        our end of the stream now, the socket once the client's data stops coming."""
         transport = self.transport
-        if not transport.can_write_eof() or transport.is_closing():
-            super().send_400_response(msg)
+        if self._lingering >= 0 or transport.is_closing():
             return
-        self.transport = _NoClose(transport)  # type: ignore[assignment]
-        try:
-            super().send_400_response(msg)  # writes the answer, then would close
-        finally:
-            self.transport = transport
+        if not transport.can_write_eof():
+            transport.close()
+            return
         transport.write_eof()
         self._lingering = DISCARD_MAX
         self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def _close_after(self, cycle: RequestResponseCycle) -> None:
+        """Close after `cycle`'s answer: lingering while its request's body may still be
+        on its way (a refusal the client was not told to continue for, a late body),
+        else at once."""
+        if cycle.more_body and not cycle.disconnected:
+            self.linger()
+        else:
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -525,6 +608,8 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         if len(self.url) > REQUEST_LINE_MAX:
+            self._refusal = errors.UriTooLong(
+                f"the request line is over the {REQUEST_LINE_MAX} byte limit")
             raise httptools.HttpParserError("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -533,31 +618,26 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._fields += 1
         self._field_bytes += len(name) + len(value) + 4  # "name: value\r\n"
         if self._fields > HEADER_FIELDS_MAX:
+            self._refusal = errors.HeaderFieldsTooLarge(
+                f"the request has over {HEADER_FIELDS_MAX} header fields")
             raise httptools.HttpParserError("too many header fields")
         if self._field_bytes > HEAD_BYTES_MAX:
+            self._refusal = self._head_too_large()
             raise httptools.HttpParserError("request head too large")
         super().on_header(name, value)
+
+    @staticmethod
+    def _head_too_large() -> errors.HttpError:
+        return errors.HeaderFieldsTooLarge(
+            f"the request's head is over the {HEAD_BYTES_MAX} byte limit")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:
-            cycle.transport = HeadWithBody(self.transport)  # type: ignore[assignment]
-
-
-class _NoClose:
-    """A transport as uvicorn's `send_400_response` sees it: it writes, and its close is
-    left to the lingering close that follows."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-
-    def write(self, data: bytes) -> None:
-        self._transport.write(data)
-
-    def close(self) -> None:
-        pass
+            cycle.transport = HeadWithBody(  # type: ignore[assignment]
+                self.transport, close=functools.partial(self._close_after, cycle))
 
 
 class FrontProtocol(BoundedHttpTools):
@@ -677,13 +757,12 @@ class FrontProtocol(BoundedHttpTools):
             return
         body = result.encoded()
         headers = _answer_headers(result, len(body))
-        keep_alive = cycle.keep_alive and (b"connection", b"close") not in headers
-        if not keep_alive:
-            headers.append((b"connection", b"close"))
-        head = [STATUS_LINE[result.status]]
-        head += [b"%s: %s\r\n" % pair for pair in self.server_state.default_headers + headers]
-        head += [b"\r\n", body]
-        self.transport.write(b"".join(head))
+        closing = CLOSE in headers  # the answer says so itself (a 408)
+        keep_alive = cycle.keep_alive and not closing
+        if not keep_alive and not closing:
+            headers.append(CLOSE)
+        self.transport.write(_response(result.status,
+                                       self.server_state.default_headers + headers, body))
         if not keep_alive:
             self.transport.close()
         self.on_response_complete()
@@ -729,12 +808,15 @@ class HeadWithBody:
     """The transport as one response sees it: the response head waits for the first
     piece of the body and goes out with it, in one write. Each write is one trip through
     the kernel's TCP stack (on loopback the sender's write also runs the receiver's
-    side), and uvicorn writes the head and the body separately."""
+    side), and uvicorn writes the head and the body separately. `close` is how the
+    connection closes after the answer (the protocol's, to linger)."""
 
     CONTINUE = b"HTTP/1.1 100 "
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, *,
+                 close: Callable[[], None] | None = None) -> None:
         self._transport = transport
+        self._close = close or transport.close
         self._head: bytes | None = None
         self._sent_head = False
 
@@ -751,7 +833,7 @@ class HeadWithBody:
         if self._head is not None:  # a head with no body after it still goes out
             self._transport.write(self._head)
             self._head, self._sent_head = None, True
-        self._transport.close()
+        self._close()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from webhook.errors import Unauthorized
-from webhook.signatures import matching_token
+from webhook.signatures import header_bytes, matching_token
 from worker.config import Settings
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bluegreen"'}
@@ -23,7 +23,8 @@ def fingerprint(token: str) -> str:
 
 
 def bearer_token(authorization: str | None) -> str | None:
-    """The token in an `Authorization: Bearer <token>` header, else None."""
+    """The token in an `Authorization: Bearer <token>` header, else None (as the server
+    decoded the header: compare it through `signatures.header_bytes`)."""
     if not authorization:
         return None
     scheme, _, token = authorization.strip().partition(" ")
@@ -37,7 +38,7 @@ def require_operator(settings: Settings, authorization: str | None) -> str:
     if not settings.api_tokens:
         raise Unauthorized("the operator API is disabled: no BLUEGREEN_API_TOKEN is configured",
                            headers=CHALLENGE)
-    token = matching_token(bearer_token(authorization), settings.api_tokens)
+    token = matching_token(header_bytes(bearer_token(authorization)), settings.api_tokens)
     if token is None:
         raise Unauthorized("send a valid token as 'Authorization: Bearer <token>'",
                            headers=CHALLENGE)

@@ -78,6 +78,15 @@ class RequestTimeout(HttpError):
     status, code, message = 408, "request_timeout", "the body did not arrive in time"
 
 
+class UriTooLong(HttpError):
+    status, code, message = 414, "uri_too_long", "the request line is too long"
+
+
+class HeaderFieldsTooLarge(HttpError):
+    status, code = 431, "request_header_fields_too_large"
+    message = "the request's header fields are too many or too large"
+
+
 class UnsupportedMediaType(HttpError):
     status, code, message = 415, "unsupported_media_type", "send the body as application/json"
 

@@ -3,7 +3,8 @@
 A delivery goes through, in order: forge detection (headers, or the path), the body
 size cap (Content-Length, before reading), the forge's secret being configured, the
 signature over the raw body, the content type, JSON decoding, the forge's pure
-parser, matching a configured app by repository and tag pattern, and finally the
+parser, matching a configured app by repository and tag pattern (a tag name Git
+would not allow is ignored before any pattern sees it), and finally the
 engine's submission (`worker.submission`), which dedupes, records and queues the
 delivery's releases in one atomic Redis call and counts the delivery in the metrics.
 Every refusal happens before that call, so a refused delivery changes nothing. A
@@ -41,6 +42,7 @@ from webhook.forges.payload import HeaderMap, header
 from worker import metrics
 from worker.api import Submitted, TagEvent
 from worker.config import Settings
+from worker.refnames import why_not_a_tag
 
 bp = Blueprint("intake", __name__)
 log = logging.getLogger("bluegreen.webhook")
@@ -207,7 +209,7 @@ def is_authentic(forge: Forge, headers: HeaderMap, raw: bytes,
         return signatures.is_valid_prefixed_hmac(raw, given, secrets)
     if forge.scheme is Scheme.HEX_HMAC:
         return signatures.is_valid_hex_hmac(raw, given, secrets)
-    return signatures.is_valid_token(given, secrets)
+    return signatures.is_valid_token(signatures.header_bytes(given), secrets)
 
 
 def media_type(content_type: str | None) -> str:
@@ -276,6 +278,9 @@ def _matched(pushes: tuple[TagPush, ...], fallback_id: str,
 
 def _mismatch(push: TagPush, settings: Settings) -> str | None:
     """Why no configured app takes this tag, or None when at least one does."""
+    invalid = why_not_a_tag(push.tag)
+    if invalid is not None:  # never pushed: a forge's payload can say anything
+        return f"tag {push.tag!r} is not a name Git allows for a tag: {invalid}"
     apps = settings.apps_for_repository(push.repository)
     if not apps:
         return f"repository {push.repository} is not configured for any app"

@@ -5,6 +5,12 @@ Bitbucket) and shared-token comparison (GitLab, the operator API). Several secre
 may be configured at once so they can be rotated: any one may match, and every one
 is compared, so timing reveals neither which matched nor how much of a value did.
 Which header and which secrets belong to a forge is `webhook.forges`' business.
+
+A token from a header is compared as the bytes the client sent (`header_bytes`): servers
+hand header values over as Latin-1 text, so a token with a non-ASCII character arrives
+as its bytes read one per character. Those bytes match the configured token's UTF-8
+(GitLab, curl, our CLI) or its Latin-1 (a browser's `fetch` and Python's http.client
+encode header text so, as the board does); HTTP names no charset for header fields.
 """
 
 from __future__ import annotations
@@ -20,6 +26,18 @@ SHA256_PREFIX = "sha256="
 def _bytes(text: str) -> bytes:
     # Headers arrive as str; any code point must encode, or a crafted header is a 500.
     return text.encode("utf-8", "surrogatepass")
+
+
+def header_bytes(value: str | None) -> bytes | None:
+    """A header's value as the bytes on the wire: WSGI (PEP 3333) and the asyncio front
+    decode them as Latin-1, so encoding back restores them. A value no server decoded
+    (a code point past U+00FF, from a test client, say) is taken as text: its UTF-8."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return _bytes(value)
 
 
 def hmac_sha256_hex(secret: str, body: bytes) -> str:
@@ -58,18 +76,38 @@ def is_valid_prefixed_hmac(body: bytes, signature: str | None, secrets: Iterable
     return is_valid_hex_hmac(body, signature.removeprefix(prefix), secrets)
 
 
-def matching_token(given: str | None, tokens: Iterable[str]) -> str | None:
-    """The configured token equal to `given` (compared in constant time), else None."""
+def matching_token(given: str | bytes | None, tokens: Iterable[str]) -> str | None:
+    """The configured token equal to `given` (compared in constant time), else None.
+
+    `given` is text (a query parameter), or a header's raw bytes (`header_bytes`), which
+    match the token's UTF-8 or Latin-1 form."""
     if not given:
         return None
-    given_bytes = _bytes(given)
     found: str | None = None
     for token in tokens:
-        if token and hmac.compare_digest(_bytes(token), given_bytes):
+        if token and _is_token(given, token):
             found = token
     return found
 
 
-def is_valid_token(given: str | None, tokens: Iterable[str]) -> bool:
+def _is_token(given: str | bytes, token: str) -> bool:
+    """Text is compared as text; bytes with every form `token` may take on the wire."""
+    if isinstance(given, str):
+        return hmac.compare_digest(_bytes(given), _bytes(token))
+    matched = False
+    for form in _wire_forms(token):
+        matched |= hmac.compare_digest(form, given)
+    return matched
+
+
+def _wire_forms(token: str) -> tuple[bytes, ...]:
+    """`token` in UTF-8 and, when it has one, in Latin-1 (see the module's docstring)."""
+    try:
+        return _bytes(token), token.encode("latin-1")
+    except UnicodeEncodeError:
+        return (_bytes(token),)
+
+
+def is_valid_token(given: str | bytes | None, tokens: Iterable[str]) -> bool:
     """True when `given` equals any of `tokens` (compared in constant time)."""
     return matching_token(given, tokens) is not None

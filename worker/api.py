@@ -33,12 +33,12 @@ from worker.commands import (
     resolve_target,
 )
 from worker.config import AppConfig, Settings
-from worker.releases import AuditEntry, Release, ReleaseState, ReleaseStore
+from worker.releases import AuditEntry, Release, ReleaseState, ReleaseStore, is_release_id
 from worker.submission import Submitted, TagEvent
 
 __all__ = ["Action", "AuditEntry", "Color", "Engine", "EngineError", "InvalidCommand",
            "Queued", "Release", "ReleaseState", "StaleCommand", "Submitted", "TagEvent",
-           "Unavailable", "UnknownApp", "UnknownRelease", "redis_unavailable"]
+           "Unavailable", "UnknownApp", "UnknownRelease", "is_release_id", "redis_unavailable"]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Owns `Color` and the pure tag rules: which colour a tag asks for (given the
 app's two patterns) and the version a tag carries. Which patterns an app uses
-is configuration (`worker.config`); this module only applies them.
+is configuration (`worker.config`); this module only applies them, and only to
+names Git allows for a tag (`worker.refnames`): any other names no colour.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+
+from worker.refnames import is_tag_name
 
 
 class Color(StrEnum):
@@ -66,6 +69,8 @@ def read_tag(patterns: Mapping[Color, re.Pattern[str]], tag: str) -> tuple[Color
 def _match(patterns: Mapping[Color, re.Pattern[str]],
            tag: str) -> tuple[Color, re.Match[str]] | None:
     """The one colour whose pattern matches `tag`, with the match."""
+    if not is_tag_name(tag):  # `$` in a pattern matches before a final newline
+        return None
     matches = [(color, match) for color, pattern in patterns.items()
                if (match := pattern.search(tag)) is not None]
     return matches[0] if len(matches) == 1 else None

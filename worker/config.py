@@ -30,7 +30,7 @@ from worker.appconfig import (
 from worker.colors import Color
 
 __all__ = ["DEFAULT_APP", "AppConfig", "Color", "ConfigError", "Settings", "SmokeCheck",
-           "load_settings", "parse_settings"]
+           "load_settings", "parse_settings", "repository_key"]
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -68,8 +68,8 @@ class Settings:
     config_path: str | None = None
 
     def apps_for_repository(self, repo: str) -> list[AppConfig]:
-        """Apps that `repo` may release, by name (forges differ in case: compare folded)."""
-        return list(self._apps_by_repository.get(repo.strip().casefold(), ()))
+        """Apps that `repo` may release, by name (compared by `repository_key`)."""
+        return list(self._apps_by_repository.get(repository_key(repo), ()))
 
     @functools.cached_property
     def _apps_by_repository(self) -> dict[str, tuple[AppConfig, ...]]:
@@ -77,7 +77,7 @@ class Settings:
         twice (matching it in the web process, then planning its releases)."""
         found: dict[str, tuple[AppConfig, ...]] = {}
         for _, app in sorted(self.apps.items()):
-            key = app.repository.casefold()
+            key = repository_key(app.repository)
             found[key] = (*found.get(key, ()), app)
         return found
 
@@ -87,6 +87,13 @@ class Settings:
 
     def apps_on_queue(self, queue: str) -> list[AppConfig]:
         return [app for _, app in sorted(self.apps.items()) if app.queue == queue]
+
+
+def repository_key(repo: str) -> str:
+    """`repo` as apps are matched and deliveries deduplicated by it: forges differ in
+    case (`Acme/MyApp`, `acme/myapp`) and a payload may pad it with whitespace. One
+    function for both, so a push that releases an app is also the one found seen."""
+    return repo.strip().casefold()
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
@@ -128,7 +135,7 @@ def _check_shared_repositories(apps: Mapping[str, AppConfig]) -> None:
     seen: dict[tuple[str, tuple[str, ...]], str] = {}
     for name, app in sorted(apps.items()):
         patterns = tuple(app.tag_patterns[color].pattern for color in Color)
-        key = (app.repository.casefold(), patterns)
+        key = (repository_key(app.repository), patterns)
         if key in seen:
             raise ConfigError(
                 f"apps.{name}.tag_patterns: app {seen[key]} releases from the same repository "

@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, NewType
+from typing import Any, NewType, TypeGuard
 
 import orjson
 from redis import Redis, WatchError
@@ -49,7 +49,7 @@ from worker.machine import (
 from worker.redistext import as_text
 
 __all__ = ["AuditEntry", "IllegalTransition", "Release", "ReleaseId", "ReleaseNotFound",
-           "ReleaseState", "ReleaseStore", "new_release_id"]
+           "ReleaseState", "ReleaseStore", "is_release_id", "new_release_id"]
 
 ReleaseId = NewType("ReleaseId", str)
 Route = dict[str, Any]
@@ -71,6 +71,8 @@ TAKES_COLOUR_STEP = "deployment"
 then on its colour holds it (`occupant_for`), whatever becomes of the release."""
 MAX_ID_LENGTH = 63
 NOT_IN_IDS = re.compile(r"[^a-z0-9]+")
+# What `new_release_id` makes (an app name is a DNS label): the shape any id must have.
+RELEASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")  # 62: MAX_ID_LENGTH - 1
 
 
 class ReleaseNotFound(LookupError):
@@ -85,6 +87,15 @@ def new_release_id(app: str, tag: str) -> ReleaseId:
     room = max(1, MAX_ID_LENGTH - len(app) - 10)
     slug = NOT_IN_IDS.sub("-", tag.lower()).strip("-")[:room].strip("-") or "tag"
     return ReleaseId(f"{app}-{slug}-{secrets.token_hex(4)}")
+
+
+def is_release_id(value: object) -> TypeGuard[str]:
+    """Whether `value` has the shape of a release id (letters, digits, '-'; at most 63).
+
+    Ids from requests become Redis keys: `<id>:audit` would name a release's audit
+    list, so anything else is no release at all, refused before Redis is asked.
+    """
+    return isinstance(value, str) and RELEASE_ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,9 @@ class ReleaseStore:
             pipe.execute()
 
     def get(self, release_id: str) -> Release | None:
+        """The release, or None; an id of the wrong shape is none (Redis is not asked)."""
+        if not is_release_id(release_id):
+            return None
         raw = self.redis.hgetall(RELEASE_KEY.format(id=release_id))
         return Release.from_hash(raw) if raw else None
 
@@ -234,6 +248,9 @@ class ReleaseStore:
             target.execute()
 
     def audit(self, release_id: str) -> list[AuditEntry]:
+        """The audit trail, oldest first; empty for an id of the wrong shape, as for none."""
+        if not is_release_id(release_id):
+            return []
         raw = self.redis.lrange(AUDIT_KEY.format(id=release_id), 0, -1)
         return [AuditEntry.from_json(json.loads(item)) for item in raw]
 

@@ -45,7 +45,7 @@ from rq.job import Job
 
 from worker import metrics, queueing
 from worker.colors import Color
-from worker.config import AppConfig, Settings
+from worker.config import AppConfig, Settings, repository_key
 from worker.releases import (
     AUDIT_KEY,
     EVENTS_KEY,
@@ -307,7 +307,7 @@ def answers(plan: Plan, reply: list[Any]) -> list[Submitted]:
 def seen_keys(event: TagEvent, app: AppConfig) -> list[str]:
     """Keys that mark this delivery, and this repository+tag+commit, as seen for `app`."""
     keys = [SEEN_TAG_KEY.format(app=app.name, digest=_digest(
-        event.repository.casefold(), event.tag, event.commit))]
+        repository_key(event.repository), event.tag, event.commit))]
     if event.delivery_id:
         # One delivery may carry several tags (Bitbucket): it is seen once per tag.
         keys.insert(0, SEEN_DELIVERY_KEY.format(forge=event.forge, app=app.name,
