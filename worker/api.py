@@ -99,8 +99,8 @@ class Engine:
         between its steps (`worker.jobs`)."""
         config = self.app_config(app)
         action = Action.parse(action)
+        target = self.resolve(app, action, release=release, color=color)
         with redis_unavailable():
-            target = resolve_target(self.store, config, action, release_id=release, color=color)
             color_value = (color or target.color).value if action is Action.DECOMMISSION else None
             with self.redis.pipeline() as pipe:
                 pipe.multi()
@@ -113,6 +113,15 @@ class Engine:
             place = queueing.position(self.redis, config.queue, job_id)
             return Queued(job_id=job_id, position=place or 0,  # 0: a worker took it already
                           release=target)
+
+    def resolve(self, app: str, action: Action | str, *, release: str | None,
+                color: Color | None = None) -> Release:
+        """The release a command would act on, checked as `submit_command` checks it (the one
+        named, or the one the app's state implies); nothing is queued."""
+        config = self.app_config(app)
+        with redis_unavailable():
+            return resolve_target(self.store, config, Action.parse(action), release_id=release,
+                                  color=color)
 
     def get_release(self, release_id: str) -> Release | None:
         with redis_unavailable():

@@ -17,7 +17,7 @@ A repeated click — while the same command (release and action) is still being
 queued, or waits in the queue, or runs — is acknowledged and changes nothing; once
 that command has run, a click goes to the engine again, which says why it is stale. A
 command that names no release (`/deploy promote APP`) acts on the one the app's state
-implies (`worker.commands.resolve_target`, as the engine picks it), resolved before the
+implies (`Engine.resolve`, as the engine picks it), resolved before the
 repeat guard: its repeat, or a click for that release, is the same command. Refusals and
 the engine's errors (stale, unknown release, ...) come back as text for an ephemeral
 reply, the same messages the HTTP API renders. Every queued command is audited by the
@@ -32,8 +32,7 @@ from redis.exceptions import RedisError
 
 from webhook.context import Web
 from worker import metrics
-from worker.api import Action, Color, EngineError, Queued, Unavailable, redis_unavailable
-from worker.commands import resolve_target
+from worker.api import Action, Color, EngineError, Queued, Unavailable
 from worker.config import AppConfig, Settings
 
 CLICK_KEY = "bluegreen:chatops:click:{app}:{target}:{action}"
@@ -131,9 +130,7 @@ def _named(web: Web, app: AppConfig, command: Command) -> Command:
     repeat guard as a click on that release's button."""
     if command.release is not None:
         return command
-    with redis_unavailable():
-        target = resolve_target(web.engine.store, app, command.action, release_id=None,
-                                color=command.color)
+    target = web.engine.resolve(app.name, command.action, release=None, color=command.color)
     return replace(command, release=target.id)
 
 

@@ -18,7 +18,6 @@ Slash command: `/deploy promote APP [RELEASE]`, `/deploy rollback APP [RELEASE]`
 from __future__ import annotations
 
 import logging
-import re
 import urllib.parse
 from typing import Any
 
@@ -32,12 +31,11 @@ from webhook.chatops import responder
 from webhook.chatops.actions import Chatter, Command, submit
 from webhook.chatops.status import status_text
 from webhook.context import Web, current
-from worker.api import Action, Color, EngineError, Release
+from worker.api import Action, Color, EngineError, Release, is_release_id
 from worker.chatmessages import ACTION_PREFIX, ButtonValue, render
 
 bp = Blueprint("chatops_slack", __name__)
 log = logging.getLogger("bluegreen.chatops")
-RELEASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,199}")
 USAGE = {
     Action.PROMOTE: "promote APP [RELEASE]",
     Action.ROLLBACK: "rollback APP [RELEASE]",
@@ -103,7 +101,7 @@ def parse_command(words: list[str]) -> Command:
         raise ValueError(f"Usage: {USAGE[action]}")
     color = Color.parse(args[1]) if action is Action.DECOMMISSION else None
     release = args[wanted] if len(args) > wanted else None
-    if release is not None and not RELEASE_ID.fullmatch(release):
+    if release is not None and not is_release_id(release):
         raise ValueError(f"{release[:80]!r} is not a release id. Usage: {USAGE[action]}")
     return Command(app=args[0], action=action, release=release, color=color)
 
