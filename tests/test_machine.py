@@ -23,7 +23,7 @@ from worker.machine import (
     advance,
     can_advance,
 )
-from worker.releases import STATE_KEY, Release, ReleaseNotFound, ReleaseStore
+from worker.releases import STATE_KEY, Move, Release, ReleaseNotFound, ReleaseStore
 
 S = ReleaseState
 TERMINAL = {S.REJECTED, S.FAILED, S.SUPERSEDED, S.ABORTED, S.DECOMMISSIONED}
@@ -148,6 +148,28 @@ def test_the_store_refuses_an_illegal_move_and_changes_nothing(redis: redis_lib.
     assert len(store.audit(release.id)) == 1
     with pytest.raises(ReleaseNotFound):
         store.transition("nope", S.CHECKING, actor="worker", step="x", message="x")
+
+
+def test_moves_made_together_all_land_or_none_does(redis: redis_lib.Redis) -> None:
+    store = ReleaseStore(redis)
+    live = make_release(id="myapp-v1-0-blue-0000abcd", color=Color.BLUE, state=S.LIVE)
+    standby = make_release(state=S.STANDBY)
+    for release in (live, standby):
+        store.add(release, message="as it was")
+    # the second move is illegal: the first, legal alone, must not be written either
+    with pytest.raises(IllegalTransition):
+        store.transitions([Move(live.id, S.ROLLED_BACK, "undone"),
+                           Move(standby.id, S.ROLLED_BACK, "no")],
+                          actor="bob", step="rollback")
+    assert (store.get(live.id), store.get(standby.id)) == (live, standby)
+    assert [len(store.audit(r.id)) for r in (live, standby)] == [1, 1]
+    undone, again = store.transitions([Move(live.id, S.ROLLED_BACK, "undone"),
+                                       Move(standby.id, S.LIVE, "live again")],
+                                      actor="bob", step="rollback")
+    assert (undone.state, again.state, undone.updated_at) == (
+        S.ROLLED_BACK, S.LIVE, again.updated_at)
+    assert [store.audit(r.id)[-1].message for r in (live, standby)] == ["undone", "live again"]
+    assert store.in_states([S.LIVE]) == [again]
 
 
 def test_the_store_records_errors_steps_and_notes(redis: redis_lib.Redis) -> None:

@@ -38,7 +38,7 @@ from worker.config import Settings, load_settings
 from worker.kube import Cluster, KubeError
 from worker.machine import HAS_DEPLOYED, RUNNING, ReleaseState
 from worker.queueing import COMMAND_JOB, RELEASE_JOB, waiting_command
-from worker.releases import TAKES_COLOUR_STEP, Release, ReleaseStore
+from worker.releases import TAKES_COLOUR_STEP, Move, Release, ReleaseStore
 from worker.steps import Context, Stale, StepFailed
 
 log = logging.getLogger(__name__)
@@ -344,15 +344,14 @@ def promote(ctx: Context, release: Release | None, actor: str) -> Result:
     """Switch default traffic to the release (re-checked), make it live, the old one standby."""
     release = require(release, "promote")
     before, after = steps.promote(ctx, release)
-    for old in ctx.store.in_states([S.LIVE]):
-        if old.app == release.app and old.id != release.id:
-            ctx.store.transition(old.id, S.STANDBY, actor=actor, step="promote",
-                                 message=f"{release.tag} took default traffic; {old.color} "
-                                 "stays up, idle, as the rollback target", route_before=before,
-                                 route_after=after)
-    ctx.store.transition(release.id, S.LIVE, actor=actor, step="promote",
-                         message=f"default traffic goes to {release.color} ({release.tag})",
-                         route_before=before, route_after=after)
+    # the one live before stands by, and this one is live: in one transaction
+    ctx.store.transitions([
+        *(Move(old.id, S.STANDBY, f"{release.tag} took default traffic; {old.color} stays up, "
+               "idle, as the rollback target")
+          for old in ctx.store.in_states([S.LIVE])
+          if old.app == release.app and old.id != release.id),
+        Move(release.id, S.LIVE, f"default traffic goes to {release.color} ({release.tag})"),
+    ], actor=actor, step="promote", route_before=before, route_after=after)
     return result("done", f"{release.id} is live on {release.color}")
 
 
@@ -361,12 +360,11 @@ def rollback(ctx: Context, release: Release | None, actor: str) -> Result:
     release = require(release, "rollback")
     target = steps.rollback_target(ctx, release)
     before, after = steps.switch_default(ctx, target)
-    ctx.store.transition(release.id, S.ROLLED_BACK, actor=actor, step="rollback",
-                         message=f"default traffic went back to {target.color} ({target.tag})",
-                         route_before=before, route_after=after)
-    ctx.store.transition(target.id, S.LIVE, actor=actor, step="rollback",
-                         message=f"live again: {release.tag} was rolled back",
-                         route_before=before, route_after=after)
+    ctx.store.transitions([  # in one transaction: never a moment with no release live
+        Move(release.id, S.ROLLED_BACK,
+             f"default traffic went back to {target.color} ({target.tag})"),
+        Move(target.id, S.LIVE, f"live again: {release.tag} was rolled back"),
+    ], actor=actor, step="rollback", route_before=before, route_after=after)
     return result("done", f"rolled back {release.id}; {target.id} is live on {target.color}")
 
 

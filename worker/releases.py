@@ -29,7 +29,7 @@ import operator
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, NewType, TypeGuard
 
@@ -48,7 +48,7 @@ from worker.machine import (
 )
 from worker.redistext import as_text
 
-__all__ = ["AuditEntry", "IllegalTransition", "Release", "ReleaseId", "ReleaseNotFound",
+__all__ = ["AuditEntry", "IllegalTransition", "Move", "Release", "ReleaseId", "ReleaseNotFound",
            "ReleaseState", "ReleaseStore", "is_release_id", "new_release_id"]
 
 ReleaseId = NewType("ReleaseId", str)
@@ -129,6 +129,16 @@ class AuditEntry:
                    step=str(data.get("step", "")), state_from=data.get("state_from"),
                    state_to=data.get("state_to"), route_before=route("route_before"),
                    route_after=route("route_after"), message=str(data.get("message", "")))
+
+
+@dataclass(frozen=True)
+class Move:
+    """One release's part of `ReleaseStore.transitions`: to which state, and why."""
+
+    release_id: str
+    to: ReleaseState
+    message: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,21 +224,37 @@ class ReleaseStore:
                    message: str, route_before: Route | None = None,
                    route_after: Route | None = None, error: str | None = None) -> Release:
         """Move the release to `to` (per `machine.TRANSITIONS`) and append an audit entry."""
-        def change(current: Release) -> tuple[Release, AuditEntry]:
-            updated = advance(current, to, now=self.clock())
-            if error is not None:
-                updated = replace(updated, error=error)
-            entry = AuditEntry(at=updated.updated_at, actor=actor, step=step,
-                               state_from=current.state.value, state_to=to.value,
-                               route_before=route_before, route_after=route_after,
-                               message=message)
-            return updated, entry
-        return self._update(release_id, change)
+        [updated] = self.transitions([Move(release_id, to, message, error)], actor=actor,
+                                     step=step, route_before=route_before,
+                                     route_after=route_after)
+        return updated
+
+    def transitions(self, moves: Sequence[Move], *, actor: str, step: str,
+                    route_before: Route | None = None,
+                    route_after: Route | None = None) -> list[Release]:
+        """Move several releases in ONE transaction, each with its audit entry: all land or
+        none does (a rollback's undone release and the one live again, say: apart, a crash
+        between them would leave no release live in the records). Checked per
+        `machine.TRANSITIONS` before anything is written."""
+        def change(current: list[Release]) -> list[tuple[Release, AuditEntry | None]]:
+            now = self.clock()
+            changed: list[tuple[Release, AuditEntry | None]] = []
+            for release, move in zip(current, moves, strict=True):
+                updated = advance(release, move.to, now=now)
+                if move.error is not None:
+                    updated = replace(updated, error=move.error)
+                changed.append((updated, AuditEntry(
+                    at=now, actor=actor, step=step, state_from=release.state.value,
+                    state_to=move.to.value, route_before=route_before,
+                    route_after=route_after, message=move.message)))
+            return changed
+        return self._update([m.release_id for m in moves], change)
 
     def set_step(self, release_id: str, step: str | None) -> Release:
         """Record which step a job is running now (None: none)."""
-        return self._update(release_id, lambda current: (
-            replace(current, step=step, updated_at=self.clock()), None))
+        [updated] = self._update([release_id], lambda current: [
+            (replace(current[0], step=step, updated_at=self.clock()), None)])
+        return updated
 
     def note(self, release_id: str, *, actor: str, step: str, message: str,
              route_before: Route | None = None, route_after: Route | None = None,
@@ -305,23 +331,27 @@ class ReleaseStore:
             start += page
         return found[:limit]
 
-    def _update(self, release_id: str,
-                change: Callable[[Release], tuple[Release, AuditEntry | None]]) -> Release:
-        """Read-modify-write one record under WATCH; retried if someone wrote in between."""
-        key = RELEASE_KEY.format(id=release_id)
+    def _update(self, release_ids: Sequence[str], change: Callable[
+            [list[Release]], list[tuple[Release, AuditEntry | None]]]) -> list[Release]:
+        """Read-modify-write records under WATCH, in one MULTI/EXEC; retried if someone
+        wrote in between."""
+        keys = [RELEASE_KEY.format(id=release_id) for release_id in release_ids]
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.hgetall(key)
-                    if not raw:
-                        raise ReleaseNotFound(release_id)
-                    current = Release.from_hash(raw)
-                    updated, entry = change(current)
+                    pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                    current = []
+                    for release_id, key in zip(release_ids, keys, strict=True):
+                        raw = pipe.hgetall(key)
+                        if not raw:
+                            raise ReleaseNotFound(release_id)
+                        current.append(Release.from_hash(raw))
+                    changed = change(current)
                     pipe.multi()
-                    self._queue_write(pipe, current, updated, entry)
+                    for before, (updated, entry) in zip(current, changed, strict=True):
+                        self._queue_write(pipe, before, updated, entry)
                     pipe.execute()
-                    return updated
+                    return [updated for updated, _ in changed]
                 except WatchError:
                     continue
 
