@@ -2,8 +2,9 @@
 
 In-process (Flask app on a real Redis): the answer parses as Prometheus text; webhook
 deliveries, chat actions and release results count up; step durations land in the
-right histogram buckets; queue length, oldest job age, worker heartbeat age and the
-live colour are read from Redis at scrape time. End to end (two gunicorn workers,
+right histogram buckets; queue length, oldest job age (the longest-waiting job's, even
+when a rollback or abort jumped to the front), worker heartbeat age and the live colour
+are read from Redis at scrape time. End to end (two gunicorn workers,
 `bluegreen worker`, the sandbox): a release cycle moves the counters, and every scrape
 agrees whichever gunicorn worker answers it.
 """
@@ -141,6 +142,23 @@ def test_gauges_are_read_at_scrape_time(client: FlaskClient, redis: redis_lib.Re
     assert value(samples, "bluegreen_live_color", app="website", color="green") == 0
     assert value(samples, "bluegreen_drift", app="myapp") == 1
     assert 2 <= value(samples, "bluegreen_snapshot_age_seconds", app="myapp") < 30
+
+
+def test_oldest_job_age_is_the_longest_waiting_not_a_queue_jumper(
+        client: FlaskClient, redis: redis_lib.Redis) -> None:
+    engine = Engine(SETTINGS, redis)
+    engine.submit_tag(TagEvent(forge="github", delivery_id="d1", repository="acme/myapp",
+                               tag="v1.0-blue", commit="a" * 40, pusher="dev"))
+    time.sleep(1.1)
+    [v2] = engine.submit_tag(TagEvent(forge="github", delivery_id="d2",
+                                      repository="acme/myapp", tag="v2.0-green",
+                                      commit="b" * 40, pusher="dev"))
+    engine.submit_command("myapp", "abort", release=v2.release.id, actor="api:ops")
+    assert redis.lindex(queueing.queue_key("deploy"), 0).decode().startswith(
+        f"{v2.release.id}-abort-")  # the abort jumped the queue: the youngest job is first
+    samples = scrape(client)
+    assert value(samples, "bluegreen_queue_length", queue="deploy") == 3
+    assert value(samples, "bluegreen_queue_oldest_job_age_seconds", queue="deploy") >= 1
 
 
 def test_redis_down_is_a_503_not_a_500(redis_server: object, redis_url: str) -> None:
