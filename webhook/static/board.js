@@ -99,6 +99,11 @@
           live.release ? el("span", {}, " · ", live.release.tag) : null,
           " · since ", when(live.since))
       : el("div", {class: "live-line live-none"}, "nothing is live");
+    // The cluster's live colour and the records' live release disagree: say how, plainly.
+    const conflict = live.conflict
+      ? el("div", {class: "conflict"}, el("strong", {}, "Cluster and records disagree: "),
+          live.conflict)
+      : null;
     const snapLine = snap
       ? el("span", {class: "snapshot" + (snap.error ? " stale" : "")},
           "cluster seen ", when(snap.taken_at),
@@ -108,6 +113,7 @@
       el("header", {class: "app-head"}, el("h2", {}, name),
         el("span", {class: "muted"}, "queue ", app.queue, " · "), snapLine),
       heading,
+      conflict,
       el("div", {class: "colors"}, ["blue", "green"].map((c) => colorPanel(c, app.colors[c]))),
       (app.awaiting || []).map((r) => el("div", {class: "awaiting"},
         el("strong", {}, r.tag), ` awaits promotion on ${r.color} (ready `, when(r.updated_at),
