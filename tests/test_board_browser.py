@@ -3,11 +3,13 @@
 Covers what a person watching the board sees without ever reloading it: the live
 colour (and only it) marked live, a release awaiting promotion, the switch of the live
 colour when a promote happens through the API, and a failed release in red with its
-reason; and, from records and a snapshot written to Redis, a live colour that
-disagrees with the records' live release, headlined with the release it runs and
-the disagreement said. Also the token: the board opened as `/?token=...` polls with it, and sends it
-when it fetches a release's audit trail (a click on the row). A screenshot is
-saved in the test's temp dir at the end, and on failure.
+reason. Against gunicorn and records and a snapshot written to Redis: a live colour
+that disagrees with the records' live release, headlined with the release it runs
+and the disagreement said; an open audit trail that shows a note (a command
+requested) added without a state change. Also the token: the board opened as
+`/?token=...` polls with it, and sends it when it fetches a release's audit trail (a
+click on the row). A screenshot is saved in the test's temp dir at the end, and on
+failure.
 """
 
 from __future__ import annotations
@@ -180,3 +182,26 @@ def test_the_board_says_when_the_live_colour_disagrees_with_the_records(
             "Cluster and records disagree: the default route sends users to green, whose "
             f"Deployment myapp-green carries v2.0-green ({v2}), but the records say v3.0-blue "
             f"({v3}) is live on blue")
+
+
+AUDIT_LINES = """return [...document.querySelectorAll('tr.audit li')].map(e => e.textContent);"""
+
+
+def test_an_open_audit_trail_shows_a_note_added_without_a_state_change(
+        browser: Any, tmp_path: Path, web: Gunicorn, redis: redis_lib.Redis) -> None:
+    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
+    [submitted] = engine.submit_tag(TagEvent(forge="github", delivery_id="d-1",
+                                             repository="acme/myapp", tag="v1.0-green",
+                                             commit="a" * 40, pusher="dev"))
+    release = submitted.release.id
+    with screenshot_on_failure(browser, tmp_path):
+        browser.get(web.url + "/")
+        row = f'tr.release[data-release="{release}"]'
+        eventually(browser, lambda: browser.find_elements("css selector", row), "the release")
+        browser.find_element("css selector", row).click()
+        eventually(browser, lambda: len(board(browser, AUDIT_LINES)) == 1, "the first entry")
+        engine.submit_command("myapp", "abort", release=release, actor="api:ops")
+        assert engine.get_release(release).updated_at == submitted.release.updated_at
+        eventually(browser, lambda: len(board(browser, AUDIT_LINES)) == 2,
+                   "the abort request's note", timeout=10)
+        assert "abort requested by api:ops" in board(browser, AUDIT_LINES)[1]

@@ -1,7 +1,8 @@
 """GET /status: apps, queues and recent releases as JSON, and the optional status token.
 
 In-process (Flask app on a real Redis): the document's shape before anything ran, a
-queued release with its queue position and no worker, releases known only from the
+queued release with its queue position and no worker, each release's audit trail
+length (a note adds to it without a state change), releases known only from the
 records (no snapshot yet), the live colour shown with the release its Deployment
 carries and any disagreement with the records' live release said, bounded `?limit=`,
 and the token (bearer or `?token=`, an operator token works too, never echoed), which
@@ -143,6 +144,17 @@ def test_without_a_token_configured_everything_is_open(client: FlaskClient,
     assert client.get("/api/releases").get_json()["releases"][0]["id"] == release
     shown = client.get(f"/api/releases/{release}")
     assert shown.status_code == 200 and shown.get_json()["release"]["id"] == release
+
+
+def test_each_release_says_how_long_its_audit_trail_is(client: FlaskClient,
+                                                       redis: redis_lib.Redis) -> None:
+    release = push(redis, "v1.0-green")
+    [listed] = client.get("/status").get_json()["releases"]
+    assert listed["audit_entries"] == 1
+    Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis).submit_command(
+        "myapp", "abort", release=release, actor="api:ops")  # a note: updated_at stays
+    [again] = client.get("/status").get_json()["releases"]
+    assert again["updated_at"] == listed["updated_at"] and again["audit_entries"] == 2
 
 
 TO_LIVE = ("checking", "deploying", "testing", "awaiting_promotion", "live")

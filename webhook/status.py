@@ -1,8 +1,9 @@
 """GET /status (JSON) and GET / (the live board): what every app, queue and release is doing.
 
 Owns the status document and its optional token. The document is assembled from
-Redis only: release records and queue state through `worker.api`, and the cluster as
-the worker last saw it (`worker.clusterview` snapshots, with their age and drift). The
+Redis only: release records and queue state through `worker.api`, the length of each
+listed release's audit trail, and the cluster as the worker last saw it
+(`worker.clusterview` snapshots, with their age and drift). The
 web process never talks to Kubernetes. Reads are pipelined and bounded (recent
 releases: `?limit=`, default 50, at most 200), so the answer stays fast with many
 apps and thousands of releases.
@@ -30,6 +31,7 @@ from webhook.context import Web, current
 from webhook.signatures import matching_token
 from worker import clusterview
 from worker.api import Release, ReleaseState
+from worker.releases import AUDIT_KEY
 
 bp = Blueprint("status", __name__)
 DEFAULT_LIMIT = 50
@@ -98,8 +100,20 @@ def document(web: Web, *, limit: int, now: float) -> dict[str, Any]:
         "apps": {name: _app(web, name, live.get(name, []), awaiting.get(name, []),
                             snapshots[name], now) for name in names},
         "queues": [_queue(q, now) for q in engine.queue_status()],
-        "releases": [summary(r, now) for r in engine.list_releases(limit=limit)],
+        "releases": _with_audit_entries(web, [summary(r, now)
+                                              for r in engine.list_releases(limit=limit)]),
     }
+
+
+def _with_audit_entries(web: Web, releases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each release with `audit_entries`, the length of its audit trail (one pipelined
+    LLEN each). A note (a command requested, a retry) adds an entry without changing
+    the record's `updated_at`; the board refetches an open trail when this changes."""
+    with web.redis.pipeline(transaction=False) as pipe:
+        for release in releases:
+            pipe.llen(AUDIT_KEY.format(id=release["id"]))
+        lengths = pipe.execute()
+    return [{**release, "audit_entries": n} for release, n in zip(releases, lengths, strict=True)]
 
 
 def _by_app(releases: list[Release]) -> dict[str, list[Release]]:
