@@ -4,9 +4,10 @@ In-process (Flask app on a real Redis): the answer parses as Prometheus text; we
 deliveries, chat actions and release results count up; step durations land in the
 right histogram buckets; queue length, oldest job age (the longest-waiting job's, even
 when a rollback or abort jumped to the front), worker heartbeat age and the live colour
-are read from Redis at scrape time. End to end (two gunicorn workers,
-`bluegreen worker`, the sandbox): a release cycle moves the counters, and every scrape
-agrees whichever gunicorn worker answers it.
+are read from Redis at scrape time; there is no snapshot age before a first successful
+look at the cluster. End to end (two gunicorn workers, `bluegreen worker`, the
+sandbox): a release cycle moves the counters, and every scrape agrees whichever
+gunicorn worker answers it.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ import pytest
 import redis as redis_lib
 import yaml
 from flask.testing import FlaskClient
+from proctools import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from stack import app_config, running, wait_until
 from web import CONFIG_YAML, SECRET_ENV, delivery, http, signed
 
 from webhook import create_app
-from worker import clusterview, metrics, queueing
+from worker import clusterview, metrics, queueing, snapshot
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
+from worker.kube import Cluster
 from worker.releases import ReleaseState, ReleaseStore
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -159,6 +162,28 @@ def test_oldest_job_age_is_the_longest_waiting_not_a_queue_jumper(
     samples = scrape(client)
     assert value(samples, "bluegreen_queue_length", queue="deploy") == 3
     assert value(samples, "bluegreen_queue_oldest_job_age_seconds", queue="deploy") >= 1
+
+
+def test_no_snapshot_age_until_the_cluster_was_read_once(client: FlaskClient,
+                                                         redis: redis_lib.Redis,
+                                                         tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"  # an API server nobody answers at
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    cluster = Cluster(kubeconfig=str(kubeconfig), attempts=1, request_timeout=2)
+    try:
+        snapshot.refresh(redis, cluster, ReleaseStore(redis), SETTINGS.apps["myapp"],
+                         source="idle")
+    finally:
+        cluster.close()
+    stored = clusterview.load(redis, "myapp")
+    assert stored is not None and stored["error"] and stored["taken_at"] is None
+    samples = scrape(client)
+    assert value(samples, "bluegreen_snapshot_age_seconds", app="myapp") is None
+    assert value(samples, "bluegreen_drift", app="myapp") == 0
 
 
 def test_redis_down_is_a_503_not_a_500(redis_server: object, redis_url: str) -> None:

@@ -219,17 +219,20 @@ class RedisCollector(Collector):
                                  "route sends users to (as last seen on the cluster).",
                                  labels=["app", "color"])
         age = GaugeMetricFamily("bluegreen_snapshot_age_seconds",
-                                "Seconds since the worker last read the app's cluster state.",
-                                labels=["app"])
+                                "Seconds since the worker last read the app's cluster state "
+                                "(absent until a read succeeds).", labels=["app"])
         drift = GaugeMetricFamily("bluegreen_drift", "Differences between the cluster and the "
                                   "release records (0: none).", labels=["app"])
         for app, snap in raw["snapshots"].items():
             for color in Color:
                 on = snap is not None and snap.get("live") == color.value
                 live.add_metric([app, color.value], 1.0 if on else 0.0)
-            if snap is not None:
-                age.add_metric([app], max(0.0, now - float(snap.get("taken_at") or 0)))
-                drift.add_metric([app], float(len(snap.get("drift") or [])))
+            if snap is None:
+                continue
+            taken = snap.get("taken_at")
+            if isinstance(taken, int | float):  # None: no look at the cluster has succeeded
+                age.add_metric([app], max(0.0, now - taken))
+            drift.add_metric([app], float(len(snap.get("drift") or [])))
         yield from (live, age, drift)
 
 
