@@ -2,6 +2,7 @@
 
 Against a real gunicorn web process and a real Redis: tables for people, `--json` for
 scripts, exit codes (0 queued, 1 refused/stale/none/several, 2 usage, 3 unreachable),
+a malformed `--url` as a one-line usage error and a password in it never echoed,
 choosing the one release a command means and saying which. The end-to-end test runs
 the CLI against web + `bluegreen worker` + the sandbox cluster: promote, status, rollback.
 """
@@ -158,6 +159,28 @@ def test_exit_codes_scripts_can_trust(cli: Callable[..., Result], web: Gunicorn,
     assert unreachable.exit_code == 3
     assert "cannot reach" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:abc", "http://exa mple", "http://[::1",
+                                 "http://127.0.0.1:99999", "http://", "ftp://example.com",
+                                 "http://127.0.0.1\x1b[2J"])
+def test_a_malformed_url_is_a_one_line_usage_error(url: str) -> None:
+    for env in ({}, {"BLUEGREEN_URL": url}):
+        args = ["status"] if env else ["status", "--url", url]
+        result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("Error: --url ")
+
+
+def test_a_password_in_the_url_is_never_echoed() -> None:
+    port = free_port()
+    for url in (f"https://ops:s3cret-pw@127.0.0.1:{port}", f"http://ops:s3cr/et@127.0.0.1:{port}",
+                f"http://s3cret-token@127.0.0.1:{port}"):
+        result = CliRunner().invoke(main, ["promote", "myapp", "r1", "--url", url],
+                                    catch_exceptions=False)
+        assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert "s3cr" not in result.output and "***@127.0.0.1" in result.stderr
 
 
 # --- end to end: web + worker + sandbox ------------------------------------------------------

@@ -12,6 +12,7 @@ Deciding and doing is the server's job; this module only asks.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -38,6 +39,12 @@ class Refused(click.ClickException):
     exit_code = 1
 
 
+class BadUsage(click.ClickException):
+    """A bad --url (or other input), said in one line like every other failure: exit 2."""
+
+    exit_code = 2
+
+
 class Unreachable(click.ClickException):
     """The server cannot be reached or did not answer with our JSON: exit 3."""
 
@@ -52,6 +59,9 @@ class Api:
     token: str | None
     timeout: float = TIMEOUT
 
+    def __post_init__(self) -> None:
+        check_url(self.url)
+
     def get(self, path: str, **params: str | int | None) -> dict[str, Any]:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         return self._call("GET", path + (f"?{query}" if query else ""), None)
@@ -65,11 +75,9 @@ class Api:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        if not self.url.startswith(("http://", "https://")):
-            raise click.UsageError(f"--url must be an http:// or https:// address: {self.url!r}")
-        request = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
-            self.url.rstrip("/") + path, data=body, method=method, headers=headers)
         try:
+            request = urllib.request.Request(  # noqa: S310 - check_url allows http(s) only
+                self.url.rstrip("/") + path, data=body, method=method, headers=headers)
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
                 return _decode(answer.read(), answer.status)
         except urllib.error.HTTPError as e:
@@ -77,7 +85,43 @@ class Api:
             raise _refusal(e.code, answer) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise Unreachable(f"cannot reach {self.url}: {reason}") from None
+            raise Unreachable(f"cannot reach {shown_url(self.url)}: {reason}") from None
+        except (http.client.InvalidURL, ValueError):  # what check_url missed; its text may
+            # quote the password, so it is not repeated
+            raise BadUsage(f"--url is not a valid address: {shown_url(self.url)!r}") from None
+
+
+def check_url(url: str) -> None:
+    """Refuse, in one line and with exit 2, an address urllib would choke on (its errors
+    are tracebacks) or could never use: urllib sends no user part, it takes `user:pass@`
+    for part of the host name. The address is shown with any password masked."""
+    shown = shown_url(url)
+    if not url.startswith(("http://", "https://")):
+        raise BadUsage(f"--url must be an http:// or https:// address: {shown!r}")
+    if shown != url:
+        raise BadUsage(f"--url must not carry a user name or password (the API takes a "
+                       f"bearer token: --token or BLUEGREEN_API_TOKEN): {shown!r}")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise BadUsage(f"--url must not contain spaces or control characters: {shown!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: a port that is no number 0-65535 raises
+    except ValueError as e:  # its text quotes the port or nothing; no password is left here
+        raise BadUsage(f"--url is not a valid address ({e}): {shown!r}") from None
+    if not parts.hostname:
+        raise BadUsage(f"--url names no host: {shown!r}")
+
+
+def shown_url(url: str) -> str:
+    """`url` fit to print: a password in it as `user:***@`, a lone user part (often a
+    token) as `***@`. Everything up to the last `@` counts as the user part, so a raw
+    `/` or `@` in a password is masked too."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not (sep and at):
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{host}"
 
 
 def _decode(raw: bytes, status: int) -> dict[str, Any]:
