@@ -3,6 +3,7 @@
 Against a real gunicorn web process and a real Redis: tables for people, `--json` for
 scripts, exit codes (0 queued, 1 refused/stale/none/several, 2 usage, 3 unreachable),
 a malformed `--url` as a one-line usage error and a password in it never echoed,
+control characters the server passes on shown as `\\xNN`, never sent to the terminal,
 choosing the one release a command means and saying which. The end-to-end test runs
 the CLI against web + `bluegreen worker` + the sandbox cluster: promote, status, rollback.
 """
@@ -144,6 +145,36 @@ def test_releases_status_and_show_for_people_and_scripts(
     assert "commit:      6dcb09b5b57875f334f61aebed695e2e4193db5e" in shown.output
     assert "queued -> checking" in shown.output and "awaiting_promotion -> live" in shown.output
     assert json.loads(cli("show", live, "--json").stdout)["release"]["state"] == "live"
+
+
+PWNED = "\x1b]0;pwned\x07"  # an OSC sequence: retitles the terminal window
+
+
+def test_control_characters_from_the_server_are_shown_not_obeyed(
+        cli: Callable[..., Result], web: Gunicorn, redis: redis_lib.Redis) -> None:
+    d = signed(with_delivery_id(delivery("github", "push__tag_lightweight"), "d-1"))
+    body = d.json
+    body["ref"] = "refs/tags/v9.0\u009b2J-blue"  # C1 CSI: git allows it in a tag name
+    release = web.post("/webhook", signed(d.with_body(body))).json["releases"][0]["id"]
+    store = ReleaseStore(redis)
+    store.note(release, actor=f"api:{PWNED}", step="promote", message=f"tab\there{PWNED}\x7f")
+    for state in TO_AWAITING:
+        store.transition(release, state, actor="worker:test", step="test", message="walked")
+    store.transition(release, S.FAILED, actor="worker:test", step="smoke_test",
+                     message=f"failed {PWNED}", error=f"GET /ready answered {PWNED}\nline 2")
+    for args in (["releases"], ["show", release], ["status"], ["show", f"x{PWNED}"]):
+        result = cli(*args)
+        assert result.exit_code in (0, 1), result.output
+        everything = result.stdout + result.stderr
+        assert not [c for c in everything if c != "\n" and (ord(c) < 32 or 127 <= ord(c) < 160)]
+        assert "\\x1b]0;pwned\\x07" in everything or args == ["releases"], args
+    assert "v9.0\\x9b2J-blue" in cli("releases").stdout
+    shown = cli("show", release).stdout
+    assert "tab\\x09here\\x1b]0;pwned\\x07\\x7f" in shown
+    assert "GET /ready answered \\x1b]0;pwned\\x07\\x0aline 2" in shown
+    raw = json.loads(cli("show", release, "--json").stdout)  # scripts get it as it is
+    assert raw["release"]["tag"] == "v9.0\u009b2J-blue" and raw["release"]["error"].endswith(
+        f"{PWNED}\nline 2")
 
 
 def test_exit_codes_scripts_can_trust(cli: Callable[..., Result], web: Gunicorn,

@@ -3,7 +3,8 @@
 `status`, `releases [APP]`, `show RELEASE`, `promote APP [RELEASE]`, `rollback APP`,
 `decommission APP COLOR` and `abort APP` talk to `BLUEGREEN_URL` with
 `BLUEGREEN_API_TOKEN` over urllib (no extra runtime dependency). People get
-tables; `--json` prints the API's own answer for scripts. Exit codes: 0 done or
+tables, with control characters in what the server sends shown as `\\xNN` (`Answer`);
+`--json` prints the API's own answer for scripts. Exit codes: 0 done or
 queued; 1 refused, stale or not found; 2 usage; 3 the server cannot be reached;
 every failure is one line on stderr. Without a release id a command acts on the one
 release it can mean and says which; none or several → it says so and changes nothing.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -124,14 +126,40 @@ def shown_url(url: str) -> str:
     return f"{scheme}://{user + ':***' if colon else '***'}@{host}"
 
 
-def _decode(raw: bytes, status: int) -> dict[str, Any]:
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 control characters (newline and tab too: one record, one line), DEL and C1."""
+
+
+def printable(value: Any) -> Any:
+    """`value` with each control character in its strings, keys included, shown as `\\xNN`."""
+    if isinstance(value, str):
+        return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
+
+
+class Answer(dict[str, Any]):
+    """An answer of the API, fit for a terminal: every string in it `printable`, so a tag,
+    message or error the server passes on cannot move the cursor, retitle the window or
+    hide text. This is the one place the CLI cleans what it prints; `raw` is the answer
+    as sent, which `--json` prints (JSON escapes control characters itself)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        super().__init__(printable(raw))
+        self.raw = raw
+
+
+def _decode(raw: bytes, status: int) -> Answer:
     try:
         answer = json.loads(raw)
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
         raise Unreachable(f"the server answered HTTP {status} without bluegreen's JSON")
-    return answer
+    return Answer(answer)
 
 
 def _refusal(status: int, answer: dict[str, Any]) -> click.ClickException:
@@ -158,7 +186,8 @@ def api_options(command: F) -> F:
 
 
 def emit_json(answer: dict[str, Any]) -> None:
-    click.echo(json.dumps(answer, indent=2, sort_keys=True))
+    """The API's answer as it was sent (an `Answer`'s `raw`)."""
+    click.echo(json.dumps(getattr(answer, "raw", answer), indent=2, sort_keys=True))
 
 
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
