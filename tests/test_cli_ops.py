@@ -4,6 +4,7 @@ Against a real gunicorn web process and a real Redis: tables for people, `--json
 scripts, exit codes (0 queued, 1 refused/stale/none/several, 2 usage, 3 unreachable),
 a malformed `--url` as a one-line usage error and a password in it never echoed,
 control characters the server passes on shown as `\\xNN`, never sent to the terminal,
+a server that does not speak HTTP reported in one line (exit 3),
 choosing the one release a command means and saying which. The end-to-end test runs
 the CLI against web + `bluegreen worker` + the sandbox cluster: promote, status, rollback.
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -212,6 +215,23 @@ def test_a_password_in_the_url_is_never_echoed() -> None:
                                     catch_exceptions=False)
         assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.stderr
         assert "s3cr" not in result.output and "***@127.0.0.1" in result.stderr
+
+
+def test_a_server_that_does_not_speak_http_is_unreachable_in_one_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def answer_garbage() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(f"{PWNED} not HTTP\r\n\r\n".encode())
+        thread = threading.Thread(target=answer_garbage, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        result = CliRunner().invoke(main, ["status", "--url", url], catch_exceptions=False)
+        thread.join(10)
+    assert result.exit_code == 3 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"Error: {url} did not answer as an HTTP server: ")
+    assert "\x1b" not in result.stderr and "\\x1b]0;pwned\\x07" in result.stderr
 
 
 # --- end to end: web + worker + sandbox ------------------------------------------------------

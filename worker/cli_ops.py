@@ -87,10 +87,14 @@ class Api:
             raise _refusal(e.code, answer) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise Unreachable(f"cannot reach {shown_url(self.url)}: {reason}") from None
+            raise Unreachable(f"cannot reach {shown_url(self.url)}: {printable(str(reason))}"
+                              ) from None
         except (http.client.InvalidURL, ValueError):  # what check_url missed; its text may
             # quote the password, so it is not repeated
             raise BadUsage(f"--url is not a valid address: {shown_url(self.url)!r}") from None
+        except http.client.HTTPException as e:  # BadStatusLine and the like: not HTTP at all
+            raise Unreachable(f"{shown_url(self.url)} did not answer as an HTTP server: "
+                              f"{printable(str(e))}") from None
 
 
 def check_url(url: str) -> None:
