@@ -3,21 +3,34 @@
 Covers what a person watching the board sees without ever reloading it: the live
 colour (and only it) marked live, a release awaiting promotion, the switch of the live
 colour when a promote happens through the API, and a failed release in red with its
-reason. Also the token: the board opened as `/?token=...` polls with it, and sends it
-when it fetches a release's audit trail (a click on the row). A screenshot is
-saved in the test's temp dir at the end, and on failure.
+reason. Against gunicorn and records and a snapshot written to Redis: a live colour
+that disagrees with the records' live release, headlined with the release it runs
+and the disagreement said; an open audit trail that shows a note (a command
+requested) added without a state change. Also the token: the board opened as
+`/?token=...` polls with it, and sends it when it fetches a release's audit trail (a
+click on the row). A screenshot is saved in the test's temp dir at the end, and on
+failure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_lib
+import yaml
 from stack import Stack, app_config, running
+from web import CONFIG_YAML, Gunicorn
+
+from worker import clusterview
+from worker.api import Engine, TagEvent
+from worker.config import parse_settings
+from worker.releases import ReleaseState, ReleaseStore
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
@@ -131,3 +144,64 @@ def test_the_board_follows_a_release_without_reloading(browser: Any, tmp_path: P
         assert "live · updated" in board(browser, "return document.getElementById("
                                                   "'connection').textContent;")
         browser.save_screenshot(str(tmp_path / "board-live.png"))
+
+
+CONFLICT = """const e = document.querySelector('[data-app="myapp"] .conflict');
+  return e ? e.textContent : null;"""
+
+
+def live_release(redis: redis_lib.Redis, tag: str, *then: str) -> str:
+    """A release of myapp walked to live (and on through `then`), as the worker would."""
+    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
+    [submitted] = engine.submit_tag(TagEvent(forge="github", delivery_id=f"d-{tag}",
+                                             repository="acme/myapp", tag=tag,
+                                             commit="a" * 40, pusher="dev"))
+    for state in ("checking", "deploying", "testing", "awaiting_promotion", "live", *then):
+        engine.store.transition(submitted.release.id, ReleaseState(state), actor="worker",
+                                step="test", message=state)
+    return submitted.release.id
+
+
+def test_the_board_says_when_the_live_colour_disagrees_with_the_records(
+        browser: Any, tmp_path: Path, web: Gunicorn, redis: redis_lib.Redis) -> None:
+    v2 = live_release(redis, "v2.0-green", "standby")
+    v3 = live_release(redis, "v3.0-blue")
+    assert ReleaseStore(redis).get(v3).state is ReleaseState.LIVE  # what the records say
+    colors = {c: {"deployment": f"myapp-{c}", "exists": True, "release": r, "version": v,
+                  "ready": 1, "desired": 1, "is_ready": True}
+              for c, r, v in (("blue", v3, "v3.0"), ("green", v2, "v2.0"))}
+    redis.set(clusterview.key("myapp"), clusterview.encode(  # the route switched by hand
+        {"app": "myapp", "taken_at": time.time(), "live": "green", "live_since": time.time(),
+         "colors": colors, "drift": []}))
+    with screenshot_on_failure(browser, tmp_path):
+        browser.get(web.url + "/")
+        eventually(browser, lambda: board(browser, LIVE_COLORS) == ["green"], "green live")
+        line = board(browser, LIVE_LINE)
+        assert "GREEN is live · v2.0-green" in line and "v3.0-blue" not in line
+        assert board(browser, CONFLICT) == (
+            "Cluster and records disagree: the default route sends users to green, whose "
+            f"Deployment myapp-green carries v2.0-green ({v2}), but the records say v3.0-blue "
+            f"({v3}) is live on blue")
+
+
+AUDIT_LINES = """return [...document.querySelectorAll('tr.audit li')].map(e => e.textContent);"""
+
+
+def test_an_open_audit_trail_shows_a_note_added_without_a_state_change(
+        browser: Any, tmp_path: Path, web: Gunicorn, redis: redis_lib.Redis) -> None:
+    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
+    [submitted] = engine.submit_tag(TagEvent(forge="github", delivery_id="d-1",
+                                             repository="acme/myapp", tag="v1.0-green",
+                                             commit="a" * 40, pusher="dev"))
+    release = submitted.release.id
+    with screenshot_on_failure(browser, tmp_path):
+        browser.get(web.url + "/")
+        row = f'tr.release[data-release="{release}"]'
+        eventually(browser, lambda: browser.find_elements("css selector", row), "the release")
+        browser.find_element("css selector", row).click()
+        eventually(browser, lambda: len(board(browser, AUDIT_LINES)) == 1, "the first entry")
+        engine.submit_command("myapp", "abort", release=release, actor="api:ops")
+        assert engine.get_release(release).updated_at == submitted.release.updated_at
+        eventually(browser, lambda: len(board(browser, AUDIT_LINES)) == 2,
+                   "the abort request's note", timeout=10)
+        assert "abort requested by api:ops" in board(browser, AUDIT_LINES)[1]

@@ -2,6 +2,9 @@
 
 Against a real gunicorn web process and a real Redis: tables for people, `--json` for
 scripts, exit codes (0 queued, 1 refused/stale/none/several, 2 usage, 3 unreachable),
+a malformed `--url` as a one-line usage error and a password in it never echoed,
+control characters the server passes on shown as `\\xNN`, never sent to the terminal,
+a server that does not speak HTTP reported in one line (exit 3),
 choosing the one release a command means and saying which. The end-to-end test runs
 the CLI against web + `bluegreen worker` + the sandbox cluster: promote, status, rollback.
 """
@@ -10,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,6 +150,36 @@ def test_releases_status_and_show_for_people_and_scripts(
     assert json.loads(cli("show", live, "--json").stdout)["release"]["state"] == "live"
 
 
+PWNED = "\x1b]0;pwned\x07"  # an OSC sequence: retitles the terminal window
+
+
+def test_control_characters_from_the_server_are_shown_not_obeyed(
+        cli: Callable[..., Result], web: Gunicorn, redis: redis_lib.Redis) -> None:
+    d = signed(with_delivery_id(delivery("github", "push__tag_lightweight"), "d-1"))
+    body = d.json
+    body["ref"] = "refs/tags/v9.0\u009b2J-blue"  # C1 CSI: git allows it in a tag name
+    release = web.post("/webhook", signed(d.with_body(body))).json["releases"][0]["id"]
+    store = ReleaseStore(redis)
+    store.note(release, actor=f"api:{PWNED}", step="promote", message=f"tab\there{PWNED}\x7f")
+    for state in TO_AWAITING:
+        store.transition(release, state, actor="worker:test", step="test", message="walked")
+    store.transition(release, S.FAILED, actor="worker:test", step="smoke_test",
+                     message=f"failed {PWNED}", error=f"GET /ready answered {PWNED}\nline 2")
+    for args in (["releases"], ["show", release], ["status"], ["show", f"x{PWNED}"]):
+        result = cli(*args)
+        assert result.exit_code in (0, 1), result.output
+        everything = result.stdout + result.stderr
+        assert not [c for c in everything if c != "\n" and (ord(c) < 32 or 127 <= ord(c) < 160)]
+        assert "\\x1b]0;pwned\\x07" in everything or args == ["releases"], args
+    assert "v9.0\\x9b2J-blue" in cli("releases").stdout
+    shown = cli("show", release).stdout
+    assert "tab\\x09here\\x1b]0;pwned\\x07\\x7f" in shown
+    assert "GET /ready answered \\x1b]0;pwned\\x07\\x0aline 2" in shown
+    raw = json.loads(cli("show", release, "--json").stdout)  # scripts get it as it is
+    assert raw["release"]["tag"] == "v9.0\u009b2J-blue" and raw["release"]["error"].endswith(
+        f"{PWNED}\nline 2")
+
+
 def test_exit_codes_scripts_can_trust(cli: Callable[..., Result], web: Gunicorn,
                                       redis: redis_lib.Redis) -> None:
     assert cli("show", "no-such-release").exit_code == 1
@@ -158,6 +193,45 @@ def test_exit_codes_scripts_can_trust(cli: Callable[..., Result], web: Gunicorn,
     assert unreachable.exit_code == 3
     assert "cannot reach" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:abc", "http://exa mple", "http://[::1",
+                                 "http://127.0.0.1:99999", "http://", "ftp://example.com",
+                                 "http://127.0.0.1\x1b[2J"])
+def test_a_malformed_url_is_a_one_line_usage_error(url: str) -> None:
+    for env in ({}, {"BLUEGREEN_URL": url}):
+        args = ["status"] if env else ["status", "--url", url]
+        result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("Error: --url ")
+
+
+def test_a_password_in_the_url_is_never_echoed() -> None:
+    port = free_port()
+    for url in (f"https://ops:s3cret-pw@127.0.0.1:{port}", f"http://ops:s3cr/et@127.0.0.1:{port}",
+                f"http://s3cret-token@127.0.0.1:{port}"):
+        result = CliRunner().invoke(main, ["promote", "myapp", "r1", "--url", url],
+                                    catch_exceptions=False)
+        assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert "s3cr" not in result.output and "***@127.0.0.1" in result.stderr
+
+
+def test_a_server_that_does_not_speak_http_is_unreachable_in_one_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def answer_garbage() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(f"{PWNED} not HTTP\r\n\r\n".encode())
+        thread = threading.Thread(target=answer_garbage, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        result = CliRunner().invoke(main, ["status", "--url", url], catch_exceptions=False)
+        thread.join(10)
+    assert result.exit_code == 3 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"Error: {url} did not answer as an HTTP server: ")
+    assert "\x1b" not in result.stderr and "\\x1b]0;pwned\\x07" in result.stderr
 
 
 # --- end to end: web + worker + sandbox ------------------------------------------------------

@@ -2,10 +2,12 @@
 
 In-process (Flask app on a real Redis): the answer parses as Prometheus text; webhook
 deliveries, chat actions and release results count up; step durations land in the
-right histogram buckets; queue length, oldest job age, worker heartbeat age and the
-live colour are read from Redis at scrape time. End to end (two gunicorn workers,
-`bluegreen worker`, the sandbox): a release cycle moves the counters, and every scrape
-agrees whichever gunicorn worker answers it.
+right histogram buckets; queue length, oldest job age (the longest-waiting job's, even
+when a rollback or abort jumped to the front), worker heartbeat age and the live colour
+are read from Redis at scrape time; there is no snapshot age before a first successful
+look at the cluster. End to end (two gunicorn workers, `bluegreen worker`, the
+sandbox): a release cycle moves the counters, and every scrape agrees whichever
+gunicorn worker answers it.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ import pytest
 import redis as redis_lib
 import yaml
 from flask.testing import FlaskClient
+from proctools import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from stack import app_config, running, wait_until
 from web import CONFIG_YAML, SECRET_ENV, delivery, http, signed
 
 from webhook import create_app
-from worker import clusterview, metrics, queueing
+from worker import clusterview, metrics, queueing, snapshot
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
+from worker.kube import Cluster
 from worker.releases import ReleaseState, ReleaseStore
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -141,6 +145,45 @@ def test_gauges_are_read_at_scrape_time(client: FlaskClient, redis: redis_lib.Re
     assert value(samples, "bluegreen_live_color", app="website", color="green") == 0
     assert value(samples, "bluegreen_drift", app="myapp") == 1
     assert 2 <= value(samples, "bluegreen_snapshot_age_seconds", app="myapp") < 30
+
+
+def test_oldest_job_age_is_the_longest_waiting_not_a_queue_jumper(
+        client: FlaskClient, redis: redis_lib.Redis) -> None:
+    engine = Engine(SETTINGS, redis)
+    engine.submit_tag(TagEvent(forge="github", delivery_id="d1", repository="acme/myapp",
+                               tag="v1.0-blue", commit="a" * 40, pusher="dev"))
+    time.sleep(1.1)
+    [v2] = engine.submit_tag(TagEvent(forge="github", delivery_id="d2",
+                                      repository="acme/myapp", tag="v2.0-green",
+                                      commit="b" * 40, pusher="dev"))
+    engine.submit_command("myapp", "abort", release=v2.release.id, actor="api:ops")
+    assert redis.lindex(queueing.queue_key("deploy"), 0).decode().startswith(
+        f"{v2.release.id}-abort-")  # the abort jumped the queue: the youngest job is first
+    samples = scrape(client)
+    assert value(samples, "bluegreen_queue_length", queue="deploy") == 3
+    assert value(samples, "bluegreen_queue_oldest_job_age_seconds", queue="deploy") >= 1
+
+
+def test_no_snapshot_age_until_the_cluster_was_read_once(client: FlaskClient,
+                                                         redis: redis_lib.Redis,
+                                                         tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"  # an API server nobody answers at
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    cluster = Cluster(kubeconfig=str(kubeconfig), attempts=1, request_timeout=2)
+    try:
+        snapshot.refresh(redis, cluster, ReleaseStore(redis), SETTINGS.apps["myapp"],
+                         source="idle")
+    finally:
+        cluster.close()
+    stored = clusterview.load(redis, "myapp")
+    assert stored is not None and stored["error"] and stored["taken_at"] is None
+    samples = scrape(client)
+    assert value(samples, "bluegreen_snapshot_age_seconds", app="myapp") is None
+    assert value(samples, "bluegreen_drift", app="myapp") == 0
 
 
 def test_redis_down_is_a_503_not_a_500(redis_server: object, redis_url: str) -> None:

@@ -1,17 +1,21 @@
 """GET /status: apps, queues and recent releases as JSON, and the optional status token.
 
 In-process (Flask app on a real Redis): the document's shape before anything ran, a
-queued release with its queue position and no worker, releases known only from the
-records (no snapshot yet), bounded `?limit=`, and the token (bearer or `?token=`,
-an operator token works too, never echoed), which guards the release reads
-(`/api/releases[/<id>]`) alike, refusing before any lookup. End to end (real gunicorn, `bluegreen
-worker` and the sandbox): a release cycle queued → awaiting promotion → live as the
-status shows it, a rejected release with its reason, and drift made directly on the
-sandbox with the Kubernetes client flagged after the worker's idle refresh.
+queued release with its queue position and no worker, each release's audit trail
+length (a note adds to it without a state change), releases known only from the
+records (no snapshot yet), the live colour shown with the release its Deployment
+carries and any disagreement with the records' live release said, bounded `?limit=`,
+and the token (bearer or `?token=`, an operator token works too, never echoed), which
+guards the release reads (`/api/releases[/<id>]`) alike, refusing before any lookup.
+End to end (real gunicorn, `bluegreen worker` and the sandbox): a release cycle queued
+→ awaiting promotion → live as the status shows it, a rejected release with its
+reason, and drift made directly on the sandbox with the Kubernetes client flagged
+after the worker's idle refresh.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,10 @@ from stack import Stack, app_config, running, wait_until
 from web import API_TOKEN, CONFIG_YAML, SECRET_ENV, http
 
 from webhook import create_app
+from worker import clusterview
 from worker.api import Engine, TagEvent
 from worker.config import parse_settings
+from worker.releases import ReleaseState, ReleaseStore
 
 STATUS_TOKEN = "status-token-1"
 
@@ -58,7 +64,8 @@ def test_before_anything_ran(client: FlaskClient) -> None:
     assert doc["result"] == "ok" and isinstance(doc["generated_at"], float)
     assert sorted(doc["apps"]) == ["myapp", "website"]
     myapp = doc["apps"]["myapp"]
-    assert myapp["live"] == {"color": None, "since": None, "release": None, "seen_on": "records"}
+    assert myapp["live"] == {"color": None, "since": None, "release": None, "seen_on": "records",
+                             "records_release": None, "conflict": None}
     assert myapp["snapshot"] is None and myapp["drift"] == [] and myapp["awaiting"] == []
     assert myapp["colors"]["blue"] == {"exists": None, "live": False}
     assert doc["queues"] == [{"queue": "deploy", "apps": ["myapp", "website"],
@@ -139,6 +146,65 @@ def test_without_a_token_configured_everything_is_open(client: FlaskClient,
     assert shown.status_code == 200 and shown.get_json()["release"]["id"] == release
 
 
+def test_each_release_says_how_long_its_audit_trail_is(client: FlaskClient,
+                                                       redis: redis_lib.Redis) -> None:
+    release = push(redis, "v1.0-green")
+    [listed] = client.get("/status").get_json()["releases"]
+    assert listed["audit_entries"] == 1
+    Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis).submit_command(
+        "myapp", "abort", release=release, actor="api:ops")  # a note: updated_at stays
+    [again] = client.get("/status").get_json()["releases"]
+    assert again["updated_at"] == listed["updated_at"] and again["audit_entries"] == 2
+
+
+TO_LIVE = ("checking", "deploying", "testing", "awaiting_promotion", "live")
+
+
+def walk(redis: redis_lib.Redis, release: str, *states: str) -> None:
+    """Move a release along the state table, as the worker's steps would."""
+    store = ReleaseStore(redis)
+    for state in states:
+        store.transition(release, ReleaseState(state), actor="worker", step="test", message=state)
+
+
+def snapshot(redis: redis_lib.Redis, live: str, blue: str, green: str, taken_at: float) -> None:
+    """The cluster as the worker last saw it: the default route and each colour's label."""
+    colors = {c: {"deployment": f"myapp-{c}", "exists": True, "release": r, "is_ready": True}
+              for c, r in (("blue", blue), ("green", green))}
+    redis.set(clusterview.key("myapp"), clusterview.encode(
+        {"app": "myapp", "taken_at": taken_at, "live": live, "live_since": taken_at,
+         "colors": colors, "drift": []}))
+
+
+def test_the_live_colour_is_shown_with_the_release_it_runs_and_a_disagreement_said(
+        client: FlaskClient, redis: redis_lib.Redis) -> None:
+    v2, v3 = push(redis, "v2.0-green"), push(redis, "v3.0-blue")
+    walk(redis, v2, *TO_LIVE, "standby")
+    walk(redis, v3, *TO_LIVE)
+    snapshot(redis, "blue", v3, v2, time.time())  # the records and the cluster agree
+    live = client.get("/status").get_json()["apps"]["myapp"]["live"]
+    assert (live["color"], live["release"]["id"], live["records_release"]["id"],
+            live["conflict"]) == ("blue", v3, v3, None)
+
+    snapshot(redis, "green", v3, v2, time.time())  # someone switched the route by hand
+    live = client.get("/status").get_json()["apps"]["myapp"]["live"]
+    assert (live["color"], live["seen_on"]) == ("green", "cluster")
+    assert live["release"]["id"] == v2 and live["release"]["tag"] == "v2.0-green"
+    assert live["records_release"]["id"] == v3
+    assert live["conflict"] == (
+        f"the default route sends users to green, whose Deployment myapp-green carries "
+        f"v2.0-green ({v2}), but the records say v3.0-blue ({v3}) is live on blue")
+
+    snapshot(redis, "blue", "someone-elses", v2, time.time())  # or replaced the Deployment
+    live = client.get("/status").get_json()["apps"]["myapp"]["live"]
+    assert live["release"] is None and live["records_release"]["id"] == v3
+    assert "myapp-blue carries release someone-elses, but the records say" in live["conflict"]
+
+    snapshot(redis, "green", v3, v2, time.time() - 3600)  # taken before v3 went live
+    live = client.get("/status").get_json()["apps"]["myapp"]["live"]
+    assert (live["color"], live["release"]["id"], live["conflict"]) == ("green", v2, None)
+
+
 # -- end to end ---------------------------------------------------------------------------------
 
 
@@ -209,7 +275,11 @@ def test_status_across_a_release_cycle_and_drift(tmp_path: Path,
 
         switch_default_route_by_hand(stack, "blue")
         app = wait_until(lambda: _app_when(stack, lambda a: a["drift"]), 30, "drift")
-        assert app["live"]["color"] == "blue"
+        assert app["live"]["color"] == "blue" and app["live"]["release"] is None
+        assert app["live"]["records_release"]["id"] == v1
+        assert app["live"]["conflict"] == (
+            "the default route sends users to blue, which has no Deployment, but the records "
+            f"say v1.0-green ({v1}) is live on green")
         assert [d["kind"] for d in app["drift"]] == ["route"]
         assert app["drift"][0]["message"] == (
             "VirtualService default/myapp-blue-green sends default traffic to blue, but the "

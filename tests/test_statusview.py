@@ -1,9 +1,10 @@
 """`bluegreen status [--watch]`: the status document as text (worker.statusview).
 
-Pure: each part of the picture (live colour and since when, both colours'
-Deployments, the release awaiting promotion, drift, the queue with its running,
-waiting and failed jobs, recent releases with failures and their reasons) and colour
-only on a terminal. Through real gunicorn and Redis: `status` prints the picture once;
+Pure: each part of the picture (live colour and since when, a disagreement between
+the cluster's live colour and the records' live release, both colours' Deployments,
+the release awaiting promotion, drift, the queue with its running, waiting and
+failed jobs, recent releases with failures and their reasons) and colour only on a
+terminal. Through real gunicorn and Redis: `status` prints the picture once;
 `--watch` redraws it every `--interval` seconds and keeps going (saying so) while the
 server cannot be reached.
 """
@@ -83,6 +84,23 @@ def test_the_picture_says_everything_at_a_glance() -> None:
     assert header.split() == ["RELEASE", "TAG", "APP", "COLOR", "STATE", "ACTOR", "TOOK",
                               "UPDATED"]
     assert "\x1b[" not in text
+
+
+def test_a_disagreement_between_cluster_and_records_is_said_plainly() -> None:
+    picture = doc()
+    picture["apps"]["myapp"]["live"].update(
+        records_release={"id": "myapp-v3-blue-1", "tag": "v3.0-blue", "color": "blue"},
+        conflict="the default route sends users to green, whose Deployment myapp-green "
+                 "carries v2.0-green (myapp-v2-green-1), but the records say v3.0-blue "
+                 "(myapp-v3-blue-1) is live on blue")
+    lines = render(picture, now=NOW).splitlines()
+    assert "   LIVE GREEN  since 3m ago: myapp-v2-green-1 (v2.0-green, green)" in lines
+    assert lines[lines.index("   LIVE GREEN  since 3m ago: myapp-v2-green-1 (v2.0-green, green)")
+                 + 1] == (
+        "  CLUSTER AND RECORDS DISAGREE: the default route sends users to green, whose "
+        "Deployment myapp-green carries v2.0-green (myapp-v2-green-1), but the records say "
+        "v3.0-blue (myapp-v3-blue-1) is live on blue")
+    assert "DISAGREE" not in render(doc(), now=NOW)
 
 
 def test_colour_only_when_asked() -> None:

@@ -1,8 +1,9 @@
 """GET /status (JSON) and GET / (the live board): what every app, queue and release is doing.
 
 Owns the status document and its optional token. The document is assembled from
-Redis only: release records and queue state through `worker.api`, and the cluster as
-the worker last saw it (`worker.clusterview` snapshots, with their age and drift). The
+Redis only: release records and queue state through `worker.api`, the length of each
+listed release's audit trail, and the cluster as the worker last saw it
+(`worker.clusterview` snapshots, with their age and drift). The
 web process never talks to Kubernetes. Reads are pipelined and bounded (recent
 releases: `?limit=`, default 50, at most 200), so the answer stays fast with many
 apps and thousands of releases.
@@ -30,6 +31,7 @@ from webhook.context import Web, current
 from webhook.signatures import header_bytes, matching_token
 from worker import clusterview
 from worker.api import Release, ReleaseState
+from worker.releases import AUDIT_KEY
 
 bp = Blueprint("status", __name__)
 DEFAULT_LIMIT = 50
@@ -99,8 +101,20 @@ def document(web: Web, *, limit: int, now: float) -> dict[str, Any]:
         "apps": {name: _app(web, name, live.get(name, []), awaiting.get(name, []),
                             snapshots[name], now) for name in names},
         "queues": [_queue(q, now) for q in engine.queue_status()],
-        "releases": [summary(r, now) for r in engine.list_releases(limit=limit)],
+        "releases": _with_audit_entries(web, [summary(r, now)
+                                              for r in engine.list_releases(limit=limit)]),
     }
+
+
+def _with_audit_entries(web: Web, releases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each release with `audit_entries`, the length of its audit trail (one pipelined
+    LLEN each). A note (a command requested, a retry) adds an entry without changing
+    the record's `updated_at`; the board refetches an open trail when this changes."""
+    with web.redis.pipeline(transaction=False) as pipe:
+        for release in releases:
+            pipe.llen(AUDIT_KEY.format(id=release["id"]))
+        lengths = pipe.execute()
+    return [{**release, "audit_entries": n} for release, n in zip(releases, lengths, strict=True)]
 
 
 def _by_app(releases: list[Release]) -> dict[str, list[Release]]:
@@ -113,20 +127,68 @@ def _by_app(releases: list[Release]) -> dict[str, list[Release]]:
 def _app(web: Web, name: str, live: list[Release], awaiting: list[Release],
          snap: clusterview.Snapshot | None, now: float) -> dict[str, Any]:
     record = live[0] if live else None
-    seen = snap is not None and snap.get("taken_at") is not None
-    color = snap.get("live") if snap is not None and seen else (
-        record.color.value if record else None)
-    since = (snap or {}).get("live_since") if seen else (record.updated_at if record else None)
+    shown = _live(web, record, snap, now)
     return {
         "queue": web.settings.apps[name].queue,
-        "live": {"color": color, "since": since,
-                 "release": summary(record, now) if record else None,
-                 "seen_on": "cluster" if seen else "records"},
-        "colors": _colors(snap, color),
+        "live": shown,
+        "colors": _colors(snap, shown["color"]),
         "awaiting": [summary(r, now) for r in awaiting],
         "drift": list((snap or {}).get("drift") or []),
         "snapshot": _snapshot_age(snap, now),
     }
+
+
+def _live(web: Web, record: Release | None, snap: clusterview.Snapshot | None,
+          now: float) -> dict[str, Any]:
+    """The live colour and the release its Deployment carries, as the cluster was last
+    seen (from the records until a first snapshot exists). `records_release` is the
+    release the records call live; `conflict` says, for a person, how the two disagree
+    (someone switched the route or replaced the Deployment by hand), never pairing the
+    cluster's colour with the records' release in silence."""
+    recorded = summary(record, now) if record else None
+    if snap is None or snap.get("taken_at") is None:
+        return {"color": record.color.value if record else None,
+                "since": record.updated_at if record else None, "release": recorded,
+                "seen_on": "records", "records_release": recorded, "conflict": None}
+    color = snap.get("live")
+    info = dict((snap.get("colors") or {}).get(color or "") or {})
+    carried = info.get("release") if color else None
+    on_color = record if record is not None and record.id == carried else (
+        web.engine.get_release(str(carried)) if carried else None)
+    return {"color": color, "since": snap.get("live_since"),
+            "release": summary(on_color, now) if on_color else None, "seen_on": "cluster",
+            "records_release": recorded, "conflict": _conflict(record, snap, color, info,
+                                                               on_color)}
+
+
+def _conflict(record: Release | None, snap: clusterview.Snapshot, color: str | None,
+              info: dict[str, Any], on_color: Release | None) -> str | None:
+    """How the cluster's live colour and release differ from the records' live release;
+    None when they agree, or when the records changed after the snapshot was taken (a
+    promote or rollback the worker has not looked at since: the next snapshot says)."""
+    if record is not None and record.updated_at > float(snap["taken_at"]):
+        return None
+    carried = info.get("release")
+    if record is None and color is None:
+        return None
+    if record is not None and (color, carried) == (record.color.value, record.id):
+        return None
+    if color is None:
+        cluster = "the default route sends users to no colour"
+    elif not info.get("exists"):
+        cluster = f"the default route sends users to {color}, which has no Deployment"
+    else:
+        what = (_name(on_color) if on_color else f"release {carried}" if carried
+                else "no release label")
+        cluster = (f"the default route sends users to {color}, whose Deployment "
+                   f"{info.get('deployment')} carries {what}")
+    records = (f"the records say {_name(record)} is live on {record.color}" if record
+               else "the records say no release is live")
+    return f"{cluster}, but {records}"
+
+
+def _name(release: Release) -> str:
+    return f"{release.tag} ({release.id})"
 
 
 def _colors(snap: clusterview.Snapshot | None, live: str | None) -> dict[str, Any]:

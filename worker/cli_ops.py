@@ -3,7 +3,8 @@
 `status`, `releases [APP]`, `show RELEASE`, `promote APP [RELEASE]`, `rollback APP`,
 `decommission APP COLOR` and `abort APP` talk to `BLUEGREEN_URL` with
 `BLUEGREEN_API_TOKEN` over urllib (no extra runtime dependency). People get
-tables; `--json` prints the API's own answer for scripts. Exit codes: 0 done or
+tables, with control characters in what the server sends shown as `\\xNN` (`Answer`);
+`--json` prints the API's own answer for scripts. Exit codes: 0 done or
 queued; 1 refused, stale or not found; 2 usage; 3 the server cannot be reached;
 every failure is one line on stderr. Without a release id a command acts on the one
 release it can mean and says which; none or several → it says so and changes nothing.
@@ -12,7 +13,9 @@ Deciding and doing is the server's job; this module only asks.
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -38,6 +41,12 @@ class Refused(click.ClickException):
     exit_code = 1
 
 
+class BadUsage(click.ClickException):
+    """A bad --url (or other input), said in one line like every other failure: exit 2."""
+
+    exit_code = 2
+
+
 class Unreachable(click.ClickException):
     """The server cannot be reached or did not answer with our JSON: exit 3."""
 
@@ -52,6 +61,9 @@ class Api:
     token: str | None
     timeout: float = TIMEOUT
 
+    def __post_init__(self) -> None:
+        check_url(self.url)
+
     def get(self, path: str, **params: str | int | None) -> dict[str, Any]:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         return self._call("GET", path + (f"?{query}" if query else ""), None)
@@ -65,11 +77,9 @@ class Api:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = _on_the_wire(f"Bearer {self.token}")
-        if not self.url.startswith(("http://", "https://")):
-            raise click.UsageError(f"--url must be an http:// or https:// address: {self.url!r}")
-        request = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
-            self.url.rstrip("/") + path, data=body, method=method, headers=headers)
         try:
+            request = urllib.request.Request(  # noqa: S310 - check_url allows http(s) only
+                self.url.rstrip("/") + path, data=body, method=method, headers=headers)
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
                 return _decode(answer.read(), answer.status)
         except urllib.error.HTTPError as e:
@@ -77,7 +87,14 @@ class Api:
             raise _refusal(e.code, answer) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise Unreachable(f"cannot reach {self.url}: {reason}") from None
+            raise Unreachable(f"cannot reach {shown_url(self.url)}: {printable(str(reason))}"
+                              ) from None
+        except (http.client.InvalidURL, ValueError):  # what check_url missed; its text may
+            # quote the password, so it is not repeated
+            raise BadUsage(f"--url is not a valid address: {shown_url(self.url)!r}") from None
+        except http.client.HTTPException as e:  # BadStatusLine and the like: not HTTP at all
+            raise Unreachable(f"{shown_url(self.url)} did not answer as an HTTP server: "
+                              f"{printable(str(e))}") from None
 
 
 def _on_the_wire(text: str) -> str:
@@ -87,14 +104,73 @@ def _on_the_wire(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
-def _decode(raw: bytes, status: int) -> dict[str, Any]:
+def check_url(url: str) -> None:
+    """Refuse, in one line and with exit 2, an address urllib would choke on (its errors
+    are tracebacks) or could never use: urllib sends no user part, it takes `user:pass@`
+    for part of the host name. The address is shown with any password masked."""
+    shown = shown_url(url)
+    if not url.startswith(("http://", "https://")):
+        raise BadUsage(f"--url must be an http:// or https:// address: {shown!r}")
+    if shown != url:
+        raise BadUsage(f"--url must not carry a user name or password (the API takes a "
+                       f"bearer token: --token or BLUEGREEN_API_TOKEN): {shown!r}")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise BadUsage(f"--url must not contain spaces or control characters: {shown!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: a port that is no number 0-65535 raises
+    except ValueError as e:  # its text quotes the port or nothing; no password is left here
+        raise BadUsage(f"--url is not a valid address ({e}): {shown!r}") from None
+    if not parts.hostname:
+        raise BadUsage(f"--url names no host: {shown!r}")
+
+
+def shown_url(url: str) -> str:
+    """`url` fit to print: a password in it as `user:***@`, a lone user part (often a
+    token) as `***@`. Everything up to the last `@` counts as the user part, so a raw
+    `/` or `@` in a password is masked too."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not (sep and at):
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{host}"
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 control characters (newline and tab too: one record, one line), DEL and C1."""
+
+
+def printable(value: Any) -> Any:
+    """`value` with each control character in its strings, keys included, shown as `\\xNN`."""
+    if isinstance(value, str):
+        return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
+
+
+class Answer(dict[str, Any]):
+    """An answer of the API, fit for a terminal: every string in it `printable`, so a tag,
+    message or error the server passes on cannot move the cursor, retitle the window or
+    hide text. This is the one place the CLI cleans what it prints; `raw` is the answer
+    as sent, which `--json` prints (JSON escapes control characters itself)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        super().__init__(printable(raw))
+        self.raw = raw
+
+
+def _decode(raw: bytes, status: int) -> Answer:
     try:
         answer = json.loads(raw)
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
         raise Unreachable(f"the server answered HTTP {status} without bluegreen's JSON")
-    return answer
+    return Answer(answer)
 
 
 def _refusal(status: int, answer: dict[str, Any]) -> click.ClickException:
@@ -121,7 +197,8 @@ def api_options(command: F) -> F:
 
 
 def emit_json(answer: dict[str, Any]) -> None:
-    click.echo(json.dumps(answer, indent=2, sort_keys=True))
+    """The API's answer as it was sent (an `Answer`'s `raw`)."""
+    click.echo(json.dumps(getattr(answer, "raw", answer), indent=2, sort_keys=True))
 
 
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:

@@ -41,8 +41,8 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
-from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.utils import utcparse
 
 from worker import clusterview, queueing
 from worker.colors import Color
@@ -60,6 +60,10 @@ CHAT_KEY = "bluegreen:metrics:chat"
 OPEN_STEP_KEY = "bluegreen:metrics:step:{app}"
 OPEN_STEP_TTL = 24 * 3600
 SEP = "|"
+OLDEST_SCANNED = 100
+"""Waiting jobs read for the oldest one's age: rollbacks and aborts are pushed to the
+front, everything else to the back, so the oldest is in the front-pushed run or right
+after it; a run of 100 queue-jumpers is far beyond any real queue."""
 BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, math.inf)
 S = ReleaseState
 OUTCOMES = frozenset({S.LIVE, S.REJECTED, S.FAILED, S.SUPERSEDED, S.ABORTED, S.ROLLED_BACK,
@@ -166,7 +170,7 @@ class RedisCollector(Collector):
                 pipe.hgetall(key)
             for queue in queues:
                 pipe.llen(queueing.queue_key(queue))
-                pipe.lindex(queueing.queue_key(queue), 0)
+                pipe.lrange(queueing.queue_key(queue), 0, OLDEST_SCANNED - 1)
                 pipe.get(queueing.HEARTBEAT_KEY.format(queue=queue))
             clusterview.queue_reads(pipe, apps)
             answers = pipe.execute()
@@ -188,40 +192,47 @@ class RedisCollector(Collector):
         beat_age = GaugeMetricFamily("bluegreen_worker_heartbeat_age_seconds",
                                      "Seconds since the queue's worker last beat (absent when "
                                      "no heartbeat is left).", labels=["queue"])
-        for queue, (count, first, beat) in raw["queues"].items():
+        for queue, (count, head, beat) in raw["queues"].items():
             length.add_metric([queue], float(count))
-            oldest.add_metric([queue], self._oldest_age(first, now))
+            oldest.add_metric([queue], self._oldest_age(head, now))
             alive.add_metric([queue], 0.0 if beat is None else 1.0)
             at = _beat_time(beat)
             if at is not None:
                 beat_age.add_metric([queue], max(0.0, now - at))
         yield from (length, oldest, alive, beat_age)
 
-    def _oldest_age(self, job_id: bytes | str | None, now: float) -> float:
-        if job_id is None:
+    def _oldest_age(self, job_ids: list[bytes], now: float) -> float:
+        """The age of the longest-waiting of `job_ids` (not just the head's: a rollback
+        or abort at the front is the youngest job there). One pipelined read of each
+        job's `enqueued_at`; a job whose hash is gone is skipped."""
+        if not job_ids:
             return 0.0
-        try:
-            enqueued = Job.fetch(as_text(job_id), connection=self.redis).enqueued_at
-        except NoSuchJobError:
-            return 0.0
-        return max(0.0, now - enqueued.timestamp()) if enqueued is not None else 0.0
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(Job.key_for(as_text(job_id)), "enqueued_at")
+            stamps = pipe.execute()
+        ages = [now - enqueued for enqueued in map(_job_time, stamps) if enqueued is not None]
+        return max(0.0, *ages)
 
     def _apps(self, raw: dict[str, Any], now: float) -> Iterator[Metric]:
         live = GaugeMetricFamily("bluegreen_live_color", "1 for the colour the app's default "
                                  "route sends users to (as last seen on the cluster).",
                                  labels=["app", "color"])
         age = GaugeMetricFamily("bluegreen_snapshot_age_seconds",
-                                "Seconds since the worker last read the app's cluster state.",
-                                labels=["app"])
+                                "Seconds since the worker last read the app's cluster state "
+                                "(absent until a read succeeds).", labels=["app"])
         drift = GaugeMetricFamily("bluegreen_drift", "Differences between the cluster and the "
                                   "release records (0: none).", labels=["app"])
         for app, snap in raw["snapshots"].items():
             for color in Color:
                 on = snap is not None and snap.get("live") == color.value
                 live.add_metric([app, color.value], 1.0 if on else 0.0)
-            if snap is not None:
-                age.add_metric([app], max(0.0, now - float(snap.get("taken_at") or 0)))
-                drift.add_metric([app], float(len(snap.get("drift") or [])))
+            if snap is None:
+                continue
+            taken = snap.get("taken_at")
+            if isinstance(taken, int | float):  # None: no look at the cluster has succeeded
+                age.add_metric([app], max(0.0, now - taken))
+            drift.add_metric([app], float(len(snap.get("drift") or [])))
         yield from (live, age, drift)
 
 
@@ -267,6 +278,16 @@ def _beat_time(raw: bytes | str | None) -> float | None:
     except (ValueError, AttributeError):
         return None
     return float(at) if isinstance(at, int | float) else None
+
+
+def _job_time(raw: bytes | str | None) -> float | None:
+    """A timestamp rq wrote (`utcformat`), as seconds since the epoch."""
+    if not raw:
+        return None
+    try:
+        return utcparse(as_text(raw)).timestamp()
+    except ValueError:
+        return None
 
 
 def _le(bound: float) -> str:

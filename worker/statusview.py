@@ -87,6 +87,9 @@ def app_lines(name: str, app: Doc, now: float, paint: Painter) -> list[str]:
     else:
         state = paint("nothing is live", dim=True)
     lines = [head, f"  {state}"]
+    if live.get("conflict"):
+        lines.append("  " + paint(f"CLUSTER AND RECORDS DISAGREE: {live['conflict']}", fg="red",
+                                  bold=True))
     for colour in ("blue", "green"):
         lines.append("  " + color_line(colour, (app.get("colors") or {}).get(colour) or {},
                                        paint))

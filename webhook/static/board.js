@@ -7,7 +7,7 @@
   const POLL_MS = Number(document.body.dataset.pollMs) || 2000;
   const token = new URLSearchParams(window.location.search).get("token");
   const expanded = new Set();     // release ids whose audit trail is open
-  const audits = new Map();       // release id -> {updated_at, entries}
+  const audits = new Map();       // release id -> {seen, entries}
   const loading = new Set();      // release ids whose audit trail is being fetched
   let doc = null;                 // the last /status answer
   let skew = 0;                   // server clock minus ours, in seconds
@@ -99,6 +99,11 @@
           live.release ? el("span", {}, " · ", live.release.tag) : null,
           " · since ", when(live.since))
       : el("div", {class: "live-line live-none"}, "nothing is live");
+    // The cluster's live colour and the records' live release disagree: say how, plainly.
+    const conflict = live.conflict
+      ? el("div", {class: "conflict"}, el("strong", {}, "Cluster and records disagree: "),
+          live.conflict)
+      : null;
     const snapLine = snap
       ? el("span", {class: "snapshot" + (snap.error ? " stale" : "")},
           "cluster seen ", when(snap.taken_at),
@@ -108,6 +113,7 @@
       el("header", {class: "app-head"}, el("h2", {}, name),
         el("span", {class: "muted"}, "queue ", app.queue, " · "), snapLine),
       heading,
+      conflict,
       el("div", {class: "colors"}, ["blue", "green"].map((c) => colorPanel(c, app.colors[c]))),
       (app.awaiting || []).map((r) => el("div", {class: "awaiting"},
         el("strong", {}, r.tag), ` awaits promotion on ${r.color} (ready `, when(r.updated_at),
@@ -159,9 +165,13 @@
 
   // -- releases -----------------------------------------------------------------------------
 
+  // What the open trail was fetched for: a state change moves updated_at, a note (a
+  // command requested, say) only adds an entry, so both are compared.
+  function auditMark(r) { return r.updated_at + "/" + r.audit_entries; }
+
   function auditRows(r) {
     const cached = audits.get(r.id);
-    if (!cached || cached.updated_at !== r.updated_at) {
+    if (!cached || cached.seen !== auditMark(r)) {
       loadAudit(r);
       if (!cached) return [el("tr", {class: "audit"}, el("td", {colspan: 7}, "loading…"))];
     }
@@ -181,7 +191,7 @@
     fetch("api/releases/" + encodeURIComponent(r.id), {headers})
       .then((answer) => answer.json())
       .then((body) => {
-        audits.set(r.id, {updated_at: r.updated_at, entries: body.audit || []});
+        audits.set(r.id, {seen: auditMark(r), entries: body.audit || []});
         render();
       })
       .catch(() => {})
