@@ -21,6 +21,7 @@ from rq.utils import utcformat
 
 from worker import queueing
 from worker.api import Engine, TagEvent
+from worker.appconfig import SmokeCheck
 from worker.config import AppConfig, Settings, parse_settings
 
 SETTINGS = parse_settings({"apps": {
@@ -34,11 +35,18 @@ def app(name: str = "myapp", settings: Settings = SETTINGS) -> AppConfig:
     return settings.apps[name]
 
 
-def test_job_timeout_covers_rollout_hooks_and_smoke() -> None:
+def test_job_timeout_covers_drain_rollout_hooks_and_every_smoke_check() -> None:
     myapp = app()
     timed = myapp.rollout_timeout + 2 * myapp.hook_timeout + myapp.smoke_timeout
     assert queueing.job_timeout(myapp) > timed
     assert queueing.job_timeout(dataclasses.replace(myapp, hooks={})) < queueing.job_timeout(myapp)
+    # a long drain (up to 600 s) and several checks each add their whole time
+    draining = dataclasses.replace(myapp, drain_seconds=600)
+    assert queueing.job_timeout(draining) == queueing.job_timeout(myapp) + 600 - myapp.drain_seconds
+    checks = (SmokeCheck(path="/ready"), SmokeCheck(path=None, exec=("true",)),
+              SmokeCheck(path="/health", exec=("true",)))
+    many = dataclasses.replace(myapp, smoke=checks)
+    assert queueing.job_timeout(many) >= timed - myapp.smoke_timeout + 4 * myapp.smoke_timeout
 
 
 def test_the_lock_survives_missed_heartbeats_but_not_a_dead_worker() -> None:

@@ -49,10 +49,13 @@ _SERIALIZER = resolve_serializer()  # rq's default, which `get_queue`'s queues u
 
 
 def job_timeout(app: AppConfig) -> int:
-    """Seconds a job of `app` may run: rollout + every hook + smoke tests + overhead."""
+    """Seconds a job of `app` may run: the drain before its Deployment, the rollout, every
+    hook and every smoke check (each may take `smoke_timeout`: an HTTP check, an exec
+    check, or both in one), and the overhead."""
     hooks = sum(len(commands) for commands in app.hooks.values())
-    return math.ceil(app.rollout_timeout + hooks * app.hook_timeout + app.smoke_timeout
-                     + JOB_OVERHEAD)
+    checks = sum((check.path is not None) + bool(check.exec) for check in app.smoke)
+    return math.ceil(app.drain_seconds + app.rollout_timeout + hooks * app.hook_timeout
+                     + checks * app.smoke_timeout + JOB_OVERHEAD)
 
 
 def lock_timeout() -> int:
