@@ -30,6 +30,7 @@ from worker.kube import (
     KubeTimeout,
     KubeUnavailable,
     default_route_subset,
+    default_traffic_subsets,
     deployment_info,
     resource_path,
     translate,
@@ -93,6 +94,27 @@ def test_a_test_only_virtual_service_has_no_default_route() -> None:
     assert default_route_subset(vs(TEST_ROUTE)) is None
     assert default_route_subset(vs()) is None
     assert default_route_subset({}) is None
+
+
+def split(*weights: tuple[str, int | None]) -> dict[str, Any]:
+    """A default route to several subsets, each with its weight (None: none given)."""
+    return {"name": "myapp-default", "route": [
+        {"destination": {"host": "myapp", "subset": subset},
+         **({} if weight is None else {"weight": weight})} for subset, weight in weights]}
+
+
+@pytest.mark.parametrize(("route", "taking"), [
+    (DEFAULT_ROUTE, {"blue"}),
+    (split(("blue", 0)), {"blue"}),  # a lone destination takes everything, whatever its weight
+    (split(("blue", 90), ("green", 10)), {"blue", "green"}),
+    (split(("blue", 100), ("green", 0)), {"blue"}),
+    (split(("blue", None), ("green", None)), {"blue", "green"}),
+    (TEST_ROUTE, set()),
+])
+def test_every_subset_with_a_share_of_default_traffic_is_taking_it(
+        route: dict[str, Any], taking: set[str]) -> None:
+    assert default_traffic_subsets(vs(route)) == taking
+    assert default_traffic_subsets({}) == frozenset()
 
 
 def test_resource_paths() -> None:

@@ -450,6 +450,32 @@ def test_promote_is_refused_when_the_colours_deployment_carries_another_release(
     assert flow.ingress("/")[0] == 404  # nothing went live
 
 
+def test_a_default_route_split_by_hand_keeps_both_colours_safe(flow: Flow) -> None:
+    standby = live(flow, "v1.0-green")
+    live(flow, "v2.0-blue")
+    cluster = flow.cluster()
+    try:  # someone sends a tenth of the users back to green, by hand
+        vs = cluster.get_virtual_service(namespace="default", name="myapp-blue-green")
+        assert vs is not None
+        vs["spec"]["http"][-1]["route"] = [
+            {"destination": {"host": "myapp", "subset": "blue"}, "weight": 90},
+            {"destination": {"host": "myapp", "subset": "green"}, "weight": 10}]
+        cluster.apply(manifest={"apiVersion": vs["apiVersion"], "kind": "VirtualService",
+                                "metadata": {"name": "myapp-blue-green", "namespace": "default"},
+                                "spec": vs["spec"]}, field_manager="by-hand")
+    finally:
+        cluster.close()
+    refused = flow.release("v3.0-green")
+    flow.run_jobs()
+    assert flow.get(refused).state is S.REJECTED
+    assert "splits it between blue and green" in flow.store.audit(refused)[-1].message
+    flow.command("decommission", standby, color=Color.GREEN)
+    flow.run_jobs()
+    assert flow.get(standby).state is S.STANDBY
+    assert "green is live" in flow.store.audit(standby)[-1].message
+    assert routes_now(flow)["deployments"]["green"]["release"] == standby
+
+
 def test_promote_of_a_superseded_release_is_stale(flow: Flow) -> None:
     older = flow.release("v1.0-green")
     flow.run_jobs()

@@ -36,6 +36,7 @@ from worker.kubeobjects import (
     COLOR_LABEL,
     ISTIO_API,
     RELEASE_LABEL,
+    DefaultTraffic,
     DeploymentInfo,
     ExecResult,
     KubeConflict,
@@ -45,6 +46,7 @@ from worker.kubeobjects import (
     KubeUnavailable,
     check_not_stalled,
     default_route_subset,
+    default_traffic_subsets,
     deployment_info,
     exit_code,
     is_pod_ready,
@@ -52,9 +54,10 @@ from worker.kubeobjects import (
     resource_path,
 )
 
-__all__ = ["COLOR_LABEL", "ISTIO_API", "RELEASE_LABEL", "Cluster", "DeploymentInfo", "ExecResult",
-           "KubeConflict", "KubeError", "KubeNotFound", "KubeTimeout", "KubeUnavailable",
-           "Manifest", "default_route_subset", "deployment_info", "resource_path", "translate"]
+__all__ = ["COLOR_LABEL", "ISTIO_API", "RELEASE_LABEL", "Cluster", "DefaultTraffic",
+           "DeploymentInfo", "ExecResult", "KubeConflict", "KubeError", "KubeNotFound",
+           "KubeTimeout", "KubeUnavailable", "Manifest", "default_route_subset",
+           "default_traffic_subsets", "deployment_info", "resource_path", "translate"]
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +234,17 @@ class Cluster:
 
     def live_color(self, *, namespace: str, name: str) -> Color | None:
         """The colour the VirtualService's default route sends users to; None when none."""
+        return self.default_traffic(namespace=namespace, name=name).live
+
+    def default_traffic(self, *, namespace: str, name: str) -> DefaultTraffic:
+        """Where the VirtualService's default route sends users, from one read of it."""
         vs = self.get_virtual_service(namespace=namespace, name=name)
         subset = default_route_subset(vs) if vs else None
+        taking = default_traffic_subsets(vs) if vs else frozenset()
         if subset is None:
-            return None
+            return DefaultTraffic(None, taking)
         try:
-            return Color(subset)
+            return DefaultTraffic(Color(subset), taking)
         except ValueError:
             raise KubeError(f"VirtualService {namespace}/{name}: the default route goes to subset "
                             f"{subset!r}, which is neither blue nor green; fix the route by "

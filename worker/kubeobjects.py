@@ -116,6 +116,18 @@ def deployment_info(obj: Mapping[str, Any]) -> DeploymentInfo:
     )
 
 
+@dataclass(frozen=True)
+class DefaultTraffic:
+    """Where a VirtualService's default route sends users."""
+
+    live: Color | None  # its first destination's colour, as the seed reads it
+    subsets: frozenset[str]  # every subset it sends traffic to (a split by hand: several)
+
+    def takes(self, color: Color) -> bool:
+        """Whether users reach `color` by the default route (the safety checks ask this)."""
+        return color.value in self.subsets
+
+
 def default_route_subset(virtual_service: Mapping[str, Any]) -> str | None:
     """The subset of the default route: the last http route, when it has no `match`.
 
@@ -128,6 +140,22 @@ def default_route_subset(virtual_service: Mapping[str, Any]) -> str | None:
     destinations = routes[-1].get("route") or [{}]
     subset = (destinations[0].get("destination") or {}).get("subset")
     return str(subset) if subset else None
+
+
+def default_traffic_subsets(virtual_service: Mapping[str, Any]) -> frozenset[str]:
+    """Every subset the default route sends users to: each destination of the last, match-less
+    route whose weight is not 0 (Istio: a lone destination takes all traffic whatever its
+    weight; a missing weight is counted as traffic, to be safe). A split made by hand
+    (blue 90 / green 10) makes both colours live for the safety checks, though
+    `default_route_subset` names only the first."""
+    routes = (virtual_service.get("spec") or {}).get("http") or []
+    if not routes or routes[-1].get("match"):
+        return frozenset()
+    destinations = routes[-1].get("route") or []
+    return frozenset(
+        str(subset) for d in destinations
+        if (subset := (d.get("destination") or {}).get("subset"))
+        and (len(destinations) == 1 or d.get("weight") is None or d.get("weight") != 0))
 
 
 def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from worker.appconfig import AppConfig
 from worker.colors import Color
-from worker.kube import Cluster, KubeError, Manifest, default_route_subset
+from worker.kube import Cluster, KubeError, Manifest, default_route_subset, default_traffic_subsets
 from worker.machine import ReleaseState
 from worker.manifests import (
     ROUTE_FILE,
@@ -192,12 +192,20 @@ def remove_test_route(ctx: Context, release: Release, live: Color | None) -> Non
 def sanity_check(ctx: Context, release: Release) -> Color | None:
     """Refuse a release into the live colour; returns the live colour (None: nothing live)."""
     ctx.progress(release, "sanity_check")
-    live = ctx.cluster.live_color(namespace=ctx.namespace, name=ctx.routes)
+    traffic = ctx.cluster.default_traffic(namespace=ctx.namespace, name=ctx.routes)
+    live = traffic.live
     if live is release.color:
         raise Rejected(
             f"{release.tag} asks for {live}, which is live: VirtualService "
             f"{ctx.namespace}/{ctx.routes} sends default traffic there, and deploying would "
             f"replace what users are using. Tag the idle colour ({live.other()}) instead.")
+    if traffic.takes(release.color):
+        raise Rejected(
+            f"{release.tag} asks for {release.color}, which takes part of the default traffic: "
+            f"VirtualService {ctx.namespace}/{ctx.routes} splits it between "
+            f"{' and '.join(sorted(traffic.subsets))} (set by hand), and deploying would "
+            "replace what those users are using. Route all default traffic to one colour "
+            "first.")
     return live
 
 
@@ -217,7 +225,8 @@ def deploy(ctx: Context, release: Release, live: Color | None,
         ctx.cluster.apply(manifest=manifest)
     drain(ctx, release)
     ctx.progress(release, "deploy: deployment")
-    if ctx.cluster.live_color(namespace=ctx.namespace, name=ctx.routes) is release.color:
+    if ctx.cluster.default_traffic(namespace=ctx.namespace, name=ctx.routes).takes(
+            release.color):
         raise StepFailed("deploy", f"{release.color} became live before its Deployment was "
                          "applied; nothing was deployed into the live colour")
     taking()
@@ -393,8 +402,9 @@ def rollback_target(ctx: Context, release: Release) -> Release:
 def decommission(ctx: Context, color: Color, expected: Release | None) -> bool:
     """Delete the idle colour's Deployment (never the live one); False when already gone."""
     vs = ctx.cluster.get_virtual_service(namespace=ctx.namespace, name=ctx.routes)
-    if vs is not None and default_route_subset(vs) == color.value:
-        raise Stale(f"{color} is live: only the idle colour can be decommissioned")
+    if vs is not None and color.value in default_traffic_subsets(vs):
+        raise Stale(f"{color} is live (it takes default traffic): only the idle colour can be "
+                    "decommissioned")
     if cookie_route_subset(vs) == color.value:
         raise Stale(f"the test route goes to {color}: a release awaits promotion there; "
                     "abort it instead")
@@ -412,11 +422,12 @@ def decommission(ctx: Context, color: Color, expected: Release | None) -> bool:
 
 def abort(ctx: Context, release: Release) -> tuple[Route, Route]:
     """Take back a release that is not live: its test route, then its Deployment."""
-    live = ctx.cluster.live_color(namespace=ctx.namespace, name=ctx.routes)
+    traffic = ctx.cluster.default_traffic(namespace=ctx.namespace, name=ctx.routes)
+    live = traffic.live
     name = ctx.app.deployment(release.color)
     info = ctx.cluster.get_deployment(namespace=ctx.namespace, name=name)
     carries = info is not None and info.release_id == release.id
-    if live is release.color and carries:
+    if traffic.takes(release.color) and carries:
         raise Stale(f"{release.id} is live: roll it back instead of aborting it")
     before = route_state(ctx)
     remove_test_route(ctx, release, live)
