@@ -113,6 +113,18 @@ def test_recovery_resumes_a_release_left_mid_deploy(flow: Flow) -> None:
     assert flow.served_by(cookie=True) == "green v1.0"
 
 
+def test_recovery_runs_a_queued_release_whose_job_was_lost(flow: Flow) -> None:
+    lost, waiting = flow.release("v1.0-green"), flow.release("v2.0-blue")
+    Queue("deploy", connection=flow.redis).remove(lost)  # taken off the queue, never started
+    with environ(flow.env):
+        outcomes = jobs.recover("deploy")
+    assert [o["result"] for o in outcomes] == ["awaiting_promotion"]
+    assert flow.get(lost).state is S.AWAITING_PROMOTION
+    assert flow.get(waiting).state is S.QUEUED  # its job still waits: the queue runs it
+    flow.run_jobs()
+    assert flow.get(waiting).state is S.AWAITING_PROMOTION
+
+
 def test_recovery_fails_a_release_whose_colour_went_live_meanwhile(flow: Flow) -> None:
     make_live(flow, "v1.0-green")
     v2 = make_live(flow, "v2.0-blue")

@@ -37,7 +37,14 @@ from worker.colors import Color
 from worker.config import Settings, load_settings
 from worker.kube import Cluster, KubeError
 from worker.machine import HAS_DEPLOYED, RUNNING, ReleaseState
-from worker.queueing import COMMAND_JOB, RELEASE_JOB, waiting_command
+from worker.queueing import (
+    COMMAND_JOB,
+    RELEASE_JOB,
+    queue_key,
+    release_job_id,
+    waiting_command,
+)
+from worker.redistext import as_text
 from worker.releases import TAKES_COLOUR_STEP, Move, Release, ReleaseStore
 from worker.steps import Context, Stale, StepFailed
 
@@ -426,6 +433,7 @@ def recover(queue: str) -> list[Result]:
     apps = {app.name for app in session.settings.apps_on_queue(queue)}
     left = {r.id for r in session.store.in_states(RUNNING) if r.app in apps}
     left |= {str(job.args[0]) for job in orphans if _is_job(job, RELEASE_JOB)}
+    left |= jobless_queued(session, queue, apps)
     outcomes = []
     for release in sorted(session.store.get_many(left), key=lambda r: (r.created_at, r.id)):
         if release.state.is_running:
@@ -438,6 +446,15 @@ def recover(queue: str) -> list[Result]:
             log.info("recover: running %s again (%s)", job.id, job.description)
             outcomes.append(command_job(session, *job.args))
     return outcomes
+
+
+def jobless_queued(session: Session, queue: str, apps: set[str]) -> set[str]:
+    """Queued releases of `apps` whose job is not waiting in `queue`: lost between rq taking
+    it off the queue and recording it as started, or failed by rq before the release
+    moved (Redis gone at that moment). Recovery runs them, so none is left queued for ever."""
+    waiting = {as_text(job_id) for job_id in session.redis.lrange(queue_key(queue), 0, -1)}
+    return {r.id for r in session.store.in_states([S.QUEUED])
+            if r.app in apps and release_job_id(r.id) not in waiting}
 
 
 def take_orphaned_jobs(redis: Redis, queue: str) -> list[Job]:
