@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from conftest import Sandbox
-from flows import Flow, S, app_body, environ
+from flows import Flow, S, app_body, environ, wait_until
 from rq import Queue
 
 from worker.colors import Color
@@ -474,6 +474,32 @@ def test_a_default_route_split_by_hand_keeps_both_colours_safe(flow: Flow) -> No
     assert flow.get(standby).state is S.STANDBY
     assert "green is live" in flow.store.audit(standby)[-1].message
     assert routes_now(flow)["deployments"]["green"]["release"] == standby
+
+
+def test_a_promote_whose_route_cannot_be_read_back_says_so_and_asking_again_records_it(
+        flow: Flow) -> None:
+    v1 = live(flow, "v1.0-green")
+    v2 = flow.release("v2.0-blue")
+    flow.run_jobs()
+    since = flow.last_request()
+    flow.fault(path="/virtualservices/myapp-blue-green$", method="PATCH", latency=1.5, count=1)
+
+    def refuse_the_read_back() -> None:  # armed while the route's write is on its way
+        wait_until(lambda: any(r["method"] == "PATCH" and "destinationrules" in r["path"]
+                               for r in flow.api_requests(since)), 20, "the DestinationRule")
+        flow.fault(path="/virtualservices/myapp-blue-green$", method="GET", status=403, count=1)
+    arming = threading.Thread(target=refuse_the_read_back)
+    arming.start()
+    flow.command("promote", v2)
+    flow.run_jobs()
+    arming.join(20)
+    note = flow.store.audit(v2)[-1].message
+    assert "the route to blue was applied, but reading it back failed" in note, note
+    assert flow.served_by() == "blue v2.0"  # users are on blue; the records lag behind
+    assert (flow.get(v1).state, flow.get(v2).state) == (S.LIVE, S.AWAITING_PROMOTION)
+    flow.command("promote", v2)
+    flow.run_jobs()
+    assert (flow.get(v1).state, flow.get(v2).state) == (S.STANDBY, S.LIVE)
 
 
 def test_promote_of_a_superseded_release_is_stale(flow: Flow) -> None:

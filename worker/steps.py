@@ -359,7 +359,12 @@ def switch_default(ctx: Context, release: Release) -> tuple[Route, Route]:
     before = route_state(ctx)
     if before["default"] != release.color.value or before["test"] is not None:
         apply_routes(ctx, route_manifests(ctx.app, release))
-    after = route_state(ctx)
+    try:
+        after = route_state(ctx)
+    except KubeError as e:
+        raise StepFailed("switch", f"the route to {release.color} was applied, but reading it "
+                         f"back failed ({e}): users may already reach {release.color}; ask "
+                         "again to re-check the cluster and record it") from e
     _left_default(ctx, before["default"], after["default"])
     if after["default"] != release.color.value or release.color.value not in after["subsets"]:
         raise StepFailed("switch", f"after applying route.yml the default route goes to "
