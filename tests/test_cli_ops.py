@@ -118,6 +118,20 @@ def test_abort_acts_on_the_release_not_live_yet(cli: Callable[..., Result], web:
     assert f"aborting {waiting}" in result.stderr
 
 
+def test_abort_of_one_of_several_releases_on_their_way_names_it(
+        cli: Callable[..., Result], web: Gunicorn, redis: redis_lib.Redis) -> None:
+    first = push(web, redis, "github", "push__tag_lightweight", "d-1", to=())
+    second = push(web, redis, "gitlab", "tag_push__annotated", "d-2", to=())
+    several = cli("abort", "myapp")
+    assert several.exit_code == 1
+    assert several.stderr.startswith("Error: more than one release of myapp is on its way")
+    assert first in several.stderr and second in several.stderr
+    named = cli("abort", "myapp", second, "--json")
+    assert named.exit_code == 0, named.output
+    answer = json.loads(named.stdout)
+    assert (answer["release"], answer["action"]) == (second, "abort")
+
+
 def test_decommission_names_the_colour(cli: Callable[..., Result], web: Gunicorn,
                                        redis: redis_lib.Redis) -> None:
     push(web, redis, "github", "push__tag_lightweight", "d-1")

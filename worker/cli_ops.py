@@ -1,7 +1,7 @@
 """Operator commands of `bluegreen` that go through the HTTP API, sharing its auth and audit.
 
 `status`, `releases [APP]`, `show RELEASE`, `promote APP [RELEASE]`, `rollback APP`,
-`decommission APP COLOR` and `abort APP` talk to `BLUEGREEN_URL` with
+`decommission APP COLOR` and `abort APP [RELEASE]` talk to `BLUEGREEN_URL` with
 `BLUEGREEN_API_TOKEN` over urllib (no extra runtime dependency). People get
 tables, with control characters in what the server sends shown as `\\xNN` (`Answer`);
 `--json` prints the API's own answer for scripts. Exit codes: 0 done or
@@ -240,7 +240,7 @@ def the_one(candidates: list[dict[str, Any]], what: str) -> dict[str, Any]:
         raise Refused(f"no {what}; nothing changed")
     if len(candidates) > 1:
         ids = ", ".join(str(r.get("id")) for r in candidates)
-        raise Refused(f"several: {what}: {ids}; name one; nothing changed")
+        raise Refused(f"more than one {what}: {ids}; name one; nothing changed")
     return candidates[0]
 
 
@@ -362,14 +362,18 @@ def decommission(url: str, token: str | None, as_json: bool, app: str, color: st
 @click.command()
 @api_options
 @click.argument("app")
-def abort(url: str, token: str | None, as_json: bool, app: str) -> None:
-    """Drop APP's release that is not live yet (queued, in progress or awaiting)."""
+@click.argument("release", required=False)
+def abort(url: str, token: str | None, as_json: bool, app: str, release: str | None) -> None:
+    """Drop RELEASE of APP, which is not live yet (default: the one release on its way:
+    queued, in progress or awaiting promotion)."""
     api = Api(url, token)
-    chosen = the_one(releases_of(api, app, NOT_LIVE_YET),
-                     f"release of {app} is on its way to live (queued, in progress or "
-                     "awaiting promotion)")
-    say(f"aborting {describe(chosen)}", as_json)
-    send(api, app, "abort", {"release": chosen["id"]}, as_json)
+    if release is None:
+        chosen = the_one(releases_of(api, app, NOT_LIVE_YET),
+                         f"release of {app} is on its way to live (queued, in progress or "
+                         "awaiting promotion)")
+        release = str(chosen["id"])
+        say(f"aborting {describe(chosen)}", as_json)
+    send(api, app, "abort", {"release": release}, as_json)
 
 
 COMMANDS: list[click.Command] = [status, releases, show, promote, rollback, decommission, abort]
