@@ -9,6 +9,7 @@ live colour, deploy/promote/rollback/decommission/abort re-check the cluster and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from rq import Queue
 
 from worker.colors import Color
 from worker.commands import StaleCommand
-from worker.jobs import Session, command_job, fail, recover
+from worker.jobs import Session, command_job, fail, recover, release_job
 from worker.machine import ReleaseState
 from worker.manifests import deploy_manifests
 from worker.smoke import SmokeFailed, check_http, contains, fetch
@@ -500,6 +501,17 @@ def test_a_promote_whose_route_cannot_be_read_back_says_so_and_asking_again_reco
     flow.command("promote", v2)
     flow.run_jobs()
     assert (flow.get(v1).state, flow.get(v2).state) == (S.STANDBY, S.LIVE)
+
+
+def test_a_release_of_an_app_no_longer_configured_fails_saying_what_it_left(
+        flow: Flow) -> None:
+    queued, left = flow.release("v1.0-green"), flow.release("v1.0-blue")
+    for state in (S.CHECKING, S.DEPLOYING):  # a worker died mid-deploy, then the app went
+        flow.store.transition(left, state, actor="worker", step="deploy", message="")
+    session = Session(dataclasses.replace(flow.settings, apps={}), flow.redis, flow.store)
+    assert [release_job(session, r)["result"] for r in (queued, left)] == ["failed"] * 2
+    assert flow.get(queued).error == "app myapp is no longer configured; nothing was applied"
+    assert "blue Deployment and test route, if any) is left" in (flow.get(left).error or "")
 
 
 def test_promote_of_a_superseded_release_is_stale(flow: Flow) -> None:

@@ -102,7 +102,10 @@ def release_job(session: Session, release_id: str) -> Result:
     if release.state not in PATH[:-1]:
         return result("skipped", f"{release_id} is already {release.state}")
     if release.app not in session.settings.apps:
-        why = f"app {release.app} is no longer configured; nothing was applied"
+        why = f"app {release.app} is no longer configured; " + (
+            "nothing was applied" if release.state is S.QUEUED else
+            f"what it had applied (its {release.color} Deployment and test route, if any) is "
+            "left on the cluster: without the app's config nothing can be cleaned up")
         session.store.transition(release_id, S.FAILED, actor=ACTOR, step="checking",
                                  message=why, error=why)
         return result("failed", why)
