@@ -151,6 +151,13 @@ def test_unknown_app_release_or_action_is_404(client: FlaskClient, redis: redis_
     assert jobs(redis) == before
 
 
+def test_listing_an_unknown_apps_releases_is_404_as_its_commands_are(
+        client: FlaskClient) -> None:
+    answer = client.get("/api/releases?app=nope", headers=AUTH)
+    assert (answer.status_code, answer.get_json()["code"]) == (404, "unknown_app")
+    assert "no app named 'nope'" in answer.get_json()["message"]
+
+
 @pytest.mark.parametrize(("action", "to", "body", "reason"), [
     ("promote", (), {}, "is queued"),
     ("rollback", TO_AWAITING, {}, "is awaiting_promotion"),

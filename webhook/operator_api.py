@@ -56,8 +56,8 @@ def releases() -> Response:
     web = current()
     authorize_read(web)
     app = request.args.get("app") or None
-    if app is not None and app not in web.settings.apps:
-        raise errors.NotFound(f"no app named {app[:60]!r} is configured")
+    if app is not None:
+        web.engine.app_config(app)  # 404 unknown_app, as the commands answer it
     found = web.engine.list_releases(app=app, state=_state(request.args.get("state")),
                                      limit=_limit(request.args.get("limit")))
     return jsonify(result="ok", releases=[r.to_json() for r in found])
