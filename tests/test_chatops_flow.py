@@ -92,7 +92,8 @@ class ChatWorld:
         payload = {"type": "block_actions", "user": {"id": user, "username": user.lower()},
                    "channel": {"id": CHANNEL[0], "name": CHANNEL[1]},
                    "container": {"message_ts": message["ts"], "channel_id": message["channel"]},
-                   "response_url": self.slack.response_url(name),
+                   "response_url": self.slack.response_url(
+                       name, message=(message["channel"], message["ts"])),
                    "actions": [{"action_id": element["action_id"], "block_id": block["block_id"],
                                 "value": element["value"], "action_ts": str(time.time())}]}
         return self.post("/chatops/slack/actions", {"payload": json.dumps(payload)},
