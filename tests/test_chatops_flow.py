@@ -193,7 +193,8 @@ def test_a_button_click_promotes_and_stale_or_unauthorised_clicks_change_nothing
                     "awaiting_promotion")
     time.sleep(1.0)
     assert (world.cluster_state(), world.records(v1)) == before
-    assert world.message(v1) == live
+    now = world.message(v1)  # as people see it: the click may have had it sent again, unchanged
+    assert now is not None and (now["text"], now["blocks"]) == (live["text"], live["blocks"])
 
 
 @pytest.mark.slow
@@ -225,7 +226,6 @@ def test_the_live_message_offers_rollback_and_decommission(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the late pending reply is left showing for good")
 def test_a_pending_reply_that_reaches_slack_late_leaves_the_outcome_showing(
         make_world: Callable[..., ChatWorld]) -> None:
     """A click's "promoting…" rewrite goes through `response_url` from the web process's

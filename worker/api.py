@@ -20,7 +20,7 @@ from typing import Any
 import redis.exceptions
 from redis import Redis
 
-from worker import queueing, queuestatus, submission
+from worker import notify, queueing, queuestatus, submission
 from worker.colors import Color
 from worker.commands import (
     Action,
@@ -122,6 +122,13 @@ class Engine:
         with redis_unavailable():
             return resolve_target(self.store, config, Action.parse(action), release_id=release,
                                   color=color)
+
+    def resend_chat_message(self, release_id: str) -> None:
+        """Have the worker's notifier send the release's Slack message again, as the release
+        is now, even if that is what it last sent: a click's `response_url` reply rewrote
+        the message, maybe after the notifier's last update (`worker.notify.ask_resend`)."""
+        with redis_unavailable():
+            notify.ask_resend(self.redis, release_id, now=self.clock())
 
     def get_release(self, release_id: str) -> Release | None:
         with redis_unavailable():
