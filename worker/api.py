@@ -138,6 +138,12 @@ class Engine:
         with redis_unavailable():
             return self.store.audit(release_id)
 
+    def occupant_for(self, app: str, color: Color) -> Release | None:
+        """The release that last deployed into `app`'s `color` (`ReleaseStore.occupant_for`):
+        the one a release message shows as its other colour, as the notifier renders it."""
+        with redis_unavailable():
+            return self.store.occupant_for(app, color)
+
     def list_releases(self, *, app: str | None = None, state: ReleaseState | None = None,
                       limit: int = 100) -> list[Release]:
         """Newest first."""

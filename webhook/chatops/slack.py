@@ -36,7 +36,7 @@ from webhook.chatops import responder
 from webhook.chatops.actions import Chatter, Command, submit
 from webhook.chatops.status import status_text
 from webhook.context import Web, current
-from worker.api import Action, Color, EngineError, Release, is_release_id
+from worker.api import Action, Color, EngineError, is_release_id
 from worker.chatmessages import ACTION_PREFIX, ButtonValue, render
 
 bp = Blueprint("chatops_slack", __name__)
@@ -195,7 +195,7 @@ def _show_pending(web: Web, payload: dict[str, Any], block_id: str) -> None:
         release = web.engine.get_release(block_id.removeprefix(ACTION_PREFIX))
         if release is None:
             return
-        other = _newest_on(web, release.app, release.color.other())
+        other = web.engine.occupant_for(release.app, release.color.other())
         message = render(release, web.engine.audit(release.id), other=other,
                          other_audit=web.engine.audit(other.id) if other else ())
     except (EngineError, RedisError) as e:
@@ -215,10 +215,6 @@ def _resender(web: Web, release_id: str) -> Callable[[], None]:
             log.warning("release message not sent again after the pending rewrite: %s",
                         e.message)
     return resend
-
-
-def _newest_on(web: Web, app: str, color: Color) -> Release | None:
-    return next((r for r in web.engine.list_releases(app=app) if r.color is color), None)
 
 
 def _send(web: Web, payload: dict[str, Any], body: dict[str, Any], *,
