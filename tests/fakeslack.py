@@ -14,6 +14,16 @@ Slack does (`invalid_auth`). Faults for the next N API calls: `fail_next(n)` ans
 `answer_late_next(method, delay)` does the next call of `method` (the message is
 posted) and answers it only `delay` seconds later, as a slow Slack does. Signing a
 request *to* our endpoints, as Slack does, is `sign(secret, body)`.
+
+A `response_url` is Slack's answer channel for one request. The one of a button click
+belongs to the message clicked: `response_url(name, message=(channel, ts))` makes it
+so, and then a POST with `replace_original: true` replaces that message's text and
+blocks (its channel, ts and metadata stay) and one with `delete_original: true`
+deletes it; any other POST (an ephemeral or in-channel reply), or one to a
+`response_url` tied to no message, is only recorded. Every POST is recorded in
+`responses` when Slack has taken it: `hold_responses(name)` keeps POSTs to that
+`response_url` unapplied and unanswered until `let_responses_through(name)`, as a
+reply held up on its way (a busy sender, a slow Slack) reaches Slack late.
 """
 
 from __future__ import annotations
@@ -68,6 +78,8 @@ class FakeSlack(JsonServer):
     responses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     faults: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     late: dict[str, deque[float]] = field(default_factory=dict)
+    clicked: dict[str, tuple[str, str]] = field(default_factory=dict)  # response_url → message
+    held: dict[str, threading.Event] = field(default_factory=dict)
     scopes: set[str] = field(default_factory=lambda: set(SCOPES))
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -79,8 +91,20 @@ class FakeSlack(JsonServer):
     def api_url(self) -> str:
         return f"{self.url}/api/"
 
-    def response_url(self, name: str = "r1") -> str:
+    def response_url(self, name: str = "r1", *, message: tuple[str, str] | None = None) -> str:
+        """The `response_url` Slack sends with a request; `message` = (channel, ts) ties it to
+        the message a click was on, which `replace_original` and `delete_original` act on."""
+        if message is not None:
+            with self.lock:
+                self.clicked[name] = message
         return f"{self.url}/actions/T0/{name}/secret-{name}"
+
+    def stop(self) -> None:
+        with self.lock:
+            held = list(self.held.values())
+        for gate in held:  # let held replies finish, so no request hangs past the test
+            gate.set()
+        super().stop()
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -95,6 +119,18 @@ class FakeSlack(JsonServer):
     def answer_late_next(self, method: str, delay: float) -> None:
         with self.lock:
             self.late.setdefault(method, deque()).append(delay)
+
+    def hold_responses(self, name: str) -> None:
+        """Take POSTs to `response_url(name)` but neither apply nor answer them (yet)."""
+        with self.lock:
+            self.held[name] = threading.Event()
+
+    def let_responses_through(self, name: str) -> None:
+        """Apply and answer the held POSTs to `response_url(name)`, and any later ones."""
+        with self.lock:
+            gate = self.held.pop(name, None)
+        if gate is not None:
+            gate.set()
 
     def delete_all_messages(self) -> None:
         with self.lock:
@@ -141,9 +177,7 @@ class FakeSlack(JsonServer):
     def handle(self, path: str, headers: dict[str, str], raw: bytes
                ) -> tuple[int, dict[str, str], dict[str, Any]]:
         if path.startswith("/actions/"):
-            with self.lock:
-                self.responses.append((path, json.loads(raw or b"{}")))
-            return 200, {}, {"ok": True}
+            return self._reply(path, json.loads(raw or b"{}"))
         method, _, query = path.removeprefix("/api/").partition("?")
         body = {**dict(urllib.parse.parse_qsl(query)), **_body(headers, raw)}
         with self.lock:
@@ -154,6 +188,23 @@ class FakeSlack(JsonServer):
             delay = delays.popleft() if delays else 0.0
         time.sleep(delay)  # done already; only the answer is late
         return status, extra, answer
+
+    def _reply(self, path: str, body: dict[str, Any]
+               ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """A POST to a `response_url` (/actions/<team>/<name>/<secret>), once it is let through."""
+        name = path.split("/")[3]
+        with self.lock:
+            gate = self.held.get(name)
+        if gate is not None:
+            gate.wait(60)
+        with self.lock:
+            self.responses.append((path, body))
+            message = self.messages.get(self.clicked.get(name, ("", "")))
+            if message is not None and _flag(body.get("delete_original")):
+                del self.messages[(message["channel"], message["ts"])]
+            elif message is not None and _flag(body.get("replace_original")):
+                message.update(text=body.get("text"), blocks=body.get("blocks") or [])
+        return 200, {}, {"ok": True}
 
     def _answer(self, method: str, headers: dict[str, str], body: dict[str, Any]
                 ) -> tuple[int, dict[str, str], dict[str, Any]]:

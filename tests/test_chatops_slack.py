@@ -3,7 +3,9 @@
 Covers /chatops/slack/actions and /chatops/slack/commands: only requests Slack signed
 in the last five minutes get past 401 (missing, wrong, old, tampered signatures; no
 secret configured); a click queues its command, is audited with the Slack user and
-rewrites the clicked message as pending through `response_url`; a double click, a
+rewrites the clicked message as pending through `response_url` (a Decommission
+click on the live release's message, with the release last deployed into the other
+colour as the notifier finds it); a double click, a
 stale or unknown release and a refused user or channel get an ephemeral answer and
 change nothing; the slash command's verbs, usage errors, help and status; a
 `response_url` off Slack's hosts is not followed; nothing secret reaches the log.
@@ -87,14 +89,17 @@ def post_signed(client: FlaskClient, path: str, form: dict[str, str], *,
 
 def click_form(slack: FakeSlack, release: Release | str, action: str = "promote", *,
                user: str = "U1", channel: tuple[str, str] = CHANNEL, reply: str = "r1",
-               value: dict[str, Any] | None = None) -> dict[str, str]:
+               value: dict[str, Any] | None = None,
+               on: Release | None = None) -> dict[str, str]:
+    """A click on `release`'s button, in the message of `on` (default: `release`'s own)."""
     rid = release if isinstance(release, str) else release.id
+    shown = rid if on is None else on.id
     payload = {
         "type": "block_actions", "user": {"id": user, "username": "alice", "team_id": "T0"},
         "channel": {"id": channel[0], "name": channel[1]},
         "container": {"type": "message", "message_ts": "1.000001", "channel_id": channel[0]},
         "response_url": slack.response_url(reply),
-        "actions": [{"action_id": f"bluegreen:{action}", "block_id": f"bluegreen:{rid}",
+        "actions": [{"action_id": f"bluegreen:{action}", "block_id": f"bluegreen:{shown}",
                      "value": json.dumps(value or {"app": "myapp", "action": action,
                                                    "release": rid}),
                      "action_ts": "1.2"}]}
@@ -143,6 +148,27 @@ def test_a_signed_click_queues_the_command_and_shows_it_pending(
     (replaced,) = slack.wait_for(lambda: slack.responses_to("r1"), what="response_url post")
     assert replaced["replace_original"] is True
     assert "promoting…" in json.dumps(replaced["blocks"], ensure_ascii=False)
+    assert not [b for b in replaced["blocks"] if b["type"] == "actions"]
+
+
+def test_a_decommission_click_shows_pending_on_the_live_message(
+        client: FlaskClient, slack: FakeSlack, redis: redis_lib.Redis) -> None:
+    """The button is on the live release's message and acts on the release last deployed
+    into the other colour, which the rewrite finds as the notifier does: a newer tag for
+    that colour that has not deployed (here still queued) does not hide it."""
+    store = ReleaseStore(redis)
+    standby = make_release(redis, "v1.0-green")
+    store.transition(standby.id, S.LIVE, actor="api:x", step="promote", message="live")
+    live = make_release(redis, "v2.0-blue")
+    store.transition(standby.id, S.STANDBY, actor="api:x", step="promote", message="standby")
+    store.transition(live.id, S.LIVE, actor="api:x", step="promote", message="live")
+    make_release(redis, "v3.0-green", moves=[])
+    value = {"app": "myapp", "action": "decommission", "release": standby.id, "color": "green"}
+    text = text_of(click(client, slack, standby, "decommission", value=value, on=live))
+    assert f"decommission of v1.0-green ({standby.id}) is queued" in text
+    (replaced,) = slack.wait_for(lambda: slack.responses_to("r1"), what="response_url post")
+    shown = json.dumps(replaced["blocks"], ensure_ascii=False)
+    assert "v2.0-blue" in shown and "*decommissioning…* requested by <@U1>" in shown
     assert not [b for b in replaced["blocks"] if b["type"] == "actions"]
 
 

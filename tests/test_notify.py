@@ -3,6 +3,8 @@
 Covers: one message per release, posted when it is queued and updated in place as it
 moves; buttons follow the state (Promote/Abort → Rollback/Decommission → none), and
 the older release's message and the live one's buttons follow other releases' changes;
+a message rewritten through a click's `response_url` is sent again when the web side
+asks (never one the release does not have);
 Slack failing (500) or rate-limiting (429 + Retry-After) never holds up a release's
 records and the message catches up, with the trouble noted once in the audit trail;
 a restart resumes from the stream (pending entries and scheduled retries survive);
@@ -26,8 +28,10 @@ import pytest
 import redis as redis_lib
 from fakeslack import BOT_TOKEN, FakeSlack, button, button_texts, message_text
 from slack_sdk import WebClient
+from web import http
 
 from worker import notify, sidecars, slackapi
+from worker.api import Engine
 from worker.colors import Color
 from worker.config import Settings, parse_settings
 from worker.releases import EVENTS_KEY, Release, ReleaseState, ReleaseStore, new_release_id
@@ -167,6 +171,30 @@ def test_promotion_moves_the_buttons_and_updates_the_older_release(
     slack.wait_for(shows(slack, first, "Decommissioned", "myapp-blue deleted"), what="first gone")
 
 
+def test_a_message_rewritten_through_its_response_url_is_sent_again_when_asked(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    """A click's reply can rewrite the message after the notifier's last update, which the
+    notifier's digest does not know: asked (`Engine.resend_chat_message`, as the web side
+    does once the reply is answered), it sends the message as the release is now."""
+    store = ReleaseStore(redis)
+    notifiers.start()
+    release = add(store, "v1.0-green")
+    slack.wait_for(shows(slack, release, "Queued"), what="the queued message")
+    queued = json.loads(json.dumps(slack.message_for(release.id)))  # a copy, as it is now
+    walk(store, release, *PATH)
+    slack.wait_for(shows(slack, release, "Awaiting promotion",
+                         buttons=["Promote green", "Abort"]), what="awaiting promotion")
+    late = slack.response_url("r1", message=(queued["channel"], queued["ts"]))
+    reply = {"replace_original": True, "text": queued["text"], "blocks": queued["blocks"]}
+    assert http("POST", late, json.dumps(reply).encode(),
+                {"Content-Type": "application/json"}).status == 200
+    assert shows(slack, release, "Queued", buttons=["Abort"])()  # the late reply landed
+    Engine(notifiers.settings, redis).resend_chat_message(release.id)
+    slack.wait_for(shows(slack, release, "Awaiting promotion",
+                         buttons=["Promote green", "Abort"]), what="the message sent again")
+    assert len(slack.api_calls("chat.postMessage")) == 1
+
+
 def test_a_rejected_tag_on_the_standby_colour_leaves_the_rollback_button(
         slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
     store = ReleaseStore(redis)
@@ -288,6 +316,7 @@ def test_old_history_is_not_backfilled(slack: FakeSlack, notifiers: Notifiers,
     long_ago = time.time() - 2 * notify.BACKFILL_SECONDS
     old = add(ReleaseStore(redis, clock=lambda: long_ago), "v0.9-blue", at=long_ago)
     notifiers.start()
+    Engine(notifiers.settings, redis).resend_chat_message(old.id)  # no message: none to resend
     fresh = add(ReleaseStore(redis), "v1.0-green")
     slack.wait_for(shows(slack, fresh, "Queued"), what="the fresh release")
     assert slack.message_for(old.id) is None

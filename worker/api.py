@@ -20,7 +20,7 @@ from typing import Any
 import redis.exceptions
 from redis import Redis
 
-from worker import queueing, queuestatus, submission
+from worker import notify, queueing, queuestatus, submission
 from worker.colors import Color
 from worker.commands import (
     Action,
@@ -123,6 +123,13 @@ class Engine:
             return resolve_target(self.store, config, Action.parse(action), release_id=release,
                                   color=color)
 
+    def resend_chat_message(self, release_id: str) -> None:
+        """Have the worker's notifier send the release's Slack message again, as the release
+        is now, even if that is what it last sent: a click's `response_url` reply rewrote
+        the message, maybe after the notifier's last update (`worker.notify.ask_resend`)."""
+        with redis_unavailable():
+            notify.ask_resend(self.redis, release_id, now=self.clock())
+
     def get_release(self, release_id: str) -> Release | None:
         with redis_unavailable():
             return self.store.get(release_id)
@@ -130,6 +137,12 @@ class Engine:
     def audit(self, release_id: str) -> list[AuditEntry]:
         with redis_unavailable():
             return self.store.audit(release_id)
+
+    def occupant_for(self, app: str, color: Color) -> Release | None:
+        """The release that last deployed into `app`'s `color` (`ReleaseStore.occupant_for`):
+        the one a release message shows as its other colour, as the notifier renders it."""
+        with redis_unavailable():
+            return self.store.occupant_for(app, color)
 
     def list_releases(self, *, app: str | None = None, state: ReleaseState | None = None,
                       limit: int = 100) -> list[Release]:

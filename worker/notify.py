@@ -12,6 +12,15 @@ posted again: the retry first looks for the message by its metadata
 `channels:history` scope, the channel's id not known yet) it posts again, as it did
 before, and says so in the log.
 
+Someone else may rewrite a message too: a click's "⏳ promoting…" reply goes through
+Slack's `response_url` from the web process, and can reach Slack after the notifier's
+update of the outcome, when the stored digest says the message is current. Once that
+reply has been answered (or has failed), the web side asks for the message to be sent
+again (`Engine.resend_chat_message` → `ask_resend`): an entry on the events stream that
+names the release and carries `resend`. Reading it, the notifier forgets the message's
+digest in the same MULTI/EXEC that marks the release dirty, so the next sync updates the
+message to what the release is now, whatever order the two writes reached Slack in.
+
 How nothing is lost: an event is acknowledged in the same MULTI/EXEC that marks its
 release *dirty* (a sorted set scored by when to sync it next), so after a restart the
 dirty set and the group's pending entries hold all unfinished work. Syncing renders
@@ -62,7 +71,7 @@ from worker.chatmessages import Message
 from worker.config import Settings
 from worker.machine import ReleaseState
 from worker.redistext import as_text
-from worker.releases import EVENTS_KEY, Release, ReleaseStore
+from worker.releases import EVENTS_KEY, EVENTS_MAXLEN, Release, ReleaseStore
 from worker.slackapi import ChatFailure
 
 log = logging.getLogger(__name__)
@@ -79,6 +88,7 @@ SYNC_BATCH = 20
 BACKFILL_SECONDS = 3600
 FIRST_BACKOFF, MAX_BACKOFF = 1.0, 300.0
 ACTOR = "notifier"
+RESEND = "resend"  # the field of an events entry that asks for the message to be sent again
 
 
 def start(settings: Settings, redis: Redis, stop: threading.Event) -> threading.Thread:
@@ -87,6 +97,13 @@ def start(settings: Settings, redis: Redis, stop: threading.Event) -> threading.
                               name="bluegreen-notify", daemon=True)
     thread.start()
     return thread
+
+
+def ask_resend(redis: Redis, release_id: str, *, now: float) -> None:
+    """Have the notifier send `release_id`'s Slack message again even if its rendering has
+    not changed, because something else (a click's `response_url` reply) rewrote it."""
+    redis.xadd(EVENTS_KEY, {"release": release_id, RESEND: "slack", "at": repr(now)},
+               maxlen=EVENTS_MAXLEN, approximate=True)
 
 
 class Notifier:
@@ -199,10 +216,19 @@ class Notifier:
 
     def mark(self, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
         now = self.clock()
-        changed = {as_text(fields.get(b"release") or fields.get("release") or "")
-                   for _, fields in entries if self._is_recent(fields, now)} - {""}
-        dirty = changed | self._related(changed)
+        changed, resend = set(), set()
+        for _, fields in entries:
+            release = _field(fields, "release")
+            if _field(fields, RESEND):
+                resend.add(release)
+            elif self._is_recent(fields, now):
+                changed.add(release)
+        resend = {r for r in resend - {""} if self.redis.exists(MESSAGE_KEY.format(release=r))}
+        changed -= {""}
+        dirty = changed | self._related(changed) | resend
         with self.redis.pipeline() as pipe:
+            for release in sorted(resend):  # so that the next sync sends it, changed or not
+                pipe.hdel(MESSAGE_KEY.format(release=release), "digest")
             if dirty:
                 pipe.zadd(DIRTY_KEY, dict.fromkeys(sorted(dirty), now), nx=True)
             pipe.xack(EVENTS_KEY, GROUP, *[entry_id for entry_id, _ in entries])
@@ -211,11 +237,10 @@ class Notifier:
     def _is_recent(self, fields: dict[Any, Any], now: float) -> bool:
         """Old news is skipped unless the release already has a message (backfill guard)."""
         try:
-            at = float(as_text(fields.get(b"at") or fields.get("at") or "0"))
+            at = float(_field(fields, "at") or "0")
         except ValueError:
             at = 0.0
-        release = as_text(fields.get(b"release") or fields.get("release") or "")
-        return now - at <= BACKFILL_SECONDS or self._has_message(release)
+        return now - at <= BACKFILL_SECONDS or self._has_message(_field(fields, "release"))
 
     def _has_message(self, release_id: str) -> bool:
         """Whether the release has a Slack message or a Mattermost post."""
@@ -393,3 +418,8 @@ class Notifier:
                                 message=f"Slack message caught up after {attempts} failed "
                                 f"attempt{'s' if attempts > 1 else ''}")
             pipe.execute()
+
+
+def _field(fields: dict[Any, Any], name: str) -> str:
+    """A field of an events entry as text ("" when it is not there)."""
+    return as_text(fields.get(name.encode()) or fields.get(name) or "")

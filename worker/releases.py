@@ -17,7 +17,9 @@ WATCH, so two writers cannot both move one release. Keys:
     bluegreen:events                        stream: {release, app, state, step, at} per write
                                             (add, transition, set_step, note), MAXLEN ~ 10000;
                                             readers (chat notifier, live status) re-read the
-                                            record, so an entry only says "look again"
+                                            record, so an entry only says "look again";
+                                            `worker.notify.ask_resend` adds {release, resend,
+                                            at}: send its chat message again, even unchanged
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 Slack wants its 200 within 3 s; a POST to `response_url` ("⏳ promoting…" replacing the
 clicked message, or an ephemeral refusal) must not spend that time, so `send()` hands
 it to a small thread pool of the web process and returns at once. A lost answer is
-cosmetic: the worker's notifier brings the release's message up to date anyway.
+cosmetic: the worker's notifier brings the release's message up to date anyway. A
+late one is not, by itself: it may land after the notifier's update of the outcome, so
+`send(..., then=...)` runs `then` once Slack has answered the POST or it has failed (the
+caller has the message sent again).
 
 A `response_url` is a secret (it lets anyone post into the conversation for 30
 minutes): it is never logged, and only URLs on Slack's hosts — or on the host of the
@@ -18,6 +21,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,9 +45,18 @@ def is_allowed(url: object, api_url: str) -> bool:
     return on_slack or (target.scheme, target.netloc) == (api.scheme, api.netloc)
 
 
-def send(url: str, body: dict[str, Any]) -> None:
-    """POST `body` as JSON to `url` in the background (the caller checked `is_allowed`)."""
-    _executor().submit(_post, url, body)
+def send(url: str, body: dict[str, Any], *, then: Callable[[], None] | None = None) -> None:
+    """POST `body` as JSON to `url` in the background (the caller checked `is_allowed`);
+    then, answered or failed, call `then` (in the background too; it must not raise)."""
+    _executor().submit(_post_then, url, body, then)
+
+
+def _post_then(url: str, body: dict[str, Any], then: Callable[[], None] | None) -> None:
+    try:
+        _post(url, body)
+    finally:
+        if then is not None:
+            then()
 
 
 def _post(url: str, body: dict[str, Any]) -> None:

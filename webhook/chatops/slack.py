@@ -8,7 +8,11 @@ before anything else is read: whatever the headers hold, a bad signature is a re
 back as an ephemeral reply with HTTP 200 (Slack shows a 4xx only as a generic
 error). A button click also rewrites the clicked message through `response_url`
 ("⏳ promoting…", buttons gone) from a background thread (`responder`); the worker's
-notifier later shows the outcome in the same message.
+notifier later shows the outcome in the same message. That rewrite can reach Slack
+after the notifier's update (the thread pool busy, Slack slow), so once it is answered
+or has failed the notifier is asked to send the message again
+(`Engine.resend_chat_message`): it ends showing the release as it is, whichever write
+landed last.
 
 Slash command: `/deploy promote APP [RELEASE]`, `/deploy rollback APP [RELEASE]`,
 `/deploy abort APP [RELEASE]`, `/deploy decommission APP COLOR [RELEASE]`,
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,7 +36,7 @@ from webhook.chatops import responder
 from webhook.chatops.actions import Chatter, Command, submit
 from webhook.chatops.status import status_text
 from webhook.context import Web, current
-from worker.api import Action, Color, EngineError, Release, is_release_id
+from worker.api import Action, Color, EngineError, is_release_id
 from worker.chatmessages import ACTION_PREFIX, ButtonValue, render
 
 bp = Blueprint("chatops_slack", __name__)
@@ -190,25 +195,34 @@ def _show_pending(web: Web, payload: dict[str, Any], block_id: str) -> None:
         release = web.engine.get_release(block_id.removeprefix(ACTION_PREFIX))
         if release is None:
             return
-        other = _newest_on(web, release.app, release.color.other())
+        other = web.engine.occupant_for(release.app, release.color.other())
         message = render(release, web.engine.audit(release.id), other=other,
                          other_audit=web.engine.audit(other.id) if other else ())
     except (EngineError, RedisError) as e:
         log.warning("clicked message not updated: %s", type(e).__name__)
         return
     _send(web, payload, {"replace_original": True, "text": message.text,
-                         "blocks": message.blocks})
+                         "blocks": message.blocks}, then=_resender(web, release.id))
 
 
-def _newest_on(web: Web, app: str, color: Color) -> Release | None:
-    return next((r for r in web.engine.list_releases(app=app) if r.color is color), None)
+def _resender(web: Web, release_id: str) -> Callable[[], None]:
+    """What to do once the pending rewrite reached Slack (or did not): have the release's
+    message sent again, in case the notifier's update of the outcome landed first."""
+    def resend() -> None:
+        try:
+            web.engine.resend_chat_message(release_id)
+        except EngineError as e:
+            log.warning("release message not sent again after the pending rewrite: %s",
+                        e.message)
+    return resend
 
 
-def _send(web: Web, payload: dict[str, Any], body: dict[str, Any]) -> None:
+def _send(web: Web, payload: dict[str, Any], body: dict[str, Any], *,
+          then: Callable[[], None] | None = None) -> None:
     url = payload.get("response_url")
     if url is None:
         return
     if not responder.is_allowed(url, web.settings.slack_api_url):
         log.warning("not answering through a response_url outside Slack's hosts")
         return
-    responder.send(str(url), body)
+    responder.send(str(url), body, then=then)
