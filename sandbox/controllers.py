@@ -117,6 +117,7 @@ class WorkloadControllers:
     def __init__(self, store: Store, live_owners: Callable[[], set[str]]) -> None:
         self.store = store
         self.live_owners = live_owners
+        self._failed: set[tuple[str, Any, Any]] = set()
 
     def sync(self) -> None:
         for deploy in self.store.list(DEPLOYMENTS)[0]:
@@ -126,12 +127,22 @@ class WorkloadControllers:
         for deploy in self.store.list(DEPLOYMENTS)[0]:
             self._guard(self.sync_deployment_status, deploy)
 
-    @staticmethod
-    def _guard(step: Callable[[Obj], None], obj: Obj) -> None:
+    def _guard(self, step: Callable[[Obj], None], obj: Obj) -> None:
+        """Run one object's step; its failure must not stop the others' reconciliation
+        (the real controllers requeue one key and carry on with the rest). A failure is
+        logged in full once per version of the object, not on every pass."""
+        where = f"{_meta(obj).get('namespace')}/{_meta(obj).get('name')}"
         try:
             step(obj)
         except ApiError as e:  # a concurrent write or delete: the next pass catches up
-            log.debug("%s %s: %s", step.__name__, _meta(obj).get("name"), e.message)
+            log.debug("%s %s: %s", step.__name__, where, e.message)
+        except Exception:
+            seen = (step.__name__, _meta(obj).get("uid"), _meta(obj).get("resourceVersion"))
+            if seen in self._failed:
+                log.debug("%s %s still fails", step.__name__, where)
+            else:
+                self._failed.add(seen)
+                log.exception("%s %s failed; skipping it this pass", step.__name__, where)
 
     # ---- Deployment → ReplicaSets --------------------------------------------------------
 

@@ -1,15 +1,18 @@
 """Defaulting and validation applied on every write, as the real API server's
 strategies do for the kinds the sandbox serves.
 
-Owns the few defaults clients and controllers rely on (Deployment replicas and
-strategy, container pull policy, Service ClusterIP/ports, Pod phase, Namespace
-phase) and the validation errors worth being faithful to (names, Deployment
-selectors). Anything not listed here is stored as sent.
+Owns what a JSON null means on the way in (an unset field, as Go's decoder
+reads it), the few defaults clients and controllers rely on (Deployment replicas
+and strategy, container pull policy, Service ClusterIP/ports, Pod phase,
+Namespace phase) and the validation errors worth being faithful to (names,
+Deployment selectors and rolling-update parameters). Anything not listed here is
+stored as sent.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from typing import Any
 
@@ -23,6 +26,17 @@ _cluster_ips = itertools.count(10)
 _node_ports = itertools.count(30000)
 
 
+def drop_nulls(value: Any) -> Any:
+    """The object without its JSON nulls: decoding into Go structs leaves a null field
+    unset (a nil pointer, map or slice; a zero value otherwise), so the real server never
+    stores one, and defaulting then fills such a field in (`replicas: null` becomes 1)."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value if v is not None]
+    return value
+
+
 def apply_defaults(rt: ResourceType, obj: Obj) -> None:
     """Fill in defaults in place; safe to run on every create and update."""
     spec = obj.get("spec")
@@ -34,10 +48,7 @@ def apply_defaults(rt: ResourceType, obj: Obj) -> None:
         if rt.kind == "Deployment":
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault("progressDeadlineSeconds", 600)
-            strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
-            if strategy.get("type", "RollingUpdate") == "RollingUpdate":
-                strategy.setdefault("type", "RollingUpdate")
-                strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
+            _default_strategy(spec)
     elif rt.kind == "Pod":
         _default_pod_spec(spec)
         status = obj.setdefault("status", {})
@@ -52,6 +63,19 @@ def apply_defaults(rt: ResourceType, obj: Obj) -> None:
         obj.setdefault("status", {}).setdefault("phase", "Active")
     elif rt.kind == "Secret":
         obj.setdefault("type", "Opaque")
+
+
+def _default_strategy(spec: Obj) -> None:
+    """SetDefaults_Deployment: RollingUpdate, and each of its two fences 25% when unset."""
+    strategy = spec.setdefault("strategy", {})
+    if not isinstance(strategy, dict):
+        return
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        if isinstance(rolling, dict):
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
 
 
 def _default_pod_spec(spec: Obj | None) -> None:
@@ -104,7 +128,7 @@ def _default_service(obj: Obj) -> None:
 
 
 def validate(rt: ResourceType, obj: Obj) -> None:
-    """Raise ApiError 422 Invalid for the mistakes the real server rejects."""
+    """Raise ApiError 422 Invalid, naming every field in error, for what the real server rejects."""
     name = str((obj.get("metadata") or {}).get("name") or "")
     if not _SUBDOMAIN.match(name) or len(name) > 253:
         raise invalid(rt, name, [("metadata.name", (
@@ -112,25 +136,80 @@ def validate(rt: ResourceType, obj: Obj) -> None:
             "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
             "character (e.g. 'example.com', regex used for validation is "
             r"'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"))])
+    errors: list[tuple[str, str]] = []
     if rt.kind in ("Deployment", "ReplicaSet"):
-        _validate_workload(rt, name, obj.get("spec"))
+        errors += _validate_workload(obj.get("spec"))
+    if rt.kind == "Deployment" and isinstance(obj.get("spec"), dict):
+        errors += _validate_strategy(obj["spec"].get("strategy") or {})
+    if errors:
+        raise invalid(rt, name, errors)
     if not isinstance(obj.get("metadata", {}).get("labels", {}), dict):
         raise ApiError(400, "BadRequest", "metadata.labels must be a map of strings")
 
 
-def _validate_workload(rt: ResourceType, name: str, spec: Any) -> None:
+def _validate_workload(spec: Any) -> list[tuple[str, str]]:
     if not isinstance(spec, dict):
-        raise invalid(rt, name, [("spec.template.spec.containers", "Required value")])
+        return [("spec.template.spec.containers", "Required value")]
     selector = spec.get("selector")
     if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
-        raise invalid(rt, name, [("spec.selector", "Required value")])
+        return [("spec.selector", "Required value")]
     template = spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     if not label_selector_matches(selector, labels):
         shown = ", ".join(f'"{k}":"{v}"' for k, v in sorted(labels.items()))
-        raise invalid(rt, name, [("spec.template.metadata.labels",
-                                  f"Invalid value: map[string]string{{{shown}}}: "
-                                  "`selector` does not match template `labels`")])
+        return [("spec.template.metadata.labels",
+                 f"Invalid value: map[string]string{{{shown}}}: "
+                 "`selector` does not match template `labels`")]
     containers = (template.get("spec") or {}).get("containers")
     if not containers:
-        raise invalid(rt, name, [("spec.template.spec.containers", "Required value")])
+        return [("spec.template.spec.containers", "Required value")]
+    return []
+
+
+_PERCENT = re.compile(r"^[0-9]+%$")
+_PERCENT_MESSAGE = ("a valid percent string must be a numeric string followed by an ending '%' "
+                    "(e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")
+
+
+def _intstr(value: Any) -> str:
+    """How Go prints an IntOrString value in a field error (`%#v` of the struct)."""
+    if isinstance(value, str):
+        return f'intstr.IntOrString{{Type:1, IntVal:0, StrVal:{json.dumps(value)}}}'
+    return f'intstr.IntOrString{{Type:0, IntVal:{value}, StrVal:""}}'
+
+
+def _fence(value: Any) -> int | None:
+    """An IntOrString's number (a percent's digits), None when it is not valid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and _PERCENT.match(value):
+        return int(value[:-1])
+    return None
+
+
+def _validate_strategy(strategy: Obj) -> list[tuple[str, str]]:
+    """ValidateRollingUpdateDeployment (pkg/apis/apps/validation): each fence a non-negative
+    int or a percent, not both 0, maxUnavailable at most 100%."""
+    rolling = strategy.get("rollingUpdate")
+    if strategy.get("type") != "RollingUpdate" or not isinstance(rolling, dict):
+        return []
+    errors: list[tuple[str, str]] = []
+    path = "spec.strategy.rollingUpdate"
+    for key in ("maxUnavailable", "maxSurge"):
+        value = rolling.get(key)
+        if isinstance(value, str) and not _PERCENT.match(value):
+            errors.append((f"{path}.{key}", f"Invalid value: {_intstr(value)}: {_PERCENT_MESSAGE}"))
+        elif isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            errors.append((f"{path}.{key}",
+                           f"Invalid value: {value}: must be greater than or equal to 0"))
+    unavailable, surge = _fence(rolling.get("maxUnavailable")), _fence(rolling.get("maxSurge"))
+    if unavailable == 0 and surge == 0:
+        errors.append((f"{path}.maxUnavailable", f"Invalid value: "
+                       f"{_intstr(rolling['maxUnavailable'])}: may not be 0 when `maxSurge` is 0"))
+    value = rolling.get("maxUnavailable")
+    if isinstance(value, str) and unavailable is not None and unavailable > 100:
+        errors.append((f"{path}.maxUnavailable",
+                       f"Invalid value: {_intstr(value)}: must not be greater than 100%"))
+    return errors

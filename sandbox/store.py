@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.defaults import apply_defaults, validate
+from sandbox.defaults import apply_defaults, drop_nulls, validate
 from sandbox.resources import (
     RESOURCES,
     ApiError,
@@ -122,7 +122,7 @@ class Store:
     def create(self, key: str, namespace: str | None, obj: Obj, *, dry_run: bool = False) -> Obj:
         """Store a new object; 409 AlreadyExists, 404 for a missing namespace."""
         rt = resource(key)
-        obj = copy.deepcopy(obj)
+        obj = drop_nulls(obj)
         meta = obj.setdefault("metadata", {})
         ns = self._ns(rt, namespace or meta.get("namespace"))
         if rt.namespaced and meta.get("namespace") and namespace and meta["namespace"] != namespace:
@@ -291,6 +291,7 @@ class Store:
 
     def _replace(self, rt: ResourceType, current: Obj, new: Obj, subresource: str | None,
                  dry_run: bool = False) -> Obj:
+        new = drop_nulls(new)
         if subresource == "status":
             result = copy.deepcopy(current)
             result["status"] = new.get("status") or {}

@@ -184,6 +184,44 @@ def test_generation_bumps_only_when_the_spec_changes(api: Api) -> None:
     assert int(scaled.metadata.resource_version) > int(made.metadata.resource_version)
 
 
+def test_null_means_unset_and_rolling_update_fences_are_validated(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    body = deployment()
+    body["spec"]["replicas"] = None
+    body["metadata"]["labels"] = None
+    body["spec"]["strategy"] = {"rollingUpdate": {"maxSurge": 1}}
+    made = requests.post(url, json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["spec"]["replicas"] == 1 and "labels" not in made.json()["metadata"]
+    assert made.json()["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "25%"}}
+
+    unavailable = "spec.strategy.rollingUpdate.maxUnavailable"
+    fences = [({"maxUnavailable": "abc"}, unavailable,
+               'Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:"abc"}: a valid '
+               "percent string must be a numeric string followed by an ending '%' (e.g. '1%',  "
+               "or '93%', regex used for validation is '[0-9]+%')"),
+              ({"maxSurge": -1}, "spec.strategy.rollingUpdate.maxSurge",
+               "Invalid value: -1: must be greater than or equal to 0"),
+              ({"maxSurge": 0, "maxUnavailable": "0%"}, unavailable,
+               'Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:"0%"}: '
+               "may not be 0 when `maxSurge` is 0"),
+              ({"maxUnavailable": "101%"}, unavailable,
+               'Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:"101%"}: '
+               "must not be greater than 100%")]
+    for rolling, field, message in fences:
+        body = deployment("fenced")
+        body["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": rolling}
+        answer = requests.post(url, json=body)
+        assert answer.status_code == 422, answer.text
+        status = answer.json()
+        assert status["reason"] == "Invalid"
+        assert status["details"]["causes"] == [
+            {"reason": "FieldValueInvalid", "message": message, "field": field}]
+        assert status["message"] == f'Deployment.apps "fenced" is invalid: {field}: {message}'
+    assert api.store.get("apps/v1/deployments", "default", "fenced") is None
+
+
 def test_status_subresource_writes_only_status_and_main_writes_keep_it(api: Api) -> None:
     made = api.apps.create_namespaced_deployment("default", deployment())
     made.spec.replicas = 9

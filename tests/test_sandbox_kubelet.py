@@ -31,6 +31,7 @@ from sandbox_objects import (
     pods,
     rolled_out,
     status,
+    store_unchecked,
     wait_for,
 )
 
@@ -204,6 +205,19 @@ def test_scaling_up_and_down(cluster: tuple[Store, Kubelet]) -> None:
         wait_for(lambda n=replicas: rolled_out(store, replicas=n)  # type: ignore[misc]
                  and len(kubelet.pids()) == n, what=f"{replicas} replicas")
     assert len(store.list(REPLICASETS, "default")[0]) == 1
+
+
+def test_null_replicas_is_defaulted_and_a_broken_object_stops_no_other(
+        cluster: tuple[Store, Kubelet]) -> None:
+    store, kubelet = cluster
+    broken = deployment(name="aaa-broken")
+    broken["spec"]["replicas"] = "two"  # stored past validation: the controller chokes on it
+    store_unchecked(store, DEPLOYMENTS, "default", broken)
+    defaulted = deployment()
+    defaulted["spec"]["replicas"] = None  # JSON null: unset, so defaulted to 1
+    store.create(DEPLOYMENTS, "default", defaulted)
+    wait_for(lambda: rolled_out(store, replicas=1), what="rollout next to a broken Deployment")
+    assert len(kubelet.pids()) == 1
 
 
 def test_a_killed_process_is_restarted_in_the_same_pod(cluster: tuple[Store, Kubelet]) -> None:
