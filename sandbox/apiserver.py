@@ -119,6 +119,7 @@ class Handler(ResourceVerbs, WatchVerb):
         url = urlsplit(self.path)
         self.query = parse_qs(url.query, keep_blank_values=True)
         self.body = self.read_body()
+        self.warnings = []
         self.status_sent = None
         self.logged = None
         self.loggable = None

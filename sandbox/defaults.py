@@ -5,8 +5,8 @@ Owns what a JSON null means on the way in (an unset field, as Go's decoder
 reads it), the few defaults clients and controllers rely on (Deployment replicas
 and strategy, container pull policy, Service ClusterIP/ports, Pod phase,
 Namespace phase) and the validation errors worth being faithful to (names,
-Deployment selectors and rolling-update parameters). Anything not listed here is
-stored as sent.
+Deployment selectors and rolling-update parameters). Fields and their JSON types
+are checked before, by `sandbox.decoding`.
 """
 
 from __future__ import annotations

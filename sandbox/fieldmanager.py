@@ -8,9 +8,9 @@ functions over JSON objects; the API server stores the results.
 
 Simplified model of the real structured-merge-diff: ownership is tracked per
 leaf path (a scalar, an empty map, an atomic list, a keyed list item's marker);
-list items are keyed by the built-in types' patch merge key (one field), custom
-resources' lists are atomic, and the applied configuration is not validated
-against a schema.
+list items are keyed by the built-in types' patch merge key (one field) and custom
+resources' lists are atomic. The applied configuration's fields and types are
+checked against the kind's schema by `sandbox.decoding` before it gets here.
 """
 
 from __future__ import annotations

@@ -64,6 +64,12 @@ def parse_target(parts: list[str]) -> Target | None:
     return Target(rt, None, _at(rest, 1), _at(rest, 2), watch)
 
 
+def warning_header(text: str) -> str:
+    """A `Warning` header value as the API server sends one (RFC 7234, code 299)."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 - "{quoted}"'
+
+
 def _at(items: list[str], index: int) -> str | None:
     return items[index] if len(items) > index else None
 
@@ -83,6 +89,7 @@ class HandlerBase(BaseHTTPRequestHandler):
     status_sent: int | None = None
     query: dict[str, list[str]]
     body: bytes
+    warnings: list[str]  # sent as `Warning: 299 - "..."` headers with the answer
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -130,6 +137,8 @@ class HandlerBase(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        for text in getattr(self, "warnings", ()):
+            self.send_header("Warning", warning_header(text))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

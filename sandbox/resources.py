@@ -169,21 +169,37 @@ def conflict(rt: ResourceType, name: str) -> ApiError:
                     _details(rt, name))
 
 
-def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]], *,
+_CAUSE_REASONS = (("Invalid value", "FieldValueInvalid"), ("Required value", "FieldValueRequired"),
+                  ("Unsupported value", "FieldValueNotSupported"),
+                  ("Forbidden", "FieldValueForbidden"), ("Duplicate value", "FieldValueDuplicate"),
+                  ("Too long", "FieldValueTooLong"), ("Too many", "FieldValueTooMany"),
+                  ("Not found", "FieldValueNotFound"))
+
+Cause = tuple[str, str] | tuple[str, str, str]  # (field, message[, reason])
+
+
+def invalid(rt: ResourceType, name: str, causes: list[Cause], *,
             by_resource: bool = False) -> ApiError:
     """A 422 Invalid naming each (field, problem) as the real validation errors do.
 
     Validation names the kind (`Deployment.apps "x" is invalid`); the storage layer's
-    own checks name the resource (`virtualservices.networking.istio.io "x" ...`).
+    own checks name the resource (`virtualservices.networking.istio.io "x" ...`). A
+    cause's reason follows from its message (`Required value` is FieldValueRequired)
+    unless given as a third element.
     """
-    text = ", ".join(f"{f}: {m}" for f, m in causes)
+    text = ", ".join(f"{c[0]}: {c[1]}" for c in causes)
     if len(causes) > 1:
         text = "[" + text + "]"
     qualified, kind = (rt.group_resource, rt.plural) if by_resource else (rt.group_kind, rt.kind)
     return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}',
                     _details(rt, name, kind=kind, causes=[
-                        {"reason": "FieldValueInvalid" if m.startswith("Invalid value")
-                         else "FieldValueRequired", "message": m, "field": f} for f, m in causes]))
+                        {"reason": c[2] if len(c) > 2 else _cause_reason(c[1]),
+                         "message": c[1], "field": c[0]} for c in causes]))
+
+
+def _cause_reason(message: str) -> str:
+    return next((reason for prefix, reason in _CAUSE_REASONS if message.startswith(prefix)),
+                "FieldValueInvalid")
 
 
 def missing_resource_version(rt: ResourceType, name: str) -> ApiError:

@@ -5,7 +5,8 @@ Owns what each verb does on the wire: which bodies and content types it takes,
 the status code it answers with, and how it turns a request into store calls
 (PATCH and PUT run as one atomic read-modify-write so field ownership is
 computed against the object they replace). Patch formats are in
-`sandbox.patching`, ownership and server-side apply in `sandbox.fieldmanager`.
+`sandbox.patching`, ownership and server-side apply in `sandbox.fieldmanager`,
+reading bodies against the kinds' fields (`fieldValidation`) in `sandbox.decoding`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sandbox import fieldmanager, patching
+from sandbox import decoding, fieldmanager, patching
 from sandbox.httpbase import (
     METHOD_NOT_ALLOWED,
     HandlerBase,
@@ -48,9 +49,10 @@ class ResourceVerbs(HandlerBase):
 
     def create(self, target: Target) -> None:
         rt = target.rt
-        obj = self.object_body(rt)
         if target.name is not None:
             raise METHOD_NOT_ALLOWED
+        mode = decoding.directive(self.param("fieldValidation"), "CreateOptions")
+        obj = decoding.check_body(rt, self.object_body(rt), mode, self.warnings)
         obj.setdefault("apiVersion", rt.api_version)
         obj.setdefault("kind", rt.kind)
         fieldmanager.record_update(None, obj, self.manager(), kind=rt.kind, custom=rt.custom)
@@ -59,7 +61,8 @@ class ResourceVerbs(HandlerBase):
 
     def replace(self, target: Target) -> None:
         rt, name = target.rt, target.name or ""
-        obj = self.object_body(rt)
+        mode = decoding.directive(self.param("fieldValidation"), "UpdateOptions")
+        obj = decoding.check_body(rt, self.object_body(rt), mode, self.warnings)
         meta = obj.setdefault("metadata", {})
         if meta.get("name") != name:
             raise bad_request(f"the name of the object ({meta.get('name', '')}) does not match "
@@ -119,12 +122,15 @@ class ResourceVerbs(HandlerBase):
         if content_type == APPLY_PATCH:
             self.server_side_apply(target)
             return
+        mode = decoding.directive(self.param("fieldValidation"), "PatchOptions")
         if self.param("force") is not None:
             raise _invalid_options("force", "Forbidden: may not be specified for non-apply patch")
         patch = self.json_body()
 
         def change(current: Obj) -> Obj:
             new = _apply_patch(content_type, current, patch, rt)
+            shown = decoding.patch_shown(content_type == STRATEGIC_PATCH, patch, new)
+            new = decoding.check_patched(rt, new, mode, self.warnings, shown)
             _check_name(new, target.name or "")
             if target.subresource is None:
                 fieldmanager.record_update(current, new, self.manager(), kind=rt.kind,
@@ -137,6 +143,7 @@ class ResourceVerbs(HandlerBase):
 
     def server_side_apply(self, target: Target) -> None:
         rt = target.rt
+        decoding.directive(self.param("fieldValidation"), "PatchOptions")
         manager = self.param("fieldManager")
         if not manager:
             raise _invalid_options("fieldManager", "Required value: is required for apply patch")
@@ -162,6 +169,7 @@ class ResourceVerbs(HandlerBase):
         if applied.get("apiVersion") != rt.api_version or applied.get("kind") != rt.kind:
             raise bad_request(f"the API version in the data ({applied.get('apiVersion')}) and kind "
                               f"({applied.get('kind')}) must be {rt.api_version} {rt.kind}")
+        decoding.check_applied(rt, applied)
         return applied
 
     def exec(self, target: Target, method: str) -> None:

@@ -5,7 +5,8 @@ else writes while they look) and a short watch history; the last ones go through
 `python -m sandbox serve` (the `sandbox` fixture) with kubelet and ingress.
 Covered: CRUD and status codes for Deployments, Services and Istio objects,
 conflicts, 422/415 for custom resources, generation and the status subresource,
-the patch formats, server-side apply through the DynamicClient, selectors,
+unknown fields under each `fieldValidation` and values of the wrong JSON type, the
+patch formats, server-side apply through the DynamicClient, selectors,
 watches (status change, timeout, 410), owner cascade, discovery, fault injection
 and the request log, and the serve command's seed objects and shutdown.
 """
@@ -231,6 +232,87 @@ def test_status_subresource_writes_only_status_and_main_writes_keep_it(api: Api)
     after.status.observed_generation = 42
     kept = api.apps.replace_namespaced_deployment("web", "default", after)
     assert kept.status.observed_generation == 1 and kept.spec.replicas == 1
+
+
+# ---- decoding: unknown fields and wrong types ------------------------------------------------
+
+def test_unknown_fields_follow_field_validation(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    typo = deployment()
+    typo["spec"]["replica"] = 2
+    strict = requests.post(url, params={"fieldValidation": "Strict"}, json=typo)
+    assert (strict.status_code, strict.json()["reason"]) == (400, "BadRequest")
+    assert strict.json()["message"] == ('Deployment in version "v1" cannot be handled as a '
+                                        'Deployment: strict decoding error: unknown field '
+                                        '"spec.replica"')
+    assert api.store.get("apps/v1/deployments", "default", "web") is None
+
+    warned = requests.post(url, json=typo)  # no directive: Warn
+    assert warned.status_code == 201
+    assert warned.headers["Warning"] == '299 - "unknown field \\"spec.replica\\""'
+    assert "replica" not in warned.json()["spec"]
+    ignored = requests.post(url, params={"fieldValidation": "Ignore"}, json={
+        **deployment("quiet"), "colour": "blue"})
+    assert ignored.status_code == 201 and "Warning" not in ignored.headers
+    assert "colour" not in ignored.json()
+
+    patch = requests.patch(f"{url}/web", params={"fieldValidation": "Strict"},
+                           json={"spec": {"template": {"spec": {"containers": [
+                               {"name": "web", "imagePolicy": "Always"}]}}}},
+                           headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert (patch.status_code, patch.json()["reason"]) == (422, "Invalid")
+    [cause] = patch.json()["details"]["causes"]
+    assert cause["field"] == "patch" and cause["message"].endswith(
+        'strict decoding error: unknown field "spec.template.spec.containers[0].imagePolicy"')
+    wrong = requests.post(url, params={"fieldValidation": "Sometimes"}, json=deployment("x"))
+    assert wrong.status_code == 422 and wrong.json()["details"]["kind"] == "CreateOptions"
+
+
+def test_values_of_the_wrong_json_type_are_refused(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    quoted = deployment()
+    quoted["spec"]["replicas"] = "2"
+    numbered = deployment()
+    numbered["metadata"]["labels"]["tier"] = 1
+    for body, message in [
+            (quoted, "json: cannot unmarshal string into Go struct field "
+                     "DeploymentSpec.spec.replicas of type int32"),
+            (numbered, "json: cannot unmarshal number into Go struct field "
+                       "ObjectMeta.metadata.labels of type string")]:
+        answer = requests.post(url, json=body)
+        assert (answer.status_code, answer.json()["reason"]) == (400, "BadRequest")
+        assert answer.json()["message"] == (
+            f'Deployment in version "v1" cannot be handled as a Deployment: {message}')
+    assert api.store.list("apps/v1/deployments")[0] == []
+
+    service = requests.post(f"{api.url}/api/v1/namespaces/default/services", json={
+        "metadata": {"name": "svc"}, "spec": {"ports": [{"port": "80"}]}})
+    assert service.status_code == 400 and service.json()["message"].endswith(
+        "json: cannot unmarshal string into Go struct field ServicePort.spec.ports.port of "
+        "type int32")
+
+    vs = virtual_service()
+    vs["spec"]["hosts"] = "*"
+    with pytest.raises(ApiException) as e:
+        api.custom.create_namespaced_custom_object(*ISTIO, "default", "virtualservices", vs)
+    body = status_of(e.value)
+    assert (e.value.status, body["reason"]) == (422, "Invalid")
+    assert body["details"]["causes"] == [{
+        "reason": "FieldValueTypeInvalid", "field": "spec.hosts",
+        "message": 'Invalid value: "string": spec.hosts in body must be of type array: "string"'}]
+
+
+def test_server_side_apply_refuses_fields_outside_the_schema(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
+    typo = deployment()
+    typo["spec"]["replica"] = 2
+    answer = requests.patch(url, params={"fieldManager": "me"}, data=yaml.safe_dump(typo),
+                            headers={"Content-Type": "application/apply-patch+yaml"})
+    assert answer.status_code == 500 and "reason" not in answer.json()
+    assert answer.json()["message"] == ("failed to create typed patch object (/web; apps/v1, "
+                                        "Kind=Deployment): .spec.replica: field not declared "
+                                        "in schema")
+    assert api.store.get("apps/v1/deployments", "default", "web") is None
 
 
 # ---- patch formats ------------------------------------------------------------------------------

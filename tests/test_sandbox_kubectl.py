@@ -2,8 +2,9 @@
 
 Covers discovery (kubectl finds deployments, `vs`, `virtualservice`), server-printed
 tables (`kubectl get deployments`), `kubectl apply --server-side` of a Deployment
-and a VirtualService, client-side `kubectl apply`, `kubectl rollout status`,
-`kubectl delete deployment`, and the seed's sanity check run verbatim through bash.
+and a VirtualService, client-side `kubectl apply` (and its strict field validation),
+`kubectl rollout status`, `kubectl delete deployment`, and the seed's sanity check
+run verbatim through bash.
 """
 
 from __future__ import annotations
@@ -98,6 +99,19 @@ def test_client_side_apply_and_rollout_status(sandbox: Sandbox, tmp_path: Path) 
     annotation = kubectl(sandbox, tmp_path, "get", "deployment", "myapp-blue", "-o",
                          "jsonpath={.metadata.annotations.release}").stdout
     assert annotation == "r2"
+
+
+def test_unknown_fields_are_refused_as_kubectl_validates_by_default(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    typo = {**DEPLOYMENT, "spec": {**DEPLOYMENT["spec"], "replica": 2}}  # type: ignore[dict-item]
+    files = manifest(tmp_path, "deploy.yml", typo)
+    refused = kubectl(sandbox, tmp_path, "apply", "-f", files, check=False)
+    assert refused.returncode == 1
+    assert ('Deployment in version "v1" cannot be handled as a Deployment: strict decoding '
+            'error: unknown field "spec.replica"') in refused.stderr
+    warned = kubectl(sandbox, tmp_path, "apply", "--validate=warn", "-f", files)
+    assert 'Warning: unknown field "spec.replica"' in warned.stderr
+    assert "created" in warned.stdout
 
 
 def test_delete_deployment(sandbox: Sandbox, tmp_path: Path) -> None:
