@@ -160,10 +160,22 @@ def _validate_workload(spec: Any) -> list[tuple[str, str]]:
         return [("spec.template.metadata.labels",
                  f"Invalid value: map[string]string{{{shown}}}: "
                  "`selector` does not match template `labels`")]
-    containers = (template.get("spec") or {}).get("containers")
+    return _validate_pod_spec(template.get("spec"), "spec.template.spec")
+
+
+def _validate_pod_spec(spec: Any, path: str) -> list[tuple[str, str]]:
+    """validateContainers (pkg/apis/core/validation): containers, each named, each an image."""
+    containers = (spec or {}).get("containers") if isinstance(spec, dict) else None
     if not containers:
-        return [("spec.template.spec.containers", "Required value")]
-    return []
+        return [(f"{path}.containers", "Required value")]
+    errors: list[tuple[str, str]] = []
+    for index, container in enumerate(containers):
+        where = f"{path}.containers[{index}]"
+        if not container.get("name"):
+            errors.append((f"{where}.name", "Required value"))
+        if not container.get("image"):
+            errors.append((f"{where}.image", "Required value"))
+    return errors
 
 
 _PERCENT = re.compile(r"^[0-9]+%$")

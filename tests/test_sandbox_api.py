@@ -447,6 +447,39 @@ def test_server_side_apply_through_the_dynamic_client(api: Api, tmp_path: Path) 
     assert vs.spec.http[-1].route[0].destination.subset == "blue"
 
 
+def test_apply_keeps_a_container_another_manager_still_owns_fields_in(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
+    both = deployment()
+    containers = both["spec"]["template"]["spec"]["containers"]
+    containers.append({"name": "side", "image": "proxy:v1"})
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    smp = {"Content-Type": "application/strategic-merge-patch+json"}
+    assert requests.patch(url, params={"fieldManager": "mgr1"}, data=yaml.safe_dump(both),
+                          headers=apply).status_code == 201
+    patched = requests.patch(url, params={"fieldManager": "mgr2"}, headers=smp, json={
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "side", "env": [{"name": "MODE", "value": "x"}]}]}}}})
+    assert patched.status_code == 200
+
+    alone = deployment()  # mgr1 stops sending `side`; mgr2 still owns its env, not its image
+    refused = requests.patch(url, params={"fieldManager": "mgr1"}, data=yaml.safe_dump(alone),
+                             headers=apply)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["message"] == (
+        'Deployment.apps "web" is invalid: spec.template.spec.containers[1].image: '
+        "Required value")
+
+    requests.patch(url, params={"fieldManager": "mgr2"}, headers=smp, json={
+        "spec": {"template": {"spec": {"containers": [{"name": "side", "image": "proxy:v2"}]}}}})
+    kept = requests.patch(url, params={"fieldManager": "mgr1"}, data=yaml.safe_dump(alone),
+                          headers=apply)
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["spec"]["template"]["spec"]["containers"][1] == {
+        "name": "side", "image": "proxy:v2", "env": [{"name": "MODE", "value": "x"}],
+        "imagePullPolicy": "IfNotPresent", "resources": {},
+        "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}
+
+
 def test_apply_creates_with_201_and_needs_a_field_manager(api: Api) -> None:
     url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
     headers = {"Content-Type": "application/apply-patch+yaml"}
