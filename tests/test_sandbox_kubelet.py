@@ -1,11 +1,13 @@
 """The sandbox kubelet and workload controllers, in-process on a Store.
 
 Covers Deployments becoming ready with truthful status, pods as real processes
-answering with their version and colour, template changes (RollingUpdate and
-Recreate), scaling, restarts of killed and crashing processes, never-ready and
-slow-ready images, deletion stopping processes, and `stop()` leaving no process
-behind; then the same through `python -m sandbox serve` with the official client
-(status as clients and watches see it, processes checked by their PIDs).
+answering with their version and colour, template changes (RollingUpdate within
+maxSurge/maxUnavailable, and Recreate creating the new ReplicaSet only once the old
+pods are gone), a broken object next to good ones, scaling, restarts of killed and
+crashing processes, never-ready and slow-ready images, deletion stopping processes,
+and `stop()` leaving no process behind; then the same through `python -m sandbox
+serve` with the official client (status as clients and watches see it, processes
+checked by their PIDs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from conftest import stop_sandbox
 from kubernetes import client, config, watch
 from sandbox_objects import (
     DEPLOYMENTS,
+    PODS,
     REPLICASETS,
     deployment,
     pid_exists,
@@ -38,6 +41,7 @@ from sandbox_objects import (
 from sandbox import probes
 from sandbox.kubelet import Kubelet
 from sandbox.pods import image_tag, pod_env
+from sandbox.routing import is_pod_ready
 from sandbox.store import Store
 
 
@@ -174,12 +178,40 @@ def test_template_change_replaces_pods_with_a_new_replicaset(
     wait_for(lambda: not any(pid_exists(pid) for pid in old_pids), what="old processes gone")
 
 
+def test_rolling_update_keeps_within_max_surge_and_max_unavailable(
+        cluster: tuple[Store, Kubelet]) -> None:
+    store, _ = cluster
+    body = deployment(replicas=2)
+    body["spec"]["strategy"] = {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    store.create(DEPLOYMENTS, "default", body)
+    wait_for(lambda: rolled_out(store, replicas=2), what="first rollout")
+    change_image(store, "registry/acme/myapp:v2.0")
+    seen = []
+    deadline = time.monotonic() + 15
+    while not rolled_out(store, replicas=2) and time.monotonic() < deadline:
+        live = pods(store)
+        st = status(store)
+        seen.append((len(live), sum(1 for p in live if is_pod_ready(p)),
+                     st.get("replicas", 0), st.get("updatedReplicas", 0)))
+        time.sleep(0.02)
+    assert rolled_out(store, replicas=2)
+    assert max(total for total, _, _, _ in seen) <= 3, "replicas + maxSurge pods at most"
+    assert min(ready for _, ready, _, _ in seen) >= 2, "replicas - maxUnavailable stay ready"
+    assert any(counted > updated for _, _, counted, updated in seen), (
+        "status.replicas counts the old pods while new ones come up")
+    assert {get_json(p)["version"] for p in pods(store)} == {"v2.0"}
+
+
 def test_recreate_stops_old_pods_before_starting_new_ones(
         cluster: tuple[Store, Kubelet]) -> None:
     store, kubelet = cluster
     store.create(DEPLOYMENTS, "default", deployment(replicas=2, strategy="Recreate"))
     wait_for(lambda: rolled_out(store, replicas=2), what="first rollout")
     old = set(kubelet.pids())
+    since = store.resource_version
+    rs_events = store.watch(REPLICASETS, "default", since_rv=since)
+    pod_events = store.watch(PODS, "default", since_rv=since)
     change_image(store, "registry/acme/myapp:v2.0")
     overlap = []
     deadline = time.monotonic() + 8
@@ -190,6 +222,15 @@ def test_recreate_stops_old_pods_before_starting_new_ones(
         time.sleep(0.02)
     assert rolled_out(store, replicas=2)
     assert overlap == []
+    created = [int(obj["metadata"]["resourceVersion"])
+               for kind, obj in iter(lambda: rs_events.next(timeout=0), None) if kind == "ADDED"]
+    deleted = [int(obj["metadata"]["resourceVersion"])
+               for kind, obj in iter(lambda: pod_events.next(timeout=0), None)
+               if kind == "DELETED"]
+    rs_events.close()
+    pod_events.close()
+    assert len(created) == 1 and len(deleted) == 2
+    assert max(deleted) < created[0], "the new ReplicaSet comes only once the old pods are gone"
     assert {get_json(p)["version"] for p in pods(store)} == {"v2.0"}
 
 
