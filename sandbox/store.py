@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.defaults import apply_defaults, drop_nulls, validate
+from sandbox.defaults import apply_defaults, drop_nulls
 from sandbox.resources import (
     RESOURCES,
     ApiError,
@@ -50,6 +50,7 @@ from sandbox.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from sandbox.validation import validate
 from sandbox.watchers import Event, Watcher
 
 __all__ = ["RESOURCES", "ApiError", "ResourceType", "Store", "Watcher", "resource"]
@@ -132,8 +133,6 @@ class Store:
             if rt.namespaced and ("", ns) not in self._table(RESOURCES["v1/namespaces"]):
                 raise not_found(RESOURCES["v1/namespaces"], ns)
             name = meta.get("name") or self._generate_name(rt, ns, meta.get("generateName"))
-            if (ns, name) in self._table(rt):
-                raise already_exists(rt, name)
             meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
             for transient in ("resourceVersion", "deletionTimestamp", "selfLink"):
                 meta.pop(transient, None)
@@ -148,7 +147,9 @@ class Store:
                 if not rt.custom:
                     obj["status"] = {}
             apply_defaults(rt, obj)
-            validate(rt, obj)
+            validate(rt, obj)  # before the name is checked, as BeforeCreate runs first
+            if (ns, name) in self._table(rt):
+                raise already_exists(rt, name)
             return self._commit(rt, "ADDED", obj, None, dry_run=dry_run)
 
     def update(self, key: str, namespace: str | None, obj: Obj, *,
@@ -301,7 +302,7 @@ class Store:
             result = new
             _keep_server_fields(rt, current, result)
             apply_defaults(rt, result)
-            validate(rt, result)
+            validate(rt, result, current)
         storage = RESOURCES[rt.storage_key]
         result["apiVersion"], result["kind"] = storage.api_version, storage.kind
         if _same_content(current, result):

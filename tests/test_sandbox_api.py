@@ -5,10 +5,12 @@ else writes while they look) and a short watch history; the last ones go through
 `python -m sandbox serve` (the `sandbox` fixture) with kubelet and ingress.
 Covered: CRUD and status codes for Deployments, Services and Istio objects,
 conflicts, 422/415 for custom resources, generation and the status subresource,
-unknown fields under each `fieldValidation` and values of the wrong JSON type, the
-patch formats, server-side apply through the DynamicClient, selectors,
-watches (status change, timeout, 410), owner cascade, discovery, fault injection
-and the request log, and the serve command's seed objects and shutdown.
+unknown fields under each `fieldValidation` and values of the wrong JSON type,
+422 Invalid naming each field for what validation refuses (names, labels, pod
+specs, Deployment selectors and strategies, Services), the patch formats,
+server-side apply through the DynamicClient, selectors, watches (status change,
+timeout, 410), owner cascade, discovery, fault injection and the request log, and
+the serve command's seed objects and shutdown.
 """
 
 from __future__ import annotations
@@ -221,6 +223,107 @@ def test_null_means_unset_and_rolling_update_fences_are_validated(api: Api) -> N
             {"reason": "FieldValueInvalid", "message": message, "field": field}]
         assert status["message"] == f'Deployment.apps "fenced" is invalid: {field}: {message}'
     assert api.store.get("apps/v1/deployments", "default", "fenced") is None
+
+
+DNS_LABEL = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+             "or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  "
+             "or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+
+
+def with_spec(**changes: Any) -> dict[str, Any]:
+    body = deployment()
+    body["spec"].update(changes)
+    return body
+
+
+def with_container(**changes: Any) -> dict[str, Any]:
+    body = deployment()
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del container[key]
+    return body
+
+
+DEPLOYMENTS_URL = "/apis/apps/v1/namespaces/default/deployments"
+MERGE = "application/merge-patch+json"
+INVALID_WRITES = [  # (method, path, body, content type, kind, field, message)
+    ("POST", DEPLOYMENTS_URL, with_spec(replicas=-1), None, "Deployment", "spec.replicas",
+     "Invalid value: -1: must be greater than or equal to 0"),
+    ("POST", DEPLOYMENTS_URL, with_container(name="Web_1"), None, "Deployment",
+     "spec.template.spec.containers[0].name", f'Invalid value: "Web_1": {DNS_LABEL}'),
+    ("POST", DEPLOYMENTS_URL, with_container(image=None), None, "Deployment",
+     "spec.template.spec.containers[0].image", "Required value"),
+    ("POST", DEPLOYMENTS_URL, with_spec(strategy={"type": "Recreate",
+                                                  "rollingUpdate": {"maxSurge": 1}}),
+     None, "Deployment", "spec.strategy.rollingUpdate",
+     "Forbidden: may not be specified when strategy `type` is 'Recreate'"),
+    ("POST", DEPLOYMENTS_URL, with_spec(selector={"matchLabels": {"app": "other"}}), None,
+     "Deployment", "spec.template.metadata.labels", 'Invalid value: map[string]string{"app":'
+     '"web"}: `selector` does not match template `labels`'),
+    ("PATCH", f"{DEPLOYMENTS_URL}/web", {"spec": {
+        "selector": {"matchLabels": {"app": "web", "tier": "x"}},
+        "template": {"metadata": {"labels": {"app": "web", "tier": "x"}}}}}, MERGE,
+     "Deployment", "spec.selector", 'Invalid value: &v1.LabelSelector{MatchLabels:map[string]'
+     'string{"app":"web", "tier":"x"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: '
+     "field is immutable"),
+    ("PATCH", f"{DEPLOYMENTS_URL}/web", {"metadata": {"labels": {"bad key": "x"}}}, MERGE,
+     "Deployment", "metadata.labels", 'Invalid value: "bad key": name part must consist of '
+     "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+     "character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+     "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"),
+    ("PATCH", f"{DEPLOYMENTS_URL}/web", {"metadata": {"labels": {"tier": "-x"}}},
+     "application/strategic-merge-patch+json", "Deployment", "metadata.labels",
+     'Invalid value: "-x": a valid label must be an empty string or consist of alphanumeric '
+     "characters, '-', '_' or '.', and must start and end with an alphanumeric character "
+     "(e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is "
+     "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
+    ("POST", "/api/v1/namespaces/default/pods", {"metadata": {"name": "p"}, "spec": {}}, None,
+     "Pod", "spec.containers", "Required value"),
+    ("POST", "/api/v1/namespaces/default/services", {
+        "metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}}, None, "Service",
+     "metadata.name", 'Invalid value: "1svc": a DNS-1035 label must consist of lower case '
+     "alphanumeric characters or '-', start with an alphabetic character, and end with an "
+     "alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is "
+     "'[a-z]([-a-z0-9]*[a-z0-9])?')"),
+    ("POST", "/api/v1/namespaces/default/services", {"metadata": {"name": "svc"}, "spec": {}},
+     None, "Service", "spec.ports", "Required value"),
+    ("POST", "/api/v1/namespaces", {"metadata": {"name": "my.ns"}}, None, "Namespace",
+     "metadata.name", f'Invalid value: "my.ns": {DNS_LABEL}'),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "content_type", "kind", "field", "message"),
+                         INVALID_WRITES, ids=[f"{w[4]}-{w[5]}" for w in INVALID_WRITES])
+def test_invalid_writes_are_422_naming_the_field(api: Api, method: str, path: str,
+                                                 body: dict[str, Any], content_type: str | None,
+                                                 kind: str, field: str, message: str) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    before = api.store.resource_version
+    answer = requests.request(method, api.url + path, json=body,
+                              headers={"Content-Type": content_type or "application/json"})
+    assert answer.status_code == 422, answer.text
+    status = answer.json()
+    name = body.get("metadata", {}).get("name") or "web"
+    group = ".apps" if kind == "Deployment" else ""
+    assert status["message"] == f'{kind}{group} "{name}" is invalid: {field}: {message}'
+    assert status["reason"] == "Invalid" and status["details"]["kind"] == kind
+    assert [(c["field"], c["message"]) for c in status["details"]["causes"]] == [(field, message)]
+    assert api.store.resource_version == before, "nothing was written"
+
+
+def test_valid_edge_cases_are_accepted(api: Api) -> None:
+    headless = api.core.create_namespaced_service("default", {
+        "metadata": {"name": "db"}, "spec": {"clusterIP": "None", "selector": {"app": "db"}}})
+    assert headless.spec.cluster_ip == "None"
+    external = api.core.create_namespaced_service("default", {
+        "metadata": {"name": "ext"}, "spec": {"type": "ExternalName",
+                                              "externalName": "db.example.com"}})
+    assert external.spec.external_name == "db.example.com"
+    made = api.apps.create_namespaced_deployment("default", deployment())
+    same = api.apps.patch_namespaced_deployment("web", "default", {
+        "spec": {"selector": {"matchLabels": {"app": "web"}}}})
+    assert same.metadata.resource_version == made.metadata.resource_version
 
 
 def test_status_subresource_writes_only_status_and_main_writes_keep_it(api: Api) -> None:
