@@ -130,9 +130,11 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+        self.list_continue: str | None = None  # a Status's `metadata.continue` (paged lists)
 
     def status(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+        meta = {"continue": self.list_continue} if self.list_continue else {}
+        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": meta,
                                 "status": "Failure", "message": self.message}
         if self.reason:
             body["reason"] = self.reason

@@ -107,16 +107,39 @@ class Store:
             return None if obj is None else self.present(rt, obj)
 
     def list(self, key: str, namespace: str | None = None, *, label_selector: str | None = None,
-             field_selector: str | None = None) -> tuple[list[Obj], int]:
-        """Matching objects sorted by namespace and name, and the list's resourceVersion."""
+             field_selector: str | None = None, at: int | None = None) -> tuple[list[Obj], int]:
+        """Matching objects sorted by namespace and name, and the list's resourceVersion.
+
+        `at` lists them as they were at that resourceVersion (a paged list's snapshot),
+        from the watch history; ApiError 410 Expired when the history no longer reaches
+        back that far.
+        """
         rt = resource(key)
         labels, fields = _parse_selectors(rt, label_selector, field_selector)
         with self._lock:
-            items = [obj for (ns, _), obj in sorted(self._table(rt).items())
+            table = self._table(rt) if at is None else self._table_at(rt, at)
+            items = [obj for (ns, _), obj in sorted(table.items())
                      if (not namespace or ns == namespace)
                      and labels_match(labels, obj["metadata"].get("labels"))
                      and fields_match(fields, obj)]
-            return [self.present(rt, o) for o in items], self._rv
+            return [self.present(rt, o) for o in items], self._rv if at is None else at
+
+    def _table_at(self, rt: ResourceType, rv: int) -> dict[tuple[str, str], Obj]:
+        """The objects of `rt` as of resourceVersion `rv`: today's, with later events undone."""
+        history = self._history(rt)
+        if rv < history.dropped_upto or rv > self._rv:
+            raise ApiError(410, "Expired", f"too old resource version: {rv}")
+        table = dict(self._table(rt))
+        for event in reversed(history.events):
+            if event.rv <= rv:
+                break
+            meta = event.obj["metadata"]
+            key = (meta.get("namespace", ""), meta["name"])
+            if event.type == "ADDED":
+                table.pop(key, None)
+            elif event.old is not None:
+                table[key] = event.old
+        return table
 
     # ---- writes ------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sandbox import decoding, fieldmanager, patching
+from sandbox import decoding, fieldmanager, paging, patching
 from sandbox.httpbase import (
     METHOD_NOT_ALLOWED,
     HandlerBase,
@@ -39,13 +39,27 @@ LOG_DIR_ANNOTATION = "sandbox.bluegreen.dev/dir"
 class ResourceVerbs(HandlerBase):
     """The verbs on collections and objects (watch is in `sandbox.watchstream`)."""
 
-    def list_body(self, target: Target) -> Obj:
+    def list_body(self, target: Target, *, paged: bool = True) -> Obj:
+        """The list, one page of it when `limit` asks (see `sandbox.paging`)."""
         rt = target.rt
-        items, rv = self.api.store.list(rt.key, target.namespace,
-                                        label_selector=self.param("labelSelector"),
-                                        field_selector=self.param("fieldSelector"))
-        return {"kind": rt.list_kind, "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": str(rv)}, "items": items}
+        limit = self.param("limit") or ""
+        token = self.param("continue") if paged else None
+        cont = paging.decode(token) if token else None
+        at = cont.rv if cont is not None and cont.rv != paging.LATEST else None
+        selectors = {"label_selector": self.param("labelSelector"),
+                     "field_selector": self.param("fieldSelector")}
+        try:
+            items, rv = self.api.store.list(rt.key, target.namespace, at=at, **selectors)
+        except ApiError as e:
+            if e.code != 410 or cont is None:
+                raise
+            raise paging.expired(cont.start) from None
+        items, meta = paging.page(
+            items, namespaced_scope=bool(target.namespace), start=cont.start if cont else None,
+            limit=int(limit) if paged and limit.isdigit() and int(limit) > 0 else None, rv=rv,
+            countable=not any(selectors.values()))
+        return {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta,
+                "items": items}
 
     def create(self, target: Target) -> None:
         rt = target.rt
@@ -104,7 +118,7 @@ class ResourceVerbs(HandlerBase):
         self.send_object(200, gone)
 
     def delete_collection(self, target: Target) -> None:
-        body = self.list_body(target)
+        body = self.list_body(target, paged=False)
         for obj in body["items"]:
             meta = obj["metadata"]
             self.api.store.delete(target.rt.key, meta.get("namespace"), meta["name"],

@@ -8,9 +8,9 @@ conflicts, 422/415 for custom resources, generation and the status subresource,
 unknown fields under each `fieldValidation` and values of the wrong JSON type,
 422 Invalid naming each field for what validation refuses (names, labels, pod
 specs, Deployment selectors and strategies, Services), the patch formats,
-server-side apply through the DynamicClient, selectors, watches (status change,
-timeout, 410), owner cascade, discovery, fault injection and the request log, and
-the serve command's seed objects and shutdown.
+server-side apply through the DynamicClient, selectors, paged lists, watches
+(status change, timeout, 410), owner cascade, discovery, fault injection and the
+request log, and the serve command's seed objects and shutdown.
 """
 
 from __future__ import annotations
@@ -624,6 +624,47 @@ def test_label_and_field_selectors(api: Api) -> None:
 
 
 # ---- watches ------------------------------------------------------------------------------------
+
+def test_lists_page_with_limit_and_continue_over_one_snapshot(api: Api) -> None:
+    for name in ("c1", "c2", "c3", "c4", "c5"):
+        api.core.create_namespaced_config_map("default", {"metadata": {"name": name}})
+    first = api.core.list_namespaced_config_map("default", limit=2)
+    assert [c.metadata.name for c in first.items] == ["c1", "c2"]
+    assert first.metadata.remaining_item_count == 3 and first.metadata._continue
+
+    api.core.delete_namespaced_config_map("c3", "default")  # after the snapshot: unseen
+    api.core.create_namespaced_config_map("default", {"metadata": {"name": "c6"}})
+    second = api.core.list_namespaced_config_map("default", limit=2,
+                                                 _continue=first.metadata._continue)
+    assert [c.metadata.name for c in second.items] == ["c3", "c4"]
+    assert second.metadata.resource_version == first.metadata.resource_version
+    last = api.core.list_namespaced_config_map("default", limit=2,
+                                               _continue=second.metadata._continue)
+    assert [c.metadata.name for c in last.items] == ["c5"]
+    assert last.metadata._continue is None and last.metadata.remaining_item_count is None
+
+    selected = requests.get(f"{api.url}/api/v1/configmaps",
+                            params={"limit": "1", "fieldSelector": "metadata.namespace=default"})
+    assert selected.json()["metadata"]["continue"]
+    assert "remainingItemCount" not in selected.json()["metadata"], "unknown with a selector"
+
+
+def test_a_continue_token_older_than_the_history_is_410_with_a_way_on(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps"
+    for name in ("c1", "c2", "c3"):
+        api.core.create_namespaced_config_map("default", {"metadata": {"name": name}})
+    token = requests.get(url, params={"limit": "1"}).json()["metadata"]["continue"]
+    for n in range(25):  # the api fixture keeps 20 events per resource
+        api.core.patch_namespaced_config_map("c3", "default", {"data": {"n": str(n)}})
+    gone = requests.get(url, params={"limit": "1", "continue": token})
+    assert (gone.status_code, gone.json()["reason"]) == (410, "Expired")
+    assert gone.json()["message"].startswith("The provided continue parameter is too old")
+    onward = requests.get(url, params={"limit": "5", "continue":
+                                       gone.json()["metadata"]["continue"]})
+    assert [c["metadata"]["name"] for c in onward.json()["items"]] == ["c2", "c3"]
+    bad = requests.get(url, params={"limit": "1", "continue": "not-a-token"})
+    assert (bad.status_code, bad.json()["reason"]) == (400, "BadRequest")
+
 
 def test_watch_sees_a_status_change_and_ends_at_timeout(api: Api) -> None:
     made = api.apps.create_namespaced_deployment("default", deployment())
