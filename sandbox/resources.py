@@ -35,6 +35,8 @@ class ResourceType:
     categories: tuple[str, ...] = ()
     field_selectors: tuple[str, ...] = ()  # beyond metadata.name / metadata.namespace
     storage_version: str = ""  # for a type served at several versions: the stored one
+    # DELETE answers with the object (the registry's ReturnDeletedObject), else a Status.
+    returns_deleted: bool = False
 
     @property
     def key(self) -> str:
@@ -77,12 +79,15 @@ class ResourceType:
 def _catalogue() -> dict[str, ResourceType]:
     types = [
         ResourceType("", "v1", "namespaces", "Namespace", namespaced=False,
-                     short_names=("ns",), field_selectors=("status.phase",)),
+                     short_names=("ns",), field_selectors=("status.phase",),
+                     returns_deleted=True),
         ResourceType("", "v1", "pods", "Pod", short_names=("po",), categories=("all",),
+                     returns_deleted=True,
                      field_selectors=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
                                       "spec.serviceAccountName", "status.phase", "status.podIP",
                                       "status.nominatedNodeName")),
-        ResourceType("", "v1", "services", "Service", short_names=("svc",), categories=("all",)),
+        ResourceType("", "v1", "services", "Service", short_names=("svc",), categories=("all",),
+                     returns_deleted=True),
         ResourceType("", "v1", "configmaps", "ConfigMap", short_names=("cm",), has_status=False),
         ResourceType("", "v1", "secrets", "Secret", has_status=False, field_selectors=("type",)),
         ResourceType("", "v1", "events", "Event", short_names=("ev",), has_status=False,
@@ -209,6 +214,18 @@ def missing_resource_version(rt: ResourceType, name: str) -> ApiError:
     return invalid(rt, name, [("metadata.resourceVersion",
                                "Invalid value: 0x0: must be specified for an update")],
                    by_resource=True)
+
+
+def deleted_status(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """What DELETE answers for a kind whose registry does not return the deleted object
+    (genericregistry.Store.finalizeDelete): a Success Status naming it, no code."""
+    meta = obj.get("metadata") or {}
+    details: dict[str, Any] = {"name": meta.get("name", "")}
+    if rt.group:
+        details["group"] = rt.group
+    details.update(kind=rt.plural, uid=meta.get("uid", ""))
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details}
 
 
 def bad_request(message: str) -> ApiError:

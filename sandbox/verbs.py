@@ -25,7 +25,13 @@ from sandbox.httpbase import (
     Target,
     target_not_found,
 )
-from sandbox.resources import ApiError, ResourceType, bad_request, missing_resource_version
+from sandbox.resources import (
+    ApiError,
+    ResourceType,
+    bad_request,
+    deleted_status,
+    missing_resource_version,
+)
 from sandbox.store import Store
 
 JSON_PATCH = "application/json-patch+json"
@@ -115,7 +121,10 @@ class ResourceVerbs(HandlerBase):
                                      dry_run=dry_run, preconditions=options.get("preconditions"))
         if gone is None:
             raise target_not_found(target)
-        self.send_object(200, gone)
+        if target.rt.returns_deleted:
+            self.send_object(200, gone)
+        else:
+            self.send_json(200, deleted_status(target.rt, gone))
 
     def delete_collection(self, target: Target) -> None:
         body = self.list_body(target, paged=False)

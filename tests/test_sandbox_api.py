@@ -742,6 +742,35 @@ def test_deleting_a_deployment_deletes_what_it_owns(api: Api) -> None:
     assert api.core.list_namespaced_pod("default").items == []
 
 
+def test_delete_answers_a_status_or_the_object_as_each_registry_does(api: Api) -> None:
+    made = api.apps.create_namespaced_deployment("default", deployment())
+    answer = requests.delete(f"{api.url}/apis/apps/v1/namespaces/default/deployments/web")
+    assert answer.json() == {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                             "status": "Success", "details": {
+                                 "name": "web", "group": "apps", "kind": "deployments",
+                                 "uid": made.metadata.uid}}
+    cm = api.core.create_namespaced_config_map("default", {"metadata": {"name": "cfg"}})
+    status = requests.delete(f"{api.url}/api/v1/namespaces/default/configmaps/cfg").json()
+    assert (status["status"], status["details"]) == (
+        "Success", {"name": "cfg", "kind": "configmaps", "uid": cm.metadata.uid})
+    vs = api.custom.create_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                                    virtual_service())
+    gone = api.custom.delete_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                                      "myapp-blue-green")
+    assert gone["kind"] == "Status" and gone["details"] == {
+        "name": "myapp-blue-green", "group": "networking.istio.io", "kind": "virtualservices",
+        "uid": vs["metadata"]["uid"]}
+
+    api.core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {
+        "containers": [{"name": "web", "image": "app:v1"}]}})
+    pod = requests.delete(f"{api.url}/api/v1/namespaces/default/pods/p").json()
+    assert pod["kind"] == "Pod" and pod["metadata"]["name"] == "p"  # ReturnDeletedObject
+    api.core.create_namespaced_service("default", {"metadata": {"name": "svc"},
+                                                   "spec": {"ports": [{"port": 80}]}})
+    svc = requests.delete(f"{api.url}/api/v1/namespaces/default/services/svc").json()
+    assert svc["kind"] == "Service"
+
+
 def test_discovery_names_kinds_short_names_and_versions(api: Api) -> None:
     groups = requests.get(f"{api.url}/apis").json()
     istio = next(g for g in groups["groups"] if g["name"] == "networking.istio.io")
