@@ -44,7 +44,11 @@ class Target:
 
 
 def parse_target(parts: list[str]) -> Target | None:
-    """Split `/api/v1/...` or `/apis/G/V/...` (as path segments) into a Target."""
+    """Split `/api/v1/...` or `/apis/G/V/...` (as path segments) into a Target.
+
+    A namespaced resource is served at `namespaces/<ns>/<plural>[/<name>[/<sub>]]`
+    and, for listing and watching across namespaces, at `<plural>` alone.
+    """
     if parts[:1] == ["api"] and len(parts) >= 3:
         group, version, rest = "", parts[1], parts[2:]
     elif parts[:1] == ["apis"] and len(parts) >= 4:
@@ -61,6 +65,8 @@ def parse_target(parts: list[str]) -> Target | None:
     rt = discovery.find_resource(group, version, rest[0]) if rest else None
     if rt is None or len(rest) > 3:
         raise PATH_NOT_FOUND
+    if rt.namespaced and len(rest) > 1:
+        raise PATH_NOT_FOUND  # a namespaced object has no cluster-wide path, only its list
     return Target(rt, None, _at(rest, 1), _at(rest, 2), watch)
 
 

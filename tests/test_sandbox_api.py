@@ -771,6 +771,21 @@ def test_delete_answers_a_status_or_the_object_as_each_registry_does(api: Api) -
     assert svc["kind"] == "Service"
 
 
+def test_namespaced_kinds_have_no_cluster_wide_object_paths(api: Api) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    api.core.create_namespaced_config_map("default", {"metadata": {"name": "cfg"}})
+    item = requests.get(f"{api.url}/apis/apps/v1/deployments/web")
+    assert (item.status_code, item.json()["reason"]) == (404, "NotFound")
+    assert requests.get(f"{api.url}/api/v1/configmaps/cfg").status_code == 404
+    create = requests.post(f"{api.url}/api/v1/configmaps", json={"metadata": {"name": "x"}})
+    assert (create.status_code, create.json()["reason"]) == (405, "MethodNotAllowed")
+    assert requests.delete(f"{api.url}/api/v1/configmaps").status_code == 405
+    assert api.store.get("v1/configmaps", "default", "x") is None
+    listed = api.apps.list_deployment_for_all_namespaces()  # listing across them is fine
+    assert [d.metadata.name for d in listed.items] == ["web"]
+    assert requests.get(f"{api.url}/api/v1/namespaces/default").status_code == 200
+
+
 def test_discovery_names_kinds_short_names_and_versions(api: Api) -> None:
     groups = requests.get(f"{api.url}/apis").json()
     istio = next(g for g in groups["groups"] if g["name"] == "networking.istio.io")
