@@ -164,7 +164,10 @@ class WorkloadControllers:
         return [p for p in self.store.list(PODS, namespace)[0] if _is_live(p)]
 
     def sync_deployment(self, deploy: Obj) -> None:
-        """One step of the Deployment's rollout, as one sync of the real controller takes."""
+        """One step of the Deployment's rollout, as one sync of the real controller takes
+        (none while it is being deleted: syncStatusOnly)."""
+        if _meta(deploy).get("deletionTimestamp"):
+            return
         pod_hash = template_hash(_spec(deploy).get("template") or {})
         replicasets = self._replicasets(deploy)
         new = next((rs for rs in replicasets if
@@ -260,7 +263,8 @@ class WorkloadControllers:
         """Create or delete Pods to match `spec.replicas`, then report RS status."""
         namespace = _meta(rs)["namespace"]
         pods = [p for p in self._pods(namespace) if owned_by(p, rs)]
-        want = replicas(rs)
+        # A ReplicaSet being deleted manages no pods (syncReplicaSet), it only reports.
+        want = len(pods) if _meta(rs).get("deletionTimestamp") else replicas(rs)
         for _ in range(want - len(pods)):
             self.store.create(PODS, namespace, self._pod_for(rs))
         if len(pods) > want:

@@ -168,6 +168,12 @@ def already_exists(rt: ResourceType, name: str) -> ApiError:
                     _details(rt, name))
 
 
+def forbidden(rt: ResourceType, name: str, why: str) -> ApiError:
+    """errors.NewForbidden: `deployments.apps "web" is forbidden: <why>`."""
+    return ApiError(403, "Forbidden", f'{rt.group_resource} "{name}" is forbidden: {why}',
+                    _details(rt, name))
+
+
 def conflict(rt: ResourceType, name: str) -> ApiError:
     return ApiError(409, "Conflict",
                     f'Operation cannot be fulfilled on {rt.group_resource} "{name}": '

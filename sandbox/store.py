@@ -1,12 +1,14 @@
 """The sandbox cluster's state: every object, one global resourceVersion, watches.
 
-Owns what etcd plus the generic registry own in a real cluster: create/update/
-delete with optimistic concurrency, server-set metadata (uid, creationTimestamp,
-resourceVersion, generation), owner-reference cascade on delete, a bounded
-per-resource event history for watches, and change subscriptions for in-process
-controllers (the kubelet). The resource catalogue and `ApiError` live in
-`sandbox.resources` (re-exported here), defaulting and validation in
-`sandbox.defaults`; HTTP, patch formats and discovery in other modules.
+Owns what etcd plus the generic registry own in a real cluster: create/update
+with optimistic concurrency, server-set metadata (uid, creationTimestamp,
+resourceVersion, generation), a bounded per-resource event history for watches
+(and lists as of an earlier resourceVersion), and change subscriptions for
+in-process controllers (the kubelet). Deletion (finalizers, propagation, the
+garbage collector) is `sandbox.deletion`'s, mixed in. The resource catalogue and
+`ApiError` live in `sandbox.resources` (re-exported here), defaulting in
+`sandbox.defaults`, validation in `sandbox.validation`; HTTP, patch formats and
+discovery in other modules.
 
 All state sits behind one lock. Watchers (`sandbox.watchers`) get events pushed
 into their own unbounded queues and subscribers are called from a dispatcher
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.defaults import apply_defaults, drop_nulls
+from sandbox.deletion import Deletion
 from sandbox.resources import (
     RESOURCES,
     ApiError,
@@ -34,6 +37,7 @@ from sandbox.resources import (
     already_exists,
     bad_request,
     conflict,
+    forbidden,
     invalid,
     missing_resource_version,
     not_found,
@@ -76,7 +80,7 @@ class _State:
     history: dict[str, _History] = field(default_factory=dict)
 
 
-class Store:
+class Store(Deletion):
     """Thread-safe object storage with one global resourceVersion counter."""
 
     def __init__(self, *, history: int = 500) -> None:
@@ -153,8 +157,13 @@ class Store:
             raise bad_request("the namespace of the provided object does not match the namespace "
                               "sent on the request")
         with self._lock:
-            if rt.namespaced and ("", ns) not in self._table(RESOURCES["v1/namespaces"]):
-                raise not_found(RESOURCES["v1/namespaces"], ns)
+            namespaces = RESOURCES["v1/namespaces"]
+            if rt.namespaced and ("", ns) not in self._table(namespaces):
+                raise not_found(namespaces, ns)
+            if rt.namespaced and self._table(namespaces)[("", ns)]["metadata"].get(
+                    "deletionTimestamp"):
+                raise forbidden(rt, meta.get("name") or "", f"unable to create new content in "
+                                f"namespace {ns} because it is being terminated")
             name = meta.get("name") or self._generate_name(rt, ns, meta.get("generateName"))
             meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
             for transient in ("resourceVersion", "deletionTimestamp", "selfLink"):
@@ -210,22 +219,6 @@ class Store:
             if rv and str(rv) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
             return self._replace(rt, current, new, subresource, dry_run)
-
-    def delete(self, key: str, namespace: str | None, name: str, *, dry_run: bool = False,
-               preconditions: dict[str, Any] | None = None) -> Obj | None:
-        """Remove an object and, like the garbage collector, everything it owns.
-
-        `preconditions` ({uid, resourceVersion}) must match the stored object (409).
-        """
-        rt = resource(key)
-        with self._lock:
-            current = self._table(rt).get((self._ns(rt, namespace), name))
-            if current is None:
-                return None
-            _check_preconditions(rt, current, preconditions or {})
-            if dry_run:
-                return self.present(rt, current)
-            return self.present(rt, self._remove(rt, current))
 
     # ---- watches and subscriptions -------------------------------------------------------
 
@@ -330,6 +323,8 @@ class Store:
         result["apiVersion"], result["kind"] = storage.api_version, storage.kind
         if _same_content(current, result):
             return self.present(rt, current)
+        if subresource is None and self._released(rt, current, result):
+            return self.present(rt, result if dry_run else self._remove(rt, result))
         if rt.has_generation and _generation_body(rt, current) != _generation_body(rt, result):
             result["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         return self._commit(rt, "MODIFIED", result, current, dry_run=dry_run)
@@ -361,36 +356,6 @@ class Store:
             self._dispatch.put((kind, rt.storage_key, copy.deepcopy(obj)))
         return self.present(rt, obj)
 
-    def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
-        gone = copy.deepcopy(obj)
-        self._commit(rt, "DELETED", gone, obj)
-        uid = obj["metadata"]["uid"]
-        for key in sorted({t.storage_key for t in RESOURCES.values()}):
-            dep_rt = RESOURCES[key]
-            for dependent in list(self._table(dep_rt).values()):
-                meta = dependent["metadata"]
-                owned = any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or ())
-                in_ns = rt.plural == "namespaces" and meta.get("namespace") == meta_name(obj)
-                still_there = (meta.get("namespace", ""), meta["name"]) in self._table(dep_rt)
-                if (owned or in_ns) and still_there:
-                    self._remove(dep_rt, dependent)
-        return gone
-
-
-def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str, Any]) -> None:
-    meta = current["metadata"]
-    for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
-        wanted = preconditions.get(key)
-        if wanted and str(wanted) != meta.get(key):
-            raise ApiError(409, "Conflict", f"Operation cannot be fulfilled on {rt.group_resource} "
-                           f'"{meta["name"]}": Precondition failed: {label} in precondition: '
-                           f"{wanted}, {label} in object meta: {meta.get(key)}",
-                           {"name": meta["name"], "group": rt.group, "kind": rt.plural})
-
-
-def meta_name(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
-
 
 def _parse_selectors(rt: ResourceType, label_selector: str | None, field_selector: str | None
                      ) -> tuple[list[Requirement], list[FieldRequirement]]:
@@ -402,7 +367,7 @@ def _parse_selectors(rt: ResourceType, label_selector: str | None, field_selecto
 
 
 _SERVER_META = ("name", "namespace", "uid", "creationTimestamp", "generation",
-                "deletionTimestamp", "resourceVersion")
+                "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion")
 
 
 def _keep_server_fields(rt: ResourceType, current: Obj, result: Obj) -> None:

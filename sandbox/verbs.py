@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from sandbox import decoding, fieldmanager, paging, patching
+from sandbox.deletion import POLICIES, is_gone
 from sandbox.httpbase import (
     METHOD_NOT_ALLOWED,
     HandlerBase,
@@ -30,6 +31,7 @@ from sandbox.resources import (
     ResourceType,
     bad_request,
     deleted_status,
+    forbidden,
     missing_resource_version,
 )
 from sandbox.store import Store
@@ -40,6 +42,8 @@ STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 # The kubelet's convention: a pod's working directory, holding its `container.log`.
 LOG_DIR_ANNOTATION = "sandbox.bluegreen.dev/dir"
+# The NamespaceLifecycle admission plugin refuses to delete these.
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 
 
 class ResourceVerbs(HandlerBase):
@@ -117,14 +121,21 @@ class ResourceVerbs(HandlerBase):
         if not isinstance(options, dict):
             raise bad_request("DeleteOptions must be a JSON object")
         dry_run = self.dry_run or options.get("dryRun") == ["All"]
-        gone = self.api.store.delete(target.rt.key, target.namespace, target.name or "",
-                                     dry_run=dry_run, preconditions=options.get("preconditions"))
-        if gone is None:
+        policy, orphan = _propagation(options, self.param("propagationPolicy"),
+                                      self.param("orphanDependents"))
+        if target.rt.kind == "Namespace" and target.name in IMMORTAL_NAMESPACES:
+            raise forbidden(target.rt, target.name, "this namespace may not be deleted")
+        answer = self.api.store.delete(target.rt.key, target.namespace, target.name or "",
+                                       dry_run=dry_run, preconditions=options.get("preconditions"),
+                                       propagation=policy)
+        if answer is None:
             raise target_not_found(target)
-        if target.rt.returns_deleted:
-            self.send_object(200, gone)
+        if not is_gone(answer):  # finalizers hold it: the object as it now is
+            self.send_object(202 if orphan is False else 200, answer)
+        elif target.rt.returns_deleted:
+            self.send_object(200, answer)
         else:
-            self.send_json(200, deleted_status(target.rt, gone))
+            self.send_json(200, deleted_status(target.rt, answer))
 
     def delete_collection(self, target: Target) -> None:
         body = self.list_body(target, paged=False)
@@ -271,6 +282,26 @@ class ResourceVerbs(HandlerBase):
         self.send_json(200, to_scale(updated))
 
 
+def _propagation(options: Obj, policy_param: str | None,
+                 orphan_param: str | None) -> tuple[str | None, bool | None]:
+    """The propagation policy of a delete, from DeleteOptions or the query (as kubectl's
+    --cascade and the clients send it), and `orphanDependents` as given (deprecated)."""
+    policy = options.get("propagationPolicy") or policy_param
+    orphan = options.get("orphanDependents")
+    if orphan is None and orphan_param is not None:
+        orphan = orphan_param.lower() == "true"
+    if policy is not None and policy not in POLICIES:
+        supported = '"Foreground", "Background", "Orphan", "nil"'
+        problem = f'Unsupported value: "{policy}": supported values: {supported}'
+        raise _invalid_options("propagationPolicy", problem, "DeleteOptions")
+    if policy is not None and orphan is not None:
+        raise _invalid_options("propagationPolicy", f'Invalid value: "{policy}": orphanDependents '
+                               "and deletionPropagation cannot be both set", "DeleteOptions")
+    if orphan is not None:
+        policy = "Orphan" if orphan else "Background"
+    return policy, orphan
+
+
 def _check_name(obj: Any, name: str) -> None:
     given = ((obj or {}).get("metadata") or {}).get("name")
     if given != name:
@@ -278,11 +309,14 @@ def _check_name(obj: Any, name: str) -> None:
                           f"the URL ({name})")
 
 
-def _invalid_options(field: str, problem: str) -> ApiError:
-    return ApiError(422, "Invalid", f'PatchOptions.meta.k8s.io "" is invalid: {field}: {problem}',
-                    {"group": "meta.k8s.io", "kind": "PatchOptions",
-                     "causes": [{"reason": "FieldValueRequired" if "Required" in problem
-                                 else "FieldValueForbidden", "message": problem, "field": field}]})
+def _invalid_options(field: str, problem: str, options: str = "PatchOptions") -> ApiError:
+    reason = next((r for word, r in (("Required", "FieldValueRequired"),
+                                     ("Unsupported", "FieldValueNotSupported"),
+                                     ("Invalid", "FieldValueInvalid"))
+                   if problem.startswith(word)), "FieldValueForbidden")
+    return ApiError(422, "Invalid", f'{options}.meta.k8s.io "" is invalid: {field}: {problem}',
+                    {"group": "meta.k8s.io", "kind": options,
+                     "causes": [{"reason": reason, "message": problem, "field": field}]})
 
 
 def _apply_patch(content_type: str, current: Obj, patch: Any, rt: ResourceType) -> Obj:

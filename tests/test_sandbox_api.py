@@ -726,6 +726,14 @@ def test_watch_from_a_too_old_resource_version_is_410(api: Api) -> None:
 # ---- cascade, discovery, dry run ----------------------------------------------------------------
 
 def test_deleting_a_deployment_deletes_what_it_owns(api: Api) -> None:
+    owned_chain(api)
+    api.apps.delete_namespaced_deployment("web", "default")
+    assert api.apps.list_namespaced_replica_set("default").items == []
+    assert api.core.list_namespaced_pod("default").items == []
+
+
+def owned_chain(api: Api) -> tuple[Any, Any, Any]:
+    """A Deployment owning a ReplicaSet owning a Pod (no controllers run here)."""
     owner = api.apps.create_namespaced_deployment("default", deployment())
     ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
            "uid": owner.metadata.uid, "controller": True}
@@ -733,13 +741,73 @@ def test_deleting_a_deployment_deletes_what_it_owns(api: Api) -> None:
     rs.update(kind="ReplicaSet", metadata={**rs["metadata"], "ownerReferences": [ref]})
     made_rs = api.apps.create_namespaced_replica_set("default", rs)
     rs_ref = {**ref, "kind": "ReplicaSet", "name": "web-abc", "uid": made_rs.metadata.uid}
-    api.core.create_namespaced_pod("default", {"metadata": {"name": "web-abc-1",
-                                                            "ownerReferences": [rs_ref]},
-                                               "spec": {"containers": [{"name": "web",
-                                                                        "image": "app:v1"}]}})
-    api.apps.delete_namespaced_deployment("web", "default")
-    assert api.apps.list_namespaced_replica_set("default").items == []
+    pod = api.core.create_namespaced_pod("default", {
+        "metadata": {"name": "web-abc-1", "ownerReferences": [rs_ref]},
+        "spec": {"containers": [{"name": "web", "image": "app:v1"}]}})
+    return owner, made_rs, pod
+
+
+def test_orphan_propagation_keeps_dependents_and_frees_them(api: Api) -> None:
+    owned_chain(api)
+    answer = requests.delete(f"{api.url}{DEPLOYMENTS_URL}/web",
+                             json={"kind": "DeleteOptions", "apiVersion": "v1",
+                                   "propagationPolicy": "Orphan"})
+    assert answer.status_code == 200
+    assert answer.json()["kind"] == "Deployment", "pending on its orphan finalizer"
+    assert answer.json()["metadata"]["finalizers"] == ["orphan"]
+    assert answer.json()["metadata"]["deletionTimestamp"]
+    assert api.store.get("apps/v1/deployments", "default", "web") is None
+    [rs] = api.apps.list_namespaced_replica_set("default").items
+    assert rs.metadata.owner_references is None
+    [pod] = api.core.list_namespaced_pod("default").items
+    assert pod.metadata.owner_references[0].name == "web-abc", "only the owner's refs go"
+
+    api.apps.delete_namespaced_replica_set("web-abc", "default",
+                                           propagation_policy="Foreground")
     assert api.core.list_namespaced_pod("default").items == []
+    bad = requests.delete(f"{api.url}/api/v1/namespaces/default/pods/x",
+                          params={"propagationPolicy": "Sideways"})
+    assert (bad.status_code, bad.json()["details"]["kind"]) == (422, "DeleteOptions")
+
+
+def test_finalizers_keep_an_object_being_deleted_until_they_are_removed(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps/held"
+    api.core.create_namespaced_config_map("default", {
+        "metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+    events = api.store.watch("v1/configmaps", "default", since_rv=api.store.resource_version)
+    answer = requests.delete(url)
+    assert answer.status_code == 200 and answer.json()["kind"] == "ConfigMap"
+    held = requests.get(url).json()
+    assert held["metadata"]["deletionTimestamp"] and held["metadata"]["finalizers"] == [
+        "example.com/hold"]
+    assert requests.delete(url).status_code == 200, "deleting again changes nothing"
+    more = requests.patch(url, json={"metadata": {"finalizers": ["example.com/hold", "x/y"]}},
+                          headers={"Content-Type": MERGE})
+    assert more.status_code == 422 and more.json()["details"]["causes"][0]["message"] == (
+        "Forbidden: no new finalizers can be added if the object is being deleted, found new "
+        'finalizers []string{"x/y"}')
+    released = requests.patch(url, json={"metadata": {"finalizers": None}},
+                              headers={"Content-Type": MERGE})
+    assert released.status_code == 200
+    assert requests.get(url).status_code == 404
+    seen = [kind for kind, _ in iter(lambda: events.next(timeout=0), None)]
+    events.close()
+    assert seen == ["MODIFIED", "DELETED"]
+
+
+def test_namespaces_terminate_with_their_contents_and_the_system_ones_stay(api: Api) -> None:
+    for name in ("default", "kube-system", "kube-public"):
+        refused = requests.delete(f"{api.url}/api/v1/namespaces/{name}")
+        assert refused.status_code == 403 and refused.json() == {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+            "reason": "Forbidden", "details": {"name": name, "kind": "namespaces"}, "code": 403}
+    api.core.create_namespace({"metadata": {"name": "team"}})
+    api.core.create_namespaced_config_map("team", {"metadata": {"name": "cfg"}})
+    answer = requests.delete(f"{api.url}/api/v1/namespaces/team").json()
+    assert answer["kind"] == "Namespace" and answer["status"]["phase"] == "Terminating"
+    assert api.store.get("v1/namespaces", None, "team") is None
+    assert api.store.get("v1/configmaps", "team", "cfg") is None
 
 
 def test_delete_answers_a_status_or_the_object_as_each_registry_does(api: Api) -> None:

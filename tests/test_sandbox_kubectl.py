@@ -3,8 +3,8 @@
 Covers discovery (kubectl finds deployments, `vs`, `virtualservice`), server-printed
 tables (`kubectl get deployments`), `kubectl apply --server-side` of a Deployment
 and a VirtualService, client-side `kubectl apply` (and its strict field validation),
-`kubectl rollout status`, `kubectl delete deployment`, and the seed's sanity check
-run verbatim through bash.
+`kubectl rollout status`, `kubectl delete deployment` (with and without
+`--cascade=orphan`), and the seed's sanity check run verbatim through bash.
 """
 
 from __future__ import annotations
@@ -123,3 +123,18 @@ def test_delete_deployment(sandbox: Sandbox, tmp_path: Path) -> None:
     assert gone.returncode == 1
     assert 'deployments.apps "myapp-blue" not found' in gone.stderr
     assert "No resources found" in kubectl(sandbox, tmp_path, "get", "replicasets").stderr
+
+
+def test_delete_with_cascade_orphan_leaves_the_replicaset_and_pods(sandbox: Sandbox,
+                                                                   tmp_path: Path) -> None:
+    files = manifest(tmp_path, "deploy.yml", DEPLOYMENT)
+    kubectl(sandbox, tmp_path, "apply", "--server-side", "-f", files)
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    pods = kubectl(sandbox, tmp_path, "get", "pods", "-o", "name").stdout.split()
+    kubectl(sandbox, tmp_path, "delete", "deployment", "myapp-blue", "--cascade=orphan")
+    assert kubectl(sandbox, tmp_path, "get", "deployments", check=False).stderr.startswith(
+        "No resources found")
+    owners = kubectl(sandbox, tmp_path, "get", "replicasets", "-o",
+                     "jsonpath={.items[*].metadata.ownerReferences}").stdout
+    assert owners == "", "the ReplicaSet is an orphan now"
+    assert kubectl(sandbox, tmp_path, "get", "pods", "-o", "name").stdout.split() == pods
