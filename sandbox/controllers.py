@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox import rollouts
+from sandbox.defaults import drop_nulls
 from sandbox.resources import ApiError, now_rfc3339
 from sandbox.rollouts import REVISION, by_creation, replicas, revision
 from sandbox.routing import is_pod_ready
@@ -70,8 +71,14 @@ def _spec(obj: Obj) -> Obj:
 
 
 def template_hash(template: Obj) -> str:
-    """A stable, name-safe hash of a pod template (10 chars, like the real one)."""
-    digest = int(hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest(), 16)
+    """A stable, name-safe hash of a pod template (10 chars, like the real one).
+
+    Over the template as the API holds it, JSON nulls dropped (ComputeHash hashes the
+    decoded Go struct, where a null is an unset field), so a template sent back with
+    `creationTimestamp: null`, as `kubectl rollout undo` does, is the same template.
+    """
+    normal = json.dumps(drop_nulls(template), sort_keys=True)
+    digest = int(hashlib.sha256(normal.encode()).hexdigest(), 16)
     chars = []
     for _ in range(10):
         digest, index = divmod(digest, len(_HASH_CHARS))

@@ -326,6 +326,19 @@ def test_valid_edge_cases_are_accepted(api: Api) -> None:
     assert same.metadata.resource_version == made.metadata.resource_version
 
 
+def test_null_labels_are_absent_labels_through_every_verb(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps"
+    made = requests.post(url, json={"metadata": {"name": "cfg", "labels": None}})
+    assert made.status_code == 201 and "labels" not in made.json()["metadata"]
+    body = {**made.json(), "metadata": {**made.json()["metadata"], "labels": None}}
+    replaced = requests.put(f"{url}/cfg", json=body)
+    assert replaced.status_code == 200 and "labels" not in replaced.json()["metadata"]
+    patched = requests.patch(f"{url}/cfg", json=[
+        {"op": "add", "path": "/metadata/labels", "value": None}],
+        headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 200 and "labels" not in patched.json()["metadata"]
+
+
 def test_status_subresource_writes_only_status_and_main_writes_keep_it(api: Api) -> None:
     made = api.apps.create_namespaced_deployment("default", deployment())
     made.spec.replicas = 9

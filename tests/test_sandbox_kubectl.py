@@ -3,8 +3,8 @@
 Covers discovery (kubectl finds deployments, `vs`, `virtualservice`), server-printed
 tables (`kubectl get deployments`), `kubectl apply --server-side` of a Deployment
 and a VirtualService, client-side `kubectl apply` (and its strict field validation),
-`kubectl rollout status`, `kubectl delete deployment` (with and without
-`--cascade=orphan`), and the seed's sanity check run verbatim through bash.
+`kubectl rollout status` and `rollout undo`, `kubectl delete deployment` (with and
+without `--cascade=orphan`), and the seed's sanity check run verbatim through bash.
 """
 
 from __future__ import annotations
@@ -138,3 +138,20 @@ def test_delete_with_cascade_orphan_leaves_the_replicaset_and_pods(sandbox: Sand
                      "jsonpath={.items[*].metadata.ownerReferences}").stdout
     assert owners == "", "the ReplicaSet is an orphan now"
     assert kubectl(sandbox, tmp_path, "get", "pods", "-o", "name").stdout.split() == pods
+
+
+def test_rollout_undo_goes_back_to_the_old_replicaset(sandbox: Sandbox, tmp_path: Path) -> None:
+    files = manifest(tmp_path, "deploy.yml", DEPLOYMENT)
+    kubectl(sandbox, tmp_path, "apply", "-f", files)
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    kubectl(sandbox, tmp_path, "set", "image", "deployment/myapp-blue", "myapp=myapp:v2.0")
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    # kubectl sends the old ReplicaSet's template back, `creationTimestamp: null` and all:
+    # it hashes to the old ReplicaSet only once nulls are read as unset fields.
+    kubectl(sandbox, tmp_path, "rollout", "undo", "deployment/myapp-blue")
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    revisions = kubectl(sandbox, tmp_path, "get", "replicasets", "-o", "jsonpath={range "
+                        ".items[*]}{.spec.template.spec.containers[0].image}="
+                        "{.metadata.annotations.deployment\\.kubernetes\\.io/revision} "
+                        "{end}").stdout.split()
+    assert sorted(revisions) == ["myapp:v1.0=3", "myapp:v2.0=2"], "two ReplicaSets, v1 reused"
