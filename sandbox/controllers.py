@@ -5,9 +5,11 @@ in-process Store (the arithmetic is `sandbox.rollouts`'):
 
 - each Deployment gets one ReplicaSet per pod-template hash, `<deploy>-<hash>`,
   owned by it, its selector and template labels extended with `pod-template-hash`,
-  annotated with `deployment.kubernetes.io/revision` (and desired-/max-replicas);
-  a template that matches an older ReplicaSet reuses it (a rollback re-uses the
-  old hash) and takes the next revision;
+  carrying the Deployment's annotations, `deployment.kubernetes.io/revision` (and
+  desired-/max-replicas); a template that matches an older ReplicaSet reuses it (a
+  rollback re-uses the old hash) and takes the next revision; the Deployment is
+  annotated with its new ReplicaSet's revision (`kubectl rollout status
+  --revision`, `rollout history` read it);
 - `strategy.type: RollingUpdate` (rolloutRolling) scales the new ReplicaSet up
   within `replicas + maxSurge` pods in all, and old ones down while at least
   `replicas - maxUnavailable` pods stay available (unavailable old replicas go
@@ -101,6 +103,19 @@ def _is_live(pod: Obj) -> bool:
     return not _meta(pod).get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
 
 
+# Deployment annotations a ReplicaSet does not copy (deploymentutil annotationsToSkip).
+_NOT_COPIED = (REVISION, "deployment.kubernetes.io/revision-history",
+               "deployment.kubernetes.io/desired-replicas", "deployment.kubernetes.io/max-replicas",
+               "deprecated.deployment.rollback.to",
+               "kubectl.kubernetes.io/last-applied-configuration")
+
+
+def _copied_annotations(deploy: Obj) -> dict[str, str]:
+    """The Deployment's annotations its ReplicaSet carries (copyDeploymentAnnotationsToRS)."""
+    return {k: v for k, v in (_meta(deploy).get("annotations") or {}).items()
+            if k not in _NOT_COPIED}
+
+
 def _size_annotations(deploy: Obj) -> dict[str, str]:
     """SetReplicasAnnotations: what the Deployment wanted when it last sized a ReplicaSet."""
     return {DESIRED_REPLICAS: str(replicas(deploy)),
@@ -118,7 +133,8 @@ def new_replicaset(deploy: Obj, pod_hash: str, count: int, rev: int) -> Obj:
     return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": f"{meta['name']}-{pod_hash}", "namespace": meta["namespace"],
                          "labels": labels,
-                         "annotations": {REVISION: str(rev), **_size_annotations(deploy)},
+                         "annotations": {**_copied_annotations(deploy), REVISION: str(rev),
+                                         **_size_annotations(deploy)},
                          "ownerReferences": [owner_ref(deploy, "Deployment")]},
             "spec": {"replicas": count, "selector": selector, "template": template,
                      "minReadySeconds": _spec(deploy).get("minReadySeconds", 0)}}
@@ -183,42 +199,61 @@ class WorkloadControllers:
         if new is not None:
             new = self._sync_revision(deploy, new, old)
         if rollouts.is_rolling(deploy):
-            self._roll(deploy, new, old, pod_hash)
+            new = self._roll(deploy, new, old, pod_hash)
         else:
-            self._recreate(deploy, new, old, pod_hash)
+            new = self._recreate(deploy, new, old, pod_hash)
+        if new is not None:
+            self._set_revision(deploy, revision(new))
         if rollouts.is_complete(deploy, deploy.get("status") or {}):
             for rs in rollouts.history_to_delete(deploy, old):
                 self.store.delete(REPLICASETS, _meta(rs)["namespace"], _meta(rs)["name"])
 
-    def _roll(self, deploy: Obj, new: Obj | None, old: list[Obj], pod_hash: str) -> None:
+    def _roll(self, deploy: Obj, new: Obj | None, old: list[Obj], pod_hash: str) -> Obj:
         """rolloutRolling: scale the new ReplicaSet up if it may, else old ones down."""
         desired = replicas(deploy)
         if new is None:
             new = self._create(deploy, pod_hash, rollouts.new_rs_replicas(deploy, old, 0), old)
         elif replicas(new) > desired:
             self._scale(deploy, new, desired)
-            return
+            return new
         elif replicas(new) < desired:
             wanted = rollouts.new_rs_replicas(deploy, [*old, new], replicas(new))
             if wanted != replicas(new):
                 self._scale(deploy, new, wanted)
-                return
+                return new
         sizes = rollouts.old_scale_down(deploy, new, old)
         for rs in old:
             if _meta(rs)["name"] in sizes:
                 self._scale(deploy, rs, sizes[_meta(rs)["name"]])
+        return new
 
-    def _recreate(self, deploy: Obj, new: Obj | None, old: list[Obj], pod_hash: str) -> None:
+    def _recreate(self, deploy: Obj, new: Obj | None, old: list[Obj],
+                  pod_hash: str) -> Obj | None:
         """rolloutRecreate: old ReplicaSets to 0; the new one only once no old pod runs."""
         active = [rs for rs in old if replicas(rs) > 0]
         for rs in active:
             self._scale(deploy, rs, 0)
         if active or self._old_pods_running(deploy, new, old):
-            return
+            return new
         if new is None:
-            self._create(deploy, pod_hash, replicas(deploy), old)
-        elif replicas(new) != replicas(deploy):
+            return self._create(deploy, pod_hash, replicas(deploy), old)
+        if replicas(new) != replicas(deploy):
             self._scale(deploy, new, replicas(deploy))
+        return new
+
+    def _set_revision(self, deploy: Obj, rev: int) -> None:
+        """SetDeploymentRevision: the Deployment carries its new ReplicaSet's revision,
+        written through the status subresource (which, for a Deployment, takes
+        annotations and bumps no generation)."""
+        if (_meta(deploy).get("annotations") or {}).get(REVISION) == str(rev):
+            return
+
+        def change(obj: Obj) -> Obj:
+            _meta(obj).setdefault("annotations", {})[REVISION] = str(rev)
+            return obj
+
+        self.store.mutate(DEPLOYMENTS, _meta(deploy)["namespace"], _meta(deploy)["name"],
+                          change, subresource="status")
 
     def _old_pods_running(self, deploy: Obj, new: Obj | None, old: list[Obj]) -> bool:
         """Pods of the Deployment's other ReplicaSets not yet ended, or their processes."""
@@ -234,16 +269,21 @@ class WorkloadControllers:
                                  new_replicaset(deploy, pod_hash, count, rev))
 
     def _sync_revision(self, deploy: Obj, new: Obj, old: list[Obj]) -> Obj:
-        """The new ReplicaSet takes the next revision (a rollback's reused one does) and the
-        Deployment's minReadySeconds."""
+        """The new ReplicaSet takes the next revision (a rollback's reused one does), the
+        Deployment's annotations and its minReadySeconds (SetNewReplicaSetAnnotations)."""
         rev = max((revision(rs) for rs in old), default=0) + 1
         ready_for = _spec(deploy).get("minReadySeconds", 0)
-        if revision(new) >= rev and _spec(new).get("minReadySeconds", 0) == ready_for:
+        copied = _copied_annotations(deploy)
+        notes = _meta(new).get("annotations") or {}
+        if (revision(new) >= rev and _spec(new).get("minReadySeconds", 0) == ready_for
+                and all(notes.get(k) == v for k, v in copied.items())):
             return new
 
         def change(obj: Obj) -> Obj:
+            annotations = _meta(obj).setdefault("annotations", {})
+            annotations.update(copied)
             if revision(obj) < rev:
-                _meta(obj).setdefault("annotations", {})[REVISION] = str(rev)
+                annotations[REVISION] = str(rev)
             obj["spec"]["minReadySeconds"] = ready_for
             return obj
 

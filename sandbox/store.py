@@ -312,6 +312,11 @@ class Store(Deletion):
         if subresource == "status":
             result = copy.deepcopy(current)
             result["status"] = new.get("status") or {}
+            for key in _STATUS_TAKES_META.get(rt.kind, ()):
+                if (new.get("metadata") or {}).get(key):
+                    result["metadata"][key] = new["metadata"][key]
+                else:
+                    result["metadata"].pop(key, None)
         elif subresource is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         else:
@@ -325,7 +330,8 @@ class Store(Deletion):
             return self.present(rt, current)
         if subresource is None and self._released(rt, current, result):
             return self.present(rt, result if dry_run else self._remove(rt, result))
-        if rt.has_generation and _generation_body(rt, current) != _generation_body(rt, result):
+        if (rt.has_generation and subresource is None
+                and _generation_body(rt, current) != _generation_body(rt, result)):
             result["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         return self._commit(rt, "MODIFIED", result, current, dry_run=dry_run)
 
@@ -365,6 +371,12 @@ def _parse_selectors(rt: ResourceType, label_selector: str | None, field_selecto
     except SelectorError as e:
         raise bad_request(str(e)) from None
 
+
+# Metadata a status write may change besides status, by the status strategies'
+# PrepareForUpdate (a Deployment's: all but spec and labels; a ReplicaSet's and a
+# Pod's: all but spec); the rest of metadata stays the stored object's.
+_STATUS_TAKES_META = {"Deployment": ("annotations",), "ReplicaSet": ("labels", "annotations"),
+                      "Pod": ("labels", "annotations")}
 
 _SERVER_META = ("name", "namespace", "uid", "creationTimestamp", "generation",
                 "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion")
@@ -414,10 +426,12 @@ def _same_content(a: Obj, b: Obj) -> bool:
 
 
 def _generation_body(rt: ResourceType, obj: Obj) -> Any:
-    """What counts as the desired state: `spec` for built-ins, all but metadata/status for CRDs."""
+    """What counts as the desired state: `spec` for built-ins, and a Deployment's
+    annotations too (they are copied to its ReplicaSets: deployment strategy's
+    PrepareForUpdate); all but metadata and status for custom resources."""
     if rt.custom:
         skip = ("metadata", "status", "apiVersion", "kind")
         return {k: v for k, v in obj.items() if k not in skip}
+    if rt.kind == "Deployment":
+        return obj.get("spec"), (obj.get("metadata") or {}).get("annotations")
     return obj.get("spec")
-
-

@@ -172,7 +172,7 @@ def test_generate_name_and_bad_requests(api: Api) -> None:
     assert invalid.status_code == 422 and invalid.json()["reason"] == "Invalid"
 
 
-def test_generation_bumps_only_when_the_spec_changes(api: Api) -> None:
+def test_generation_bumps_when_the_spec_or_annotations_change(api: Api) -> None:
     made = api.apps.create_namespaced_deployment("default", deployment())
     labelled = api.apps.patch_namespaced_deployment("web", "default",
                                                     {"metadata": {"labels": {"x": "y"}}})
@@ -185,6 +185,15 @@ def test_generation_bumps_only_when_the_spec_changes(api: Api) -> None:
     again = api.apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 2}})
     assert again.metadata.resource_version == scaled.metadata.resource_version, "no-op write"
     assert int(scaled.metadata.resource_version) > int(made.metadata.resource_version)
+    # A Deployment's annotations are copied to its ReplicaSets: they count as its spec.
+    annotated = api.apps.patch_namespaced_deployment("web", "default",
+                                                     {"metadata": {"annotations": {"a": "1"}}})
+    assert annotated.metadata.generation == 3
+    noted = api.apps.patch_namespaced_deployment_status(
+        "web", "default", {"metadata": {"annotations": {"deployment.kubernetes.io/revision":
+                                                        "1"}}})
+    assert noted.metadata.annotations == {"a": "1", "deployment.kubernetes.io/revision": "1"}
+    assert noted.metadata.generation == 3, "the controller's status write bumps nothing"
 
 
 def test_null_means_unset_and_rolling_update_fences_are_validated(api: Api) -> None:

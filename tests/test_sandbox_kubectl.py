@@ -144,8 +144,13 @@ def test_rollout_undo_goes_back_to_the_old_replicaset(sandbox: Sandbox, tmp_path
     files = manifest(tmp_path, "deploy.yml", DEPLOYMENT)
     kubectl(sandbox, tmp_path, "apply", "-f", files)
     kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    kubectl(sandbox, tmp_path, "annotate", "deployment/myapp-blue", "team=payments")
     kubectl(sandbox, tmp_path, "set", "image", "deployment/myapp-blue", "myapp=myapp:v2.0")
-    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s",
+            "--revision=2")
+    pinned = kubectl(sandbox, tmp_path, "rollout", "status", "deployment/myapp-blue",
+                     "--revision=1", check=False)
+    assert "desired revision (1) is different from the running revision (2)" in pinned.stderr
     # kubectl sends the old ReplicaSet's template back, `creationTimestamp: null` and all:
     # it hashes to the old ReplicaSet only once nulls are read as unset fields.
     kubectl(sandbox, tmp_path, "rollout", "undo", "deployment/myapp-blue")
@@ -155,3 +160,12 @@ def test_rollout_undo_goes_back_to_the_old_replicaset(sandbox: Sandbox, tmp_path
                         "{.metadata.annotations.deployment\\.kubernetes\\.io/revision} "
                         "{end}").stdout.split()
     assert sorted(revisions) == ["myapp:v1.0=3", "myapp:v2.0=2"], "two ReplicaSets, v1 reused"
+    notes = kubectl(sandbox, tmp_path, "get", "deployment", "myapp-blue", "-o",
+                    "jsonpath={.metadata.annotations}").stdout
+    assert '"deployment.kubernetes.io/revision":"3"' in notes
+    history = kubectl(sandbox, tmp_path, "rollout", "history", "deployment/myapp-blue").stdout
+    assert history.split()[-4:] == ["2", "<none>", "3", "<none>"]
+    team = kubectl(sandbox, tmp_path, "get", "replicasets", "-o",
+                   "jsonpath={.items[*].metadata.annotations.team}").stdout
+    assert team == "payments payments", "copied to the new ReplicaSet of the moment, each time"
+    assert '"team":"payments"' in notes, "undo copies the ReplicaSet's annotations back"
