@@ -119,6 +119,7 @@ class Handler(ResourceVerbs, WatchVerb):
         url = urlsplit(self.path)
         self.query = parse_qs(url.query, keep_blank_values=True)
         self.body = self.read_body()
+        self.warnings = []
         self.status_sent = None
         self.logged = None
         self.loggable = None
@@ -217,6 +218,8 @@ class Handler(ResourceVerbs, WatchVerb):
         return True
 
     def collection(self, method: str, target: Target) -> None:
+        if target.namespace is None and target.rt.namespaced and method != "GET":
+            raise METHOD_NOT_ALLOWED  # across namespaces: list and watch only
         if method == "GET" and (target.watch or self.flag("watch")):
             self.watch(target)
         elif method == "GET":

@@ -1,23 +1,35 @@
 """The Deployment and ReplicaSet controllers of the sandbox (kube-controller-manager's part).
 
 Owns the desired-state side of workloads, as the real controllers do, on the
-in-process Store:
+in-process Store (the arithmetic is `sandbox.rollouts`'):
 
 - each Deployment gets one ReplicaSet per pod-template hash, `<deploy>-<hash>`,
   owned by it, its selector and template labels extended with `pod-template-hash`,
-  annotated with `deployment.kubernetes.io/revision`; a template that matches an
-  older ReplicaSet reuses it (a rollback re-uses the old hash);
-- `strategy.type: Recreate` scales old ReplicaSets to 0 and starts the new one only
-  once no old pod exists and no old process is still running; `RollingUpdate`
-  (simplified) scales the new ReplicaSet to `spec.replicas` at once and keeps as
-  many old pods as the new ReplicaSet lacks ready ones (maxSurge/maxUnavailable
-  are only used for the Available condition);
+  carrying the Deployment's annotations, `deployment.kubernetes.io/revision` (and
+  desired-/max-replicas); a template that matches an older ReplicaSet reuses it (a
+  rollback re-uses the old hash) and takes the next revision; the Deployment is
+  annotated with its new ReplicaSet's revision (`kubectl rollout status
+  --revision`, `rollout history` read it);
+- `strategy.type: RollingUpdate` (rolloutRolling) scales the new ReplicaSet up
+  within `replicas + maxSurge` pods in all, and old ones down while at least
+  `replicas - maxUnavailable` pods stay available (unavailable old replicas go
+  first); one step per pass, as each sync of the real controller does one;
+- `strategy.type: Recreate` (rolloutRecreate) scales old ReplicaSets to 0 and
+  creates (or scales up) the new one only once no old pod exists and no old
+  process is still running;
+- once a rollout is complete, old ReplicaSets beyond `revisionHistoryLimit` that
+  are scaled to 0 are deleted;
 - each ReplicaSet keeps `spec.replicas` Pods `<rs>-<5 chars>` (generateName),
-  deleting not-ready and newest pods first when scaling down;
+  deleting not-ready and newest pods first when scaling down; a pod counts as
+  available once Ready for `minReadySeconds`;
 - statuses: ReplicaSet replicas/ready/available, Deployment `observedGeneration`,
-  replicas, updated/ready/available/unavailable replicas and the Available and
-  Progressing conditions (with `progressDeadlineSeconds`), written through the
-  status subresource only when they change.
+  counts summed from its ReplicaSets' statuses (`replicas` counts the pods of old
+  and new ReplicaSets alike) and the Available and Progressing conditions (with
+  `progressDeadlineSeconds`), written through the status subresource only when they
+  change.
+
+Not modelled: `paused`, proportional scaling of several active ReplicaSets (a
+scale during a rollout is absorbed by the rolling steps instead).
 
 Running the pods (processes, probes, pod status) is `sandbox.kubelet`'s job;
 deleting a Deployment cascades to its ReplicaSets and Pods in the Store.
@@ -25,16 +37,17 @@ deleting a Deployment cascades to its ReplicaSets and Pods in the Store.
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import json
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+from sandbox import rollouts
+from sandbox.defaults import drop_nulls
 from sandbox.resources import ApiError, now_rfc3339
+from sandbox.rollouts import REVISION, by_creation, replicas, revision
 from sandbox.routing import is_pod_ready
 from sandbox.store import Store
 
@@ -42,7 +55,8 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENTS, REPLICASETS, PODS = "apps/v1/deployments", "apps/v1/replicasets", "v1/pods"
 HASH_LABEL = "pod-template-hash"
-REVISION = "deployment.kubernetes.io/revision"
+DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 _HASH_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
 Obj = dict[str, Any]
@@ -59,8 +73,14 @@ def _spec(obj: Obj) -> Obj:
 
 
 def template_hash(template: Obj) -> str:
-    """A stable, name-safe hash of a pod template (10 chars, like the real one)."""
-    digest = int(hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest(), 16)
+    """A stable, name-safe hash of a pod template (10 chars, like the real one).
+
+    Over the template as the API holds it, JSON nulls dropped (ComputeHash hashes the
+    decoded Go struct, where a null is an unset field), so a template sent back with
+    `creationTimestamp: null`, as `kubectl rollout undo` does, is the same template.
+    """
+    normal = json.dumps(drop_nulls(template), sort_keys=True)
+    digest = int(hashlib.sha256(normal.encode()).hexdigest(), 16)
     chars = []
     for _ in range(10):
         digest, index = divmod(digest, len(_HASH_CHARS))
@@ -78,17 +98,31 @@ def owner_ref(owner: Obj, kind: str) -> Obj:
             "uid": _meta(owner)["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
-def revision(rs: Obj) -> int:
-    value = (_meta(rs).get("annotations") or {}).get(REVISION, "0")
-    return int(value) if str(value).isdigit() else 0
-
-
 def _is_live(pod: Obj) -> bool:
     phase = (pod.get("status") or {}).get("phase")
     return not _meta(pod).get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
 
 
-def new_replicaset(deploy: Obj, pod_hash: str, replicas: int, rev: int) -> Obj:
+# Deployment annotations a ReplicaSet does not copy (deploymentutil annotationsToSkip).
+_NOT_COPIED = (REVISION, "deployment.kubernetes.io/revision-history",
+               "deployment.kubernetes.io/desired-replicas", "deployment.kubernetes.io/max-replicas",
+               "deprecated.deployment.rollback.to",
+               "kubectl.kubernetes.io/last-applied-configuration")
+
+
+def _copied_annotations(deploy: Obj) -> dict[str, str]:
+    """The Deployment's annotations its ReplicaSet carries (copyDeploymentAnnotationsToRS)."""
+    return {k: v for k, v in (_meta(deploy).get("annotations") or {}).items()
+            if k not in _NOT_COPIED}
+
+
+def _size_annotations(deploy: Obj) -> dict[str, str]:
+    """SetReplicasAnnotations: what the Deployment wanted when it last sized a ReplicaSet."""
+    return {DESIRED_REPLICAS: str(replicas(deploy)),
+            MAX_REPLICAS: str(replicas(deploy) + rollouts.max_surge(deploy))}
+
+
+def new_replicaset(deploy: Obj, pod_hash: str, count: int, rev: int) -> Obj:
     """The ReplicaSet the Deployment controller creates for a template hash."""
     template = json.loads(json.dumps(_spec(deploy).get("template") or {}))
     labels = {**(template.setdefault("metadata", {}).get("labels") or {}), HASH_LABEL: pod_hash}
@@ -99,11 +133,10 @@ def new_replicaset(deploy: Obj, pod_hash: str, replicas: int, rev: int) -> Obj:
     return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": f"{meta['name']}-{pod_hash}", "namespace": meta["namespace"],
                          "labels": labels,
-                         "annotations": {REVISION: str(rev),
-                                         "deployment.kubernetes.io/desired-replicas":
-                                             str(_spec(deploy).get("replicas", 1))},
+                         "annotations": {**_copied_annotations(deploy), REVISION: str(rev),
+                                         **_size_annotations(deploy)},
                          "ownerReferences": [owner_ref(deploy, "Deployment")]},
-            "spec": {"replicas": replicas, "selector": selector, "template": template,
+            "spec": {"replicas": count, "selector": selector, "template": template,
                      "minReadySeconds": _spec(deploy).get("minReadySeconds", 0)}}
 
 
@@ -117,6 +150,7 @@ class WorkloadControllers:
     def __init__(self, store: Store, live_owners: Callable[[], set[str]]) -> None:
         self.store = store
         self.live_owners = live_owners
+        self._failed: set[tuple[str, Any, Any]] = set()
 
     def sync(self) -> None:
         for deploy in self.store.list(DEPLOYMENTS)[0]:
@@ -126,12 +160,22 @@ class WorkloadControllers:
         for deploy in self.store.list(DEPLOYMENTS)[0]:
             self._guard(self.sync_deployment_status, deploy)
 
-    @staticmethod
-    def _guard(step: Callable[[Obj], None], obj: Obj) -> None:
+    def _guard(self, step: Callable[[Obj], None], obj: Obj) -> None:
+        """Run one object's step; its failure must not stop the others' reconciliation
+        (the real controllers requeue one key and carry on with the rest). A failure is
+        logged in full once per version of the object, not on every pass."""
+        where = f"{_meta(obj).get('namespace')}/{_meta(obj).get('name')}"
         try:
             step(obj)
         except ApiError as e:  # a concurrent write or delete: the next pass catches up
-            log.debug("%s %s: %s", step.__name__, _meta(obj).get("name"), e.message)
+            log.debug("%s %s: %s", step.__name__, where, e.message)
+        except Exception:
+            seen = (step.__name__, _meta(obj).get("uid"), _meta(obj).get("resourceVersion"))
+            if seen in self._failed:
+                log.debug("%s %s still fails", step.__name__, where)
+            else:
+                self._failed.add(seen)
+                log.exception("%s %s failed; skipping it this pass", step.__name__, where)
 
     # ---- Deployment → ReplicaSets --------------------------------------------------------
 
@@ -143,47 +187,119 @@ class WorkloadControllers:
         return [p for p in self.store.list(PODS, namespace)[0] if _is_live(p)]
 
     def sync_deployment(self, deploy: Obj) -> None:
-        """Make sure the template's ReplicaSet exists and scale old and new ones."""
-        desired = int(_spec(deploy).get("replicas", 1))
+        """One step of the Deployment's rollout, as one sync of the real controller takes
+        (none while it is being deleted: syncStatusOnly)."""
+        if _meta(deploy).get("deletionTimestamp"):
+            return
         pod_hash = template_hash(_spec(deploy).get("template") or {})
         replicasets = self._replicasets(deploy)
         new = next((rs for rs in replicasets if
                     (_meta(rs).get("labels") or {}).get(HASH_LABEL) == pod_hash), None)
-        old = [rs for rs in replicasets if rs is not new]
-        top = max((revision(rs) for rs in replicasets), default=0)
-        recreate = (_spec(deploy).get("strategy") or {}).get("type") == "Recreate"
-        pods = self._pods(_meta(deploy)["namespace"])
-        if recreate:
-            old_running = any(owned_by(p, rs) for p in pods for rs in old) or bool(
-                {_meta(rs)["uid"] for rs in old} & self.live_owners())
-            for rs in old:
-                self._scale(rs, 0)
-            target = 0 if old_running else desired
+        old = by_creation(rs for rs in replicasets if rs is not new)
+        if new is not None:
+            new = self._sync_revision(deploy, new, old)
+        if rollouts.is_rolling(deploy):
+            new = self._roll(deploy, new, old, pod_hash)
         else:
-            target = desired
+            new = self._recreate(deploy, new, old, pod_hash)
+        if new is not None:
+            self._set_revision(deploy, revision(new))
+        if rollouts.is_complete(deploy, deploy.get("status") or {}):
+            for rs in rollouts.history_to_delete(deploy, old):
+                self.store.delete(REPLICASETS, _meta(rs)["namespace"], _meta(rs)["name"])
+
+    def _roll(self, deploy: Obj, new: Obj | None, old: list[Obj], pod_hash: str) -> Obj:
+        """rolloutRolling: scale the new ReplicaSet up if it may, else old ones down."""
+        desired = replicas(deploy)
         if new is None:
-            new = self.store.create(REPLICASETS, _meta(deploy)["namespace"],
-                                    new_replicaset(deploy, pod_hash, target, top + 1))
-        else:
-            self._scale(new, target, None if revision(new) == top and top else top + 1)
-        if not recreate:
-            ready_new = sum(1 for p in pods if owned_by(p, new) and is_pod_ready(p))
-            self._scale_down_old(old, max(0, desired - ready_new))
+            new = self._create(deploy, pod_hash, rollouts.new_rs_replicas(deploy, old, 0), old)
+        elif replicas(new) > desired:
+            self._scale(deploy, new, desired)
+            return new
+        elif replicas(new) < desired:
+            wanted = rollouts.new_rs_replicas(deploy, [*old, new], replicas(new))
+            if wanted != replicas(new):
+                self._scale(deploy, new, wanted)
+                return new
+        sizes = rollouts.old_scale_down(deploy, new, old)
+        for rs in old:
+            if _meta(rs)["name"] in sizes:
+                self._scale(deploy, rs, sizes[_meta(rs)["name"]])
+        return new
 
-    def _scale_down_old(self, old: list[Obj], allowed: int) -> None:
-        for rs in sorted(old, key=revision, reverse=True):
-            keep = min(int(_spec(rs).get("replicas", 0)), allowed)
-            allowed -= keep
-            self._scale(rs, keep)
+    def _recreate(self, deploy: Obj, new: Obj | None, old: list[Obj],
+                  pod_hash: str) -> Obj | None:
+        """rolloutRecreate: old ReplicaSets to 0; the new one only once no old pod runs."""
+        active = [rs for rs in old if replicas(rs) > 0]
+        for rs in active:
+            self._scale(deploy, rs, 0)
+        if active or self._old_pods_running(deploy, new, old):
+            return new
+        if new is None:
+            return self._create(deploy, pod_hash, replicas(deploy), old)
+        if replicas(new) != replicas(deploy):
+            self._scale(deploy, new, replicas(deploy))
+        return new
 
-    def _scale(self, rs: Obj, replicas: int, rev: int | None = None) -> None:
-        if _spec(rs).get("replicas") == replicas and rev is None:
+    def _set_revision(self, deploy: Obj, rev: int) -> None:
+        """SetDeploymentRevision: the Deployment carries its new ReplicaSet's revision,
+        written through the status subresource (which, for a Deployment, takes
+        annotations and bumps no generation)."""
+        if (_meta(deploy).get("annotations") or {}).get(REVISION) == str(rev):
             return
 
         def change(obj: Obj) -> Obj:
-            obj["spec"]["replicas"] = replicas
-            if rev is not None:
-                _meta(obj).setdefault("annotations", {})[REVISION] = str(rev)
+            _meta(obj).setdefault("annotations", {})[REVISION] = str(rev)
+            return obj
+
+        self.store.mutate(DEPLOYMENTS, _meta(deploy)["namespace"], _meta(deploy)["name"],
+                          change, subresource="status")
+
+    def _old_pods_running(self, deploy: Obj, new: Obj | None, old: list[Obj]) -> bool:
+        """Pods of the Deployment's other ReplicaSets not yet ended, or their processes."""
+        pods = self.store.list(PODS, _meta(deploy)["namespace"])[0]
+        if any(owned_by(p, rs) and (p.get("status") or {}).get("phase") not in (
+                "Succeeded", "Failed") for p in pods for rs in old):
+            return True
+        return bool({_meta(rs)["uid"] for rs in old} & self.live_owners())
+
+    def _create(self, deploy: Obj, pod_hash: str, count: int, old: list[Obj]) -> Obj:
+        rev = max((revision(rs) for rs in old), default=0) + 1
+        return self.store.create(REPLICASETS, _meta(deploy)["namespace"],
+                                 new_replicaset(deploy, pod_hash, count, rev))
+
+    def _sync_revision(self, deploy: Obj, new: Obj, old: list[Obj]) -> Obj:
+        """The new ReplicaSet takes the next revision (a rollback's reused one does), the
+        Deployment's annotations and its minReadySeconds (SetNewReplicaSetAnnotations)."""
+        rev = max((revision(rs) for rs in old), default=0) + 1
+        ready_for = _spec(deploy).get("minReadySeconds", 0)
+        copied = _copied_annotations(deploy)
+        notes = _meta(new).get("annotations") or {}
+        if (revision(new) >= rev and _spec(new).get("minReadySeconds", 0) == ready_for
+                and all(notes.get(k) == v for k, v in copied.items())):
+            return new
+
+        def change(obj: Obj) -> Obj:
+            annotations = _meta(obj).setdefault("annotations", {})
+            annotations.update(copied)
+            if revision(obj) < rev:
+                annotations[REVISION] = str(rev)
+            obj["spec"]["minReadySeconds"] = ready_for
+            return obj
+
+        return self.store.mutate(REPLICASETS, _meta(new)["namespace"], _meta(new)["name"],
+                                 change)
+
+    def _scale(self, deploy: Obj, rs: Obj, count: int) -> None:
+        """scaleReplicaSet: the size, and the annotations saying what it was sized for."""
+        notes = _size_annotations(deploy)
+        current = _meta(rs).get("annotations") or {}
+        if replicas(rs) == count and all(current.get(k) == v for k, v in notes.items()):
+            return
+
+        def change(obj: Obj) -> Obj:
+            obj["spec"]["replicas"] = count
+            _meta(obj).setdefault("annotations", {}).update(notes)
             return obj
 
         self.store.mutate(REPLICASETS, _meta(rs)["namespace"], _meta(rs)["name"], change)
@@ -194,7 +310,8 @@ class WorkloadControllers:
         """Create or delete Pods to match `spec.replicas`, then report RS status."""
         namespace = _meta(rs)["namespace"]
         pods = [p for p in self._pods(namespace) if owned_by(p, rs)]
-        want = int(_spec(rs).get("replicas", 1))
+        # A ReplicaSet being deleted manages no pods (syncReplicaSet), it only reports.
+        want = len(pods) if _meta(rs).get("deletionTimestamp") else replicas(rs)
         for _ in range(want - len(pods)):
             self.store.create(PODS, namespace, self._pod_for(rs))
         if len(pods) > want:
@@ -205,9 +322,11 @@ class WorkloadControllers:
                 self.store.delete(PODS, namespace, _meta(pod)["name"])
         pods = [p for p in self._pods(namespace) if owned_by(p, rs)]
         ready = sum(1 for p in pods if is_pod_ready(p))
+        now, ready_for = time.time(), int(_spec(rs).get("minReadySeconds", 0))
         self._write_status(REPLICASETS, rs, {
             "replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
-            "availableReplicas": ready, "observedGeneration": _meta(rs).get("generation", 1)})
+            "availableReplicas": sum(1 for p in pods if _is_available(p, ready_for, now)),
+            "observedGeneration": _meta(rs).get("generation", 1)})
 
     @staticmethod
     def _pod_for(rs: Obj) -> Obj:
@@ -236,91 +355,20 @@ class WorkloadControllers:
     def sync_deployment_status(self, deploy: Obj) -> None:
         replicasets = self._replicasets(deploy)
         pod_hash = template_hash(_spec(deploy).get("template") or {})
-        pods = self._pods(_meta(deploy)["namespace"])
-        status = deployment_status(deploy, replicasets, pods, pod_hash, time.time())
+        new = next((rs for rs in replicasets
+                    if (_meta(rs).get("labels") or {}).get(HASH_LABEL) == pod_hash), None)
+        status = rollouts.deployment_status(deploy, replicasets, new, time.time(),
+                                            now_rfc3339())
         self._write_status(DEPLOYMENTS, deploy, status)
 
 
-def max_unavailable(deploy: Obj) -> int:
-    """`rollingUpdate.maxUnavailable` in pods (percent rounds down); 0 for Recreate."""
-    strategy = _spec(deploy).get("strategy") or {}
-    if strategy.get("type") == "Recreate":
-        return 0
-    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", "25%")
-    desired = int(_spec(deploy).get("replicas", 1))
-    if isinstance(value, str) and value.endswith("%"):
-        return math.floor(desired * int(value[:-1]) / 100)
-    return int(value)
-
-
-def _condition(previous: Iterable[Obj], ctype: str, status: str, reason: str, message: str,
-               now: str) -> Obj:
-    """A condition that keeps its times unless its status (or reason/message) changed."""
-    before = next((c for c in previous if c.get("type") == ctype), {})
-    same_status = before.get("status") == status
-    same_text = same_status and (before.get("reason"), before.get("message")) == (reason, message)
-    return {"type": ctype, "status": status,
-            "lastUpdateTime": before.get("lastUpdateTime") if same_text else now,
-            "lastTransitionTime": before.get("lastTransitionTime") if same_status else now,
-            "reason": reason, "message": message}
-
-
-def deployment_status(deploy: Obj, replicasets: list[Obj], pods: list[Obj], pod_hash: str,
-                      now: float) -> Obj:
-    """The status the Deployment controller reports, from its ReplicaSets and Pods."""
-    desired = int(_spec(deploy).get("replicas", 1))
-    new = next((rs for rs in replicasets
-                if (_meta(rs).get("labels") or {}).get(HASH_LABEL) == pod_hash), None)
-    mine = [p for p in pods if any(owned_by(p, rs) for rs in replicasets)]
-    updated = [p for p in mine if new is not None and owned_by(p, new)]
-    available = sum(1 for p in mine if is_pod_ready(p))
-    total = sum(int(_spec(rs).get("replicas", 0)) for rs in replicasets)
-    previous = (deploy.get("status") or {})
-    stamp = now_rfc3339()
-    counts = {"replicas": len(mine), "updatedReplicas": len(updated),
-              "readyReplicas": available, "availableReplicas": available,
-              "unavailableReplicas": max(0, total - available)}
-    complete = (len(updated) == desired == len(mine) == available)
-    is_available = available >= desired - max_unavailable(deploy)
-    conditions = previous.get("conditions") or []
-    availability = _condition(
-        conditions, "Available", str(is_available),
-        "MinimumReplicasAvailable" if is_available else "MinimumReplicasUnavailable",
-        "Deployment has minimum availability." if is_available
-        else "Deployment does not have minimum availability.", stamp)
-    progress = _progressing(deploy, conditions, new, complete,
-                            counts != {k: previous.get(k, 0) for k in counts}, now, stamp)
-    status: Obj = {"observedGeneration": _meta(deploy).get("generation", 1), **counts,
-                   "conditions": [availability, progress]}
-    # The API omits zero counts; `kubectl rollout status` reads missing as 0.
-    return {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
-
-
-def _progressing(deploy: Obj, conditions: list[Obj], new: Obj | None, complete: bool,
-                 progressed: bool, now: float, stamp: str) -> Obj:
-    name = _meta(new)["name"] if new is not None else _meta(deploy)["name"]
-    if complete:
-        return _condition(conditions, "Progressing", "True", "NewReplicaSetAvailable",
-                          f'ReplicaSet "{name}" has successfully progressed.', stamp)
-    before = next((c for c in conditions if c.get("type") == "Progressing"), {})
-    deadline = int(_spec(deploy).get("progressDeadlineSeconds", 600))
-    if before.get("reason") == "ProgressDeadlineExceeded" and not progressed:
-        return before
-    since = _parse_time(before.get("lastUpdateTime")) if not progressed else now
-    if since is not None and now - since > deadline:
-        return _condition(conditions, "Progressing", "False", "ProgressDeadlineExceeded",
-                          f'ReplicaSet "{name}" has timed out progressing.', stamp)
-    current = _condition(conditions, "Progressing", "True", "ReplicaSetUpdated",
-                         f'ReplicaSet "{name}" is progressing.', stamp)
-    if progressed:
-        current["lastUpdateTime"] = stamp
-    return current
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
-    except ValueError:
-        return None
+def _is_available(pod: Obj, ready_for: int, now: float) -> bool:
+    """Ready, and for at least `minReadySeconds` (podutil.IsPodAvailable)."""
+    if not is_pod_ready(pod):
+        return False
+    if ready_for <= 0:
+        return True
+    ready = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                  if c.get("type") == "Ready"), {})
+    since = rollouts.parse_time(ready.get("lastTransitionTime"))
+    return since is not None and now - since >= ready_for

@@ -1,26 +1,35 @@
 """Defaulting and validation applied on every write, as the real API server's
 strategies do for the kinds the sandbox serves.
 
-Owns the few defaults clients and controllers rely on (Deployment replicas and
-strategy, container pull policy, Service ClusterIP/ports, Pod phase, Namespace
-phase) and the validation errors worth being faithful to (names, Deployment
-selectors). Anything not listed here is stored as sent.
+Owns what a JSON null means on the way in (an unset field, as Go's decoder
+reads it) and the few defaults clients and controllers rely on (Deployment replicas
+and strategy, container pull policy, Service ClusterIP/ports, Pod phase,
+Namespace phase). Fields and their JSON types are checked before, by
+`sandbox.decoding`; the result is validated after, by `sandbox.validation`.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from typing import Any
 
-from sandbox.resources import ApiError, ResourceType, invalid
-from sandbox.selectors import label_selector_matches
+from sandbox.resources import ResourceType
 
 Obj = dict[str, Any]
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _cluster_ips = itertools.count(10)
 _node_ports = itertools.count(30000)
+
+
+def drop_nulls(value: Any) -> Any:
+    """The object without its JSON nulls: decoding into Go structs leaves a null field
+    unset (a nil pointer, map or slice; a zero value otherwise), so the real server never
+    stores one, and defaulting then fills such a field in (`replicas: null` becomes 1)."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value if v is not None]
+    return value
 
 
 def apply_defaults(rt: ResourceType, obj: Obj) -> None:
@@ -34,10 +43,7 @@ def apply_defaults(rt: ResourceType, obj: Obj) -> None:
         if rt.kind == "Deployment":
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault("progressDeadlineSeconds", 600)
-            strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
-            if strategy.get("type", "RollingUpdate") == "RollingUpdate":
-                strategy.setdefault("type", "RollingUpdate")
-                strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
+            _default_strategy(spec)
     elif rt.kind == "Pod":
         _default_pod_spec(spec)
         status = obj.setdefault("status", {})
@@ -52,6 +58,19 @@ def apply_defaults(rt: ResourceType, obj: Obj) -> None:
         obj.setdefault("status", {}).setdefault("phase", "Active")
     elif rt.kind == "Secret":
         obj.setdefault("type", "Opaque")
+
+
+def _default_strategy(spec: Obj) -> None:
+    """SetDefaults_Deployment: RollingUpdate, and each of its two fences 25% when unset."""
+    strategy = spec.setdefault("strategy", {})
+    if not isinstance(strategy, dict):
+        return
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        if isinstance(rolling, dict):
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
 
 
 def _default_pod_spec(spec: Obj | None) -> None:
@@ -101,36 +120,3 @@ def _default_service(obj: Obj) -> None:
         if kind in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
             port["nodePort"] = next(_node_ports)
     obj.setdefault("status", {}).setdefault("loadBalancer", {})
-
-
-def validate(rt: ResourceType, obj: Obj) -> None:
-    """Raise ApiError 422 Invalid for the mistakes the real server rejects."""
-    name = str((obj.get("metadata") or {}).get("name") or "")
-    if not _SUBDOMAIN.match(name) or len(name) > 253:
-        raise invalid(rt, name, [("metadata.name", (
-            f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case '
-            "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
-            "character (e.g. 'example.com', regex used for validation is "
-            r"'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"))])
-    if rt.kind in ("Deployment", "ReplicaSet"):
-        _validate_workload(rt, name, obj.get("spec"))
-    if not isinstance(obj.get("metadata", {}).get("labels", {}), dict):
-        raise ApiError(400, "BadRequest", "metadata.labels must be a map of strings")
-
-
-def _validate_workload(rt: ResourceType, name: str, spec: Any) -> None:
-    if not isinstance(spec, dict):
-        raise invalid(rt, name, [("spec.template.spec.containers", "Required value")])
-    selector = spec.get("selector")
-    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
-        raise invalid(rt, name, [("spec.selector", "Required value")])
-    template = spec.get("template") or {}
-    labels = (template.get("metadata") or {}).get("labels") or {}
-    if not label_selector_matches(selector, labels):
-        shown = ", ".join(f'"{k}":"{v}"' for k, v in sorted(labels.items()))
-        raise invalid(rt, name, [("spec.template.metadata.labels",
-                                  f"Invalid value: map[string]string{{{shown}}}: "
-                                  "`selector` does not match template `labels`")])
-    containers = (template.get("spec") or {}).get("containers")
-    if not containers:
-        raise invalid(rt, name, [("spec.template.spec.containers", "Required value")])

@@ -8,9 +8,9 @@ functions over JSON objects; the API server stores the results.
 
 Simplified model of the real structured-merge-diff: ownership is tracked per
 leaf path (a scalar, an empty map, an atomic list, a keyed list item's marker);
-list items are keyed by the built-in types' patch merge key (one field), custom
-resources' lists are atomic, and the applied configuration is not validated
-against a schema.
+list items are keyed by the built-in types' patch merge key (one field) and custom
+resources' lists are atomic. The applied configuration's fields and types are
+checked against the kind's schema by `sandbox.decoding` before it gets here.
 """
 
 from __future__ import annotations
@@ -262,12 +262,37 @@ def apply(live: Obj | None, applied: Obj, manager: str, *, force: bool, kind: st
     result = copy.deepcopy(live) if live else {"metadata": {}}
     previously = entries.owned[mine] if mine >= 0 else set()
     others = set().union(*(o for i, o in enumerate(entries.owned) if i != mine))
-    for path in sorted(previously - set(wanted) - others, key=len, reverse=True):
-        remove_path(result, path)
+    prune(result, previously - set(wanted) - others, others | set(wanted))
     merged: Obj = merge_applied(result, applied, kind, custom=custom)
     entries.set(manager, "Apply", set(wanted), applied.get("apiVersion", ""))
     merged["metadata"]["managedFields"] = entries.render()
     return merged
+
+
+def prune(obj: Obj, dropped: set[Path], kept: set[Path]) -> None:
+    """Remove the fields an applier stopped sending that nobody else owns.
+
+    As structured-merge-diff's prune and addBackOwnedItems do: a list item whose marker
+    is dropped stays while anyone still owns a field inside it, and an item's key
+    fields (its identity) go only with the item. Fields go before items, deepest first,
+    in a fixed order, so no removal can hide an item from another.
+    """
+    items = {p[:-1] for p in dropped if p[-1] == "."}
+    gone_items = {item for item in items
+                  if not any(len(k) > len(item) and k[:len(item)] == item for k in kept)}
+    fields = [p for p in dropped if p[-1] != "." and not _is_key_field(p)
+              and not any(p[:len(item)] == item for item in gone_items)]
+    for path in sorted(fields, key=lambda p: (-len(p), p)):
+        remove_path(obj, path)
+    for item in sorted(gone_items, key=lambda p: (-len(p), p)):
+        remove_path(obj, item)
+
+
+def _is_key_field(path: Path) -> bool:
+    """`...k:{"name":"side"}.f:name`: a field that is part of its list item's key."""
+    if len(path) < 2 or not path[-2].startswith("k:") or not path[-1].startswith("f:"):
+        return False
+    return path[-1][2:] in json.loads(path[-2][2:])
 
 
 def merge_applied(live: Any, applied: Any, kind: str, *, custom: bool,

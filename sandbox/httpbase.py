@@ -44,7 +44,11 @@ class Target:
 
 
 def parse_target(parts: list[str]) -> Target | None:
-    """Split `/api/v1/...` or `/apis/G/V/...` (as path segments) into a Target."""
+    """Split `/api/v1/...` or `/apis/G/V/...` (as path segments) into a Target.
+
+    A namespaced resource is served at `namespaces/<ns>/<plural>[/<name>[/<sub>]]`
+    and, for listing and watching across namespaces, at `<plural>` alone.
+    """
     if parts[:1] == ["api"] and len(parts) >= 3:
         group, version, rest = "", parts[1], parts[2:]
     elif parts[:1] == ["apis"] and len(parts) >= 4:
@@ -61,7 +65,15 @@ def parse_target(parts: list[str]) -> Target | None:
     rt = discovery.find_resource(group, version, rest[0]) if rest else None
     if rt is None or len(rest) > 3:
         raise PATH_NOT_FOUND
+    if rt.namespaced and len(rest) > 1:
+        raise PATH_NOT_FOUND  # a namespaced object has no cluster-wide path, only its list
     return Target(rt, None, _at(rest, 1), _at(rest, 2), watch)
+
+
+def warning_header(text: str) -> str:
+    """A `Warning` header value as the API server sends one (RFC 7234, code 299)."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 - "{quoted}"'
 
 
 def _at(items: list[str], index: int) -> str | None:
@@ -83,6 +95,7 @@ class HandlerBase(BaseHTTPRequestHandler):
     status_sent: int | None = None
     query: dict[str, list[str]]
     body: bytes
+    warnings: list[str]  # sent as `Warning: 299 - "..."` headers with the answer
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -130,6 +143,8 @@ class HandlerBase(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        for text in getattr(self, "warnings", ()):
+            self.send_header("Warning", warning_header(text))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -9,7 +9,8 @@ version) on a free local port, probes readiness (`sandbox.probes`), restarts the
 process when it exits (restartCount bumps, small exponential back-off: 0.2 s
 doubling to 2 s; `restartPolicy` Never/OnFailure honoured) and reports it all in
 the Pod's status (`sandbox.podstatus`) through the status subresource. A Pod that
-leaves the Store has its process terminated (SIGTERM, SIGKILL after 2 s); `stop()` ends them all.
+leaves the Store, or is being deleted (finalizers keep it), has its process
+terminated (SIGTERM, SIGKILL after 2 s); `stop()` ends them all.
 
 What a pod looks like from outside:
 - annotations `sandbox.bluegreen.dev/port` (the real port) and `sandbox.bluegreen.dev/dir`
@@ -156,7 +157,8 @@ class Kubelet:
             self._ending = [w for w in self._ending if w.is_alive()]
             for key, worker in list(self._workers.items()):
                 pod = pods.get(key)
-                if pod is None or pod["metadata"]["uid"] != worker.uid:
+                if (pod is None or pod["metadata"]["uid"] != worker.uid
+                        or pod["metadata"].get("deletionTimestamp")):
                     worker.stop()
                     self._ending.append(self._workers.pop(key))
             for key, pod in pods.items():

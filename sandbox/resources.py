@@ -35,6 +35,8 @@ class ResourceType:
     categories: tuple[str, ...] = ()
     field_selectors: tuple[str, ...] = ()  # beyond metadata.name / metadata.namespace
     storage_version: str = ""  # for a type served at several versions: the stored one
+    # DELETE answers with the object (the registry's ReturnDeletedObject), else a Status.
+    returns_deleted: bool = False
 
     @property
     def key(self) -> str:
@@ -77,12 +79,15 @@ class ResourceType:
 def _catalogue() -> dict[str, ResourceType]:
     types = [
         ResourceType("", "v1", "namespaces", "Namespace", namespaced=False,
-                     short_names=("ns",), field_selectors=("status.phase",)),
+                     short_names=("ns",), field_selectors=("status.phase",),
+                     returns_deleted=True),
         ResourceType("", "v1", "pods", "Pod", short_names=("po",), categories=("all",),
+                     returns_deleted=True,
                      field_selectors=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
                                       "spec.serviceAccountName", "status.phase", "status.podIP",
                                       "status.nominatedNodeName")),
-        ResourceType("", "v1", "services", "Service", short_names=("svc",), categories=("all",)),
+        ResourceType("", "v1", "services", "Service", short_names=("svc",), categories=("all",),
+                     returns_deleted=True),
         ResourceType("", "v1", "configmaps", "ConfigMap", short_names=("cm",), has_status=False),
         ResourceType("", "v1", "secrets", "Secret", has_status=False, field_selectors=("type",)),
         ResourceType("", "v1", "events", "Event", short_names=("ev",), has_status=False,
@@ -130,9 +135,11 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+        self.list_continue: str | None = None  # a Status's `metadata.continue` (paged lists)
 
     def status(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+        meta = {"continue": self.list_continue} if self.list_continue else {}
+        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": meta,
                                 "status": "Failure", "message": self.message}
         if self.reason:
             body["reason"] = self.reason
@@ -161,6 +168,12 @@ def already_exists(rt: ResourceType, name: str) -> ApiError:
                     _details(rt, name))
 
 
+def forbidden(rt: ResourceType, name: str, why: str) -> ApiError:
+    """errors.NewForbidden: `deployments.apps "web" is forbidden: <why>`."""
+    return ApiError(403, "Forbidden", f'{rt.group_resource} "{name}" is forbidden: {why}',
+                    _details(rt, name))
+
+
 def conflict(rt: ResourceType, name: str) -> ApiError:
     return ApiError(409, "Conflict",
                     f'Operation cannot be fulfilled on {rt.group_resource} "{name}": '
@@ -169,21 +182,37 @@ def conflict(rt: ResourceType, name: str) -> ApiError:
                     _details(rt, name))
 
 
-def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]], *,
+_CAUSE_REASONS = (("Invalid value", "FieldValueInvalid"), ("Required value", "FieldValueRequired"),
+                  ("Unsupported value", "FieldValueNotSupported"),
+                  ("Forbidden", "FieldValueForbidden"), ("Duplicate value", "FieldValueDuplicate"),
+                  ("Too long", "FieldValueTooLong"), ("Too many", "FieldValueTooMany"),
+                  ("Not found", "FieldValueNotFound"))
+
+Cause = tuple[str, str] | tuple[str, str, str]  # (field, message[, reason])
+
+
+def invalid(rt: ResourceType, name: str, causes: list[Cause], *,
             by_resource: bool = False) -> ApiError:
     """A 422 Invalid naming each (field, problem) as the real validation errors do.
 
     Validation names the kind (`Deployment.apps "x" is invalid`); the storage layer's
-    own checks name the resource (`virtualservices.networking.istio.io "x" ...`).
+    own checks name the resource (`virtualservices.networking.istio.io "x" ...`). A
+    cause's reason follows from its message (`Required value` is FieldValueRequired)
+    unless given as a third element.
     """
-    text = ", ".join(f"{f}: {m}" for f, m in causes)
+    text = ", ".join(f"{c[0]}: {c[1]}" for c in causes)
     if len(causes) > 1:
         text = "[" + text + "]"
     qualified, kind = (rt.group_resource, rt.plural) if by_resource else (rt.group_kind, rt.kind)
     return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}',
                     _details(rt, name, kind=kind, causes=[
-                        {"reason": "FieldValueInvalid" if m.startswith("Invalid value")
-                         else "FieldValueRequired", "message": m, "field": f} for f, m in causes]))
+                        {"reason": c[2] if len(c) > 2 else _cause_reason(c[1]),
+                         "message": c[1], "field": c[0]} for c in causes]))
+
+
+def _cause_reason(message: str) -> str:
+    return next((reason for prefix, reason in _CAUSE_REASONS if message.startswith(prefix)),
+                "FieldValueInvalid")
 
 
 def missing_resource_version(rt: ResourceType, name: str) -> ApiError:
@@ -191,6 +220,18 @@ def missing_resource_version(rt: ResourceType, name: str) -> ApiError:
     return invalid(rt, name, [("metadata.resourceVersion",
                                "Invalid value: 0x0: must be specified for an update")],
                    by_resource=True)
+
+
+def deleted_status(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """What DELETE answers for a kind whose registry does not return the deleted object
+    (genericregistry.Store.finalizeDelete): a Success Status naming it, no code."""
+    meta = obj.get("metadata") or {}
+    details: dict[str, Any] = {"name": meta.get("name", "")}
+    if rt.group:
+        details["group"] = rt.group
+    details.update(kind=rt.plural, uid=meta.get("uid", ""))
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details}
 
 
 def bad_request(message: str) -> ApiError:

@@ -12,7 +12,7 @@ where Istio's ingress gateway would send it, or which error it would answer:
 3. its `spec.http` routes in order: a route matches when any entry of `match`
    matches (no `match` = always); an entry ANDs `uri`, `method`, `authority`,
    `headers`, `withoutHeaders`, `queryParams` (`exact`/`prefix`/`regex`, regex with
-   RE2 full-match semantics; `ignoreUriCase`);
+   RE2 full-match semantics; `ignoreUriCase` for exact and prefix URIs);
 4. a weighted pick among the route's destinations (`weight`; a lone one gets 100);
 5. destination host (`myapp`, `myapp.ns`, `myapp.ns.svc.cluster.local`) → Service;
    `subset` → labels from the DestinationRule for that host; endpoints = Ready pods
@@ -150,19 +150,22 @@ def find_virtualservice(snapshot: Snapshot, host: str) -> Obj | None:
 
 def string_matches(spec: Mapping[str, Any] | None, value: str | None,
                    *, ignore_case: bool = False) -> bool:
-    """Istio StringMatch: `exact`, `prefix` or `regex` (full match). `{}` = present."""
+    """Istio StringMatch: `exact`, `prefix` or `regex` (full match). `{}` = present.
+
+    `ignore_case` (HTTPMatchRequest.ignoreUriCase) applies to `exact` and `prefix` only,
+    as Istio documents it; a regex matches as written.
+    """
     if value is None:
         return False
     if not spec:
         return True
-    if ignore_case:
-        value = value.lower()
     if "exact" in spec:
         expected = str(spec["exact"])
-        return value == (expected.lower() if ignore_case else expected)
+        return value.lower() == expected.lower() if ignore_case else value == expected
     if "prefix" in spec:
         prefix = str(spec["prefix"])
-        return value.startswith(prefix.lower() if ignore_case else prefix)
+        return (value.lower().startswith(prefix.lower()) if ignore_case
+                else value.startswith(prefix))
     if "regex" in spec:
         try:
             return re.fullmatch(str(spec["regex"]), value) is not None

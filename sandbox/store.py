@@ -1,12 +1,14 @@
 """The sandbox cluster's state: every object, one global resourceVersion, watches.
 
-Owns what etcd plus the generic registry own in a real cluster: create/update/
-delete with optimistic concurrency, server-set metadata (uid, creationTimestamp,
-resourceVersion, generation), owner-reference cascade on delete, a bounded
-per-resource event history for watches, and change subscriptions for in-process
-controllers (the kubelet). The resource catalogue and `ApiError` live in
-`sandbox.resources` (re-exported here), defaulting and validation in
-`sandbox.defaults`; HTTP, patch formats and discovery in other modules.
+Owns what etcd plus the generic registry own in a real cluster: create/update
+with optimistic concurrency, server-set metadata (uid, creationTimestamp,
+resourceVersion, generation), a bounded per-resource event history for watches
+(and lists as of an earlier resourceVersion), and change subscriptions for
+in-process controllers (the kubelet). Deletion (finalizers, propagation, the
+garbage collector) is `sandbox.deletion`'s, mixed in. The resource catalogue and
+`ApiError` live in `sandbox.resources` (re-exported here), defaulting in
+`sandbox.defaults`, validation in `sandbox.validation`; HTTP, patch formats and
+discovery in other modules.
 
 All state sits behind one lock. Watchers (`sandbox.watchers`) get events pushed
 into their own unbounded queues and subscribers are called from a dispatcher
@@ -26,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.defaults import apply_defaults, validate
+from sandbox.defaults import apply_defaults, drop_nulls
+from sandbox.deletion import Deletion
 from sandbox.resources import (
     RESOURCES,
     ApiError,
@@ -34,6 +37,7 @@ from sandbox.resources import (
     already_exists,
     bad_request,
     conflict,
+    forbidden,
     invalid,
     missing_resource_version,
     not_found,
@@ -50,6 +54,7 @@ from sandbox.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from sandbox.validation import validate
 from sandbox.watchers import Event, Watcher
 
 __all__ = ["RESOURCES", "ApiError", "ResourceType", "Store", "Watcher", "resource"]
@@ -75,7 +80,7 @@ class _State:
     history: dict[str, _History] = field(default_factory=dict)
 
 
-class Store:
+class Store(Deletion):
     """Thread-safe object storage with one global resourceVersion counter."""
 
     def __init__(self, *, history: int = 500) -> None:
@@ -106,34 +111,60 @@ class Store:
             return None if obj is None else self.present(rt, obj)
 
     def list(self, key: str, namespace: str | None = None, *, label_selector: str | None = None,
-             field_selector: str | None = None) -> tuple[list[Obj], int]:
-        """Matching objects sorted by namespace and name, and the list's resourceVersion."""
+             field_selector: str | None = None, at: int | None = None) -> tuple[list[Obj], int]:
+        """Matching objects sorted by namespace and name, and the list's resourceVersion.
+
+        `at` lists them as they were at that resourceVersion (a paged list's snapshot),
+        from the watch history; ApiError 410 Expired when the history no longer reaches
+        back that far.
+        """
         rt = resource(key)
         labels, fields = _parse_selectors(rt, label_selector, field_selector)
         with self._lock:
-            items = [obj for (ns, _), obj in sorted(self._table(rt).items())
+            table = self._table(rt) if at is None else self._table_at(rt, at)
+            items = [obj for (ns, _), obj in sorted(table.items())
                      if (not namespace or ns == namespace)
                      and labels_match(labels, obj["metadata"].get("labels"))
                      and fields_match(fields, obj)]
-            return [self.present(rt, o) for o in items], self._rv
+            return [self.present(rt, o) for o in items], self._rv if at is None else at
+
+    def _table_at(self, rt: ResourceType, rv: int) -> dict[tuple[str, str], Obj]:
+        """The objects of `rt` as of resourceVersion `rv`: today's, with later events undone."""
+        history = self._history(rt)
+        if rv < history.dropped_upto or rv > self._rv:
+            raise ApiError(410, "Expired", f"too old resource version: {rv}")
+        table = dict(self._table(rt))
+        for event in reversed(history.events):
+            if event.rv <= rv:
+                break
+            meta = event.obj["metadata"]
+            key = (meta.get("namespace", ""), meta["name"])
+            if event.type == "ADDED":
+                table.pop(key, None)
+            elif event.old is not None:
+                table[key] = event.old
+        return table
 
     # ---- writes ------------------------------------------------------------------------
 
     def create(self, key: str, namespace: str | None, obj: Obj, *, dry_run: bool = False) -> Obj:
         """Store a new object; 409 AlreadyExists, 404 for a missing namespace."""
         rt = resource(key)
-        obj = copy.deepcopy(obj)
+        obj = drop_nulls(obj)
         meta = obj.setdefault("metadata", {})
         ns = self._ns(rt, namespace or meta.get("namespace"))
         if rt.namespaced and meta.get("namespace") and namespace and meta["namespace"] != namespace:
             raise bad_request("the namespace of the provided object does not match the namespace "
                               "sent on the request")
         with self._lock:
-            if rt.namespaced and ("", ns) not in self._table(RESOURCES["v1/namespaces"]):
-                raise not_found(RESOURCES["v1/namespaces"], ns)
+            namespaces = RESOURCES["v1/namespaces"]
+            if rt.namespaced and ("", ns) not in self._table(namespaces):
+                raise not_found(namespaces, ns)
+            if rt.namespaced and self._table(namespaces)[("", ns)]["metadata"].get(
+                    "deletionTimestamp"):
+                raise forbidden(rt, meta.get("name") or "", f"unable to create new content in "
+                                f"namespace {ns} because it is being terminated")
             name = meta.get("name") or self._generate_name(rt, ns, meta.get("generateName"))
-            if (ns, name) in self._table(rt):
-                raise already_exists(rt, name)
             meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
             for transient in ("resourceVersion", "deletionTimestamp", "selfLink"):
                 meta.pop(transient, None)
@@ -148,7 +179,9 @@ class Store:
                 if not rt.custom:
                     obj["status"] = {}
             apply_defaults(rt, obj)
-            validate(rt, obj)
+            validate(rt, obj)  # before the name is checked, as BeforeCreate runs first
+            if (ns, name) in self._table(rt):
+                raise already_exists(rt, name)
             return self._commit(rt, "ADDED", obj, None, dry_run=dry_run)
 
     def update(self, key: str, namespace: str | None, obj: Obj, *,
@@ -186,22 +219,6 @@ class Store:
             if rv and str(rv) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
             return self._replace(rt, current, new, subresource, dry_run)
-
-    def delete(self, key: str, namespace: str | None, name: str, *, dry_run: bool = False,
-               preconditions: dict[str, Any] | None = None) -> Obj | None:
-        """Remove an object and, like the garbage collector, everything it owns.
-
-        `preconditions` ({uid, resourceVersion}) must match the stored object (409).
-        """
-        rt = resource(key)
-        with self._lock:
-            current = self._table(rt).get((self._ns(rt, namespace), name))
-            if current is None:
-                return None
-            _check_preconditions(rt, current, preconditions or {})
-            if dry_run:
-                return self.present(rt, current)
-            return self.present(rt, self._remove(rt, current))
 
     # ---- watches and subscriptions -------------------------------------------------------
 
@@ -291,21 +308,30 @@ class Store:
 
     def _replace(self, rt: ResourceType, current: Obj, new: Obj, subresource: str | None,
                  dry_run: bool = False) -> Obj:
+        new = drop_nulls(new)
         if subresource == "status":
             result = copy.deepcopy(current)
             result["status"] = new.get("status") or {}
+            for key in _STATUS_TAKES_META.get(rt.kind, ()):
+                if (new.get("metadata") or {}).get(key):
+                    result["metadata"][key] = new["metadata"][key]
+                else:
+                    result["metadata"].pop(key, None)
         elif subresource is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         else:
             result = new
             _keep_server_fields(rt, current, result)
             apply_defaults(rt, result)
-            validate(rt, result)
+            validate(rt, result, current)
         storage = RESOURCES[rt.storage_key]
         result["apiVersion"], result["kind"] = storage.api_version, storage.kind
         if _same_content(current, result):
             return self.present(rt, current)
-        if rt.has_generation and _generation_body(rt, current) != _generation_body(rt, result):
+        if subresource is None and self._released(rt, current, result):
+            return self.present(rt, result if dry_run else self._remove(rt, result))
+        if (rt.has_generation and subresource is None
+                and _generation_body(rt, current) != _generation_body(rt, result)):
             result["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         return self._commit(rt, "MODIFIED", result, current, dry_run=dry_run)
 
@@ -336,36 +362,6 @@ class Store:
             self._dispatch.put((kind, rt.storage_key, copy.deepcopy(obj)))
         return self.present(rt, obj)
 
-    def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
-        gone = copy.deepcopy(obj)
-        self._commit(rt, "DELETED", gone, obj)
-        uid = obj["metadata"]["uid"]
-        for key in sorted({t.storage_key for t in RESOURCES.values()}):
-            dep_rt = RESOURCES[key]
-            for dependent in list(self._table(dep_rt).values()):
-                meta = dependent["metadata"]
-                owned = any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or ())
-                in_ns = rt.plural == "namespaces" and meta.get("namespace") == meta_name(obj)
-                still_there = (meta.get("namespace", ""), meta["name"]) in self._table(dep_rt)
-                if (owned or in_ns) and still_there:
-                    self._remove(dep_rt, dependent)
-        return gone
-
-
-def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str, Any]) -> None:
-    meta = current["metadata"]
-    for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
-        wanted = preconditions.get(key)
-        if wanted and str(wanted) != meta.get(key):
-            raise ApiError(409, "Conflict", f"Operation cannot be fulfilled on {rt.group_resource} "
-                           f'"{meta["name"]}": Precondition failed: {label} in precondition: '
-                           f"{wanted}, {label} in object meta: {meta.get(key)}",
-                           {"name": meta["name"], "group": rt.group, "kind": rt.plural})
-
-
-def meta_name(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
-
 
 def _parse_selectors(rt: ResourceType, label_selector: str | None, field_selector: str | None
                      ) -> tuple[list[Requirement], list[FieldRequirement]]:
@@ -376,8 +372,14 @@ def _parse_selectors(rt: ResourceType, label_selector: str | None, field_selecto
         raise bad_request(str(e)) from None
 
 
+# Metadata a status write may change besides status, by the status strategies'
+# PrepareForUpdate (a Deployment's: all but spec and labels; a ReplicaSet's and a
+# Pod's: all but spec); the rest of metadata stays the stored object's.
+_STATUS_TAKES_META = {"Deployment": ("annotations",), "ReplicaSet": ("labels", "annotations"),
+                      "Pod": ("labels", "annotations")}
+
 _SERVER_META = ("name", "namespace", "uid", "creationTimestamp", "generation",
-                "deletionTimestamp", "resourceVersion")
+                "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion")
 
 
 def _keep_server_fields(rt: ResourceType, current: Obj, result: Obj) -> None:
@@ -424,10 +426,12 @@ def _same_content(a: Obj, b: Obj) -> bool:
 
 
 def _generation_body(rt: ResourceType, obj: Obj) -> Any:
-    """What counts as the desired state: `spec` for built-ins, all but metadata/status for CRDs."""
+    """What counts as the desired state: `spec` for built-ins, and a Deployment's
+    annotations too (they are copied to its ReplicaSets: deployment strategy's
+    PrepareForUpdate); all but metadata and status for custom resources."""
     if rt.custom:
         skip = ("metadata", "status", "apiVersion", "kind")
         return {k: v for k, v in obj.items() if k not in skip}
+    if rt.kind == "Deployment":
+        return obj.get("spec"), (obj.get("metadata") or {}).get("annotations")
     return obj.get("spec")
-
-

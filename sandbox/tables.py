@@ -147,9 +147,11 @@ def to_table(body: Obj, *, include_object: str = "Metadata") -> Obj:
     kind = body.get("kind", "")
     kind = kind[:-4] if isinstance(items, list) and kind.endswith("List") else kind
     columns = COLUMNS.get(kind, [NAME, AGE])
-    rv = (body.get("metadata") or {}).get("resourceVersion", "")
+    meta = body.get("metadata") or {}
+    paging = {k: meta[k] for k in ("continue", "remainingItemCount") if k in meta}
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": meta.get("resourceVersion", ""), **paging},
         "columnDefinitions": [{"name": name, "type": kind_, "format": "name" if name == "Name"
                                else "", "description": name, "priority": priority}
                               for name, kind_, priority, _ in columns],

@@ -5,7 +5,8 @@ Owns what each verb does on the wire: which bodies and content types it takes,
 the status code it answers with, and how it turns a request into store calls
 (PATCH and PUT run as one atomic read-modify-write so field ownership is
 computed against the object they replace). Patch formats are in
-`sandbox.patching`, ownership and server-side apply in `sandbox.fieldmanager`.
+`sandbox.patching`, ownership and server-side apply in `sandbox.fieldmanager`,
+reading bodies against the kinds' fields (`fieldValidation`) in `sandbox.decoding`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from sandbox import fieldmanager, patching
+from sandbox import decoding, fieldmanager, paging, patching
+from sandbox.deletion import POLICIES, is_gone
 from sandbox.httpbase import (
     METHOD_NOT_ALLOWED,
     HandlerBase,
@@ -24,7 +26,14 @@ from sandbox.httpbase import (
     Target,
     target_not_found,
 )
-from sandbox.resources import ApiError, ResourceType, bad_request, missing_resource_version
+from sandbox.resources import (
+    ApiError,
+    ResourceType,
+    bad_request,
+    deleted_status,
+    forbidden,
+    missing_resource_version,
+)
 from sandbox.store import Store
 
 JSON_PATCH = "application/json-patch+json"
@@ -33,24 +42,41 @@ STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 # The kubelet's convention: a pod's working directory, holding its `container.log`.
 LOG_DIR_ANNOTATION = "sandbox.bluegreen.dev/dir"
+# The NamespaceLifecycle admission plugin refuses to delete these.
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 
 
 class ResourceVerbs(HandlerBase):
     """The verbs on collections and objects (watch is in `sandbox.watchstream`)."""
 
-    def list_body(self, target: Target) -> Obj:
+    def list_body(self, target: Target, *, paged: bool = True) -> Obj:
+        """The list, one page of it when `limit` asks (see `sandbox.paging`)."""
         rt = target.rt
-        items, rv = self.api.store.list(rt.key, target.namespace,
-                                        label_selector=self.param("labelSelector"),
-                                        field_selector=self.param("fieldSelector"))
-        return {"kind": rt.list_kind, "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": str(rv)}, "items": items}
+        limit = self.param("limit") or ""
+        token = self.param("continue") if paged else None
+        cont = paging.decode(token) if token else None
+        at = cont.rv if cont is not None and cont.rv != paging.LATEST else None
+        selectors = {"label_selector": self.param("labelSelector"),
+                     "field_selector": self.param("fieldSelector")}
+        try:
+            items, rv = self.api.store.list(rt.key, target.namespace, at=at, **selectors)
+        except ApiError as e:
+            if e.code != 410 or cont is None:
+                raise
+            raise paging.expired(cont.start) from None
+        items, meta = paging.page(
+            items, namespaced_scope=bool(target.namespace), start=cont.start if cont else None,
+            limit=int(limit) if paged and limit.isdigit() and int(limit) > 0 else None, rv=rv,
+            countable=not any(selectors.values()))
+        return {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta,
+                "items": items}
 
     def create(self, target: Target) -> None:
         rt = target.rt
-        obj = self.object_body(rt)
         if target.name is not None:
             raise METHOD_NOT_ALLOWED
+        mode = decoding.directive(self.param("fieldValidation"), "CreateOptions")
+        obj = decoding.check_body(rt, self.object_body(rt), mode, self.warnings)
         obj.setdefault("apiVersion", rt.api_version)
         obj.setdefault("kind", rt.kind)
         fieldmanager.record_update(None, obj, self.manager(), kind=rt.kind, custom=rt.custom)
@@ -59,7 +85,8 @@ class ResourceVerbs(HandlerBase):
 
     def replace(self, target: Target) -> None:
         rt, name = target.rt, target.name or ""
-        obj = self.object_body(rt)
+        mode = decoding.directive(self.param("fieldValidation"), "UpdateOptions")
+        obj = decoding.check_body(rt, self.object_body(rt), mode, self.warnings)
         meta = obj.setdefault("metadata", {})
         if meta.get("name") != name:
             raise bad_request(f"the name of the object ({meta.get('name', '')}) does not match "
@@ -94,14 +121,24 @@ class ResourceVerbs(HandlerBase):
         if not isinstance(options, dict):
             raise bad_request("DeleteOptions must be a JSON object")
         dry_run = self.dry_run or options.get("dryRun") == ["All"]
-        gone = self.api.store.delete(target.rt.key, target.namespace, target.name or "",
-                                     dry_run=dry_run, preconditions=options.get("preconditions"))
-        if gone is None:
+        policy, orphan = _propagation(options, self.param("propagationPolicy"),
+                                      self.param("orphanDependents"))
+        if target.rt.kind == "Namespace" and target.name in IMMORTAL_NAMESPACES:
+            raise forbidden(target.rt, target.name, "this namespace may not be deleted")
+        answer = self.api.store.delete(target.rt.key, target.namespace, target.name or "",
+                                       dry_run=dry_run, preconditions=options.get("preconditions"),
+                                       propagation=policy)
+        if answer is None:
             raise target_not_found(target)
-        self.send_object(200, gone)
+        if not is_gone(answer):  # finalizers hold it: the object as it now is
+            self.send_object(202 if orphan is False else 200, answer)
+        elif target.rt.returns_deleted:
+            self.send_object(200, answer)
+        else:
+            self.send_json(200, deleted_status(target.rt, answer))
 
     def delete_collection(self, target: Target) -> None:
-        body = self.list_body(target)
+        body = self.list_body(target, paged=False)
         for obj in body["items"]:
             meta = obj["metadata"]
             self.api.store.delete(target.rt.key, meta.get("namespace"), meta["name"],
@@ -119,12 +156,15 @@ class ResourceVerbs(HandlerBase):
         if content_type == APPLY_PATCH:
             self.server_side_apply(target)
             return
+        mode = decoding.directive(self.param("fieldValidation"), "PatchOptions")
         if self.param("force") is not None:
             raise _invalid_options("force", "Forbidden: may not be specified for non-apply patch")
         patch = self.json_body()
 
         def change(current: Obj) -> Obj:
             new = _apply_patch(content_type, current, patch, rt)
+            shown = decoding.patch_shown(content_type == STRATEGIC_PATCH, patch, new)
+            new = decoding.check_patched(rt, new, mode, self.warnings, shown)
             _check_name(new, target.name or "")
             if target.subresource is None:
                 fieldmanager.record_update(current, new, self.manager(), kind=rt.kind,
@@ -137,6 +177,7 @@ class ResourceVerbs(HandlerBase):
 
     def server_side_apply(self, target: Target) -> None:
         rt = target.rt
+        decoding.directive(self.param("fieldValidation"), "PatchOptions")
         manager = self.param("fieldManager")
         if not manager:
             raise _invalid_options("fieldManager", "Required value: is required for apply patch")
@@ -162,6 +203,7 @@ class ResourceVerbs(HandlerBase):
         if applied.get("apiVersion") != rt.api_version or applied.get("kind") != rt.kind:
             raise bad_request(f"the API version in the data ({applied.get('apiVersion')}) and kind "
                               f"({applied.get('kind')}) must be {rt.api_version} {rt.kind}")
+        decoding.check_applied(rt, applied)
         return applied
 
     def exec(self, target: Target, method: str) -> None:
@@ -240,6 +282,26 @@ class ResourceVerbs(HandlerBase):
         self.send_json(200, to_scale(updated))
 
 
+def _propagation(options: Obj, policy_param: str | None,
+                 orphan_param: str | None) -> tuple[str | None, bool | None]:
+    """The propagation policy of a delete, from DeleteOptions or the query (as kubectl's
+    --cascade and the clients send it), and `orphanDependents` as given (deprecated)."""
+    policy = options.get("propagationPolicy") or policy_param
+    orphan = options.get("orphanDependents")
+    if orphan is None and orphan_param is not None:
+        orphan = orphan_param.lower() == "true"
+    if policy is not None and policy not in POLICIES:
+        supported = '"Foreground", "Background", "Orphan", "nil"'
+        problem = f'Unsupported value: "{policy}": supported values: {supported}'
+        raise _invalid_options("propagationPolicy", problem, "DeleteOptions")
+    if policy is not None and orphan is not None:
+        raise _invalid_options("propagationPolicy", f'Invalid value: "{policy}": orphanDependents '
+                               "and deletionPropagation cannot be both set", "DeleteOptions")
+    if orphan is not None:
+        policy = "Orphan" if orphan else "Background"
+    return policy, orphan
+
+
 def _check_name(obj: Any, name: str) -> None:
     given = ((obj or {}).get("metadata") or {}).get("name")
     if given != name:
@@ -247,11 +309,14 @@ def _check_name(obj: Any, name: str) -> None:
                           f"the URL ({name})")
 
 
-def _invalid_options(field: str, problem: str) -> ApiError:
-    return ApiError(422, "Invalid", f'PatchOptions.meta.k8s.io "" is invalid: {field}: {problem}',
-                    {"group": "meta.k8s.io", "kind": "PatchOptions",
-                     "causes": [{"reason": "FieldValueRequired" if "Required" in problem
-                                 else "FieldValueForbidden", "message": problem, "field": field}]})
+def _invalid_options(field: str, problem: str, options: str = "PatchOptions") -> ApiError:
+    reason = next((r for word, r in (("Required", "FieldValueRequired"),
+                                     ("Unsupported", "FieldValueNotSupported"),
+                                     ("Invalid", "FieldValueInvalid"))
+                   if problem.startswith(word)), "FieldValueForbidden")
+    return ApiError(422, "Invalid", f'{options}.meta.k8s.io "" is invalid: {field}: {problem}',
+                    {"group": "meta.k8s.io", "kind": options,
+                     "causes": [{"reason": reason, "message": problem, "field": field}]})
 
 
 def _apply_patch(content_type: str, current: Obj, patch: Any, rt: ResourceType) -> Obj:

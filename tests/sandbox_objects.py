@@ -2,18 +2,20 @@
 
 Kubernetes and Istio objects shaped like the seed's manifests (a colour's
 Deployment with a `/ready` probe, Service `myapp`, Gateway, DestinationRule and the
-cookie test route), plus `wait_for` and small readers of Store state.
+cookie test route), plus `wait_for`, small readers of Store state and a way to
+store an object the API would refuse.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox.store import Store
+from sandbox.store import Store, resource
 
 DEPLOYMENTS, REPLICASETS, PODS = "apps/v1/deployments", "apps/v1/replicasets", "v1/pods"
 ISTIO = "networking.istio.io/v1"
@@ -58,6 +60,17 @@ def deployment(name: str = "myapp-blue", color: str = "blue",
                      "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels},
                                   "spec": {"containers": [container]}}}}
+
+
+def store_unchecked(store: Store, key: str, namespace: str, obj: dict[str, Any]) -> None:
+    """Store an object past defaulting and validation, as data written by an older server
+    (or straight into etcd) can be: what the controllers must survive."""
+    rt = resource(key)
+    obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace,
+                               "uid": str(uuid.uuid4()), "generation": 1,
+                               "creationTimestamp": "2024-01-01T00:00:00Z"}}
+    with store._lock:
+        store._commit(rt, "ADDED", obj, None)
 
 
 def status(store: Store, name: str = "myapp-blue") -> dict[str, Any]:

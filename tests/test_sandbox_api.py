@@ -5,9 +5,12 @@ else writes while they look) and a short watch history; the last ones go through
 `python -m sandbox serve` (the `sandbox` fixture) with kubelet and ingress.
 Covered: CRUD and status codes for Deployments, Services and Istio objects,
 conflicts, 422/415 for custom resources, generation and the status subresource,
-the patch formats, server-side apply through the DynamicClient, selectors,
-watches (status change, timeout, 410), owner cascade, discovery, fault injection
-and the request log, and the serve command's seed objects and shutdown.
+unknown fields under each `fieldValidation` and values of the wrong JSON type,
+422 Invalid naming each field for what validation refuses (names, labels, pod
+specs, Deployment selectors and strategies, Services), the patch formats,
+server-side apply through the DynamicClient, selectors, paged lists, watches
+(status change, timeout, 410), owner cascade, discovery, fault injection and the
+request log, and the serve command's seed objects and shutdown.
 """
 
 from __future__ import annotations
@@ -169,7 +172,7 @@ def test_generate_name_and_bad_requests(api: Api) -> None:
     assert invalid.status_code == 422 and invalid.json()["reason"] == "Invalid"
 
 
-def test_generation_bumps_only_when_the_spec_changes(api: Api) -> None:
+def test_generation_bumps_when_the_spec_or_annotations_change(api: Api) -> None:
     made = api.apps.create_namespaced_deployment("default", deployment())
     labelled = api.apps.patch_namespaced_deployment("web", "default",
                                                     {"metadata": {"labels": {"x": "y"}}})
@@ -182,6 +185,167 @@ def test_generation_bumps_only_when_the_spec_changes(api: Api) -> None:
     again = api.apps.patch_namespaced_deployment("web", "default", {"spec": {"replicas": 2}})
     assert again.metadata.resource_version == scaled.metadata.resource_version, "no-op write"
     assert int(scaled.metadata.resource_version) > int(made.metadata.resource_version)
+    # A Deployment's annotations are copied to its ReplicaSets: they count as its spec.
+    annotated = api.apps.patch_namespaced_deployment("web", "default",
+                                                     {"metadata": {"annotations": {"a": "1"}}})
+    assert annotated.metadata.generation == 3
+    noted = api.apps.patch_namespaced_deployment_status(
+        "web", "default", {"metadata": {"annotations": {"deployment.kubernetes.io/revision":
+                                                        "1"}}})
+    assert noted.metadata.annotations == {"a": "1", "deployment.kubernetes.io/revision": "1"}
+    assert noted.metadata.generation == 3, "the controller's status write bumps nothing"
+
+
+def test_null_means_unset_and_rolling_update_fences_are_validated(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    body = deployment()
+    body["spec"]["replicas"] = None
+    body["metadata"]["labels"] = None
+    body["spec"]["strategy"] = {"rollingUpdate": {"maxSurge": 1}}
+    made = requests.post(url, json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["spec"]["replicas"] == 1 and "labels" not in made.json()["metadata"]
+    assert made.json()["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "25%"}}
+
+    unavailable = "spec.strategy.rollingUpdate.maxUnavailable"
+    fences = [({"maxUnavailable": "abc"}, unavailable,
+               'Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:"abc"}: a valid '
+               "percent string must be a numeric string followed by an ending '%' (e.g. '1%',  "
+               "or '93%', regex used for validation is '[0-9]+%')"),
+              ({"maxSurge": -1}, "spec.strategy.rollingUpdate.maxSurge",
+               "Invalid value: -1: must be greater than or equal to 0"),
+              ({"maxSurge": 0, "maxUnavailable": "0%"}, unavailable,
+               'Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:"0%"}: '
+               "may not be 0 when `maxSurge` is 0"),
+              ({"maxUnavailable": "101%"}, unavailable,
+               'Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:"101%"}: '
+               "must not be greater than 100%")]
+    for rolling, field, message in fences:
+        body = deployment("fenced")
+        body["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": rolling}
+        answer = requests.post(url, json=body)
+        assert answer.status_code == 422, answer.text
+        status = answer.json()
+        assert status["reason"] == "Invalid"
+        assert status["details"]["causes"] == [
+            {"reason": "FieldValueInvalid", "message": message, "field": field}]
+        assert status["message"] == f'Deployment.apps "fenced" is invalid: {field}: {message}'
+    assert api.store.get("apps/v1/deployments", "default", "fenced") is None
+
+
+DNS_LABEL = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+             "or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  "
+             "or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+
+
+def with_spec(**changes: Any) -> dict[str, Any]:
+    body = deployment()
+    body["spec"].update(changes)
+    return body
+
+
+def with_container(**changes: Any) -> dict[str, Any]:
+    body = deployment()
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del container[key]
+    return body
+
+
+DEPLOYMENTS_URL = "/apis/apps/v1/namespaces/default/deployments"
+MERGE = "application/merge-patch+json"
+INVALID_WRITES = [  # (method, path, body, content type, kind, field, message)
+    ("POST", DEPLOYMENTS_URL, with_spec(replicas=-1), None, "Deployment", "spec.replicas",
+     "Invalid value: -1: must be greater than or equal to 0"),
+    ("POST", DEPLOYMENTS_URL, with_container(name="Web_1"), None, "Deployment",
+     "spec.template.spec.containers[0].name", f'Invalid value: "Web_1": {DNS_LABEL}'),
+    ("POST", DEPLOYMENTS_URL, with_container(image=None), None, "Deployment",
+     "spec.template.spec.containers[0].image", "Required value"),
+    ("POST", DEPLOYMENTS_URL, with_spec(strategy={"type": "Recreate",
+                                                  "rollingUpdate": {"maxSurge": 1}}),
+     None, "Deployment", "spec.strategy.rollingUpdate",
+     "Forbidden: may not be specified when strategy `type` is 'Recreate'"),
+    ("POST", DEPLOYMENTS_URL, with_spec(selector={"matchLabels": {"app": "other"}}), None,
+     "Deployment", "spec.template.metadata.labels", 'Invalid value: map[string]string{"app":'
+     '"web"}: `selector` does not match template `labels`'),
+    ("PATCH", f"{DEPLOYMENTS_URL}/web", {"spec": {
+        "selector": {"matchLabels": {"app": "web", "tier": "x"}},
+        "template": {"metadata": {"labels": {"app": "web", "tier": "x"}}}}}, MERGE,
+     "Deployment", "spec.selector", 'Invalid value: &v1.LabelSelector{MatchLabels:map[string]'
+     'string{"app":"web", "tier":"x"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: '
+     "field is immutable"),
+    ("PATCH", f"{DEPLOYMENTS_URL}/web", {"metadata": {"labels": {"bad key": "x"}}}, MERGE,
+     "Deployment", "metadata.labels", 'Invalid value: "bad key": name part must consist of '
+     "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+     "character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+     "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"),
+    ("PATCH", f"{DEPLOYMENTS_URL}/web", {"metadata": {"labels": {"tier": "-x"}}},
+     "application/strategic-merge-patch+json", "Deployment", "metadata.labels",
+     'Invalid value: "-x": a valid label must be an empty string or consist of alphanumeric '
+     "characters, '-', '_' or '.', and must start and end with an alphanumeric character "
+     "(e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is "
+     "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
+    ("POST", "/api/v1/namespaces/default/pods", {"metadata": {"name": "p"}, "spec": {}}, None,
+     "Pod", "spec.containers", "Required value"),
+    ("POST", "/api/v1/namespaces/default/services", {
+        "metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}}, None, "Service",
+     "metadata.name", 'Invalid value: "1svc": a DNS-1035 label must consist of lower case '
+     "alphanumeric characters or '-', start with an alphabetic character, and end with an "
+     "alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is "
+     "'[a-z]([-a-z0-9]*[a-z0-9])?')"),
+    ("POST", "/api/v1/namespaces/default/services", {"metadata": {"name": "svc"}, "spec": {}},
+     None, "Service", "spec.ports", "Required value"),
+    ("POST", "/api/v1/namespaces", {"metadata": {"name": "my.ns"}}, None, "Namespace",
+     "metadata.name", f'Invalid value: "my.ns": {DNS_LABEL}'),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "content_type", "kind", "field", "message"),
+                         INVALID_WRITES, ids=[f"{w[4]}-{w[5]}" for w in INVALID_WRITES])
+def test_invalid_writes_are_422_naming_the_field(api: Api, method: str, path: str,
+                                                 body: dict[str, Any], content_type: str | None,
+                                                 kind: str, field: str, message: str) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    before = api.store.resource_version
+    answer = requests.request(method, api.url + path, json=body,
+                              headers={"Content-Type": content_type or "application/json"})
+    assert answer.status_code == 422, answer.text
+    status = answer.json()
+    name = body.get("metadata", {}).get("name") or "web"
+    group = ".apps" if kind == "Deployment" else ""
+    assert status["message"] == f'{kind}{group} "{name}" is invalid: {field}: {message}'
+    assert status["reason"] == "Invalid" and status["details"]["kind"] == kind
+    assert [(c["field"], c["message"]) for c in status["details"]["causes"]] == [(field, message)]
+    assert api.store.resource_version == before, "nothing was written"
+
+
+def test_valid_edge_cases_are_accepted(api: Api) -> None:
+    headless = api.core.create_namespaced_service("default", {
+        "metadata": {"name": "db"}, "spec": {"clusterIP": "None", "selector": {"app": "db"}}})
+    assert headless.spec.cluster_ip == "None"
+    external = api.core.create_namespaced_service("default", {
+        "metadata": {"name": "ext"}, "spec": {"type": "ExternalName",
+                                              "externalName": "db.example.com"}})
+    assert external.spec.external_name == "db.example.com"
+    made = api.apps.create_namespaced_deployment("default", deployment())
+    same = api.apps.patch_namespaced_deployment("web", "default", {
+        "spec": {"selector": {"matchLabels": {"app": "web"}}}})
+    assert same.metadata.resource_version == made.metadata.resource_version
+
+
+def test_null_labels_are_absent_labels_through_every_verb(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps"
+    made = requests.post(url, json={"metadata": {"name": "cfg", "labels": None}})
+    assert made.status_code == 201 and "labels" not in made.json()["metadata"]
+    body = {**made.json(), "metadata": {**made.json()["metadata"], "labels": None}}
+    replaced = requests.put(f"{url}/cfg", json=body)
+    assert replaced.status_code == 200 and "labels" not in replaced.json()["metadata"]
+    patched = requests.patch(f"{url}/cfg", json=[
+        {"op": "add", "path": "/metadata/labels", "value": None}],
+        headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 200 and "labels" not in patched.json()["metadata"]
 
 
 def test_status_subresource_writes_only_status_and_main_writes_keep_it(api: Api) -> None:
@@ -193,6 +357,87 @@ def test_status_subresource_writes_only_status_and_main_writes_keep_it(api: Api)
     after.status.observed_generation = 42
     kept = api.apps.replace_namespaced_deployment("web", "default", after)
     assert kept.status.observed_generation == 1 and kept.spec.replicas == 1
+
+
+# ---- decoding: unknown fields and wrong types ------------------------------------------------
+
+def test_unknown_fields_follow_field_validation(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    typo = deployment()
+    typo["spec"]["replica"] = 2
+    strict = requests.post(url, params={"fieldValidation": "Strict"}, json=typo)
+    assert (strict.status_code, strict.json()["reason"]) == (400, "BadRequest")
+    assert strict.json()["message"] == ('Deployment in version "v1" cannot be handled as a '
+                                        'Deployment: strict decoding error: unknown field '
+                                        '"spec.replica"')
+    assert api.store.get("apps/v1/deployments", "default", "web") is None
+
+    warned = requests.post(url, json=typo)  # no directive: Warn
+    assert warned.status_code == 201
+    assert warned.headers["Warning"] == '299 - "unknown field \\"spec.replica\\""'
+    assert "replica" not in warned.json()["spec"]
+    ignored = requests.post(url, params={"fieldValidation": "Ignore"}, json={
+        **deployment("quiet"), "colour": "blue"})
+    assert ignored.status_code == 201 and "Warning" not in ignored.headers
+    assert "colour" not in ignored.json()
+
+    patch = requests.patch(f"{url}/web", params={"fieldValidation": "Strict"},
+                           json={"spec": {"template": {"spec": {"containers": [
+                               {"name": "web", "imagePolicy": "Always"}]}}}},
+                           headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert (patch.status_code, patch.json()["reason"]) == (422, "Invalid")
+    [cause] = patch.json()["details"]["causes"]
+    assert cause["field"] == "patch" and cause["message"].endswith(
+        'strict decoding error: unknown field "spec.template.spec.containers[0].imagePolicy"')
+    wrong = requests.post(url, params={"fieldValidation": "Sometimes"}, json=deployment("x"))
+    assert wrong.status_code == 422 and wrong.json()["details"]["kind"] == "CreateOptions"
+
+
+def test_values_of_the_wrong_json_type_are_refused(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    quoted = deployment()
+    quoted["spec"]["replicas"] = "2"
+    numbered = deployment()
+    numbered["metadata"]["labels"]["tier"] = 1
+    for body, message in [
+            (quoted, "json: cannot unmarshal string into Go struct field "
+                     "DeploymentSpec.spec.replicas of type int32"),
+            (numbered, "json: cannot unmarshal number into Go struct field "
+                       "ObjectMeta.metadata.labels of type string")]:
+        answer = requests.post(url, json=body)
+        assert (answer.status_code, answer.json()["reason"]) == (400, "BadRequest")
+        assert answer.json()["message"] == (
+            f'Deployment in version "v1" cannot be handled as a Deployment: {message}')
+    assert api.store.list("apps/v1/deployments")[0] == []
+
+    service = requests.post(f"{api.url}/api/v1/namespaces/default/services", json={
+        "metadata": {"name": "svc"}, "spec": {"ports": [{"port": "80"}]}})
+    assert service.status_code == 400 and service.json()["message"].endswith(
+        "json: cannot unmarshal string into Go struct field ServicePort.spec.ports.port of "
+        "type int32")
+
+    vs = virtual_service()
+    vs["spec"]["hosts"] = "*"
+    with pytest.raises(ApiException) as e:
+        api.custom.create_namespaced_custom_object(*ISTIO, "default", "virtualservices", vs)
+    body = status_of(e.value)
+    assert (e.value.status, body["reason"]) == (422, "Invalid")
+    assert body["details"]["causes"] == [{
+        "reason": "FieldValueTypeInvalid", "field": "spec.hosts",
+        "message": 'Invalid value: "string": spec.hosts in body must be of type array: "string"'}]
+
+
+def test_server_side_apply_refuses_fields_outside_the_schema(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
+    typo = deployment()
+    typo["spec"]["replica"] = 2
+    answer = requests.patch(url, params={"fieldManager": "me"}, data=yaml.safe_dump(typo),
+                            headers={"Content-Type": "application/apply-patch+yaml"})
+    assert answer.status_code == 500 and "reason" not in answer.json()
+    assert answer.json()["message"] == ("failed to create typed patch object (/web; apps/v1, "
+                                        "Kind=Deployment): .spec.replica: field not declared "
+                                        "in schema")
+    assert api.store.get("apps/v1/deployments", "default", "web") is None
 
 
 # ---- patch formats ------------------------------------------------------------------------------
@@ -327,6 +572,39 @@ def test_server_side_apply_through_the_dynamic_client(api: Api, tmp_path: Path) 
     assert vs.spec.http[-1].route[0].destination.subset == "blue"
 
 
+def test_apply_keeps_a_container_another_manager_still_owns_fields_in(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
+    both = deployment()
+    containers = both["spec"]["template"]["spec"]["containers"]
+    containers.append({"name": "side", "image": "proxy:v1"})
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    smp = {"Content-Type": "application/strategic-merge-patch+json"}
+    assert requests.patch(url, params={"fieldManager": "mgr1"}, data=yaml.safe_dump(both),
+                          headers=apply).status_code == 201
+    patched = requests.patch(url, params={"fieldManager": "mgr2"}, headers=smp, json={
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "side", "env": [{"name": "MODE", "value": "x"}]}]}}}})
+    assert patched.status_code == 200
+
+    alone = deployment()  # mgr1 stops sending `side`; mgr2 still owns its env, not its image
+    refused = requests.patch(url, params={"fieldManager": "mgr1"}, data=yaml.safe_dump(alone),
+                             headers=apply)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["message"] == (
+        'Deployment.apps "web" is invalid: spec.template.spec.containers[1].image: '
+        "Required value")
+
+    requests.patch(url, params={"fieldManager": "mgr2"}, headers=smp, json={
+        "spec": {"template": {"spec": {"containers": [{"name": "side", "image": "proxy:v2"}]}}}})
+    kept = requests.patch(url, params={"fieldManager": "mgr1"}, data=yaml.safe_dump(alone),
+                          headers=apply)
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["spec"]["template"]["spec"]["containers"][1] == {
+        "name": "side", "image": "proxy:v2", "env": [{"name": "MODE", "value": "x"}],
+        "imagePullPolicy": "IfNotPresent", "resources": {},
+        "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}
+
+
 def test_apply_creates_with_201_and_needs_a_field_manager(api: Api) -> None:
     url = f"{api.url}/apis/apps/v1/namespaces/default/deployments/web"
     headers = {"Content-Type": "application/apply-patch+yaml"}
@@ -368,6 +646,47 @@ def test_label_and_field_selectors(api: Api) -> None:
 
 
 # ---- watches ------------------------------------------------------------------------------------
+
+def test_lists_page_with_limit_and_continue_over_one_snapshot(api: Api) -> None:
+    for name in ("c1", "c2", "c3", "c4", "c5"):
+        api.core.create_namespaced_config_map("default", {"metadata": {"name": name}})
+    first = api.core.list_namespaced_config_map("default", limit=2)
+    assert [c.metadata.name for c in first.items] == ["c1", "c2"]
+    assert first.metadata.remaining_item_count == 3 and first.metadata._continue
+
+    api.core.delete_namespaced_config_map("c3", "default")  # after the snapshot: unseen
+    api.core.create_namespaced_config_map("default", {"metadata": {"name": "c6"}})
+    second = api.core.list_namespaced_config_map("default", limit=2,
+                                                 _continue=first.metadata._continue)
+    assert [c.metadata.name for c in second.items] == ["c3", "c4"]
+    assert second.metadata.resource_version == first.metadata.resource_version
+    last = api.core.list_namespaced_config_map("default", limit=2,
+                                               _continue=second.metadata._continue)
+    assert [c.metadata.name for c in last.items] == ["c5"]
+    assert last.metadata._continue is None and last.metadata.remaining_item_count is None
+
+    selected = requests.get(f"{api.url}/api/v1/configmaps",
+                            params={"limit": "1", "fieldSelector": "metadata.namespace=default"})
+    assert selected.json()["metadata"]["continue"]
+    assert "remainingItemCount" not in selected.json()["metadata"], "unknown with a selector"
+
+
+def test_a_continue_token_older_than_the_history_is_410_with_a_way_on(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps"
+    for name in ("c1", "c2", "c3"):
+        api.core.create_namespaced_config_map("default", {"metadata": {"name": name}})
+    token = requests.get(url, params={"limit": "1"}).json()["metadata"]["continue"]
+    for n in range(25):  # the api fixture keeps 20 events per resource
+        api.core.patch_namespaced_config_map("c3", "default", {"data": {"n": str(n)}})
+    gone = requests.get(url, params={"limit": "1", "continue": token})
+    assert (gone.status_code, gone.json()["reason"]) == (410, "Expired")
+    assert gone.json()["message"].startswith("The provided continue parameter is too old")
+    onward = requests.get(url, params={"limit": "5", "continue":
+                                       gone.json()["metadata"]["continue"]})
+    assert [c["metadata"]["name"] for c in onward.json()["items"]] == ["c2", "c3"]
+    bad = requests.get(url, params={"limit": "1", "continue": "not-a-token"})
+    assert (bad.status_code, bad.json()["reason"]) == (400, "BadRequest")
+
 
 def test_watch_sees_a_status_change_and_ends_at_timeout(api: Api) -> None:
     made = api.apps.create_namespaced_deployment("default", deployment())
@@ -429,6 +748,14 @@ def test_watch_from_a_too_old_resource_version_is_410(api: Api) -> None:
 # ---- cascade, discovery, dry run ----------------------------------------------------------------
 
 def test_deleting_a_deployment_deletes_what_it_owns(api: Api) -> None:
+    owned_chain(api)
+    api.apps.delete_namespaced_deployment("web", "default")
+    assert api.apps.list_namespaced_replica_set("default").items == []
+    assert api.core.list_namespaced_pod("default").items == []
+
+
+def owned_chain(api: Api) -> tuple[Any, Any, Any]:
+    """A Deployment owning a ReplicaSet owning a Pod (no controllers run here)."""
     owner = api.apps.create_namespaced_deployment("default", deployment())
     ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
            "uid": owner.metadata.uid, "controller": True}
@@ -436,13 +763,117 @@ def test_deleting_a_deployment_deletes_what_it_owns(api: Api) -> None:
     rs.update(kind="ReplicaSet", metadata={**rs["metadata"], "ownerReferences": [ref]})
     made_rs = api.apps.create_namespaced_replica_set("default", rs)
     rs_ref = {**ref, "kind": "ReplicaSet", "name": "web-abc", "uid": made_rs.metadata.uid}
-    api.core.create_namespaced_pod("default", {"metadata": {"name": "web-abc-1",
-                                                            "ownerReferences": [rs_ref]},
-                                               "spec": {"containers": [{"name": "web",
-                                                                        "image": "app:v1"}]}})
-    api.apps.delete_namespaced_deployment("web", "default")
-    assert api.apps.list_namespaced_replica_set("default").items == []
+    pod = api.core.create_namespaced_pod("default", {
+        "metadata": {"name": "web-abc-1", "ownerReferences": [rs_ref]},
+        "spec": {"containers": [{"name": "web", "image": "app:v1"}]}})
+    return owner, made_rs, pod
+
+
+def test_orphan_propagation_keeps_dependents_and_frees_them(api: Api) -> None:
+    owned_chain(api)
+    answer = requests.delete(f"{api.url}{DEPLOYMENTS_URL}/web",
+                             json={"kind": "DeleteOptions", "apiVersion": "v1",
+                                   "propagationPolicy": "Orphan"})
+    assert answer.status_code == 200
+    assert answer.json()["kind"] == "Deployment", "pending on its orphan finalizer"
+    assert answer.json()["metadata"]["finalizers"] == ["orphan"]
+    assert answer.json()["metadata"]["deletionTimestamp"]
+    assert api.store.get("apps/v1/deployments", "default", "web") is None
+    [rs] = api.apps.list_namespaced_replica_set("default").items
+    assert rs.metadata.owner_references is None
+    [pod] = api.core.list_namespaced_pod("default").items
+    assert pod.metadata.owner_references[0].name == "web-abc", "only the owner's refs go"
+
+    api.apps.delete_namespaced_replica_set("web-abc", "default",
+                                           propagation_policy="Foreground")
     assert api.core.list_namespaced_pod("default").items == []
+    bad = requests.delete(f"{api.url}/api/v1/namespaces/default/pods/x",
+                          params={"propagationPolicy": "Sideways"})
+    assert (bad.status_code, bad.json()["details"]["kind"]) == (422, "DeleteOptions")
+
+
+def test_finalizers_keep_an_object_being_deleted_until_they_are_removed(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps/held"
+    api.core.create_namespaced_config_map("default", {
+        "metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+    events = api.store.watch("v1/configmaps", "default", since_rv=api.store.resource_version)
+    answer = requests.delete(url)
+    assert answer.status_code == 200 and answer.json()["kind"] == "ConfigMap"
+    held = requests.get(url).json()
+    assert held["metadata"]["deletionTimestamp"] and held["metadata"]["finalizers"] == [
+        "example.com/hold"]
+    assert requests.delete(url).status_code == 200, "deleting again changes nothing"
+    more = requests.patch(url, json={"metadata": {"finalizers": ["example.com/hold", "x/y"]}},
+                          headers={"Content-Type": MERGE})
+    assert more.status_code == 422 and more.json()["details"]["causes"][0]["message"] == (
+        "Forbidden: no new finalizers can be added if the object is being deleted, found new "
+        'finalizers []string{"x/y"}')
+    released = requests.patch(url, json={"metadata": {"finalizers": None}},
+                              headers={"Content-Type": MERGE})
+    assert released.status_code == 200
+    assert requests.get(url).status_code == 404
+    seen = [kind for kind, _ in iter(lambda: events.next(timeout=0), None)]
+    events.close()
+    assert seen == ["MODIFIED", "DELETED"]
+
+
+def test_namespaces_terminate_with_their_contents_and_the_system_ones_stay(api: Api) -> None:
+    for name in ("default", "kube-system", "kube-public"):
+        refused = requests.delete(f"{api.url}/api/v1/namespaces/{name}")
+        assert refused.status_code == 403 and refused.json() == {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+            "reason": "Forbidden", "details": {"name": name, "kind": "namespaces"}, "code": 403}
+    api.core.create_namespace({"metadata": {"name": "team"}})
+    api.core.create_namespaced_config_map("team", {"metadata": {"name": "cfg"}})
+    answer = requests.delete(f"{api.url}/api/v1/namespaces/team").json()
+    assert answer["kind"] == "Namespace" and answer["status"]["phase"] == "Terminating"
+    assert api.store.get("v1/namespaces", None, "team") is None
+    assert api.store.get("v1/configmaps", "team", "cfg") is None
+
+
+def test_delete_answers_a_status_or_the_object_as_each_registry_does(api: Api) -> None:
+    made = api.apps.create_namespaced_deployment("default", deployment())
+    answer = requests.delete(f"{api.url}/apis/apps/v1/namespaces/default/deployments/web")
+    assert answer.json() == {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                             "status": "Success", "details": {
+                                 "name": "web", "group": "apps", "kind": "deployments",
+                                 "uid": made.metadata.uid}}
+    cm = api.core.create_namespaced_config_map("default", {"metadata": {"name": "cfg"}})
+    status = requests.delete(f"{api.url}/api/v1/namespaces/default/configmaps/cfg").json()
+    assert (status["status"], status["details"]) == (
+        "Success", {"name": "cfg", "kind": "configmaps", "uid": cm.metadata.uid})
+    vs = api.custom.create_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                                    virtual_service())
+    gone = api.custom.delete_namespaced_custom_object(*ISTIO, "default", "virtualservices",
+                                                      "myapp-blue-green")
+    assert gone["kind"] == "Status" and gone["details"] == {
+        "name": "myapp-blue-green", "group": "networking.istio.io", "kind": "virtualservices",
+        "uid": vs["metadata"]["uid"]}
+
+    api.core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {
+        "containers": [{"name": "web", "image": "app:v1"}]}})
+    pod = requests.delete(f"{api.url}/api/v1/namespaces/default/pods/p").json()
+    assert pod["kind"] == "Pod" and pod["metadata"]["name"] == "p"  # ReturnDeletedObject
+    api.core.create_namespaced_service("default", {"metadata": {"name": "svc"},
+                                                   "spec": {"ports": [{"port": 80}]}})
+    svc = requests.delete(f"{api.url}/api/v1/namespaces/default/services/svc").json()
+    assert svc["kind"] == "Service"
+
+
+def test_namespaced_kinds_have_no_cluster_wide_object_paths(api: Api) -> None:
+    api.apps.create_namespaced_deployment("default", deployment())
+    api.core.create_namespaced_config_map("default", {"metadata": {"name": "cfg"}})
+    item = requests.get(f"{api.url}/apis/apps/v1/deployments/web")
+    assert (item.status_code, item.json()["reason"]) == (404, "NotFound")
+    assert requests.get(f"{api.url}/api/v1/configmaps/cfg").status_code == 404
+    create = requests.post(f"{api.url}/api/v1/configmaps", json={"metadata": {"name": "x"}})
+    assert (create.status_code, create.json()["reason"]) == (405, "MethodNotAllowed")
+    assert requests.delete(f"{api.url}/api/v1/configmaps").status_code == 405
+    assert api.store.get("v1/configmaps", "default", "x") is None
+    listed = api.apps.list_deployment_for_all_namespaces()  # listing across them is fine
+    assert [d.metadata.name for d in listed.items] == ["web"]
+    assert requests.get(f"{api.url}/api/v1/namespaces/default").status_code == 200
 
 
 def test_discovery_names_kinds_short_names_and_versions(api: Api) -> None:

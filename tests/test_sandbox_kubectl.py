@@ -2,8 +2,9 @@
 
 Covers discovery (kubectl finds deployments, `vs`, `virtualservice`), server-printed
 tables (`kubectl get deployments`), `kubectl apply --server-side` of a Deployment
-and a VirtualService, client-side `kubectl apply`, `kubectl rollout status`,
-`kubectl delete deployment`, and the seed's sanity check run verbatim through bash.
+and a VirtualService, client-side `kubectl apply` (and its strict field validation),
+`kubectl rollout status` and `rollout undo`, `kubectl delete deployment` (with and
+without `--cascade=orphan`), and the seed's sanity check run verbatim through bash.
 """
 
 from __future__ import annotations
@@ -100,6 +101,19 @@ def test_client_side_apply_and_rollout_status(sandbox: Sandbox, tmp_path: Path) 
     assert annotation == "r2"
 
 
+def test_unknown_fields_are_refused_as_kubectl_validates_by_default(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    typo = {**DEPLOYMENT, "spec": {**DEPLOYMENT["spec"], "replica": 2}}  # type: ignore[dict-item]
+    files = manifest(tmp_path, "deploy.yml", typo)
+    refused = kubectl(sandbox, tmp_path, "apply", "-f", files, check=False)
+    assert refused.returncode == 1
+    assert ('Deployment in version "v1" cannot be handled as a Deployment: strict decoding '
+            'error: unknown field "spec.replica"') in refused.stderr
+    warned = kubectl(sandbox, tmp_path, "apply", "--validate=warn", "-f", files)
+    assert 'Warning: unknown field "spec.replica"' in warned.stderr
+    assert "created" in warned.stdout
+
+
 def test_delete_deployment(sandbox: Sandbox, tmp_path: Path) -> None:
     kubectl(sandbox, tmp_path, "apply", "--server-side", "-f",
             manifest(tmp_path, "deploy.yml", DEPLOYMENT))
@@ -109,3 +123,49 @@ def test_delete_deployment(sandbox: Sandbox, tmp_path: Path) -> None:
     assert gone.returncode == 1
     assert 'deployments.apps "myapp-blue" not found' in gone.stderr
     assert "No resources found" in kubectl(sandbox, tmp_path, "get", "replicasets").stderr
+
+
+def test_delete_with_cascade_orphan_leaves_the_replicaset_and_pods(sandbox: Sandbox,
+                                                                   tmp_path: Path) -> None:
+    files = manifest(tmp_path, "deploy.yml", DEPLOYMENT)
+    kubectl(sandbox, tmp_path, "apply", "--server-side", "-f", files)
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    pods = kubectl(sandbox, tmp_path, "get", "pods", "-o", "name").stdout.split()
+    kubectl(sandbox, tmp_path, "delete", "deployment", "myapp-blue", "--cascade=orphan")
+    assert kubectl(sandbox, tmp_path, "get", "deployments", check=False).stderr.startswith(
+        "No resources found")
+    owners = kubectl(sandbox, tmp_path, "get", "replicasets", "-o",
+                     "jsonpath={.items[*].metadata.ownerReferences}").stdout
+    assert owners == "", "the ReplicaSet is an orphan now"
+    assert kubectl(sandbox, tmp_path, "get", "pods", "-o", "name").stdout.split() == pods
+
+
+def test_rollout_undo_goes_back_to_the_old_replicaset(sandbox: Sandbox, tmp_path: Path) -> None:
+    files = manifest(tmp_path, "deploy.yml", DEPLOYMENT)
+    kubectl(sandbox, tmp_path, "apply", "-f", files)
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    kubectl(sandbox, tmp_path, "annotate", "deployment/myapp-blue", "team=payments")
+    kubectl(sandbox, tmp_path, "set", "image", "deployment/myapp-blue", "myapp=myapp:v2.0")
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s",
+            "--revision=2")
+    pinned = kubectl(sandbox, tmp_path, "rollout", "status", "deployment/myapp-blue",
+                     "--revision=1", check=False)
+    assert "desired revision (1) is different from the running revision (2)" in pinned.stderr
+    # kubectl sends the old ReplicaSet's template back, `creationTimestamp: null` and all:
+    # it hashes to the old ReplicaSet only once nulls are read as unset fields.
+    kubectl(sandbox, tmp_path, "rollout", "undo", "deployment/myapp-blue")
+    kubectl(sandbox, tmp_path, "rollout", "status", "-f", files, "--timeout=30s")
+    revisions = kubectl(sandbox, tmp_path, "get", "replicasets", "-o", "jsonpath={range "
+                        ".items[*]}{.spec.template.spec.containers[0].image}="
+                        "{.metadata.annotations.deployment\\.kubernetes\\.io/revision} "
+                        "{end}").stdout.split()
+    assert sorted(revisions) == ["myapp:v1.0=3", "myapp:v2.0=2"], "two ReplicaSets, v1 reused"
+    notes = kubectl(sandbox, tmp_path, "get", "deployment", "myapp-blue", "-o",
+                    "jsonpath={.metadata.annotations}").stdout
+    assert '"deployment.kubernetes.io/revision":"3"' in notes
+    history = kubectl(sandbox, tmp_path, "rollout", "history", "deployment/myapp-blue").stdout
+    assert history.split()[-4:] == ["2", "<none>", "3", "<none>"]
+    team = kubectl(sandbox, tmp_path, "get", "replicasets", "-o",
+                   "jsonpath={.items[*].metadata.annotations.team}").stdout
+    assert team == "payments payments", "copied to the new ReplicaSet of the moment, each time"
+    assert '"team":"payments"' in notes, "undo copies the ReplicaSet's annotations back"

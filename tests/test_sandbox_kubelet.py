@@ -1,11 +1,13 @@
 """The sandbox kubelet and workload controllers, in-process on a Store.
 
 Covers Deployments becoming ready with truthful status, pods as real processes
-answering with their version and colour, template changes (RollingUpdate and
-Recreate), scaling, restarts of killed and crashing processes, never-ready and
-slow-ready images, deletion stopping processes, and `stop()` leaving no process
-behind; then the same through `python -m sandbox serve` with the official client
-(status as clients and watches see it, processes checked by their PIDs).
+answering with their version and colour, template changes (RollingUpdate within
+maxSurge/maxUnavailable, and Recreate creating the new ReplicaSet only once the old
+pods are gone), a broken object next to good ones, scaling, restarts of killed and
+crashing processes, never-ready and slow-ready images, deletion stopping processes,
+and `stop()` leaving no process behind; then the same through `python -m sandbox
+serve` with the official client (status as clients and watches see it, processes
+checked by their PIDs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from conftest import stop_sandbox
 from kubernetes import client, config, watch
 from sandbox_objects import (
     DEPLOYMENTS,
+    PODS,
     REPLICASETS,
     deployment,
     pid_exists,
@@ -31,12 +34,14 @@ from sandbox_objects import (
     pods,
     rolled_out,
     status,
+    store_unchecked,
     wait_for,
 )
 
 from sandbox import probes
 from sandbox.kubelet import Kubelet
 from sandbox.pods import image_tag, pod_env
+from sandbox.routing import is_pod_ready
 from sandbox.store import Store
 
 
@@ -173,12 +178,40 @@ def test_template_change_replaces_pods_with_a_new_replicaset(
     wait_for(lambda: not any(pid_exists(pid) for pid in old_pids), what="old processes gone")
 
 
+def test_rolling_update_keeps_within_max_surge_and_max_unavailable(
+        cluster: tuple[Store, Kubelet]) -> None:
+    store, _ = cluster
+    body = deployment(replicas=2)
+    body["spec"]["strategy"] = {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    store.create(DEPLOYMENTS, "default", body)
+    wait_for(lambda: rolled_out(store, replicas=2), what="first rollout")
+    change_image(store, "registry/acme/myapp:v2.0")
+    seen = []
+    deadline = time.monotonic() + 15
+    while not rolled_out(store, replicas=2) and time.monotonic() < deadline:
+        live = pods(store)
+        st = status(store)
+        seen.append((len(live), sum(1 for p in live if is_pod_ready(p)),
+                     st.get("replicas", 0), st.get("updatedReplicas", 0)))
+        time.sleep(0.02)
+    assert rolled_out(store, replicas=2)
+    assert max(total for total, _, _, _ in seen) <= 3, "replicas + maxSurge pods at most"
+    assert min(ready for _, ready, _, _ in seen) >= 2, "replicas - maxUnavailable stay ready"
+    assert any(counted > updated for _, _, counted, updated in seen), (
+        "status.replicas counts the old pods while new ones come up")
+    assert {get_json(p)["version"] for p in pods(store)} == {"v2.0"}
+
+
 def test_recreate_stops_old_pods_before_starting_new_ones(
         cluster: tuple[Store, Kubelet]) -> None:
     store, kubelet = cluster
     store.create(DEPLOYMENTS, "default", deployment(replicas=2, strategy="Recreate"))
     wait_for(lambda: rolled_out(store, replicas=2), what="first rollout")
     old = set(kubelet.pids())
+    since = store.resource_version
+    rs_events = store.watch(REPLICASETS, "default", since_rv=since)
+    pod_events = store.watch(PODS, "default", since_rv=since)
     change_image(store, "registry/acme/myapp:v2.0")
     overlap = []
     deadline = time.monotonic() + 8
@@ -189,6 +222,15 @@ def test_recreate_stops_old_pods_before_starting_new_ones(
         time.sleep(0.02)
     assert rolled_out(store, replicas=2)
     assert overlap == []
+    created = [int(obj["metadata"]["resourceVersion"])
+               for kind, obj in iter(lambda: rs_events.next(timeout=0), None) if kind == "ADDED"]
+    deleted = [int(obj["metadata"]["resourceVersion"])
+               for kind, obj in iter(lambda: pod_events.next(timeout=0), None)
+               if kind == "DELETED"]
+    rs_events.close()
+    pod_events.close()
+    assert len(created) == 1 and len(deleted) == 2
+    assert max(deleted) < created[0], "the new ReplicaSet comes only once the old pods are gone"
     assert {get_json(p)["version"] for p in pods(store)} == {"v2.0"}
 
 
@@ -204,6 +246,19 @@ def test_scaling_up_and_down(cluster: tuple[Store, Kubelet]) -> None:
         wait_for(lambda n=replicas: rolled_out(store, replicas=n)  # type: ignore[misc]
                  and len(kubelet.pids()) == n, what=f"{replicas} replicas")
     assert len(store.list(REPLICASETS, "default")[0]) == 1
+
+
+def test_null_replicas_is_defaulted_and_a_broken_object_stops_no_other(
+        cluster: tuple[Store, Kubelet]) -> None:
+    store, kubelet = cluster
+    broken = deployment(name="aaa-broken")
+    broken["spec"]["replicas"] = "two"  # stored past validation: the controller chokes on it
+    store_unchecked(store, DEPLOYMENTS, "default", broken)
+    defaulted = deployment()
+    defaulted["spec"]["replicas"] = None  # JSON null: unset, so defaulted to 1
+    store.create(DEPLOYMENTS, "default", defaulted)
+    wait_for(lambda: rolled_out(store, replicas=1), what="rollout next to a broken Deployment")
+    assert len(kubelet.pids()) == 1
 
 
 def test_a_killed_process_is_restarted_in_the_same_pod(cluster: tuple[Store, Kubelet]) -> None:

@@ -8,6 +8,8 @@ apply ownership (conflicts, force, removal of dropped fields, shared fields),
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from sandbox import fieldmanager, patching
@@ -217,6 +219,25 @@ def test_apply_removes_fields_the_manager_stopped_sending_unless_others_own_them
     obj = apply(obj, applied(team="x"), "bob")
     out = apply(obj, applied(), "alice")
     assert out["metadata"]["labels"] == {"app": "web", "team": "x"}, "tier removed, team kept"
+
+
+def with_containers(*containers: dict[str, object]) -> dict[str, object]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": list(containers)}}}}
+
+
+def test_an_item_another_manager_still_owns_fields_in_keeps_its_key() -> None:
+    web, side = {"name": "web", "image": "app:v1"}, {"name": "side", "image": "proxy:v1"}
+    obj = apply(None, with_containers(web, side), "alice")
+    new = copy.deepcopy(obj)
+    new["spec"]["template"]["spec"]["containers"][1]["env"] = [{"name": "A", "value": "1"}]
+    fieldmanager.record_update(obj, new, "kubectl-patch", kind="Deployment", custom=False)
+    for _ in range(5):  # the outcome must not depend on the order paths are removed in
+        out = apply(new, with_containers(web), "alice")
+        assert out["spec"]["template"]["spec"]["containers"] == [
+            web, {"name": "side", "env": [{"name": "A", "value": "1"}]}]
+    gone = apply(obj, with_containers(web), "alice")
+    assert gone["spec"]["template"]["spec"]["containers"] == [web], "nobody else owns side"
 
 
 def test_update_takes_ownership_of_changed_fields() -> None:

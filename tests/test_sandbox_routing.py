@@ -220,6 +220,15 @@ def test_query_params_without_headers_and_ignore_uri_case() -> None:
     assert not request_matches({"withoutHeaders": {"x-debug": {}}}, get(x_debug="1"))
     assert request_matches({"withoutHeaders": {"x-debug": {}}}, get())
     assert request_matches({"uri": {"prefix": "/api"}, "ignoreUriCase": True}, get("/API/x"))
+    assert request_matches({"uri": {"exact": "/Ready"}, "ignoreUriCase": True}, get("/ready"))
+
+
+def test_ignore_uri_case_leaves_a_regex_case_sensitive() -> None:
+    regex = {"uri": {"regex": "/API/.*"}, "ignoreUriCase": True}
+    assert request_matches(regex, get("/API/x"))
+    assert not request_matches(regex, get("/api/x")), "Istio: exact and prefix only"
+    assert not request_matches({"uri": {"regex": "/api/.*"}, "ignoreUriCase": True},
+                               get("/API/x"))
 
 
 def test_weights_split_traffic_by_the_random_point() -> None:
