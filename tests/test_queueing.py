@@ -49,6 +49,18 @@ def test_job_timeout_covers_drain_rollout_hooks_and_every_smoke_check() -> None:
     assert queueing.job_timeout(many) >= timed - myapp.smoke_timeout + 4 * myapp.smoke_timeout
 
 
+def test_a_waiting_command_is_matched_by_its_whole_job_id(redis: redis_lib.Redis) -> None:
+    rid = "myapp-v1-0-green-1a2b3c4d"
+    # a later tag whose id continues this one's with "-abort-": its promote is not an abort
+    other = f"{rid}-abort-x-green-5e6f7a8b"
+    queue = queueing.queue_key("deploy")
+    redis.rpush(queue, rid, queueing.command_job_id(other, "promote"))
+    assert queueing.waiting_command(redis, "deploy", rid, "abort") is None
+    abort = queueing.command_job_id(rid, "abort")
+    redis.rpush(queue, abort)
+    assert queueing.waiting_command(redis, "deploy", rid, "abort") == abort
+
+
 def test_the_lock_survives_missed_heartbeats_but_not_a_dead_worker() -> None:
     ttl = queueing.lock_timeout()
     assert ttl >= 3 * queueing.HEARTBEAT_INTERVAL  # a slow heartbeat or two keeps it

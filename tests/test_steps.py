@@ -22,6 +22,7 @@ import redis as redis_lib
 from conftest import Sandbox
 from flows import Flow, S, app_body, environ, wait_until
 from rq import Queue
+from rq.registry import FailedJobRegistry
 
 from worker.colors import Color
 from worker.commands import StaleCommand
@@ -349,6 +350,38 @@ def test_a_release_failing_its_sanity_check_leaves_the_one_awaiting_on_its_colou
     flow.run_jobs()
     assert flow.get(older).state is S.LIVE
     assert flow.served_by() == "green v1.0"
+
+
+def test_a_release_resumed_with_an_abort_waiting_is_aborted_once_it_awaits(
+        flow: Flow) -> None:
+    live(flow, "v1.0-green")
+    v2 = flow.release("v2.0-blue")
+    for state in (S.CHECKING, S.DEPLOYING):  # a worker took it this far and died
+        flow.store.transition(v2, state, actor="worker", step="deploy", message="")
+    Queue("deploy", connection=flow.redis).remove(v2)
+    flow.command("abort", v2, actor="api:ops")
+    with environ(flow.env):
+        recover("deploy")
+    assert flow.get(v2).state is S.ABORTED, [a.message for a in flow.store.audit(v2)]
+    assert routes_now(flow)["deployments"]["blue"] is None  # what it applied is gone
+    assert Queue("deploy", connection=flow.redis).count == 0
+
+
+def test_an_abort_that_cannot_be_done_at_once_stops_the_release_and_is_tried_again(
+        make_flow: Callable[..., Flow]) -> None:
+    flow = make_flow(auto_promote=True)
+    v1 = flow.release("v1.0-green")
+    flow.run_jobs()
+    v2 = flow.release("v2.0-blue")
+    flow.fault(path="/deployments/myapp-blue$", method="PATCH", latency=1.5, count=1)
+    flow.fault(path="/deployments/myapp-blue$", method="DELETE", status=403, count=1)
+    abort_while_running(flow, v2, S.DEPLOYING)  # the job's abort fails once, its own works
+    assert (flow.get(v1).state, flow.get(v2).state) == (S.LIVE, S.ABORTED)
+    failed = FailedJobRegistry(queue=Queue("deploy", connection=flow.redis))
+    assert failed.get_job_ids() == []  # the release's job stopped, it did not crash
+    assert flow.store.audit(v2)[-1].actor == "api:ops"
+    assert routes_now(flow)["deployments"]["blue"] is None
+    assert flow.served_by() == "green v1.0"  # never promoted
 
 
 def test_a_deploy_failing_before_its_deployment_leaves_the_colour_to_what_it_held(

@@ -32,7 +32,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus, get_current_job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from worker import snapshot, steps
+from worker import queueing, snapshot, steps
 from worker.colors import Color
 from worker.config import Settings, load_settings
 from worker.kube import Cluster, KubeError
@@ -54,6 +54,8 @@ S = ReleaseState
 ACTOR = "worker"
 Result = dict[str, str]
 PATH = (S.QUEUED, S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION)
+ABORTABLE = frozenset({S.QUEUED, S.CHECKING, S.AWAITING_PROMOTION})
+"""Where an abort job (or the release's own job, `abort_if_asked`) can drop a release."""
 
 
 @dataclass(frozen=True)
@@ -196,18 +198,29 @@ def abort_if_asked(ctx: Context, release: Release) -> Result | None:
     Abort jobs go to the front of the queue, but a release whose job is already running
     would only meet its abort once the job ends: deployed, and promoted by auto_promote.
     So the job looks between its steps and aborts as the requester asked; their job,
-    done here, is cancelled."""
+    done here, is cancelled. A release resumed past its check (deploying or testing
+    after a crash) meets it at the next look, once it awaits promotion. If the abort
+    cannot be done now, this job stops (never promoting) and leaves the abort's own job,
+    next in the queue, to try again and say why."""
     redis = ctx.store.redis
     job_id = waiting_command(redis, ctx.app.queue, release.id, "abort")
     if job_id is None:
+        return None
+    current = ctx.store.get(release.id) or release
+    if current.state not in ABORTABLE:
         return None
     try:
         job: Job | None = Job.fetch(job_id, connection=redis)
     except NoSuchJobError:
         job = None
     actor = str(job.args[4]) if job is not None and len(job.args) > 4 else ACTOR
-    current = ctx.store.get(release.id) or release
-    outcome = abort(ctx, current, actor)
+    try:
+        outcome = abort(ctx, current, actor)
+    except (Stale, KubeError) as e:
+        log.warning("release %s: the abort %s asked for could not be done now: %s",
+                    release.id, actor, e)
+        return result(current.state.value, f"{release.id} stopped for the abort {actor} asked "
+                      f"for, which could not be done now ({e}); its job, next, tries again")
     if job is not None:
         job.cancel()
     return outcome
@@ -399,10 +412,11 @@ def abort(ctx: Context, release: Release | None, actor: str) -> Result:
     """Drop a release that is not live: test route and Deployment gone, state aborted.
 
     It is queued (its job has not run), checking (its job met the abort before deploying,
-    `abort_if_asked`) or awaiting promotion; a job never runs while another does, so a
-    release deploying or being tested is not met here."""
+    `abort_if_asked`) or awaiting promotion. One deploying or being tested is refused:
+    its job is running (it meets the abort itself), or died and is resumed by recovery
+    before the abort's job runs."""
     release = require(release, "abort")
-    if release.state not in (S.QUEUED, S.CHECKING, S.AWAITING_PROMOTION):
+    if release.state not in ABORTABLE:
         raise Stale(f"{release.id} is {release.state}: only a release that is queued, being "
                     "checked or awaiting promotion can be aborted")
     before = after = None
@@ -436,7 +450,10 @@ def recover(queue: str) -> list[Result]:
     apps = {app.name for app in session.settings.apps_on_queue(queue)}
     left = {r.id for r in session.store.in_states(RUNNING) if r.app in apps}
     left |= {str(job.args[0]) for job in orphans if _is_job(job, RELEASE_JOB)}
-    left |= jobless_queued(session, queue, apps)
+    for lost in session.store.get_many(jobless_queued(session, queue, apps) - left):
+        # at the back of the queue, not run here: a rollback waiting in front goes first
+        log.info("recover: %s was queued without a job; queueing it again", lost.id)
+        queueing.requeue_release(session.redis, session.settings.apps[lost.app], lost.id)
     outcomes = []
     for release in sorted(session.store.get_many(left), key=lambda r: (r.created_at, r.id)):
         if release.state.is_running:
@@ -454,7 +471,8 @@ def recover(queue: str) -> list[Result]:
 def jobless_queued(session: Session, queue: str, apps: set[str]) -> set[str]:
     """Queued releases of `apps` whose job is not waiting in `queue`: lost between rq taking
     it off the queue and recording it as started, or failed by rq before the release
-    moved (Redis gone at that moment). Recovery runs them, so none is left queued for ever."""
+    moved (Redis gone at that moment). Recovery queues them again, so none is left
+    queued for ever."""
     waiting = {as_text(job_id) for job_id in session.redis.lrange(queue_key(queue), 0, -1)}
     return {r.id for r in session.store.in_states([S.QUEUED])
             if r.app in apps and release_job_id(r.id) not in waiting}

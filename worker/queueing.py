@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 import secrets
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ from redis.client import Pipeline
 from redis.lock import Lock
 from rq import Queue
 from rq.job import JobStatus
+from rq.registry import FailedJobRegistry
 from rq.serializers import resolve_serializer
 from rq.utils import now as rq_now
 
@@ -94,7 +96,7 @@ def release_job_id(release_id: str) -> str:
 
 
 def command_job_id(release_id: str, action: str) -> str:
-    return f"{release_id}-{action}-{secrets.token_hex(3)}"
+    return f"{release_id}-{action}-{secrets.token_hex(3)}"  # (`waiting_command` reads this form)
 
 
 # The fields of a release's job that differ from one job to the next, in the order
@@ -146,6 +148,19 @@ def release_job_template() -> tuple[tuple[Any, ...], dict[str, int]]:
             {name: places[name] for name in RELEASE_JOB_VARYING})
 
 
+def requeue_release(redis: Redis, app: AppConfig, release_id: str) -> None:
+    """Queue `run_release(release_id)` again, at the back of `app`'s queue: for a queued
+    release whose job was lost (`worker.jobs.recover`). Its id is the release's, as at
+    intake; a failed copy of it leaves rq's failed registry."""
+    queue = get_queue(redis, app.queue)
+    job_id = release_job_id(release_id)
+    FailedJobRegistry(queue=queue).remove(job_id)
+    queue.enqueue_call(RELEASE_JOB, args=(release_id,), job_id=job_id,
+                       timeout=job_timeout(app), result_ttl=RESULT_TTL,
+                       failure_ttl=FAILURE_TTL, description=f"release {release_id} (requeued)",
+                       meta={"release": release_id, "app": app.name, "action": "release"})
+
+
 def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str,
                     release_id: str, color: str | None, actor: str, at_front: bool) -> str:
     """Queue `run_command(...)` into `pipe`, which must already be in MULTI (nothing runs
@@ -161,11 +176,14 @@ def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str
 
 
 def waiting_command(redis: Redis, queue: str, release_id: str, action: str) -> str | None:
-    """The id of a `action` job for `release_id` waiting in `queue`, if one is (the first)."""
-    prefix = f"{release_id}-{action}-"
+    """The id of a `action` job for `release_id` waiting in `queue`, if one is (the first).
+
+    Matched whole (`command_job_id`'s form): a prefix would also match a command of
+    another release whose tag happens to continue this one's id with `-abort-...`."""
+    wanted = re.compile(rf"{re.escape(release_id)}-{re.escape(action)}-[0-9a-f]{{6}}")
     for raw in redis.lrange(queue_key(queue), 0, -1):
         job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if job_id.startswith(prefix):
+        if wanted.fullmatch(job_id):
             return job_id
     return None
 
