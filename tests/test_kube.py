@@ -108,6 +108,7 @@ def split(*weights: tuple[str, int | None]) -> dict[str, Any]:
     (split(("blue", 0)), {"blue"}),  # a lone destination takes everything, whatever its weight
     (split(("blue", 90), ("green", 10)), {"blue", "green"}),
     (split(("blue", 100), ("green", 0)), {"blue"}),
+    (split(("blue", 0), ("green", 100)), {"green"}),
     (split(("blue", None), ("green", None)), {"blue", "green"}),
     (TEST_ROUTE, set()),
 ])
@@ -115,6 +116,9 @@ def test_every_subset_with_a_share_of_default_traffic_is_taking_it(
         route: dict[str, Any], taking: set[str]) -> None:
     assert default_traffic_subsets(vs(route)) == taking
     assert default_traffic_subsets({}) == frozenset()
+    # the live colour (the first destination taking traffic) is one of them
+    live = default_route_subset(vs(route))
+    assert live in taking if taking else live is None
 
 
 def test_resource_paths() -> None:

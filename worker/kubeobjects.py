@@ -120,7 +120,7 @@ def deployment_info(obj: Mapping[str, Any]) -> DeploymentInfo:
 class DefaultTraffic:
     """Where a VirtualService's default route sends users."""
 
-    live: Color | None  # its first destination's colour, as the seed reads it
+    live: Color | None  # the colour of its first destination that takes traffic
     subsets: frozenset[str]  # every subset it sends traffic to (a split by hand: several)
 
     def takes(self, color: Color) -> bool:
@@ -131,31 +131,32 @@ class DefaultTraffic:
 def default_route_subset(virtual_service: Mapping[str, Any]) -> str | None:
     """The subset of the default route: the last http route, when it has no `match`.
 
-    As the seed reads it (`.spec.http[-1].route[0].destination.subset`); a last route
-    that matches on something (a test-only VirtualService) is not a default route.
+    As the seed reads it (`.spec.http[-1].route[0].destination.subset`), but passing over
+    destinations that take no traffic (weight 0, beside others); a last route that matches
+    on something (a test-only VirtualService) is not a default route.
     """
-    routes = (virtual_service.get("spec") or {}).get("http") or []
-    if not routes or routes[-1].get("match"):
-        return None
-    destinations = routes[-1].get("route") or [{}]
-    subset = (destinations[0].get("destination") or {}).get("subset")
-    return str(subset) if subset else None
+    taking = _taking_traffic(virtual_service)
+    return taking[0] if taking else None
 
 
 def default_traffic_subsets(virtual_service: Mapping[str, Any]) -> frozenset[str]:
-    """Every subset the default route sends users to: each destination of the last, match-less
-    route whose weight is not 0 (Istio: a lone destination takes all traffic whatever its
-    weight; a missing weight is counted as traffic, to be safe). A split made by hand
-    (blue 90 / green 10) makes both colours live for the safety checks, though
+    """Every subset the default route sends users to. A split made by hand (blue 90 /
+    green 10) makes both colours live for the safety checks, though
     `default_route_subset` names only the first."""
+    return frozenset(_taking_traffic(virtual_service))
+
+
+def _taking_traffic(virtual_service: Mapping[str, Any]) -> list[str]:
+    """The subsets of the default route's destinations that get traffic, in order: a lone
+    destination takes all whatever its weight (Istio); beside others, any whose weight is
+    not 0 (a missing weight counts as traffic, to be safe)."""
     routes = (virtual_service.get("spec") or {}).get("http") or []
     if not routes or routes[-1].get("match"):
-        return frozenset()
+        return []
     destinations = routes[-1].get("route") or []
-    return frozenset(
-        str(subset) for d in destinations
-        if (subset := (d.get("destination") or {}).get("subset"))
-        and (len(destinations) == 1 or d.get("weight") is None or d.get("weight") != 0))
+    return [str(subset) for d in destinations
+            if (subset := (d.get("destination") or {}).get("subset"))
+            and (len(destinations) == 1 or d.get("weight") != 0)]
 
 
 def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:

@@ -199,7 +199,7 @@ def sanity_check(ctx: Context, release: Release) -> Color | None:
             f"{release.tag} asks for {live}, which is live: VirtualService "
             f"{ctx.namespace}/{ctx.routes} sends default traffic there, and deploying would "
             f"replace what users are using. Tag the idle colour ({live.other()}) instead.")
-    if traffic.takes(release.color):
+    if traffic.takes(release.color):  # (a colour beside the live one: a split by hand)
         raise Rejected(
             f"{release.tag} asks for {release.color}, which takes part of the default traffic: "
             f"VirtualService {ctx.namespace}/{ctx.routes} splits it between "
