@@ -297,6 +297,13 @@ def test_a_colours_occupant_is_the_last_release_that_deployed_into_it(engine: En
     for release_id, states in zip(never, itertools.cycle(endings)):
         through(engine, release_id, *states)
     assert occupant() == first
+    deploying = blue(50)  # its Service written, its drain waited: no Deployment yet
+    through(engine, deploying, S.CHECKING, S.DEPLOYING)
+    assert occupant() == first
+    engine.store.note(deploying, actor="worker", step=releases.TAKES_COLOUR_STEP,
+                      message="applying Deployment default/myapp-blue")
+    assert occupant() == deploying
+    through(engine, deploying, S.FAILED)
     # Ended after applying its Deployment: each is the colour's occupant
     for n, states in enumerate([(S.FAILED,), (S.TESTING, S.AWAITING_PROMOTION, S.SUPERSEDED),
                                 (S.TESTING, S.AWAITING_PROMOTION, S.ABORTED)], start=100):

@@ -4,9 +4,9 @@ Owns the status document and its optional token. The document is assembled from
 Redis only: release records and queue state through `worker.api`, the length of each
 listed release's audit trail, and the cluster as the worker last saw it
 (`worker.clusterview` snapshots, with their age and drift). The
-web process never talks to Kubernetes. Reads are pipelined and bounded (recent
-releases: `?limit=`, default 50, at most 200), so the answer stays fast with many
-apps and thousands of releases.
+web process never talks to Kubernetes. Reads are bounded (recent releases: `?limit=`,
+default 50, at most 200; a few pipelined reads, and one record read per app for its
+live release), so the answer stays fast with many apps and thousands of releases.
 
 The board is a static page whose script polls `/status` every two seconds. Polling,
 not server-sent events: gunicorn's gthread workers have a few threads each, and every
@@ -31,7 +31,6 @@ from webhook.context import Web, current
 from webhook.signatures import header_bytes, matching_token
 from worker import clusterview
 from worker.api import Release, ReleaseState
-from worker.releases import AUDIT_KEY
 
 bp = Blueprint("status", __name__)
 DEFAULT_LIMIT = 50
@@ -110,10 +109,7 @@ def _with_audit_entries(web: Web, releases: list[dict[str, Any]]) -> list[dict[s
     """Each release with `audit_entries`, the length of its audit trail (one pipelined
     LLEN each). A note (a command requested, a retry) adds an entry without changing
     the record's `updated_at`; the board refetches an open trail when this changes."""
-    with web.redis.pipeline(transaction=False) as pipe:
-        for release in releases:
-            pipe.llen(AUDIT_KEY.format(id=release["id"]))
-        lengths = pipe.execute()
+    lengths = web.engine.audit_lengths([str(release["id"]) for release in releases])
     return [{**release, "audit_entries": n} for release, n in zip(releases, lengths, strict=True)]
 
 

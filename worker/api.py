@@ -134,6 +134,11 @@ class Engine:
         with redis_unavailable():
             return self.store.get(release_id)
 
+    def audit_lengths(self, release_ids: Sequence[str]) -> list[int]:
+        """How many entries each release's audit trail has."""
+        with redis_unavailable():
+            return self.store.audit_lengths(release_ids)
+
     def audit(self, release_id: str) -> list[AuditEntry]:
         with redis_unavailable():
             return self.store.audit(release_id)

@@ -101,7 +101,7 @@ HAS_DEPLOYED = _SINCE_DEPLOYING - _WITHOUT_DEPLOYING
 """States only a release that started deploying reaches (from `deploying` on)."""
 MAY_HAVE_DEPLOYED = _SINCE_DEPLOYING & _WITHOUT_DEPLOYING
 """Ends reached both before a deploy and after one (superseded, aborted, failed): the
-release's audit trail says whether it went to `deploying`."""
+release's audit trail says how far it went (`ReleaseStore.took_colour`)."""
 
 
 class IllegalTransition(Exception):

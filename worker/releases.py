@@ -68,6 +68,10 @@ EVENTS_KEY = PREFIX + "events"
 INDEX_KEYS = (ALL_KEY, APP_KEY, COLOR_KEY, STATE_KEY)
 EVENTS_MAXLEN = 10000
 OCCUPANT_PAGE = 20  # releases read at a time, after the newest, looking for a colour's occupant
+_HOLDS = HAS_DEPLOYED - {ReleaseState.DEPLOYING}
+"""States only reached after the release applied its Deployment (testing and on)."""
+_MAY_HOLD = MAY_HAVE_DEPLOYED | {ReleaseState.DEPLOYING}
+"""States reached before and after that: the audit trail tells (`took_colour`)."""
 TAKES_COLOUR_STEP = "deployment"
 """The audit step of the entry a release gets just before its Deployment is applied: from
 then on its colour holds it (`occupant_for`), whatever becomes of the release."""
@@ -275,6 +279,13 @@ class ReleaseStore:
         if pipe is None:
             target.execute()
 
+    def audit_lengths(self, release_ids: Sequence[str]) -> list[int]:
+        """How many entries each release's audit trail has (0: none), in one pipelined read."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for release_id in release_ids:
+                pipe.llen(AUDIT_KEY.format(id=release_id))
+            return [int(n) for n in pipe.execute()]
+
     def audit(self, release_id: str) -> list[AuditEntry]:
         """The audit trail, oldest first; empty for an id of the wrong shape, as for none."""
         if not is_release_id(release_id):
@@ -290,16 +301,17 @@ class ReleaseStore:
 
     def occupant_for(self, app: str, color: Color) -> Release | None:
         """The release that last deployed into `color`, by the records (its Deployment is
-        there unless it was decommissioned since): the newest recorded into it that is
-        deploying or went further. Newer ones that never applied a Deployment are passed
-        over: queued or being checked, rejected by the sanity check (a tag into the live
-        colour), or superseded, aborted or failed before (`took_colour`)."""
+        there unless it was decommissioned since): the newest recorded into it that applied
+        its Deployment (`took_colour`). Newer ones that did not are passed over: queued or
+        being checked, rejected by the sanity check (a tag into the live colour), deploying
+        but not that far yet (its Service, its drain), or superseded, aborted or failed
+        before it."""
         index = COLOR_KEY.format(app=app, color=color.value)
         start, size = 0, 1  # mostly the newest is the one: read it alone first
         while ids := _ids(self.redis.zrevrange(index, start, start + size - 1)):
             for release in self.get_many(ids):
-                if release.state in HAS_DEPLOYED or (
-                        release.state in MAY_HAVE_DEPLOYED and self.took_colour(release.id)):
+                if release.state in _HOLDS or (
+                        release.state in _MAY_HOLD and self.took_colour(release.id)):
                     return release
             start, size = start + size, OCCUPANT_PAGE
         return None
