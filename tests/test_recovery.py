@@ -27,7 +27,7 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from sandbox_objects import pid_exists
 
-from worker import jobs
+from worker import recovery
 from worker.queueing import LOCK_KEY
 from worker.releases import Release
 
@@ -107,7 +107,7 @@ def test_worker_killed_mid_deploy_resumes_on_restart(flow: Flow) -> None:
 def test_recovery_resumes_a_release_left_mid_deploy(flow: Flow) -> None:
     left = as_if_a_worker_died(flow, "v1.0-green", step="deploy: rollout")
     with environ(flow.env):
-        outcomes = jobs.recover("deploy")
+        outcomes = recovery.recover("deploy")
     assert [o["result"] for o in outcomes] == ["awaiting_promotion"]
     assert flow.get(left.id).state is S.AWAITING_PROMOTION
     assert flow.served_by(cookie=True) == "green v1.0"
@@ -118,7 +118,7 @@ def test_recovery_queues_again_a_queued_release_whose_job_was_lost(flow: Flow) -
     queue = Queue("deploy", connection=flow.redis)
     queue.remove(lost)  # taken off the queue, never started
     with environ(flow.env):
-        assert jobs.recover("deploy") == []  # nothing run here: a rollback may wait in front
+        assert recovery.recover("deploy") == []  # nothing run here: a rollback may wait in front
     assert queue.job_ids == [waiting, lost]
     flow.run_jobs()
     assert flow.get(lost).state is S.AWAITING_PROMOTION
@@ -133,7 +133,7 @@ def test_recovery_fails_a_release_whose_colour_went_live_meanwhile(flow: Flow) -
     Queue("deploy", connection=flow.redis).remove(left.id)  # its job died with the worker
     flow.run_jobs()
     with environ(flow.env):
-        outcomes = jobs.recover("deploy")
+        outcomes = recovery.recover("deploy")
     assert [o["result"] for o in outcomes] == ["failed"]
     failed = flow.get(left.id)
     assert failed.state is S.FAILED

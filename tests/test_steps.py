@@ -26,9 +26,10 @@ from rq.registry import FailedJobRegistry
 
 from worker.colors import Color
 from worker.commands import StaleCommand
-from worker.jobs import Session, command_job, fail, recover, release_job
+from worker.jobs import Session, command_job, fail, release_job
 from worker.machine import ReleaseState
 from worker.manifests import deploy_manifests
+from worker.recovery import recover
 from worker.smoke import SmokeFailed, check_http, contains, fetch
 from worker.steps import (
     Context,

@@ -150,7 +150,7 @@ def release_job_template() -> tuple[tuple[Any, ...], dict[str, int]]:
 
 def requeue_release(redis: Redis, app: AppConfig, release_id: str) -> None:
     """Queue `run_release(release_id)` again, at the back of `app`'s queue: for a queued
-    release whose job was lost (`worker.jobs.recover`). Its id is the release's, as at
+    release whose job was lost (`worker.recovery.recover`). Its id is the release's, as at
     intake; a failed copy of it leaves rq's failed registry."""
     queue = get_queue(redis, app.queue)
     job_id = release_job_id(release_id)

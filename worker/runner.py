@@ -2,7 +2,7 @@
 
 Owns the worker's life: wait for each queue's Redis lock (a second worker on the
 same queue waits here, dequeuing nothing, so jobs never run side by side and FIFO
-order holds — SPEC §5.5); call `worker.jobs.recover(queue)` under the lock; then
+order holds — SPEC §5.5); call `worker.recovery.recover(queue)` under the lock; then
 run rq's work loop. The locks and the heartbeat key of each queue are refreshed on
 every rq heartbeat (every `HEARTBEAT_INTERVAL` s, idle or busy); if a lock is ever
 lost the worker stops taking jobs. SIGTERM/SIGINT: while waiting, exit at once;
@@ -196,18 +196,8 @@ def _work(redis: Redis, locks: QueueLocks, name: str, stopping: threading.Event,
 
 
 def _recover(queue: str) -> bool:
-    """Run `worker.jobs.recover(queue)` if the jobs module provides it; False if it failed."""
-    try:
-        jobs = importlib.import_module("worker.jobs")
-    except ModuleNotFoundError as e:
-        if e.name != "worker.jobs":
-            raise
-        log.warning("worker.jobs is not installed: nothing to recover on queue %s", queue)
-        return True
-    recover = getattr(jobs, "recover", None)
-    if recover is None:
-        log.warning("worker.jobs has no recover(): nothing to recover on queue %s", queue)
-        return True
+    """Run `worker.recovery.recover(queue)`; False if it failed."""
+    recover = importlib.import_module("worker.recovery").recover
     try:
         recover(queue)
     except Exception:
