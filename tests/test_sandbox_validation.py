@@ -1,0 +1,81 @@
+"""What the sandbox's API server refuses, and how, where the real one is strict.
+
+Raw HTTP against an in-process API server with no kubelet: values that end in a
+newline (Go's `$` does not match before one), and the 422 each such value gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+
+from sandbox.apiserver import ApiServer
+from sandbox.cluster import seed_namespaces
+from sandbox.store import Store
+
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
+
+
+@dataclass
+class Api:
+    url: str
+    store: Store
+
+
+@pytest.fixture
+def api() -> Iterator[Api]:
+    store = Store(history=20)
+    seed_namespaces(store)
+    server = ApiServer(store)
+    server.start()
+    yield Api(server.url, store)
+    server.stop()
+    store.close()
+
+
+def deployment(name: str = "web", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                         "containers": [{"name": "web", "image": "app:v1"}]}}, **spec}}
+
+
+def causes(answer: requests.Response) -> list[tuple[str, str]]:
+    assert answer.status_code == 422, answer.text
+    return [(c["field"], c["message"]) for c in answer.json()["details"]["causes"]]
+
+
+# ---- a trailing newline -------------------------------------------------------------------------
+
+def test_a_name_ending_in_a_newline_is_invalid(api: Api) -> None:
+    answer = requests.post(api.url + CONFIGMAPS, json={"metadata": {"name": "nl\n"}})
+    assert causes(answer) == [("metadata.name", (
+        'Invalid value: "nl\\n": a lowercase RFC 1123 subdomain must consist of lower case '
+        "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
+        "character (e.g. 'example.com', regex used for validation is "
+        "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"))]
+    assert answer.json()["message"].startswith('ConfigMap "nl\\n" is invalid: metadata.name: ')
+    assert api.store.get("v1/configmaps", "default", "nl\n") is None
+
+
+def test_a_label_value_ending_in_a_newline_is_invalid(api: Api) -> None:
+    answer = requests.post(api.url + CONFIGMAPS,
+                           json={"metadata": {"name": "c", "labels": {"app": "web\n"}}})
+    assert [field for field, _ in causes(answer)] == ["metadata.labels"]
+    assert causes(answer)[0][1].startswith('Invalid value: "web\\n": a valid label must be')
+
+
+@pytest.mark.parametrize("fence", ["maxSurge", "maxUnavailable"])
+def test_a_percent_ending_in_a_newline_is_invalid_not_a_crash(api: Api, fence: str) -> None:
+    body = deployment(strategy={"type": "RollingUpdate", "rollingUpdate": {fence: "25%\n"}})
+    answer = requests.post(api.url + DEPLOYMENTS, json=body)
+    assert causes(answer) == [(f"spec.strategy.rollingUpdate.{fence}", (
+        'Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:"25%\\n"}: a valid percent '
+        "string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', "
+        "regex used for validation is '[0-9]+%')"))]
+
