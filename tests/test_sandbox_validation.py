@@ -1,7 +1,10 @@
 """What the sandbox's API server refuses, and how, where the real one is strict.
 
 Raw HTTP against an in-process API server with no kubelet: values that end in a
-newline (Go's `$` does not match before one), and the 422 each such value gets.
+newline (Go's `$` does not match before one), and the 422 each such value gets;
+DeleteOptions decoded against their types (400, in encoding/json's words) and read
+from the query only when there is no body, with the parameter codec's booleans;
+list parameters (`limit` an integer, no `resourceVersion` with `continue`).
 """
 
 from __future__ import annotations
@@ -79,3 +82,69 @@ def test_a_percent_ending_in_a_newline_is_invalid_not_a_crash(api: Api, fence: s
         "string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', "
         "regex used for validation is '[0-9]+%')"))]
 
+
+
+# ---- DeleteOptions ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"preconditions": "x"}, "json: cannot unmarshal string into Go struct field "
+     "DeleteOptions.preconditions of type v1.Preconditions"),
+    ({"orphanDependents": "no"}, "json: cannot unmarshal string into Go struct field "
+     "DeleteOptions.orphanDependents of type bool"),
+    ({"propagationPolicy": ["Orphan"]}, "json: cannot unmarshal array into Go struct field "
+     "DeleteOptions.propagationPolicy of type v1.DeletionPropagation"),
+    ({"gracePeriodSeconds": "5"}, "json: cannot unmarshal string into Go struct field "
+     "DeleteOptions.gracePeriodSeconds of type int64"),
+])
+def test_delete_options_of_the_wrong_type_are_400(api: Api, options: dict[str, Any],
+                                                  message: str) -> None:
+    requests.post(api.url + CONFIGMAPS, json={"metadata": {"name": "c"}})
+    answer = requests.delete(f"{api.url}{CONFIGMAPS}/c", json=options)
+    assert answer.status_code == 400, answer.text
+    assert (answer.json()["reason"], answer.json()["message"]) == ("BadRequest", message)
+    assert api.store.get("v1/configmaps", "default", "c") is not None
+
+
+@pytest.mark.parametrize("value", ["1", "t", "TRUE", "yes", ""])
+def test_orphan_dependents_in_the_query_is_true_unless_false_or_0(api: Api, value: str) -> None:
+    requests.post(api.url + DEPLOYMENTS, json=deployment())
+    answer = requests.delete(f"{api.url}{DEPLOYMENTS}/web", params={"orphanDependents": value})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["metadata"]["finalizers"] == ["orphan"]
+
+
+def test_a_body_makes_the_query_options_unread(api: Api) -> None:
+    requests.post(api.url + CONFIGMAPS, json={"metadata": {"name": "c"}})
+    answer = requests.delete(f"{api.url}{CONFIGMAPS}/c", json={},
+                             params={"propagationPolicy": "Sideways", "dryRun": "All"})
+    assert answer.status_code == 200, answer.text
+    assert api.store.get("v1/configmaps", "default", "c") is None
+
+
+# ---- list parameters ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("limit", "message"), [
+    ("abc", 'strconv.ParseInt: parsing "abc": invalid syntax'),
+    ("\u00b2", 'strconv.ParseInt: parsing "\u00b2": invalid syntax'),
+    ("9223372036854775808", 'strconv.ParseInt: parsing "9223372036854775808": value out of '
+     "range"),
+])
+def test_a_limit_that_is_not_an_int64_is_400(api: Api, limit: str, message: str) -> None:
+    answer = requests.get(api.url + CONFIGMAPS, params={"limit": limit})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"] == message
+
+
+def test_continue_with_a_resource_version_is_400(api: Api) -> None:
+    for name in ("a", "b"):
+        requests.post(api.url + CONFIGMAPS, json={"metadata": {"name": name}})
+    first = requests.get(api.url + CONFIGMAPS, params={"limit": 1}).json()["metadata"]
+    token = first["continue"]
+    answer = requests.get(api.url + CONFIGMAPS, params={
+        "limit": 1, "continue": token, "resourceVersion": first["resourceVersion"]})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"] == (
+        "specifying resource version is not allowed when using continue")
+    rest = requests.get(api.url + CONFIGMAPS, params={
+        "limit": 1, "continue": token, "resourceVersion": "0"})
+    assert [i["metadata"]["name"] for i in rest.json()["items"]] == ["b"]
