@@ -138,6 +138,16 @@ def _go_map(labels: Any) -> str:
     return f"map[string]string{{{shown}}}"
 
 
+def _selector_shape(selector: Any) -> Any:
+    """A LabelSelector as apiequality.Semantic.DeepEqual compares it: a nil and an empty
+    slice or map are equal, and so are an absent and an empty string field."""
+    if not isinstance(selector, dict):
+        return selector
+    expressions = [(e.get("key") or "", e.get("operator") or "", list(e.get("values") or []))
+                   if isinstance(e, dict) else e for e in selector.get("matchExpressions") or []]
+    return selector.get("matchLabels") or {}, expressions
+
+
 def _go_selector(selector: Any) -> str:
     """`%#v` of a *metav1.LabelSelector, as an immutable-field error prints it."""
     selector = selector or {}
@@ -399,7 +409,7 @@ def validate(rt: ResourceType, obj: Obj, old: Obj | None = None) -> None:
         errors += _validate_service(spec)
     if old is not None and rt.kind in ("Deployment", "ReplicaSet"):
         before = (old.get("spec") or {}).get("selector")
-        if spec.get("selector") != before:
+        if _selector_shape(spec.get("selector")) != _selector_shape(before):
             errors.append(("spec.selector", f"Invalid value: "
                            f"{_go_selector(spec.get('selector'))}: field is immutable"))
     if errors:

@@ -4,7 +4,8 @@ Raw HTTP against an in-process API server with no kubelet: values that end in a
 newline (Go's `$` does not match before one), and the 422 each such value gets;
 DeleteOptions decoded against their types (400, in encoding/json's words) and read
 from the query only when there is no body, with the parameter codec's booleans;
-list parameters (`limit` an integer, no `resourceVersion` with `continue`).
+list parameters (`limit` an integer, no `resourceVersion` with `continue`); a
+selector compared as Semantic.DeepEqual does when checking it is unchanged.
 """
 
 from __future__ import annotations
@@ -148,3 +149,16 @@ def test_continue_with_a_resource_version_is_400(api: Api) -> None:
     rest = requests.get(api.url + CONFIGMAPS, params={
         "limit": 1, "continue": token, "resourceVersion": "0"})
     assert [i["metadata"]["name"] for i in rest.json()["items"]] == ["b"]
+
+
+# ---- immutable fields ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("selector", [{"matchExpressions": []},
+                                      {"matchLabels": {"app": "web"}, "matchExpressions": None}])
+def test_an_empty_list_in_a_selector_is_the_same_selector(api: Api,
+                                                          selector: dict[str, Any]) -> None:
+    requests.post(api.url + DEPLOYMENTS, json=deployment())
+    answer = requests.patch(f"{api.url}{DEPLOYMENTS}/web", json={"spec": {"selector": selector}},
+                            headers={"Content-Type": "application/merge-patch+json"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["spec"]["selector"]["matchLabels"] == {"app": "web"}
