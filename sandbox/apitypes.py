@@ -102,6 +102,13 @@ OBJECT_META = struct("v1.ObjectMeta", {
     "creationTimestamp": TIME, "deletionTimestamp": TIME, "deletionGracePeriodSeconds": INT64,
     "labels": LABELS, "annotations": LABELS, "ownerReferences": ListOf(OWNER_REFERENCE),
     "finalizers": STRINGS, "managedFields": ListOf(MANAGED_FIELDS_ENTRY)})
+DELETE_OPTIONS = struct("v1.DeleteOptions", {
+    "apiVersion": STRING, "kind": STRING, "gracePeriodSeconds": INT64,
+    "preconditions": struct("v1.Preconditions", {
+        "uid": Scalar("types.UID", "string", ("string",)), "resourceVersion": STRING}),
+    "orphanDependents": BOOL,
+    "propagationPolicy": Scalar("v1.DeletionPropagation", "string", ("string",)),
+    "dryRun": STRINGS})
 LABEL_SELECTOR = struct("v1.LabelSelector", {
     "matchLabels": LABELS,
     "matchExpressions": ListOf(struct("v1.LabelSelectorRequirement", {

@@ -30,7 +30,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.apitypes import KINDS, Anything, ListOf, MapOf, Scalar, Schema, Struct
+from sandbox.apitypes import DELETE_OPTIONS, KINDS, Anything, ListOf, MapOf, Scalar, Schema, Struct
 from sandbox.patching import merge_key
 from sandbox.resources import ApiError, ResourceType, bad_request, invalid
 
@@ -125,7 +125,7 @@ class _At:
 
 
 class _Walker:
-    def __init__(self, rt: ResourceType) -> None:
+    def __init__(self, rt: ResourceType | None) -> None:
         self.rt = rt
         self.unknown: list[tuple[str, str]] = []
         self.mistyped: list[Mistyped] = []
@@ -149,7 +149,7 @@ class _Walker:
         if isinstance(schema, ListOf):
             if not isinstance(value, list):
                 return self.wrong(value, schema, at)
-            key = merge_key(self.rt.kind, at.names, custom=self.rt.custom)
+            key = merge_key(self.rt.kind, at.names, custom=self.rt.custom) if self.rt else None
             return [self.value(item, schema.item, at.item(i, _smd_item(item, key, i)))
                     for i, item in enumerate(value)]
         if not isinstance(value, dict):
@@ -270,6 +270,17 @@ def check_patched(rt: ResourceType, patched: Obj, mode: str, warnings: list[str]
         warnings += unknown_warnings(decoded.unknown)
     result: Obj = decoded.obj
     return result
+
+
+def check_delete_options(body: Obj) -> Obj:
+    """A DELETE's body decoded as meta/v1 DeleteOptions (handlers/delete.go): a value of the
+    wrong type is 400 in encoding/json's words; unknown fields are dropped, as the
+    decoder there is not strict."""
+    walker = _Walker(None)
+    options: Obj = walker.value(body, DELETE_OPTIONS, _At())
+    if walker.mistyped:
+        raise bad_request(walker.mistyped[0].go_message())
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def check_applied(rt: ResourceType, applied: Obj) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -30,6 +31,7 @@ Obj = dict[str, Any]
 METHOD_NOT_ALLOWED = ApiError(405, "MethodNotAllowed",
                               "the server does not allow this method on the requested resource")
 PATH_NOT_FOUND = ApiError(404, "NotFound", "the server could not find the requested resource")
+_INT = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,23 @@ def target_not_found(target: Target) -> ApiError:
     return not_found(target.rt, target.name or "")
 
 
+def query_bool(value: str) -> bool:
+    """A boolean query parameter as the parameter codec reads it
+    (runtime.Convert_Slice_string_To_bool): only "0" and "false", in any case, are false."""
+    return not (value == "0" or value.lower() == "false")
+
+
+def query_int64(value: str) -> int:
+    """An integer query parameter (runtime.Convert_Slice_string_To_int64, strconv.ParseInt):
+    400 for anything but ASCII digits with an optional sign, or out of int64's range."""
+    parsing = f"strconv.ParseInt: parsing {json.dumps(value, ensure_ascii=False)}"
+    if not _INT.fullmatch(value):
+        raise bad_request(f"{parsing}: invalid syntax")
+    if not -(2 ** 63) <= int(value) < 2 ** 63:
+        raise bad_request(f"{parsing}: value out of range")
+    return int(value)
+
+
 class HandlerBase(BaseHTTPRequestHandler):
     """What every verb needs from the request it answers."""
 
@@ -134,7 +153,12 @@ class HandlerBase(BaseHTTPRequestHandler):
         return values[0] if values else default
 
     def flag(self, name: str) -> bool:
-        return (self.param(name) or "").lower() in ("true", "1")
+        value = self.param(name)
+        return value is not None and query_bool(value)
+
+    def int_param(self, name: str) -> int | None:
+        value = self.param(name)
+        return None if value is None else query_int64(value)
 
     def send_json(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()

@@ -62,7 +62,7 @@ def pod_dir(pod: Obj) -> Path | None:
     return Path(value) if value else None
 
 
-_FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+_FIELD_LABEL = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
 
 
 def _field_ref(pod: Obj, path: str) -> str | None:
@@ -72,7 +72,7 @@ def _field_ref(pod: Obj, path: str) -> str | None:
               "status.hostIP": "127.0.0.1", "spec.nodeName": "sandbox"}
     if path in simple:
         return simple[path]
-    match = _FIELD_LABEL.match(path)
+    match = _FIELD_LABEL.fullmatch(path)
     if match:
         value = (meta.get(match.group(1)) or {}).get(match.group(2))
         return None if value is None else str(value)

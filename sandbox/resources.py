@@ -10,6 +10,7 @@ live elsewhere.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -204,7 +205,8 @@ def invalid(rt: ResourceType, name: str, causes: list[Cause], *,
     if len(causes) > 1:
         text = "[" + text + "]"
     qualified, kind = (rt.group_resource, rt.plural) if by_resource else (rt.group_kind, rt.kind)
-    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}',
+    quoted = json.dumps(name, ensure_ascii=False)  # Go's %q: a refused "nl\n" stays one line
+    return ApiError(422, "Invalid", f"{qualified} {quoted} is invalid: {text}",
                     _details(rt, name, kind=kind, causes=[
                         {"reason": c[2] if len(c) > 2 else _cause_reason(c[1]),
                          "message": c[1], "field": c[0]} for c in causes]))

@@ -199,24 +199,29 @@ def deployment_status(deploy: Obj, replicasets: list[Obj], new: Obj | None, now:
         "MinimumReplicasAvailable" if is_available else "MinimumReplicasUnavailable",
         "Deployment has minimum availability." if is_available
         else "Deployment does not have minimum availability.", stamp)
-    progress = _progressing(deploy, conditions, new, is_complete(deploy, status),
-                            counts != {k: previous.get(k, 0) for k in counts}, now, stamp)
+    progress = _progressing(deploy, conditions, new, status, now, stamp)
     status["conditions"] = [availability, progress]
     # The API omits zero counts; `kubectl rollout status` reads missing as 0.
     return {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
 
 
-def _progressing(deploy: Obj, conditions: list[Obj], new: Obj | None, complete: bool,
-                 progressed: bool, now: float, stamp: str) -> Obj:
+def _progressing(deploy: Obj, conditions: list[Obj], new: Obj | None, status: Obj,
+                 now: float, stamp: str) -> Obj:
+    """syncRolloutStatus's Progressing condition (pkg/controller/deployment/progress.go)."""
     name = (f'ReplicaSet "{_meta(new)["name"]}"' if new is not None
             else f'Deployment "{_meta(deploy)["name"]}"')
-    if complete:
+    before = next((c for c in conditions if c.get("type") == "Progressing"), {})
+    if (before.get("reason") == "NewReplicaSetAvailable"
+            and status["replicas"] == status["updatedReplicas"]):
+        return before  # isCompleteDeployment: a finished rollout is not watched any more
+    if is_complete(deploy, status):
         return _condition(conditions, "Progressing", "True", "NewReplicaSetAvailable",
                           f"{name} has successfully progressed.", stamp)
-    before = next((c for c in conditions if c.get("type") == "Progressing"), {})
+    progressed = _has_progressed(_status(deploy), status)
     deadline = int(_spec(deploy).get("progressDeadlineSeconds", 600))
-    if before.get("reason") == "ProgressDeadlineExceeded" and not progressed:
-        return before
+    if before.get("reason") in ("ProgressDeadlineExceeded", "NewReplicaSetAvailable") and (
+            not progressed):
+        return before  # DeploymentTimedOut: the first stays, the second never times out
     since = parse_time(before.get("lastUpdateTime")) if not progressed else now
     if since is not None and now - since > deadline:
         return _condition(conditions, "Progressing", "False", "ProgressDeadlineExceeded",
@@ -226,6 +231,16 @@ def _progressing(deploy: Obj, conditions: list[Obj], new: Obj | None, complete: 
     if progressed:
         current["lastUpdateTime"] = stamp
     return current
+
+
+def _has_progressed(before: Obj, after: Obj) -> bool:
+    """DeploymentProgressing: more updated, ready or available replicas, or fewer old ones;
+    any other change (a pod going unready, a scale-down) is no progress."""
+    def old(status: Obj) -> int:
+        return int(status.get("replicas", 0)) - int(status.get("updatedReplicas", 0))
+    return (old(after) < old(before) or any(
+        int(after.get(k, 0)) > int(before.get(k, 0))
+        for k in ("updatedReplicas", "readyReplicas", "availableReplicas")))
 
 
 def parse_time(value: str | None) -> float | None:

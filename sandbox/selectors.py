@@ -41,8 +41,8 @@ class Requirement:
 
 
 _KEY = re.compile(
-    r"^([a-z0-9A-Z]([a-z0-9A-Z.-]*[a-z0-9A-Z])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
-_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?)?$")
+    r"([a-z0-9A-Z]([a-z0-9A-Z.-]*[a-z0-9A-Z])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
+_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?)?")
 _TOKEN = re.compile(r"\s*(\(|\)|,|!=|==|=|!|[^\s(),=!]+)")
 
 
@@ -61,7 +61,7 @@ def _tokens(text: str) -> list[str]:
 
 
 def _check_key(key: str) -> str:
-    if not _KEY.match(key) or len(key.split("/")[-1]) > 63:
+    if not _KEY.fullmatch(key) or len(key.split("/")[-1]) > 63:
         raise SelectorError(
             f'unable to parse requirement: Invalid value: "{key}": name part must consist of '
             "alphanumeric characters, '-', '_' or '.', and must start and end with an "
@@ -71,7 +71,7 @@ def _check_key(key: str) -> str:
 
 
 def _check_value(value: str) -> str:
-    if not _VALUE.match(value) or len(value) > 63:
+    if not _VALUE.fullmatch(value) or len(value) > 63:
         raise SelectorError(
             f'unable to parse requirement: Invalid value: "{value}": a valid label must be an '
             "empty string or consist of alphanumeric characters, '-', '_' or '.', and must "
@@ -215,7 +215,7 @@ def parse_field_selector(text: str | None, supported: Iterable[str]) -> list[Fie
     allowed = set(supported)
     requirements: list[FieldRequirement] = []
     for part in text.split(","):
-        match = re.match(r"^\s*([^=!\s]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
+        match = re.fullmatch(r"\s*([^=!\s]+)\s*(==|=|!=)\s*(.*?)\s*", part)
         if not match:
             raise SelectorError(f"invalid selector: '{text}'; can't understand '{part}'")
         field, op, value = match.groups()

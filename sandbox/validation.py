@@ -35,14 +35,16 @@ from sandbox.selectors import label_selector_matches
 Obj = dict[str, Any]
 Errors = list[tuple[str, str]]
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_PORT_NAME = re.compile(r"^[-a-z0-9]+$")
+# Used with fullmatch: Go's `^...$` ends at the end of the string, Python's `$` would also
+# match before a final newline ("web\n").
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_QUALIFIED = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_PORT_NAME = re.compile(r"[-a-z0-9]+")
 _PORT_NAME_LETTER = re.compile(r"[a-z]")
-_PERCENT = re.compile(r"^[0-9]+%$")
+_PERCENT = re.compile(r"[0-9]+%")
 _PORT_RANGE = "must be between 1 and 65535, inclusive"
 
 
@@ -58,7 +60,7 @@ def _max_len(n: int) -> str:
 
 def is_subdomain(value: str) -> list[str]:
     errors = [_max_len(253)] if len(value) > 253 else []
-    if not _SUBDOMAIN.match(value):
+    if not _SUBDOMAIN.fullmatch(value):
         errors.append(_regex_error(
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
             "'-' or '.', and must start and end with an alphanumeric character",
@@ -68,7 +70,7 @@ def is_subdomain(value: str) -> list[str]:
 
 def is_dns1123_label(value: str) -> list[str]:
     errors = [_max_len(63)] if len(value) > 63 else []
-    if not _LABEL_1123.match(value):
+    if not _LABEL_1123.fullmatch(value):
         errors.append(_regex_error(
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
             "'-', and must start and end with an alphanumeric character",
@@ -78,7 +80,7 @@ def is_dns1123_label(value: str) -> list[str]:
 
 def is_dns1035_label(value: str) -> list[str]:
     errors = [_max_len(63)] if len(value) > 63 else []
-    if not _LABEL_1035.match(value):
+    if not _LABEL_1035.fullmatch(value):
         errors.append(_regex_error(
             "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
             "with an alphabetic character, and end with an alphanumeric character",
@@ -107,7 +109,7 @@ def is_qualified_name(value: str) -> list[str]:
         errors.append("name part must be non-empty")
     elif len(name) > 63:
         errors.append("name part " + _max_len(63))
-    if not _QUALIFIED.match(name):
+    if not _QUALIFIED.fullmatch(name):
         errors.append("name part " + _regex_error(qualified, fmt, "MyName", "my.name",
                                                   "123-abc"))
     return errors
@@ -115,7 +117,7 @@ def is_qualified_name(value: str) -> list[str]:
 
 def is_label_value(value: str) -> list[str]:
     errors = [_max_len(63)] if len(value) > 63 else []
-    if not _LABEL_VALUE.match(value):
+    if not _LABEL_VALUE.fullmatch(value):
         errors.append(_regex_error(
             "a valid label must be an empty string or consist of alphanumeric characters, '-', "
             "'_' or '.', and must start and end with an alphanumeric character",
@@ -134,6 +136,16 @@ def _invalid(value: Any, message: str) -> str:
 def _go_map(labels: Any) -> str:
     shown = ", ".join(f"{_quoted(k)}:{_quoted(v)}" for k, v in sorted((labels or {}).items()))
     return f"map[string]string{{{shown}}}"
+
+
+def _selector_shape(selector: Any) -> Any:
+    """A LabelSelector as apiequality.Semantic.DeepEqual compares it: a nil and an empty
+    slice or map are equal, and so are an absent and an empty string field."""
+    if not isinstance(selector, dict):
+        return selector
+    expressions = [(e.get("key") or "", e.get("operator") or "", list(e.get("values") or []))
+                   if isinstance(e, dict) else e for e in selector.get("matchExpressions") or []]
+    return selector.get("matchLabels") or {}, expressions
 
 
 def _go_selector(selector: Any) -> str:
@@ -221,7 +233,7 @@ def _validate_container(container: Obj, where: str, names: set[str]) -> Errors:
 def _port_name_problems(name: str) -> list[str]:
     """IsValidPortName: an IANA_SVC_NAME."""
     problems = ["must be no more than 15 characters"] if len(name) > 15 else []
-    if not _PORT_NAME.match(name):
+    if not _PORT_NAME.fullmatch(name):
         problems.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
     if "--" in name:
         problems.append("must not contain consecutive hyphens")
@@ -290,7 +302,7 @@ def _fence(value: Any) -> int | None:
     """An IntOrString's number (a percent's digits), None when it is not valid."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value if value >= 0 else None
-    if isinstance(value, str) and _PERCENT.match(value):
+    if isinstance(value, str) and _PERCENT.fullmatch(value):
         return int(value[:-1])
     return None
 
@@ -313,7 +325,7 @@ def _validate_strategy(strategy: Obj) -> Errors:
     path += ".rollingUpdate"
     for key in ("maxUnavailable", "maxSurge"):
         value = rolling.get(key)
-        if isinstance(value, str) and not _PERCENT.match(value):
+        if isinstance(value, str) and not _PERCENT.fullmatch(value):
             errors.append((f"{path}.{key}", f"Invalid value: {_intstr(value)}: " + _regex_error(
                 "a valid percent string must be a numeric string followed by an ending '%'",
                 "[0-9]+%", "1%", "93%")))
@@ -397,7 +409,7 @@ def validate(rt: ResourceType, obj: Obj, old: Obj | None = None) -> None:
         errors += _validate_service(spec)
     if old is not None and rt.kind in ("Deployment", "ReplicaSet"):
         before = (old.get("spec") or {}).get("selector")
-        if spec.get("selector") != before:
+        if _selector_shape(spec.get("selector")) != _selector_shape(before):
             errors.append(("spec.selector", f"Invalid value: "
                            f"{_go_selector(spec.get('selector'))}: field is immutable"))
     if errors:

@@ -24,6 +24,7 @@ from sandbox.httpbase import (
     HandlerBase,
     Obj,
     Target,
+    query_bool,
     target_not_found,
 )
 from sandbox.resources import (
@@ -52,9 +53,11 @@ class ResourceVerbs(HandlerBase):
     def list_body(self, target: Target, *, paged: bool = True) -> Obj:
         """The list, one page of it when `limit` asks (see `sandbox.paging`)."""
         rt = target.rt
-        limit = self.param("limit") or ""
+        limit = self.int_param("limit")
         token = self.param("continue") if paged else None
         cont = paging.decode(token) if token else None
+        if cont is not None and self.param("resourceVersion") not in (None, "", "0"):
+            raise bad_request("specifying resource version is not allowed when using continue")
         at = cont.rv if cont is not None and cont.rv != paging.LATEST else None
         selectors = {"label_selector": self.param("labelSelector"),
                      "field_selector": self.param("fieldSelector")}
@@ -66,7 +69,7 @@ class ResourceVerbs(HandlerBase):
             raise paging.expired(cont.start) from None
         items, meta = paging.page(
             items, namespaced_scope=bool(target.namespace), start=cont.start if cont else None,
-            limit=int(limit) if paged and limit.isdigit() and int(limit) > 0 else None, rv=rv,
+            limit=limit if paged and limit is not None and limit > 0 else None, rv=rv,
             countable=not any(selectors.values()))
         return {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta,
                 "items": items}
@@ -117,12 +120,9 @@ class ResourceVerbs(HandlerBase):
         return obj
 
     def delete(self, target: Target) -> None:
-        options = self.json_body() or {}
-        if not isinstance(options, dict):
-            raise bad_request("DeleteOptions must be a JSON object")
-        dry_run = self.dry_run or options.get("dryRun") == ["All"]
-        policy, orphan = _propagation(options, self.param("propagationPolicy"),
-                                      self.param("orphanDependents"))
+        options = self.delete_options()
+        dry_run = options.get("dryRun") == ["All"]
+        policy, orphan = _propagation(options)
         if target.rt.kind == "Namespace" and target.name in IMMORTAL_NAMESPACES:
             raise forbidden(target.rt, target.name, "this namespace may not be deleted")
         answer = self.api.store.delete(target.rt.key, target.namespace, target.name or "",
@@ -136,6 +136,26 @@ class ResourceVerbs(HandlerBase):
             self.send_object(200, answer)
         else:
             self.send_json(200, deleted_status(target.rt, answer))
+
+    def delete_options(self) -> Obj:
+        """DeleteOptions from the body, or from the query when there is no body: the real
+        handler (handlers/delete.go) reads one or the other, never both."""
+        if self.body:
+            body = self.json_body()
+            if body is not None and not isinstance(body, dict):
+                raise bad_request("DeleteOptions must be a JSON object")
+            return decoding.check_delete_options(body or {})
+        options: Obj = {}
+        for name in ("propagationPolicy", "orphanDependents", "gracePeriodSeconds"):
+            value = self.param(name)
+            if value is None:
+                continue
+            options[name] = (query_bool(value) if name == "orphanDependents"
+                             else self.int_param(name) if name == "gracePeriodSeconds"
+                             else value)
+        if self.query.get("dryRun"):
+            options["dryRun"] = self.query["dryRun"]
+        return options
 
     def delete_collection(self, target: Target) -> None:
         body = self.list_body(target, paged=False)
@@ -282,14 +302,9 @@ class ResourceVerbs(HandlerBase):
         self.send_json(200, to_scale(updated))
 
 
-def _propagation(options: Obj, policy_param: str | None,
-                 orphan_param: str | None) -> tuple[str | None, bool | None]:
-    """The propagation policy of a delete, from DeleteOptions or the query (as kubectl's
-    --cascade and the clients send it), and `orphanDependents` as given (deprecated)."""
-    policy = options.get("propagationPolicy") or policy_param
-    orphan = options.get("orphanDependents")
-    if orphan is None and orphan_param is not None:
-        orphan = orphan_param.lower() == "true"
+def _propagation(options: Obj) -> tuple[str | None, bool | None]:
+    """The propagation policy of a delete, and `orphanDependents` as given (deprecated)."""
+    policy, orphan = options.get("propagationPolicy"), options.get("orphanDependents")
     if policy is not None and policy not in POLICIES:
         supported = '"Foreground", "Background", "Orphan", "nil"'
         problem = f'Unsupported value: "{policy}": supported values: {supported}'

@@ -3,8 +3,9 @@
 Covers the rolling-update fenceposts and their rounding (maxSurge up, maxUnavailable
 down, never both 0), how far the new ReplicaSet may grow within maxSurge, how far
 old ones may shrink while maxUnavailable holds (unavailable replicas first, oldest
-first), the status summed from ReplicaSets (old pods count in `replicas`), and the
-revision history limit.
+first), the status summed from ReplicaSets (old pods count in `replicas`), the
+Progressing condition (what counts as progress; a finished rollout never times out),
+and the revision history limit.
 """
 
 from __future__ import annotations
@@ -107,3 +108,34 @@ def test_revision_history_keeps_the_newest_scaled_down_replicasets() -> None:
     assert [r["metadata"]["name"] for r in rollouts.history_to_delete(
         deploy(1, revisionHistoryLimit=0), old)] == ["r1", "r2"], "r3 still runs a pod"
     assert rollouts.history_to_delete(deploy(1, revisionHistoryLimit=5), old) == []
+
+
+def progressing(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == "Progressing")
+
+
+def test_a_completed_rollout_stays_complete_when_a_pod_goes_unavailable() -> None:
+    d = deploy(2, surge=1, unavailable=0)
+    d["status"] = rollouts.deployment_status(d, [rs("new", 2, available=2)],
+                                             rs("new", 2, available=2), 0.0,
+                                             "2024-01-01T00:00:00Z")
+    assert progressing(d["status"])["reason"] == "NewReplicaSetAvailable"
+    sick = rs("new", 2, available=1)
+    for now in (700.0, 2000.0):  # long past progressDeadlineSeconds (600)
+        d["status"] = rollouts.deployment_status(d, [sick], sick, now, "2024-01-01T01:00:00Z")
+        assert progressing(d["status"])["reason"] == "NewReplicaSetAvailable"
+        assert progressing(d["status"])["lastUpdateTime"] == "2024-01-01T00:00:00Z"
+
+
+def test_only_more_updated_ready_or_available_replicas_count_as_progress() -> None:
+    d = deploy(2, surge=1, unavailable=0)
+    old, new = rs("old", 2, available=2), rs("new", 1, available=0)
+    d["status"] = rollouts.deployment_status(d, [old, new], new, 0.0, "1970-01-01T00:00:00Z")
+    assert progressing(d["status"])["reason"] == "ReplicaSetUpdated"
+    worse = rs("old", 2, available=1)  # a change, but backwards
+    d["status"] = rollouts.deployment_status(d, [worse, new], new, 601.0,
+                                             "1970-01-01T00:10:01Z")
+    assert progressing(d["status"])["reason"] == "ProgressDeadlineExceeded"
+    d["status"] = rollouts.deployment_status(d, [worse, rs("new", 1, available=1)], new, 700.0,
+                                             "1970-01-01T00:11:40Z")
+    assert progressing(d["status"])["reason"] == "ReplicaSetUpdated", "available went up"
