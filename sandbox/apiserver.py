@@ -31,7 +31,7 @@ from sandbox.httpbase import (
     parse_target,
     target_not_found,
 )
-from sandbox.resources import ApiError, bad_request
+from sandbox.resources import ApiError, ascii_digits, bad_request
 from sandbox.store import Store
 from sandbox.verbs import ResourceVerbs
 from sandbox.watchstream import WatchVerb
@@ -260,7 +260,7 @@ class Handler(ResourceVerbs, WatchVerb):
             self.send_json(200, {"result": "ok"})
         elif path == "/sandbox/requests" and method == "GET":
             since = self.param("since") or "0"
-            if not since.isdigit():
+            if not ascii_digits(since):
                 raise bad_request("since must be a request sequence number")
             self.send_json(200, faults.requests(int(since)))
         else:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
+from sandbox.resources import ascii_digits
+
 SLOW_READY_SECONDS = 3.0
 
 
@@ -139,7 +141,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     parent = os.environ.get("SANDBOX_PARENT_PID")
-    if parent and parent.isdigit():
+    if parent and ascii_digits(parent):
         threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
     print(f"demoapp {identity.version} ({identity.color or 'no colour'}) listening on {port}",
           file=sys.stderr, flush=True)

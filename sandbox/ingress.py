@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from sandbox.resources import ascii_digits
 from sandbox.routing import Backend, Decision, Request, Snapshot, decide
 from sandbox.store import Store
 
@@ -194,7 +195,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             headers = [(k, v) for k, v in resp.getheaders()
                        if k.lower() not in HOP_BY_HOP | {"server", "date"}]
             length = len(data)
-            if self.command == "HEAD" and str(resp.getheader("Content-Length", "")).isdigit():
+            if self.command == "HEAD" and ascii_digits(str(resp.getheader("Content-Length", ""))):
                 length = int(resp.getheader("Content-Length", "0"))
             return Reply(resp.status, resp.reason, headers, data, length,
                          time.monotonic() - started)

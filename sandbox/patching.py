@@ -15,7 +15,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from sandbox.resources import ApiError
+from sandbox.resources import ApiError, ascii_digits
 
 Obj = dict[str, Any]
 
@@ -76,7 +76,7 @@ def _pointer(path: str) -> list[str]:
 def _index(container: list[Any], token: str, op: str, path: str, *, append: bool = False) -> int:
     if append and token == "-":
         return len(container)
-    if not token.isdigit() or (token != "0" and token.startswith("0")):
+    if not ascii_digits(token) or (token != "0" and token.startswith("0")):
         raise JsonPatchError(f"{op} operation does not apply: invalid index {token!r} in {path}")
     index = int(token)
     if index > len(container) or (index == len(container) and not append):

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sandbox.resources import ascii_digits
+
 PORT_ANNOTATION = "sandbox.bluegreen.dev/port"
 DIR_ANNOTATION = "sandbox.bluegreen.dev/dir"
 CONTAINER_ID_PREFIX = "sandbox://"
@@ -45,7 +47,7 @@ def first_container(pod: Obj) -> Obj:
 def real_port(pod: Obj) -> int | None:
     """The local port the kubelet gave the pod's process, once it has one."""
     value = ((pod.get("metadata") or {}).get("annotations") or {}).get(PORT_ANNOTATION)
-    return int(value) if value is not None and str(value).isdigit() else None
+    return int(value) if value is not None and ascii_digits(str(value)) else None
 
 
 def container_port(container: Obj) -> int | None:
@@ -132,4 +134,4 @@ def running_container_pid(pod: Obj) -> int | None:
         return None
     container_id = str(statuses[0].get("containerID") or "")
     pid = container_id.removeprefix(CONTAINER_ID_PREFIX)
-    return int(pid) if pid.isdigit() else None
+    return int(pid) if ascii_digits(pid) else None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sandbox.pods import container_port
+from sandbox.resources import ascii_digits
 
 TIME_SCALE = 0.1
 
@@ -41,7 +42,7 @@ class Probe:
 def _target_port(container: dict[str, Any], port: Any, real: int) -> int | None:
     """A probe's port (number or name) → the real port, when it names the container's."""
     declared = [p for p in container.get("ports") or [] if p.get("containerPort")]
-    if isinstance(port, str) and not port.isdigit():
+    if isinstance(port, str) and not ascii_digits(port):
         named = [p for p in declared if p.get("name") == port]
         return real if named else None
     if not declared or int(port) in {int(p["containerPort"]) for p in declared}:

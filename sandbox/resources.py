@@ -252,3 +252,9 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def ascii_digits(text: object) -> bool:
+    """Whether `str(text)` is ASCII digits only, as Go's strconv reads numbers: `str.isdigit`
+    is also true for `²` and other scripts' digits, which `int()` refuses or reads."""
+    value = str(text)
+    return value.isascii() and value.isdigit()
+

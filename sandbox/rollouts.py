@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from sandbox.resources import ascii_digits
+
 Obj = dict[str, Any]
 REVISION = "deployment.kubernetes.io/revision"
 
@@ -49,7 +51,7 @@ def available(rs: Obj) -> int:
 
 def revision(rs: Obj) -> int:
     value = (_meta(rs).get("annotations") or {}).get(REVISION, "0")
-    return int(value) if str(value).isdigit() else 0
+    return int(value) if ascii_digits(str(value)) else 0
 
 
 def is_rolling(deploy: Obj) -> bool:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from sandbox.resources import ascii_digits
+
 PORT_ANNOTATION = "sandbox.bluegreen.dev/port"
 INGRESS_LABELS: Mapping[str, str] = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 
@@ -263,7 +265,7 @@ def ready_backends(snapshot: Snapshot, selector: Mapping[str, str],
         meta = _meta(pod)
         labels = meta.get("labels") or {}
         port = (meta.get("annotations") or {}).get(PORT_ANNOTATION)
-        if (meta.get("namespace", "default") == namespace and port and str(port).isdigit()
+        if (meta.get("namespace", "default") == namespace and port and ascii_digits(str(port))
                 and all(labels.get(k) == v for k, v in selector.items()) and is_pod_ready(pod)):
             found.append(Backend(namespace, meta["name"], int(port)))
     return tuple(sorted(found, key=lambda b: b.pod))

@@ -30,6 +30,7 @@ from sandbox.httpbase import (
 from sandbox.resources import (
     ApiError,
     ResourceType,
+    ascii_digits,
     bad_request,
     deleted_status,
     forbidden,
@@ -255,10 +256,10 @@ class ResourceVerbs(HandlerBase):
         path = Path(directory) / "container.log" if directory else None
         data = path.read_bytes() if path and path.is_file() else b""
         tail = self.param("tailLines")
-        if tail and tail.isdigit():
+        if tail and ascii_digits(tail):
             data = b"".join(data.splitlines(keepends=True)[-int(tail):]) if int(tail) else b""
         limit = self.param("limitBytes")
-        if limit and limit.isdigit():
+        if limit and ascii_digits(limit):
             data = data[:int(limit)]
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from sandbox.httpbase import HandlerBase, Obj, Target
-from sandbox.resources import ApiError, bad_request
+from sandbox.resources import ApiError, ascii_digits, bad_request
 from sandbox.tables import to_table, wants_table
 
 WATCH_DEFAULT_TIMEOUT = 1800.0  # the real server picks 30-60 minutes
@@ -25,7 +25,7 @@ class WatchVerb(HandlerBase):
 
     def watch(self, target: Target) -> None:
         rv_param = self.param("resourceVersion") or ""
-        if rv_param and not rv_param.isdigit():
+        if rv_param and not ascii_digits(rv_param):
             raise bad_request(f"invalid resource version: {rv_param}")
         timeout = float(self.param("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
         field_selector = self.param("fieldSelector")

@@ -82,6 +82,8 @@ def test_json_patch_operations(ops: list[dict[str, object]], field: str, expecte
     {"op": "replace", "path": "/spec/missing", "value": 1},
     {"op": "add", "path": "/nope/deeper", "value": 1},
     {"op": "remove", "path": "/spec/list/5"},
+    {"op": "remove", "path": "/spec/list/\u00b2"},  # "²": a digit to str.isdigit, not to Go
+    {"op": "add", "path": "/spec/list/\u0663", "value": "x"},  # Arabic-Indic 3
 ])
 def test_json_patch_that_does_not_apply_is_refused(op: dict[str, object]) -> None:
     with pytest.raises(patching.JsonPatchError):
