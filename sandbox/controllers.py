@@ -46,7 +46,7 @@ from typing import Any
 
 from sandbox import rollouts
 from sandbox.defaults import drop_nulls
-from sandbox.resources import ApiError, now_rfc3339
+from sandbox.resources import ApiError, meta_of, now_rfc3339, spec_of
 from sandbox.rollouts import REVISION, by_creation, replicas, revision
 from sandbox.routing import is_pod_ready
 from sandbox.store import Store
@@ -62,14 +62,8 @@ _HASH_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 Obj = dict[str, Any]
 
 
-def _meta(obj: Obj) -> Obj:
-    meta: Obj = obj.setdefault("metadata", {})
-    return meta
 
 
-def _spec(obj: Obj) -> Obj:
-    spec: Obj = obj.get("spec") or {}
-    return spec
 
 
 def template_hash(template: Obj) -> str:
@@ -89,18 +83,18 @@ def template_hash(template: Obj) -> str:
 
 
 def owned_by(obj: Obj, owner: Obj) -> bool:
-    uid = _meta(owner).get("uid")
-    return any(ref.get("uid") == uid for ref in _meta(obj).get("ownerReferences") or [])
+    uid = meta_of(owner).get("uid")
+    return any(ref.get("uid") == uid for ref in meta_of(obj).get("ownerReferences") or [])
 
 
 def owner_ref(owner: Obj, kind: str) -> Obj:
-    return {"apiVersion": "apps/v1", "kind": kind, "name": _meta(owner)["name"],
-            "uid": _meta(owner)["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {"apiVersion": "apps/v1", "kind": kind, "name": meta_of(owner)["name"],
+            "uid": meta_of(owner)["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
 def _is_live(pod: Obj) -> bool:
     phase = (pod.get("status") or {}).get("phase")
-    return not _meta(pod).get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
+    return not meta_of(pod).get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
 
 
 # Deployment annotations a ReplicaSet does not copy (deploymentutil annotationsToSkip).
@@ -112,7 +106,7 @@ _NOT_COPIED = (REVISION, "deployment.kubernetes.io/revision-history",
 
 def _copied_annotations(deploy: Obj) -> dict[str, str]:
     """The Deployment's annotations its ReplicaSet carries (copyDeploymentAnnotationsToRS)."""
-    return {k: v for k, v in (_meta(deploy).get("annotations") or {}).items()
+    return {k: v for k, v in (meta_of(deploy).get("annotations") or {}).items()
             if k not in _NOT_COPIED}
 
 
@@ -124,12 +118,12 @@ def _size_annotations(deploy: Obj) -> dict[str, str]:
 
 def new_replicaset(deploy: Obj, pod_hash: str, count: int, rev: int) -> Obj:
     """The ReplicaSet the Deployment controller creates for a template hash."""
-    template = json.loads(json.dumps(_spec(deploy).get("template") or {}))
+    template = json.loads(json.dumps(spec_of(deploy).get("template") or {}))
     labels = {**(template.setdefault("metadata", {}).get("labels") or {}), HASH_LABEL: pod_hash}
     template["metadata"]["labels"] = labels
-    selector = json.loads(json.dumps(_spec(deploy).get("selector") or {}))
+    selector = json.loads(json.dumps(spec_of(deploy).get("selector") or {}))
     selector["matchLabels"] = {**(selector.get("matchLabels") or {}), HASH_LABEL: pod_hash}
-    meta = _meta(deploy)
+    meta = meta_of(deploy)
     return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": f"{meta['name']}-{pod_hash}", "namespace": meta["namespace"],
                          "labels": labels,
@@ -137,7 +131,7 @@ def new_replicaset(deploy: Obj, pod_hash: str, count: int, rev: int) -> Obj:
                                          **_size_annotations(deploy)},
                          "ownerReferences": [owner_ref(deploy, "Deployment")]},
             "spec": {"replicas": count, "selector": selector, "template": template,
-                     "minReadySeconds": _spec(deploy).get("minReadySeconds", 0)}}
+                     "minReadySeconds": spec_of(deploy).get("minReadySeconds", 0)}}
 
 
 class WorkloadControllers:
@@ -164,13 +158,13 @@ class WorkloadControllers:
         """Run one object's step; its failure must not stop the others' reconciliation
         (the real controllers requeue one key and carry on with the rest). A failure is
         logged in full once per version of the object, not on every pass."""
-        where = f"{_meta(obj).get('namespace')}/{_meta(obj).get('name')}"
+        where = f"{meta_of(obj).get('namespace')}/{meta_of(obj).get('name')}"
         try:
             step(obj)
         except ApiError as e:  # a concurrent write or delete: the next pass catches up
             log.debug("%s %s: %s", step.__name__, where, e.message)
         except Exception:
-            seen = (step.__name__, _meta(obj).get("uid"), _meta(obj).get("resourceVersion"))
+            seen = (step.__name__, meta_of(obj).get("uid"), meta_of(obj).get("resourceVersion"))
             if seen in self._failed:
                 log.debug("%s %s still fails", step.__name__, where)
             else:
@@ -180,7 +174,7 @@ class WorkloadControllers:
     # ---- Deployment → ReplicaSets --------------------------------------------------------
 
     def _replicasets(self, deploy: Obj) -> list[Obj]:
-        items = self.store.list(REPLICASETS, _meta(deploy)["namespace"])[0]
+        items = self.store.list(REPLICASETS, meta_of(deploy)["namespace"])[0]
         return [rs for rs in items if owned_by(rs, deploy)]
 
     def _pods(self, namespace: str) -> list[Obj]:
@@ -189,12 +183,12 @@ class WorkloadControllers:
     def sync_deployment(self, deploy: Obj) -> None:
         """One step of the Deployment's rollout, as one sync of the real controller takes
         (none while it is being deleted: syncStatusOnly)."""
-        if _meta(deploy).get("deletionTimestamp"):
+        if meta_of(deploy).get("deletionTimestamp"):
             return
-        pod_hash = template_hash(_spec(deploy).get("template") or {})
+        pod_hash = template_hash(spec_of(deploy).get("template") or {})
         replicasets = self._replicasets(deploy)
         new = next((rs for rs in replicasets if
-                    (_meta(rs).get("labels") or {}).get(HASH_LABEL) == pod_hash), None)
+                    (meta_of(rs).get("labels") or {}).get(HASH_LABEL) == pod_hash), None)
         old = by_creation(rs for rs in replicasets if rs is not new)
         if new is not None:
             new = self._sync_revision(deploy, new, old)
@@ -206,7 +200,7 @@ class WorkloadControllers:
             self._set_revision(deploy, revision(new))
         if rollouts.is_complete(deploy, deploy.get("status") or {}):
             for rs in rollouts.history_to_delete(deploy, old):
-                self.store.delete(REPLICASETS, _meta(rs)["namespace"], _meta(rs)["name"])
+                self.store.delete(REPLICASETS, meta_of(rs)["namespace"], meta_of(rs)["name"])
 
     def _roll(self, deploy: Obj, new: Obj | None, old: list[Obj], pod_hash: str) -> Obj:
         """rolloutRolling: scale the new ReplicaSet up if it may, else old ones down."""
@@ -223,8 +217,8 @@ class WorkloadControllers:
                 return new
         sizes = rollouts.old_scale_down(deploy, new, old)
         for rs in old:
-            if _meta(rs)["name"] in sizes:
-                self._scale(deploy, rs, sizes[_meta(rs)["name"]])
+            if meta_of(rs)["name"] in sizes:
+                self._scale(deploy, rs, sizes[meta_of(rs)["name"]])
         return new
 
     def _recreate(self, deploy: Obj, new: Obj | None, old: list[Obj],
@@ -245,95 +239,95 @@ class WorkloadControllers:
         """SetDeploymentRevision: the Deployment carries its new ReplicaSet's revision,
         written through the status subresource (which, for a Deployment, takes
         annotations and bumps no generation)."""
-        if (_meta(deploy).get("annotations") or {}).get(REVISION) == str(rev):
+        if (meta_of(deploy).get("annotations") or {}).get(REVISION) == str(rev):
             return
 
         def change(obj: Obj) -> Obj:
-            _meta(obj).setdefault("annotations", {})[REVISION] = str(rev)
+            meta_of(obj).setdefault("annotations", {})[REVISION] = str(rev)
             return obj
 
-        self.store.mutate(DEPLOYMENTS, _meta(deploy)["namespace"], _meta(deploy)["name"],
+        self.store.mutate(DEPLOYMENTS, meta_of(deploy)["namespace"], meta_of(deploy)["name"],
                           change, subresource="status")
 
     def _old_pods_running(self, deploy: Obj, new: Obj | None, old: list[Obj]) -> bool:
         """Pods of the Deployment's other ReplicaSets not yet ended, or their processes."""
-        pods = self.store.list(PODS, _meta(deploy)["namespace"])[0]
+        pods = self.store.list(PODS, meta_of(deploy)["namespace"])[0]
         if any(owned_by(p, rs) and (p.get("status") or {}).get("phase") not in (
                 "Succeeded", "Failed") for p in pods for rs in old):
             return True
-        return bool({_meta(rs)["uid"] for rs in old} & self.live_owners())
+        return bool({meta_of(rs)["uid"] for rs in old} & self.live_owners())
 
     def _create(self, deploy: Obj, pod_hash: str, count: int, old: list[Obj]) -> Obj:
         rev = max((revision(rs) for rs in old), default=0) + 1
-        return self.store.create(REPLICASETS, _meta(deploy)["namespace"],
+        return self.store.create(REPLICASETS, meta_of(deploy)["namespace"],
                                  new_replicaset(deploy, pod_hash, count, rev))
 
     def _sync_revision(self, deploy: Obj, new: Obj, old: list[Obj]) -> Obj:
         """The new ReplicaSet takes the next revision (a rollback's reused one does), the
         Deployment's annotations and its minReadySeconds (SetNewReplicaSetAnnotations)."""
         rev = max((revision(rs) for rs in old), default=0) + 1
-        ready_for = _spec(deploy).get("minReadySeconds", 0)
+        ready_for = spec_of(deploy).get("minReadySeconds", 0)
         copied = _copied_annotations(deploy)
-        notes = _meta(new).get("annotations") or {}
-        if (revision(new) >= rev and _spec(new).get("minReadySeconds", 0) == ready_for
+        notes = meta_of(new).get("annotations") or {}
+        if (revision(new) >= rev and spec_of(new).get("minReadySeconds", 0) == ready_for
                 and all(notes.get(k) == v for k, v in copied.items())):
             return new
 
         def change(obj: Obj) -> Obj:
-            annotations = _meta(obj).setdefault("annotations", {})
+            annotations = meta_of(obj).setdefault("annotations", {})
             annotations.update(copied)
             if revision(obj) < rev:
                 annotations[REVISION] = str(rev)
             obj["spec"]["minReadySeconds"] = ready_for
             return obj
 
-        return self.store.mutate(REPLICASETS, _meta(new)["namespace"], _meta(new)["name"],
+        return self.store.mutate(REPLICASETS, meta_of(new)["namespace"], meta_of(new)["name"],
                                  change)
 
     def _scale(self, deploy: Obj, rs: Obj, count: int) -> None:
         """scaleReplicaSet: the size, and the annotations saying what it was sized for."""
         notes = _size_annotations(deploy)
-        current = _meta(rs).get("annotations") or {}
+        current = meta_of(rs).get("annotations") or {}
         if replicas(rs) == count and all(current.get(k) == v for k, v in notes.items()):
             return
 
         def change(obj: Obj) -> Obj:
             obj["spec"]["replicas"] = count
-            _meta(obj).setdefault("annotations", {}).update(notes)
+            meta_of(obj).setdefault("annotations", {}).update(notes)
             return obj
 
-        self.store.mutate(REPLICASETS, _meta(rs)["namespace"], _meta(rs)["name"], change)
+        self.store.mutate(REPLICASETS, meta_of(rs)["namespace"], meta_of(rs)["name"], change)
 
     # ---- ReplicaSet → Pods ---------------------------------------------------------------
 
     def sync_replicaset(self, rs: Obj) -> None:
         """Create or delete Pods to match `spec.replicas`, then report RS status."""
-        namespace = _meta(rs)["namespace"]
+        namespace = meta_of(rs)["namespace"]
         pods = [p for p in self._pods(namespace) if owned_by(p, rs)]
         # A ReplicaSet being deleted manages no pods (syncReplicaSet), it only reports.
-        want = len(pods) if _meta(rs).get("deletionTimestamp") else replicas(rs)
+        want = len(pods) if meta_of(rs).get("deletionTimestamp") else replicas(rs)
         for _ in range(want - len(pods)):
             self.store.create(PODS, namespace, self._pod_for(rs))
         if len(pods) > want:
-            newest_first = sorted(pods, key=lambda p: _meta(p).get("creationTimestamp", ""),
+            newest_first = sorted(pods, key=lambda p: meta_of(p).get("creationTimestamp", ""),
                                   reverse=True)
             doomed = sorted(newest_first, key=is_pod_ready)[: len(pods) - want]
             for pod in doomed:
-                self.store.delete(PODS, namespace, _meta(pod)["name"])
+                self.store.delete(PODS, namespace, meta_of(pod)["name"])
         pods = [p for p in self._pods(namespace) if owned_by(p, rs)]
         ready = sum(1 for p in pods if is_pod_ready(p))
-        now, ready_for = time.time(), int(_spec(rs).get("minReadySeconds", 0))
+        now, ready_for = time.time(), int(spec_of(rs).get("minReadySeconds", 0))
         self._write_status(REPLICASETS, rs, {
             "replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
             "availableReplicas": sum(1 for p in pods if _is_available(p, ready_for, now)),
-            "observedGeneration": _meta(rs).get("generation", 1)})
+            "observedGeneration": meta_of(rs).get("generation", 1)})
 
     @staticmethod
     def _pod_for(rs: Obj) -> Obj:
-        template = json.loads(json.dumps(_spec(rs).get("template") or {}))
+        template = json.loads(json.dumps(spec_of(rs).get("template") or {}))
         meta = template.get("metadata") or {}
         return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": f"{_meta(rs)['name']}-",
+                "metadata": {"generateName": f"{meta_of(rs)['name']}-",
                              "labels": meta.get("labels") or {},
                              "annotations": meta.get("annotations") or {},
                              "ownerReferences": [owner_ref(rs, "ReplicaSet")]},
@@ -349,14 +343,14 @@ class WorkloadControllers:
             current["status"] = status
             return current
 
-        self.store.mutate(key, _meta(obj)["namespace"], _meta(obj)["name"], change,
+        self.store.mutate(key, meta_of(obj)["namespace"], meta_of(obj)["name"], change,
                           subresource="status")
 
     def sync_deployment_status(self, deploy: Obj) -> None:
         replicasets = self._replicasets(deploy)
-        pod_hash = template_hash(_spec(deploy).get("template") or {})
+        pod_hash = template_hash(spec_of(deploy).get("template") or {})
         new = next((rs for rs in replicasets
-                    if (_meta(rs).get("labels") or {}).get(HASH_LABEL) == pod_hash), None)
+                    if (meta_of(rs).get("labels") or {}).get(HASH_LABEL) == pod_hash), None)
         status = rollouts.deployment_status(deploy, replicasets, new, time.time(),
                                             now_rfc3339())
         self._write_status(DEPLOYMENTS, deploy, status)

@@ -258,3 +258,21 @@ def ascii_digits(text: object) -> bool:
     value = str(text)
     return value.isascii() and value.isdigit()
 
+
+def meta_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object's `metadata` ({} when it has none, or null)."""
+    meta: dict[str, Any] = obj.get("metadata") or {}
+    return meta
+
+
+def spec_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object's `spec` ({} when it has none, or null)."""
+    spec: dict[str, Any] = obj.get("spec") or {}
+    return spec
+
+
+def status_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object's `status` ({} when it has none, or null)."""
+    status: dict[str, Any] = obj.get("status") or {}
+    return status
+

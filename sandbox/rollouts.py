@@ -19,43 +19,34 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sandbox.resources import ascii_digits
+from sandbox.resources import ascii_digits, meta_of, spec_of, status_of
 
 Obj = dict[str, Any]
 REVISION = "deployment.kubernetes.io/revision"
 
 
-def _meta(obj: Obj) -> Obj:
-    meta: Obj = obj.get("metadata") or {}
-    return meta
 
 
-def _spec(obj: Obj) -> Obj:
-    spec: Obj = obj.get("spec") or {}
-    return spec
 
 
-def _status(obj: Obj) -> Obj:
-    status: Obj = obj.get("status") or {}
-    return status
 
 
 def replicas(obj: Obj) -> int:
     """`spec.replicas` of a Deployment or ReplicaSet (validated and defaulted by the API)."""
-    return int(_spec(obj).get("replicas", 1))
+    return int(spec_of(obj).get("replicas", 1))
 
 
 def available(rs: Obj) -> int:
-    return int(_status(rs).get("availableReplicas", 0))
+    return int(status_of(rs).get("availableReplicas", 0))
 
 
 def revision(rs: Obj) -> int:
-    value = (_meta(rs).get("annotations") or {}).get(REVISION, "0")
+    value = (meta_of(rs).get("annotations") or {}).get(REVISION, "0")
     return int(value) if ascii_digits(str(value)) else 0
 
 
 def is_rolling(deploy: Obj) -> bool:
-    return (_spec(deploy).get("strategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
+    return (spec_of(deploy).get("strategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
 
 
 def scaled_value(value: int | str, total: int, *, round_up: bool) -> int:
@@ -69,7 +60,7 @@ def scaled_value(value: int | str, total: int, *, round_up: bool) -> int:
 def fenceposts(deploy: Obj) -> tuple[int, int]:
     """(maxSurge, maxUnavailable) in pods: surge rounds up, unavailable down, and when both
     come to 0 unavailable is 1 (surge might not work, because of quota)."""
-    rolling = (_spec(deploy).get("strategy") or {}).get("rollingUpdate") or {}
+    rolling = (spec_of(deploy).get("strategy") or {}).get("rollingUpdate") or {}
     desired = replicas(deploy)
     surge = scaled_value(rolling.get("maxSurge", "25%"), desired, round_up=True)
     unavailable = scaled_value(rolling.get("maxUnavailable", "25%"), desired, round_up=False)
@@ -94,7 +85,7 @@ def new_rs_replicas(deploy: Obj, all_rs: list[Obj], new_count: int) -> int:
     desired = replicas(deploy)
     if not is_rolling(deploy):
         return desired
-    surge = scaled_value((((_spec(deploy).get("strategy") or {}).get("rollingUpdate") or {})
+    surge = scaled_value((((spec_of(deploy).get("strategy") or {}).get("rollingUpdate") or {})
                           .get("maxSurge", "25%")), desired, round_up=True)
     current = sum(replicas(rs) for rs in all_rs)
     most = desired + surge
@@ -105,8 +96,8 @@ def new_rs_replicas(deploy: Obj, all_rs: list[Obj], new_count: int) -> int:
 
 def by_creation(replicasets: Iterable[Obj]) -> list[Obj]:
     """Oldest first, as controller.ReplicaSetsByCreationTimestamp sorts (name breaks ties)."""
-    return sorted(replicasets, key=lambda rs: (_meta(rs).get("creationTimestamp", ""),
-                                               _meta(rs).get("name", "")))
+    return sorted(replicasets, key=lambda rs: (meta_of(rs).get("creationTimestamp", ""),
+                                               meta_of(rs).get("name", "")))
 
 
 def old_scale_down(deploy: Obj, new: Obj, old: list[Obj]) -> dict[str, int]:
@@ -121,22 +112,22 @@ def old_scale_down(deploy: Obj, new: Obj, old: list[Obj]) -> dict[str, int]:
     budget = all_count - min_available - new_unavailable
     if budget <= 0:
         return {}
-    before = {_meta(rs)["name"]: replicas(rs) for rs in old}
+    before = {meta_of(rs)["name"]: replicas(rs) for rs in old}
     sizes = dict(before)
     cleaned = 0  # cleanupUnhealthyReplicas: replicas that are not available go first
     for rs in old:
-        name = _meta(rs)["name"]
+        name = meta_of(rs)["name"]
         if cleaned >= budget or sizes[name] == 0 or sizes[name] == available(rs):
             continue
         down = min(budget - cleaned, sizes[name] - available(rs))
         sizes[name] -= down
         cleaned += down
     # scaleDownOldReplicaSetsForRollingUpdate: then oldest first, keeping min_available
-    available_now = available(new) + sum(min(available(rs), sizes[_meta(rs)["name"]])
+    available_now = available(new) + sum(min(available(rs), sizes[meta_of(rs)["name"]])
                                          for rs in old)
     allowed = available_now - min_available
     for rs in old:
-        name = _meta(rs)["name"]
+        name = meta_of(rs)["name"]
         if allowed <= 0:
             break
         down = min(sizes[name], allowed)
@@ -147,14 +138,14 @@ def old_scale_down(deploy: Obj, new: Obj, old: list[Obj]) -> dict[str, int]:
 
 def history_to_delete(deploy: Obj, old: list[Obj]) -> list[Obj]:
     """cleanupDeployment: the oldest revisions beyond `revisionHistoryLimit`, if scaled to 0."""
-    limit = _spec(deploy).get("revisionHistoryLimit")
-    alive = [rs for rs in old if not _meta(rs).get("deletionTimestamp")]
+    limit = spec_of(deploy).get("revisionHistoryLimit")
+    alive = [rs for rs in old if not meta_of(rs).get("deletionTimestamp")]
     if limit is None or len(alive) <= int(limit):
         return []
-    doomed = sorted(alive, key=lambda rs: (revision(rs), _meta(rs).get("creationTimestamp", "")))
+    doomed = sorted(alive, key=lambda rs: (revision(rs), meta_of(rs).get("creationTimestamp", "")))
     return [rs for rs in doomed[:len(alive) - int(limit)]
-            if replicas(rs) == 0 and int(_status(rs).get("replicas", 0)) == 0
-            and int(_status(rs).get("observedGeneration", 0)) >= _meta(rs).get("generation", 1)]
+            if replicas(rs) == 0 and int(status_of(rs).get("replicas", 0)) == 0
+            and int(status_of(rs).get("observedGeneration", 0)) >= meta_of(rs).get("generation", 1)]
 
 
 def is_complete(deploy: Obj, status: Obj) -> bool:
@@ -163,7 +154,7 @@ def is_complete(deploy: Obj, status: Obj) -> bool:
     return (status.get("updatedReplicas", 0) == desired
             and status.get("replicas", 0) == desired
             and status.get("availableReplicas", 0) == desired
-            and status.get("observedGeneration", 0) >= _meta(deploy).get("generation", 1))
+            and status.get("observedGeneration", 0) >= meta_of(deploy).get("generation", 1))
 
 
 # ---- status -------------------------------------------------------------------------------
@@ -186,14 +177,14 @@ def deployment_status(deploy: Obj, replicasets: list[Obj], new: Obj | None, now:
     desired = replicas(deploy)
     available_count = sum(available(rs) for rs in replicasets)
     counts = {
-        "replicas": sum(int(_status(rs).get("replicas", 0)) for rs in replicasets),
-        "updatedReplicas": int(_status(new).get("replicas", 0)) if new is not None else 0,
-        "readyReplicas": sum(int(_status(rs).get("readyReplicas", 0)) for rs in replicasets),
+        "replicas": sum(int(status_of(rs).get("replicas", 0)) for rs in replicasets),
+        "updatedReplicas": int(status_of(new).get("replicas", 0)) if new is not None else 0,
+        "readyReplicas": sum(int(status_of(rs).get("readyReplicas", 0)) for rs in replicasets),
         "availableReplicas": available_count,
         "unavailableReplicas": max(0, sum(replicas(rs) for rs in replicasets)
                                    - available_count)}
-    previous = _status(deploy)
-    status: Obj = {"observedGeneration": _meta(deploy).get("generation", 1), **counts}
+    previous = status_of(deploy)
+    status: Obj = {"observedGeneration": meta_of(deploy).get("generation", 1), **counts}
     is_available = available_count >= desired - max_unavailable(deploy)
     conditions = previous.get("conditions") or []
     availability = _condition(
@@ -210,8 +201,8 @@ def deployment_status(deploy: Obj, replicasets: list[Obj], new: Obj | None, now:
 def _progressing(deploy: Obj, conditions: list[Obj], new: Obj | None, status: Obj,
                  now: float, stamp: str) -> Obj:
     """syncRolloutStatus's Progressing condition (pkg/controller/deployment/progress.go)."""
-    name = (f'ReplicaSet "{_meta(new)["name"]}"' if new is not None
-            else f'Deployment "{_meta(deploy)["name"]}"')
+    name = (f'ReplicaSet "{meta_of(new)["name"]}"' if new is not None
+            else f'Deployment "{meta_of(deploy)["name"]}"')
     before = next((c for c in conditions if c.get("type") == "Progressing"), {})
     if (before.get("reason") == "NewReplicaSetAvailable"
             and status["replicas"] == status["updatedReplicas"]):
@@ -219,8 +210,8 @@ def _progressing(deploy: Obj, conditions: list[Obj], new: Obj | None, status: Ob
     if is_complete(deploy, status):
         return _condition(conditions, "Progressing", "True", "NewReplicaSetAvailable",
                           f"{name} has successfully progressed.", stamp)
-    progressed = _has_progressed(_status(deploy), status)
-    deadline = int(_spec(deploy).get("progressDeadlineSeconds", 600))
+    progressed = _has_progressed(status_of(deploy), status)
+    deadline = int(spec_of(deploy).get("progressDeadlineSeconds", 600))
     if before.get("reason") in ("ProgressDeadlineExceeded", "NewReplicaSetAvailable") and (
             not progressed):
         return before  # DeploymentTimedOut: the first stays, the second never times out

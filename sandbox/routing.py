@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from sandbox.resources import ascii_digits
+from sandbox.resources import ascii_digits, meta_of, spec_of
 
 PORT_ANNOTATION = "sandbox.bluegreen.dev/port"
 INGRESS_LABELS: Mapping[str, str] = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
@@ -86,14 +86,8 @@ class Decision:
         return self.status == 200
 
 
-def _meta(obj: Obj) -> Obj:
-    meta: Obj = obj.get("metadata") or {}
-    return meta
 
 
-def _spec(obj: Obj) -> Obj:
-    spec: Obj = obj.get("spec") or {}
-    return spec
 
 
 def strip_port(host: str) -> str:
@@ -122,18 +116,18 @@ def bound_gateways(gateways: list[Obj], host: str) -> set[str]:
     """`ns/name` of Gateways selecting the ingress and accepting `host`."""
     bound: set[str] = set()
     for gw in gateways:
-        selector = _spec(gw).get("selector") or {}
+        selector = spec_of(gw).get("selector") or {}
         if any(INGRESS_LABELS.get(k) != v for k, v in selector.items()):
             continue
-        servers = _spec(gw).get("servers") or []
+        servers = spec_of(gw).get("servers") or []
         if any(_gateway_host_matches(h, host) for s in servers for h in s.get("hosts") or []):
-            bound.add(f"{_meta(gw).get('namespace', 'default')}/{_meta(gw).get('name')}")
+            bound.add(f"{meta_of(gw).get('namespace', 'default')}/{meta_of(gw).get('name')}")
     return bound
 
 
 def _vs_gateways(vs: Obj) -> set[str]:
-    ns = _meta(vs).get("namespace", "default")
-    names = _spec(vs).get("gateways") or []
+    ns = meta_of(vs).get("namespace", "default")
+    names = spec_of(vs).get("gateways") or []
     return {name if "/" in name else f"{ns}/{name}" for name in names}
 
 
@@ -143,10 +137,10 @@ def find_virtualservice(snapshot: Snapshot, host: str) -> Obj | None:
     candidates = [
         vs for vs in snapshot.virtualservices
         if _vs_gateways(vs) & gateways
-        and any(host_matches(h, host) for h in _spec(vs).get("hosts") or [])
+        and any(host_matches(h, host) for h in spec_of(vs).get("hosts") or [])
     ]
-    candidates.sort(key=lambda vs: (_meta(vs).get("creationTimestamp") or "",
-                                    _meta(vs).get("namespace", ""), _meta(vs).get("name", "")))
+    candidates.sort(key=lambda vs: (meta_of(vs).get("creationTimestamp") or "",
+                                    meta_of(vs).get("namespace", ""), meta_of(vs).get("name", "")))
     return candidates[0] if candidates else None
 
 
@@ -203,7 +197,7 @@ def request_matches(match: Mapping[str, Any], req: Request) -> bool:
 
 def match_route(vs: Obj, req: Request) -> Obj | None:
     """The first `spec.http` route whose `match` list matches (no list = match)."""
-    for route in _spec(vs).get("http") or []:
+    for route in spec_of(vs).get("http") or []:
         matches = route.get("match")
         if not matches or any(request_matches(m, req) for m in matches):
             route_obj: Obj = route
@@ -239,10 +233,10 @@ def subset_labels(snapshot: Snapshot, service: str, namespace: str,
                   subset: str) -> Mapping[str, str] | None:
     """The labels of `subset` in a DestinationRule for that Service, or None."""
     for dr in snapshot.destinationrules:
-        dr_ns = _meta(dr).get("namespace", "default")
-        if service_name(str(_spec(dr).get("host", "")), dr_ns) != (service, namespace):
+        dr_ns = meta_of(dr).get("namespace", "default")
+        if service_name(str(spec_of(dr).get("host", "")), dr_ns) != (service, namespace):
             continue
-        for entry in _spec(dr).get("subsets") or []:
+        for entry in spec_of(dr).get("subsets") or []:
             if entry.get("name") == subset:
                 labels: Mapping[str, str] = entry.get("labels") or {}
                 return labels
@@ -251,7 +245,7 @@ def subset_labels(snapshot: Snapshot, service: str, namespace: str,
 
 def is_pod_ready(pod: Obj) -> bool:
     """Ready condition True and not being deleted."""
-    if _meta(pod).get("deletionTimestamp"):
+    if meta_of(pod).get("deletionTimestamp"):
         return False
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
@@ -262,7 +256,7 @@ def ready_backends(snapshot: Snapshot, selector: Mapping[str, str],
     """Ready pods in `namespace` carrying every label of `selector`, by name."""
     found = []
     for pod in snapshot.pods:
-        meta = _meta(pod)
+        meta = meta_of(pod)
         labels = meta.get("labels") or {}
         port = (meta.get("annotations") or {}).get(PORT_ANNOTATION)
         if (meta.get("namespace", "default") == namespace and port and ascii_digits(str(port))
@@ -276,19 +270,19 @@ def resolve(snapshot: Snapshot, destination: Obj, vs_namespace: str) -> Decision
     name, ns = service_name(str(destination.get("host", "")), vs_namespace)
     subset = destination.get("subset")
     service = next((s for s in snapshot.services
-                    if _meta(s).get("name") == name
-                    and _meta(s).get("namespace", "default") == ns), None)
+                    if meta_of(s).get("name") == name
+                    and meta_of(s).get("namespace", "default") == ns), None)
     if service is None:
         return Decision(503, f"no healthy upstream: no Service {ns}/{name}", service=name,
                         subset=subset)
-    selector = dict(_spec(service).get("selector") or {})
+    selector = dict(spec_of(service).get("selector") or {})
     if subset:
         labels = subset_labels(snapshot, name, ns, str(subset))
         if labels is None:
             return Decision(503, f"no healthy upstream: subset {subset!r} is not defined "
                             f"in a DestinationRule for {name}", service=name, subset=subset)
         selector.update(labels)
-    backends = ready_backends(snapshot, selector, ns) if _spec(service).get("selector") else ()
+    backends = ready_backends(snapshot, selector, ns) if spec_of(service).get("selector") else ()
     if not backends:
         return Decision(503, "no healthy upstream", service=name, subset=subset)
     return Decision(200, "forward", backends, service=name, subset=subset)
@@ -299,13 +293,13 @@ def decide(req: Request, snapshot: Snapshot, rnd: float = 0.0) -> Decision:
     vs = find_virtualservice(snapshot, req.host)
     if vs is None:
         return Decision(404, f"no VirtualService bound to the ingress for host {req.host!r}")
-    vs_name = f"{_meta(vs).get('namespace', 'default')}/{_meta(vs).get('name')}"
+    vs_name = f"{meta_of(vs).get('namespace', 'default')}/{meta_of(vs).get('name')}"
     route = match_route(vs, req)
     if route is None:
         return Decision(404, f"no route of {vs_name} matches", virtualservice=vs_name)
     destination = pick_destination(route, rnd)
     if destination is None:
         return Decision(404, f"a route of {vs_name} has no destination", virtualservice=vs_name)
-    decision = resolve(snapshot, destination, _meta(vs).get("namespace", "default"))
+    decision = resolve(snapshot, destination, meta_of(vs).get("namespace", "default"))
     return Decision(decision.status, decision.reason, decision.backends, vs_name,
                     decision.service, decision.subset)

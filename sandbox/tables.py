@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox.resources import spec_of, status_of
+
 Obj = dict[str, Any]
 Column = tuple[str, str, int, Callable[[Obj], Any]]  # name, type, priority, cell
 
@@ -32,47 +34,44 @@ def age(obj: Obj) -> str:
     return f"{seconds}s"
 
 
-def _spec(obj: Obj) -> Obj:
-    return obj.get("spec") or {}
 
 
-def _status(obj: Obj) -> Obj:
-    return obj.get("status") or {}
 
 
 def _containers(obj: Obj) -> list[Obj]:
-    return list((((_spec(obj).get("template") or {}).get("spec") or {}).get("containers")) or [])
+    return list((((spec_of(obj).get("template") or {}).get("spec") or {}).get("containers")) or [])
 
 
 def _selector(obj: Obj) -> str:
-    labels = (_spec(obj).get("selector") or {}).get("matchLabels") or {}
+    labels = (spec_of(obj).get("selector") or {}).get("matchLabels") or {}
     return ",".join(f"{k}={v}" for k, v in labels.items()) or "<none>"
 
 
 def _pod_ready(obj: Obj) -> str:
-    statuses = _status(obj).get("containerStatuses") or []
-    total = len(_spec(obj).get("containers") or []) or len(statuses)
+    statuses = status_of(obj).get("containerStatuses") or []
+    total = len(spec_of(obj).get("containers") or []) or len(statuses)
     return f"{sum(1 for s in statuses if s.get('ready'))}/{total}"
 
 
 def _ports(obj: Obj) -> str:
     parts = []
-    for port in _spec(obj).get("ports") or []:
+    for port in spec_of(obj).get("ports") or []:
         node = f":{port['nodePort']}" if port.get("nodePort") else ""
         parts.append(f"{port.get('port')}{node}/{port.get('protocol', 'TCP')}")
     return ",".join(parts) or "<none>"
 
 
 def _external_ip(obj: Obj) -> str:
-    ingress = (_status(obj).get("loadBalancer") or {}).get("ingress") or []
+    ingress = (status_of(obj).get("loadBalancer") or {}).get("ingress") or []
     ips = [i.get("ip") or i.get("hostname") for i in ingress]
     if ips:
         return ",".join(str(i) for i in ips)
-    return "<pending>" if _spec(obj).get("type") == "LoadBalancer" else "<none>"
+    return "<pending>" if spec_of(obj).get("type") == "LoadBalancer" else "<none>"
 
 
 def _restarts(obj: Obj) -> int:
-    return sum(int(s.get("restartCount") or 0) for s in _status(obj).get("containerStatuses") or [])
+    statuses = status_of(obj).get("containerStatuses") or []
+    return sum(int(s.get("restartCount") or 0) for s in statuses)
 
 
 NAME: Column = ("Name", "string", 0, lambda o: o["metadata"]["name"])
@@ -80,10 +79,10 @@ AGE: Column = ("Age", "string", 0, age)
 COLUMNS: dict[str, list[Column]] = {
     "Deployment": [
         NAME,
-        ("Ready", "string", 0, lambda o: f"{_status(o).get('readyReplicas', 0)}/"
-                                         f"{_spec(o).get('replicas', 0)}"),
-        ("Up-to-date", "integer", 0, lambda o: _status(o).get("updatedReplicas", 0)),
-        ("Available", "integer", 0, lambda o: _status(o).get("availableReplicas", 0)),
+        ("Ready", "string", 0, lambda o: f"{status_of(o).get('readyReplicas', 0)}/"
+                                         f"{spec_of(o).get('replicas', 0)}"),
+        ("Up-to-date", "integer", 0, lambda o: status_of(o).get("updatedReplicas", 0)),
+        ("Available", "integer", 0, lambda o: status_of(o).get("availableReplicas", 0)),
         AGE,
         ("Containers", "string", 1, lambda o: ",".join(c.get("name", "") for c in _containers(o))),
         ("Images", "string", 1, lambda o: ",".join(c.get("image", "") for c in _containers(o))),
@@ -91,26 +90,26 @@ COLUMNS: dict[str, list[Column]] = {
     ],
     "ReplicaSet": [
         NAME,
-        ("Desired", "integer", 0, lambda o: _spec(o).get("replicas", 0)),
-        ("Current", "integer", 0, lambda o: _status(o).get("replicas", 0)),
-        ("Ready", "integer", 0, lambda o: _status(o).get("readyReplicas", 0)),
+        ("Desired", "integer", 0, lambda o: spec_of(o).get("replicas", 0)),
+        ("Current", "integer", 0, lambda o: status_of(o).get("replicas", 0)),
+        ("Ready", "integer", 0, lambda o: status_of(o).get("readyReplicas", 0)),
         AGE,
     ],
     "Pod": [
         NAME, ("Ready", "string", 0, _pod_ready),
-        ("Status", "string", 0, lambda o: _status(o).get("phase", "Unknown")),
+        ("Status", "string", 0, lambda o: status_of(o).get("phase", "Unknown")),
         ("Restarts", "string", 0, lambda o: str(_restarts(o))), AGE,
-        ("IP", "string", 1, lambda o: _status(o).get("podIP") or "<none>"),
-        ("Node", "string", 1, lambda o: _spec(o).get("nodeName") or "<none>"),
+        ("IP", "string", 1, lambda o: status_of(o).get("podIP") or "<none>"),
+        ("Node", "string", 1, lambda o: spec_of(o).get("nodeName") or "<none>"),
     ],
     "Service": [
-        NAME, ("Type", "string", 0, lambda o: _spec(o).get("type", "ClusterIP")),
-        ("Cluster-IP", "string", 0, lambda o: _spec(o).get("clusterIP") or "<none>"),
+        NAME, ("Type", "string", 0, lambda o: spec_of(o).get("type", "ClusterIP")),
+        ("Cluster-IP", "string", 0, lambda o: spec_of(o).get("clusterIP") or "<none>"),
         ("External-IP", "string", 0, _external_ip), ("Port(s)", "string", 0, _ports), AGE,
         ("Selector", "string", 1, lambda o: ",".join(
-            f"{k}={v}" for k, v in (_spec(o).get("selector") or {}).items()) or "<none>"),
+            f"{k}={v}" for k, v in (spec_of(o).get("selector") or {}).items()) or "<none>"),
     ],
-    "Namespace": [NAME, ("Status", "string", 0, lambda o: _status(o).get("phase", "")), AGE],
+    "Namespace": [NAME, ("Status", "string", 0, lambda o: status_of(o).get("phase", "")), AGE],
     "ConfigMap": [NAME, ("Data", "integer", 0, lambda o: len(o.get("data") or {})), AGE],
     "Secret": [NAME, ("Type", "string", 0, lambda o: o.get("type", "")),
                ("Data", "integer", 0, lambda o: len(o.get("data") or {})), AGE],
@@ -123,10 +122,10 @@ COLUMNS: dict[str, list[Column]] = {
         ("Message", "string", 0, lambda o: o.get("message", "")),
     ],
     "VirtualService": [
-        NAME, ("Gateways", "string", 0, lambda o: _spec(o).get("gateways")),
-        ("Hosts", "string", 0, lambda o: _spec(o).get("hosts")), AGE,
+        NAME, ("Gateways", "string", 0, lambda o: spec_of(o).get("gateways")),
+        ("Hosts", "string", 0, lambda o: spec_of(o).get("hosts")), AGE,
     ],
-    "DestinationRule": [NAME, ("Host", "string", 0, lambda o: _spec(o).get("host")), AGE],
+    "DestinationRule": [NAME, ("Host", "string", 0, lambda o: spec_of(o).get("host")), AGE],
 }
 
 
