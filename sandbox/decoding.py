@@ -27,6 +27,7 @@ A JSON null is an unset field everywhere (see `sandbox.defaults.drop_nulls`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,30 +243,27 @@ def unknown_warnings(unknown: list[tuple[str, str]]) -> list[str]:
 
 def check_body(rt: ResourceType, obj: Obj, mode: str, warnings: list[str]) -> Obj:
     """A create or update body, decoded: unknown fields dropped (or 400 under Strict)."""
-    decoded = decode(rt, obj)
     cannot = f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-    if decoded.mistyped and not rt.custom:
-        raise bad_request(cannot + decoded.mistyped[0].go_message())
-    if decoded.unknown and mode == "Strict":
-        raise bad_request(cannot + _strict(decoded.unknown))
-    if decoded.mistyped:
-        raise _schema_invalid(rt, obj, decoded)
-    if mode == "Warn":
-        warnings += unknown_warnings(decoded.unknown)
-    result: Obj = decoded.obj
-    return result
+    return _checked(rt, obj, mode, warnings, lambda why: bad_request(cannot + why))
 
 
 def check_patched(rt: ResourceType, patched: Obj, mode: str, warnings: list[str],
                   shown: str) -> Obj:
     """A patched object, decoded; `shown` is how the error prints the patch."""
-    decoded = decode(rt, patched)
+    return _checked(rt, patched, mode, warnings, lambda why: _patch_invalid(shown, why))
+
+
+def _checked(rt: ResourceType, obj: Obj, mode: str, warnings: list[str],
+             refusal: Callable[[str], ApiError]) -> Obj:
+    """`obj` decoded under `mode`; a wrong type of a built-in kind, or an unknown field
+    under Strict, is `refusal(why)`; a custom resource's wrong type fails its schema."""
+    decoded = decode(rt, obj)
     if decoded.mistyped and not rt.custom:
-        raise _patch_invalid(shown, decoded.mistyped[0].go_message())
+        raise refusal(decoded.mistyped[0].go_message())
     if decoded.unknown and mode == "Strict":
-        raise _patch_invalid(shown, _strict(decoded.unknown))
+        raise refusal(_strict(decoded.unknown))
     if decoded.mistyped:
-        raise _schema_invalid(rt, patched, decoded)
+        raise _schema_invalid(rt, obj, decoded)
     if mode == "Warn":
         warnings += unknown_warnings(decoded.unknown)
     result: Obj = decoded.obj
