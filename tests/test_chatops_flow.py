@@ -132,6 +132,15 @@ class ChatWorld:
         return [(self.flow.get(r), self.flow.store.audit(r)) for r in releases]
 
 
+def promoted_from_slack(world: ChatWorld, tag: str) -> str:
+    """Release `tag`, promote it with `/deploy promote myapp` once it awaits; its id."""
+    release = world.flow.release(tag)
+    world.flow.wait(release, S.AWAITING_PROMOTION)
+    assert "queued" in ephemeral(world.slash("promote myapp"))
+    world.flow.wait(release, S.LIVE)
+    return release
+
+
 def ephemeral(answer: Response) -> str:
     assert answer.status == 200, answer.body
     body = answer.json
@@ -201,10 +210,7 @@ def test_a_button_click_promotes_and_stale_or_unauthorised_clicks_change_nothing
 def test_the_live_message_offers_rollback_and_decommission(
         make_world: Callable[..., ChatWorld]) -> None:
     world = make_world()
-    v1 = world.flow.release("v1.0-green")
-    world.flow.wait(v1, S.AWAITING_PROMOTION)
-    assert "queued" in ephemeral(world.slash("promote myapp"))
-    world.flow.wait(v1, S.LIVE)
+    v1 = promoted_from_slack(world, "v1.0-green")
     v2 = world.flow.release("v2.0-blue")
     world.flow.wait(v2, S.AWAITING_PROMOTION)
     assert "queued" in ephemeral(world.slash(f"promote myapp {v2}"))
@@ -232,10 +238,7 @@ def test_a_pending_reply_that_reaches_slack_late_leaves_the_outcome_showing(
     thread pool; held up there or by Slack, it can land after the notifier has shown the
     outcome. The message must still end showing the release as it is, buttons and all."""
     world = make_world()
-    v1 = world.flow.release("v1.0-green")
-    world.flow.wait(v1, S.AWAITING_PROMOTION)
-    assert "queued" in ephemeral(world.slash("promote myapp"))
-    world.flow.wait(v1, S.LIVE)
+    promoted_from_slack(world, "v1.0-green")
     v2 = world.flow.release("v2.0-blue")
     awaiting = world.shows(v2, "Awaiting promotion", buttons=["Promote blue", "Abort"])
 
