@@ -30,7 +30,7 @@ from worker import snapshot, steps
 from worker.colors import Color
 from worker.config import Settings, load_settings
 from worker.kube import Cluster, KubeError
-from worker.machine import HAS_DEPLOYED, ReleaseState
+from worker.machine import ReleaseState
 from worker.queueing import (
     waiting_command,
 )
@@ -286,7 +286,7 @@ def fail(ctx: Context, release: Release, step: str, error: Exception,
     if not isinstance(error, StepFailed | KubeError):
         log.exception("release %s: %s failed unexpectedly", release.id, step)
     before = after = None
-    if release.state not in HAS_DEPLOYED or not ctx.store.took_colour(release.id):
+    if not ctx.store.holds_colour(release):
         message = (f"{step} failed: {reason}. It had not applied its Deployment: nothing of it "
                    "was on the cluster, and nothing there was changed.")
     else:

@@ -310,11 +310,16 @@ class ReleaseStore:
         start, size = 0, 1  # mostly the newest is the one: read it alone first
         while ids := _ids(self.redis.zrevrange(index, start, start + size - 1)):
             for release in self.get_many(ids):
-                if release.state in _HOLDS or (
-                        release.state in _MAY_HOLD and self.took_colour(release.id)):
+                if self.holds_colour(release):
                     return release
             start, size = start + size, OCCUPANT_PAGE
         return None
+
+    def holds_colour(self, release: Release) -> bool:
+        """Whether the release applied its Deployment to its colour (testing and on, or an
+        end reached after `took_colour`); it may have been deleted or replaced since."""
+        return release.state in _HOLDS or (
+            release.state in _MAY_HOLD and self.took_colour(release.id))
 
     def took_colour(self, release_id: str) -> bool:
         """Whether the release went as far as applying its Deployment (its audit trail has
