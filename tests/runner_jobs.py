@@ -32,3 +32,17 @@ def record(label: str, seconds: float = 0.0) -> str:
 def explode(message: str) -> None:
     """Fail the way a step does, with a message a person can act on."""
     raise RuntimeError(message)
+
+
+def keep_writing(label: str, seconds: float) -> str:
+    """Write to Redis every 50 ms for `seconds` (so a Redis outage fails it at once);
+    its start entry also names the work horse's pid."""
+    job = get_current_job()
+    assert job is not None
+    entry = {"label": label, "worker": os.getppid(), "horse": os.getpid(), "start": time.time()}
+    job.connection.rpush(STARTED_KEY, json.dumps(entry))
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        job.connection.set(f"test:alive:{label}", time.time())
+        time.sleep(0.05)
+    return label

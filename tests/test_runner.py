@@ -4,8 +4,9 @@ Covers: a worker runs queued jobs and keeps a heartbeat; a second worker on the
 same queue waits for the queue lock instead of running jobs alongside, and takes
 over (in FIFO order, never overlapping) when the first stops; SIGTERM finishes the
 current job and exits 0; the queue status shows the running job and its step; a
-worker waits out a lock held by another (dead) worker; `--burst` drains the queue and exits;
-an invalid configuration or an unknown queue exits 2 with a message.
+worker waits out a lock held by another (dead) worker; a worker that loses Redis
+mid-job stops the job and lets go of its lock once Redis is back; `--burst` drains
+the queue and exits; an invalid configuration or an unknown queue exits 2 with a message.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from typing import Any
 import pytest
 import redis as redis_lib
 import runner_jobs
-from conftest import ROOT
+from conftest import ROOT, RedisServer
 from procs import wait_until
+from proctools import free_port
 from rq import Queue
 
-from worker import queueing
+from worker import queueing, runner
 from worker.api import Engine
 from worker.colors import Color
 from worker.config import load_settings
@@ -143,6 +145,57 @@ def test_a_lock_left_by_a_dead_worker_is_waited_out(redis: redis_lib.Redis,
     assert runs(redis) == []
     done = wait_until(lambda: runs(redis), what="the job after the lock expired")
     assert done[0]["label"] == "after"
+
+
+def test_a_worker_that_loses_redis_mid_job_lets_go_of_its_lock_when_redis_is_back(
+        tmp_path: Path) -> None:
+    # A Redis of its own that keeps its data across a restart, as a production one does:
+    # the lock comes back with it, and a worker restarted after this one would wait it out.
+    server = RedisServer(port=free_port(), dir=tmp_path)
+    server.start(appendonly=True)
+    workers = Workers(server.url, tmp_path)
+    redis = redis_lib.Redis.from_url(server.url)
+    try:
+        first = workers.start()
+        wait_until(lambda: redis.exists(HEARTBEAT), what="the heartbeat")
+        name = holder(redis)
+        Queue("deploy", connection=redis).enqueue("runner_jobs.keep_writing", "long", 60)
+        started = wait_until(lambda: redis.lrange(runner_jobs.STARTED_KEY, 0, -1),
+                             what="the job to start")
+        horse = json.loads(started[0])["horse"]
+        server.stop()
+        wait_until(lambda: "lost Redis" in workers.log(0) or first.poll() is not None,
+                   what="the worker to see Redis gone")
+        server.start(appendonly=True)
+        assert first.wait(30) == 1, workers.log(0)  # to be restarted by its supervisor
+        assert not Path(f"/proc/{horse}").exists(), "the job outlived its worker"
+        assert holder(redis) is None, f"the lock still held by {name}"
+        assert not redis.exists(HEARTBEAT)
+        workers.start()  # as its supervisor would: it takes the lock at once
+        Queue("deploy", connection=redis).enqueue("runner_jobs.record", "after")
+        done = wait_until(lambda: runs(redis), what="the next job")
+        assert done[0]["label"] == "after"
+        assert "waiting for its lock" not in workers.log(1)
+    finally:
+        workers.stop_all()
+        redis.close()
+        server.stop()
+
+
+def test_a_job_rq_left_running_is_killed_before_the_lock_is_let_go_of(
+        redis: redis_lib.Redis) -> None:
+    # rq's loop can end on a Redis error while its horse still runs (monitoring it);
+    # a worker taking the lock over would then recover the release that horse is running.
+    worker = runner.LockedWorker(["deploy"], connection=redis)
+    horse = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             start_new_session=True)  # a process group of its own, as rq's
+    worker._horse_pid = horse.pid
+    runner._stop_horse(worker)
+    assert horse.poll() is not None or not Path(f"/proc/{horse.pid}").exists()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    ended.wait()  # reaped: its pid may be anyone's by now, so nothing is killed
+    worker._horse_pid = ended.pid
+    runner._stop_horse(worker)  # neither kills nor waits for what is not its child
 
 
 def test_invalid_config_exits_2_naming_the_key(workers: Workers, tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ order holds — SPEC §5.5); call `worker.recovery.recover(queue)` under the loc
 run rq's work loop. The locks and the heartbeat key of each queue are refreshed on
 every rq heartbeat (every `HEARTBEAT_INTERVAL` s, idle or busy); if a lock is ever
 lost the worker stops taking jobs. SIGTERM/SIGINT: while waiting, exit at once;
-while working, rq's warm shutdown lets the current job finish. What a job does is
+while working, rq's warm shutdown lets the current job finish. Redis lost mid-job
+(rq's loop gives up): kill the job, let go of the locks as soon as Redis answers
+again, exit 1 to be restarted; recovery then resumes the release. What a job does is
 `worker.jobs`; the lock and key names are `worker.queueing`'s.
 """
 
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED = 0, 1
 ORPHAN_CHECK_INTERVAL = 0.5
+RELEASE_RETRY_INTERVAL = 0.5
 
 
 class LockLost(Exception):
@@ -89,13 +92,34 @@ class QueueLocks:
             self.redis.set(queueing.HEARTBEAT_KEY.format(queue=queue), json.dumps(beat),
                            ex=queueing.HEARTBEAT_TTL)
 
-    def release(self) -> None:
-        """Let go of what this worker still holds (a standby worker may take over at once)."""
-        for queue, lock in self.locks.items():
-            with contextlib.suppress(RedisError):  # LockError too; an expired lock is not ours
-                if lock.owned():
-                    self.redis.delete(queueing.HEARTBEAT_KEY.format(queue=queue))
-                    lock.release()
+    def release(self, *, patience: float = 0.0, interrupted: threading.Event | None = None) -> None:
+        """Let go of what this worker still holds (a standby worker may take over at once).
+
+        While Redis cannot be reached, try again for up to `patience` seconds, until
+        `interrupted` is set: a restarted Redis still holds the lock (persisted with its
+        expiry), and a worker restarted after this one would wait it out (`lock_timeout()`).
+        """
+        deadline = time.monotonic() + patience
+        pending = dict(self.locks)
+        while True:
+            for queue, lock in list(pending.items()):
+                try:
+                    if lock.owned():
+                        self.redis.delete(queueing.HEARTBEAT_KEY.format(queue=queue))
+                        lock.release()
+                except LockError:  # expired between the two calls: not ours any more
+                    pass
+                except RedisError as e:
+                    unreachable = e
+                    continue
+                del pending[queue]
+            if not pending:
+                return
+            if time.monotonic() >= deadline or (interrupted and interrupted.is_set()):
+                log.error("could not let go of the lock of queue(s) %s (%s); it expires within "
+                          "%d s", ", ".join(pending), unreachable, queueing.lock_timeout())
+                return
+            (interrupted or threading.Event()).wait(RELEASE_RETRY_INTERVAL)
 
 
 class LockedWorker(Worker):
@@ -177,7 +201,9 @@ def run(settings: Settings, queues: list[str], *, burst: bool = False) -> int:
             sidecars.stop(helpers)
     finally:
         stopping.set()
-        locks.release()
+        interrupted = threading.Event()  # rq's signal handlers went with its work loop
+        _stop_on_signals(interrupted)
+        locks.release(patience=queueing.lock_timeout(), interrupted=interrupted)
 
 
 def _work(redis: Redis, locks: QueueLocks, name: str, stopping: threading.Event, *,
@@ -186,13 +212,40 @@ def _work(redis: Redis, locks: QueueLocks, name: str, stopping: threading.Event,
                           worker_ttl=queueing.HEARTBEAT_INTERVAL + 15,
                           job_monitoring_interval=queueing.HEARTBEAT_INTERVAL)
     worker.queue_locks, worker.stopping = locks, stopping
-    worker.work(burst=burst, logging_level="INFO")
+    try:
+        worker.work(burst=burst, logging_level="INFO")
+    except RedisError as e:  # rq gives up on a Redis it cannot reach mid-job
+        log.error("lost Redis while serving (%s); exiting to be restarted, the lock let go of "
+                  "as soon as Redis answers", e)
+        return EXIT_FAILED
+    finally:
+        _stop_horse(worker)
     if worker.lock_lost:
         return EXIT_FAILED
     if burst or worker.asked_to_stop or stopping.is_set():
         return EXIT_OK
     log.error("rq's work loop ended without being asked to (see above); exiting to be restarted")
     return EXIT_FAILED
+
+
+def _stop_horse(worker: LockedWorker) -> None:
+    """Kill a work horse rq left running (its loop ended on an error mid-job).
+
+    Before the queue lock is let go of: a worker that takes the lock over recovers the
+    same release, and must not find this one's job still changing the cluster. Only
+    an unreaped child is killed (a pid rq already reaped may belong to anyone now).
+    """
+    pid = worker.horse_pid
+    if not pid:
+        return
+    try:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return  # it had ended; now reaped
+    except ChildProcessError:
+        return  # rq reaped it
+    log.error("stopping the job still running in work horse %d", pid)
+    worker.kill_horse(signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def _recover(queue: str) -> bool:
