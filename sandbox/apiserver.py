@@ -88,6 +88,7 @@ class Handler(ResourceVerbs, WatchVerb):
     server: _HTTPServer
     loggable: tuple[str, str, str] | None = None  # (method, path, query) of the request
     logged: dict[str, Any] | None = None         # its request-log entry, once answered
+    received = 0.0                               # when the request came in
 
     def do_GET(self) -> None:
         self.handle_method("GET")
@@ -111,11 +112,12 @@ class Handler(ResourceVerbs, WatchVerb):
         if self.logged is None and self.loggable is not None:
             method, path, query = self.loggable
             self.logged = self.api.faults.record(method=method, path=path, query=query,
-                                                 status=code,
+                                                 status=code, received=self.received,
                                                  user_agent=self.headers.get("User-Agent"))
         super().send_response(code, message)
 
     def handle_method(self, method: str) -> None:
+        self.received = time.time()
         url = urlsplit(self.path)
         self.query = parse_qs(url.query, keep_blank_values=True)
         self.body = self.read_body()
@@ -142,7 +144,7 @@ class Handler(ResourceVerbs, WatchVerb):
         finally:
             if self.logged is None:  # no answer (a refused connection)
                 self.api.faults.record(method=method, path=url.path, query=url.query,
-                                       status=self.status_sent,
+                                       status=self.status_sent, received=self.received,
                                        user_agent=self.headers.get("User-Agent"))
             else:
                 self.api.faults.completed(self.logged)

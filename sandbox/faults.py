@@ -106,12 +106,14 @@ class Faults:
         return None
 
     def record(self, *, method: str, path: str, query: str, status: int | None,
-               user_agent: str | None) -> dict[str, Any]:
-        """Log a request (its time: now; `completed` sets it again at the end)."""
+               user_agent: str | None, received: float) -> dict[str, Any]:
+        """Log a request: `received` when it came in, its time now (`completed` sets it
+        again at the end)."""
         with self._lock:
             self._seq += 1
-            entry = {"seq": self._seq, "time": time.time(), "method": method, "path": path,
-                     "query": query, "status": status, "user_agent": user_agent}
+            entry = {"seq": self._seq, "time": time.time(), "received": received,
+                     "method": method, "path": path, "query": query, "status": status,
+                     "user_agent": user_agent}
             self._log.append(entry)
             return entry
 

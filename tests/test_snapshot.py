@@ -171,6 +171,20 @@ def test_a_release_leaves_a_snapshot_of_both_colours(flow: Flow) -> None:
     assert snap["live_since"] == flow.get(v1).updated_at
 
 
+def test_a_release_shows_as_running_before_its_first_look_at_the_cluster(flow: Flow) -> None:
+    # The snapshot taken as a step starts reads the cluster (slow here: 1.5 s a read); the
+    # release must not show `queued` for as long, its job running.
+    flow.fault(path="/virtualservices/myapp-blue-green", method="GET", latency=1.5, count=2)
+    since = flow.last_request()
+    v1 = flow.release("v1.0-green")
+    flow.start_worker()
+    flow.wait(v1, S.AWAITING_PROMOTION)
+    agent = f"bluegreen/{v1}"
+    first = min(r["received"] for r in flow.api_requests(since) if r["user_agent"] == agent)
+    checking = next(a for a in flow.store.audit(v1) if a.step == "sanity_check")
+    assert checking.at < first, "the release was queued while its job read the cluster"
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_changes_made_with_kubectl_show_up_as_drift(flow: Flow) -> None:
     v1 = live_release(flow)

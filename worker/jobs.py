@@ -238,13 +238,18 @@ def routes_or_none(ctx: Context) -> steps.Route | None:
 
 
 def enter(ctx: Context, release: Release, state: ReleaseState, step: str) -> Release:
-    """Move forward to `state`; a resumed release already past it just records the step."""
-    snapshot.step_starts(ctx, release.id, step)
+    """Move forward to `state`; a resumed release already past it just records the step.
+
+    The snapshot of the cluster comes after: it reads the cluster, and for that long the
+    release would show the state it left (`queued` with its job running)."""
     current = ctx.store.get(release.id) or release
     if PATH.index(current.state) < PATH.index(state):
-        return ctx.store.transition(release.id, state, actor=ACTOR, step=step,
-                                    message=f"{step} started")
-    return ctx.store.set_step(release.id, step)
+        moved = ctx.store.transition(release.id, state, actor=ACTOR, step=step,
+                                     message=f"{step} started")
+    else:
+        moved = ctx.store.set_step(release.id, step)
+    snapshot.step_starts(ctx, release.id, step)
+    return moved
 
 
 def retire_replaced(ctx: Context, release: Release) -> None:
