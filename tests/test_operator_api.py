@@ -262,5 +262,11 @@ def test_not_ready_when_redis_does_not_answer() -> None:
     assert client.get("/healthz").status_code == 200
     listing = client.get("/api/releases")
     assert (listing.status_code, listing.get_json()["code"]) == (503, "redis_unavailable")
+    assert "cannot be read" in listing.get_json()["message"]  # a read changes nothing anyway
+    assert "nothing was changed" not in listing.get_json()["message"]
+    status = client.get("/status")
+    assert (status.status_code, status.get_json()["code"]) == (503, "redis_unavailable")
+    assert "cannot be read" in status.get_json()["message"]
     command = client.post("/api/apps/myapp/promote", json={"release": "x-1"}, headers=AUTH)
     assert command.status_code == 503
+    assert "nothing was changed" in command.get_json()["message"]

@@ -131,28 +131,28 @@ class Engine:
             notify.ask_resend(self.redis, release_id, now=self.clock())
 
     def get_release(self, release_id: str) -> Release | None:
-        with redis_unavailable():
+        with redis_unavailable(reading=True):
             return self.store.get(release_id)
 
     def audit_lengths(self, release_ids: Sequence[str]) -> list[int]:
         """How many entries each release's audit trail has."""
-        with redis_unavailable():
+        with redis_unavailable(reading=True):
             return self.store.audit_lengths(release_ids)
 
     def audit(self, release_id: str) -> list[AuditEntry]:
-        with redis_unavailable():
+        with redis_unavailable(reading=True):
             return self.store.audit(release_id)
 
     def occupant_for(self, app: str, color: Color) -> Release | None:
         """The release that last deployed into `app`'s `color` (`ReleaseStore.occupant_for`):
         the one a release message shows as its other colour, as the notifier renders it."""
-        with redis_unavailable():
+        with redis_unavailable(reading=True):
             return self.store.occupant_for(app, color)
 
     def list_releases(self, *, app: str | None = None, state: ReleaseState | None = None,
                       limit: int = 100) -> list[Release]:
         """Newest first."""
-        with redis_unavailable():
+        with redis_unavailable(reading=True):
             return self.store.recent(app=app, state=state, limit=limit)
 
     def awaiting(self, app: str) -> list[Release]:
@@ -162,7 +162,7 @@ class Engine:
 
     def queue_status(self) -> list[dict[str, Any]]:
         """Per queue: the running job, waiting jobs, failed jobs and whether a worker is alive."""
-        with redis_unavailable():
+        with redis_unavailable(reading=True):
             return queuestatus.describe(self.redis, self.settings, self.store)
 
     def app_config(self, name: str) -> AppConfig:
@@ -175,10 +175,13 @@ class Engine:
 
 
 @contextlib.contextmanager
-def redis_unavailable() -> Iterator[None]:
-    """Any Redis failure becomes `Unavailable` (503): nothing was half-written."""
+def redis_unavailable(*, reading: bool = False) -> Iterator[None]:
+    """Any Redis failure becomes `Unavailable` (503): nothing was half-written. `reading`:
+    the answer says what could not be read, not that nothing was changed."""
     try:
         yield
     except redis.exceptions.RedisError as e:
+        if reading:
+            raise Unavailable(f"Redis is unavailable, so the releases cannot be read: {e}") from e
         raise Unavailable("Redis is unavailable or refused the write; nothing was changed: "
                           f"{e}") from e
