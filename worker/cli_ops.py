@@ -137,19 +137,32 @@ def shown_url(url: str) -> str:
     return f"{scheme}://{user + ':***' if colon else '***'}@{host}"
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-"""C0 control characters (newline and tab too: one record, one line), DEL and C1."""
+BEYOND_ASCII_TEXT = re.compile(r"[^ -~]")
+"""What may not be printable: anything but printable ASCII (each one is then asked)."""
 
 
 def printable(value: Any) -> Any:
-    """`value` with each control character in its strings, keys included, shown as `\\xNN`."""
+    """`value` with each character in its strings, keys included, that a terminal would
+    not show as itself escaped: C0 controls (newline and tab too: one record, one line),
+    DEL, C1, and Unicode's invisible format characters, among them the bidirectional
+    overrides (U+202E) that make text read in another order than it is. Each is shown
+    as Python writes it: ESC as backslash-x1b, U+202E as backslash-u202e."""
     if isinstance(value, str):
-        return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+        return BEYOND_ASCII_TEXT.sub(_escaped, value)
     if isinstance(value, dict):
         return {printable(k): printable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [printable(v) for v in value]
     return value
+
+
+def _escaped(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch.isprintable():
+        return ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else (
+        f"\\U{code:08x}")
 
 
 class Answer(dict[str, Any]):
