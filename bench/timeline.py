@@ -63,6 +63,9 @@ def _stamp(point: str) -> None:
 """
 
 
+_ANSWER = """        self.transport.write(_response(result.status,
+                                       self.server_state.default_headers + headers, body))
+"""
 _PACK = ("        data = hiredis.pack_command(command)"
          "  # before the callback waits, as in `send`\n")
 STAMPS: list[Patch] = [
@@ -82,11 +85,8 @@ STAMPS: list[Patch] = [
                     planned = self.web.engine.plan(result.events, count_as=forge.name)
                 _stamp("planned")
 """),
-    ("webhook/asgi.py", """        self.transport.write(b"".join(head))
-""", """        _stamp("answer")
-        self.transport.write(b"".join(head))
-        _stamp("answered")
-"""),
+    ("webhook/asgi.py", _ANSWER,
+     '        _stamp("answer")\n' + _ANSWER + '        _stamp("answered")\n'),
     ("webhook/asgi.py", """        finally:
             delivery.front.conclude(delivery.outcome, result)
 """, """        finally:
