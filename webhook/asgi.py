@@ -693,6 +693,7 @@ class FrontProtocol(BoundedHttpTools):
             super().on_message_complete()
         elif delivery.reading:
             delivery.stop_reading()
+            delivery.cycle.more_body = False
             self._run(delivery)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -764,7 +765,7 @@ class FrontProtocol(BoundedHttpTools):
         self.transport.write(_response(result.status,
                                        self.server_state.default_headers + headers, body))
         if not keep_alive:
-            self.transport.close()
+            self._close_after(cycle)  # type: ignore[arg-type]
         self.on_response_complete()
 
 
@@ -792,12 +793,14 @@ class _Delivery:
 class _Cycle:
     """What uvicorn's protocol reads of a request cycle, for a delivery it does not run:
     whether its response is complete (else a pipelined request waits), whether the
-    connection may stay open (a graceful shutdown clears it), and a disconnect."""
+    connection may stay open (a graceful shutdown clears it), and a disconnect; and, as
+    `BoundedHttpTools._close_after` reads it, whether the body may still be coming."""
 
     def __init__(self, keep_alive: bool) -> None:
         self.keep_alive = keep_alive
         self.response_complete = False
         self.disconnected = False
+        self.more_body = True
         self.message_event = self  # uvicorn sets it on a disconnect; nothing waits on it
 
     def set(self) -> None:
