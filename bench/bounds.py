@@ -105,10 +105,10 @@ VARIANTS: dict[str, list[Patch]] = {
     "whole": [],
     "no_writes": [("worker/submission.py", "SUBMIT = _script()\n", _NO_WRITES_SCRIPT)],
     "no_plan": [("worker/submission.py", _PLAN, _COPIED_PLAN)],
-    "plan_ping": [("webhook/asgi.py", _PENDING, _PING.format(
+    "plan_ping": [("webhook/front.py", _PENDING, _PING.format(
         plan="self.web.engine.plan(result.events, count_as=forge.name)\n                ")
         + _PENDING)],
-    "ping": [("webhook/asgi.py", _PENDING, _PING.format(plan="") + _PENDING)],
+    "ping": [("webhook/front.py", _PENDING, _PING.format(plan="") + _PENDING)],
 }
 
 

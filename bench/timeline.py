@@ -42,7 +42,7 @@ from bounds import Patch, copies
 from redis import Redis
 from stack import Processes
 
-# Each stamp appends (point, ns) to a list kept in webhook/asgi.py; a worker writes
+# Each stamp appends (point, ns) to a list kept in webhook/front.py; a worker writes
 # it out every few thousand stamps to $BENCH_TIMELINE_DIR/<pid>.txt.
 _STORE = """import asyncio
 """
@@ -63,11 +63,16 @@ def _stamp(point: str) -> None:
 """
 
 
+_ANSWER = """        self.transport.write(raw_response(result.status,
+                                          self.server_state.default_headers + headers, body))
+"""
 _PACK = ("        data = hiredis.pack_command(command)"
          "  # before the callback waits, as in `send`\n")
 STAMPS: list[Patch] = [
-    ("webhook/asgi.py", _STORE, _STORE_NEW),
-    ("webhook/asgi.py", """    def data_received(self, data: bytes) -> None:
+    ("webhook/front.py", _STORE, _STORE_NEW),
+    ("webhook/protocol.py", "from webhook.front import Front\n",
+     "from webhook.front import Front, _stamp\n"),
+    ("webhook/protocol.py", """    def data_received(self, data: bytes) -> None:
         super().data_received(data)
         delivery = self._delivery
 """, """    def data_received(self, data: bytes) -> None:
@@ -75,19 +80,16 @@ STAMPS: list[Patch] = [
         super().data_received(data)
         delivery = self._delivery
 """),
-    ("webhook/asgi.py", """                with redis_unavailable():
+    ("webhook/front.py", """                with redis_unavailable():
                     planned = self.web.engine.plan(result.events, count_as=forge.name)
 """, """                _stamp("plan")
                 with redis_unavailable():
                     planned = self.web.engine.plan(result.events, count_as=forge.name)
                 _stamp("planned")
 """),
-    ("webhook/asgi.py", """        self.transport.write(b"".join(head))
-""", """        _stamp("answer")
-        self.transport.write(b"".join(head))
-        _stamp("answered")
-"""),
-    ("webhook/asgi.py", """        finally:
+    ("webhook/protocol.py", _ANSWER,
+     '        _stamp("answer")\n' + _ANSWER + '        _stamp("answered")\n'),
+    ("webhook/protocol.py", """        finally:
             delivery.front.conclude(delivery.outcome, result)
 """, """        finally:
             delivery.front.conclude(delivery.outcome, result)
@@ -95,7 +97,7 @@ STAMPS: list[Patch] = [
 """),
     ("webhook/redislink.py", _PACK + """        self._waiting.append(callback)
         self._transport.write(data)
-""", """        from webhook.asgi import _stamp
+""", """        from webhook.front import _stamp
         _stamp("send")
 """ + _PACK + """        self._waiting.append(callback)
         self._transport.write(data)
@@ -104,7 +106,7 @@ STAMPS: list[Patch] = [
     ("webhook/redislink.py", """    def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
 """, """    def data_received(self, data: bytes) -> None:
-        from webhook.asgi import _stamp
+        from webhook.front import _stamp
         _stamp("reply")
         self._reader.feed(data)
 """),

@@ -580,6 +580,34 @@ def test_a_trickled_body_is_408_and_closes_and_records_nothing(
     assert redis.keys("bluegreen:release*") == [] and redis.keys("rq:*") == []
 
 
+def test_a_late_body_still_coming_gets_its_408_not_a_reset(
+        redis_url: str, redis: redis_lib.Redis) -> None:
+    """A delivery's body that misses the deadline but keeps coming after the 408: the
+    connection closes as any answer before its body is all in does (lingering), so the
+    client's writes succeed and it reads the 408 instead of a reset."""
+    push = signed(delivery("github", "push__tag_lightweight"))
+    padded = push.with_body(push.body[:-1] + b', "pad": "' + b"x" * 600_000 + b'"}')
+    front = Front(create_app(settings_for(redis_url), redis), body_timeout=0.3)
+    through_asgi = asgi_deliveries(front)
+    data = request_bytes(padded)
+    with served(front) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(data[:len(data) - 500_000])
+            time.sleep(0.6)  # the 408 is written meanwhile
+            rest = data[len(data) - 500_000:]
+            for start in range(0, len(rest), 64 * 1024):
+                sock.sendall(rest[start:start + 64 * 1024])
+                time.sleep(0.002)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert status_of(answer) == 408 and answer.lower().count(b"connection: close") == 1
+    assert through_asgi == []  # the fast path's 408
+    assert redis.keys("bluegreen:release*") == [] and redis.keys("rq:*") == []
+
+
 def test_a_client_gone_mid_body_records_nothing_and_is_counted(
         redis_url: str, redis: redis_lib.Redis) -> None:
     push = signed(delivery("github", "push__tag_lightweight"))
@@ -639,3 +667,4 @@ def test_other_routes_get_their_body_in_time_or_408(redis_url: str,
                    + b"\r\n0\r\n\r\n")
         (too_big,) = exchange(url, chunked, answers=1)
         assert status_of(too_big) == 413
+

@@ -29,7 +29,7 @@ from proctools import free_port
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError, DataError, ResponseError, TimeoutError
 
-from webhook.asgi import GroupCommit
+from webhook.groupcommit import GroupCommit
 from webhook.redislink import ClientLink, Link, RedisLink, open_link
 from worker import submission
 from worker.api import TagEvent

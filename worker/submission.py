@@ -27,8 +27,8 @@ commands are, and the web process builds no commands (`docs/benchmarks.md`, chan
 
 `answers(...)` turns a delivery's part of the reply into `Submitted` values. The sync
 engine (`worker.api.Engine.submit_tags`, one delivery per call) and the web process's
-asyncio intake (`webhook.asgi`, the deliveries waiting together per call) run the same
-plan and the same script, and read the reply the same way; only the client differs.
+asyncio intake (`webhook.groupcommit`, the deliveries waiting together per call) run the
+same plan and the same script, and read the reply the same way; only the client differs.
 """
 
 from __future__ import annotations
