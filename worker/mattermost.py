@@ -14,8 +14,7 @@ The text is written through `chatmessages`' shared lines with Mattermost's own
 forge or a person (tag, commit message, pusher, error, audit message) is escaped as
 it is put in: it shows literally and makes no link, mention, image or formatting.
 
-`MattermostClient` creates (`POST /api/v4/posts`) and updates (`PUT /api/v4/posts/{id}`)
-posts with the bot token (urllib, 5 s timeout; the token is never logged).
+The REST calls are `worker.mattermostapi`'s.
 `MattermostDelivery` is what the notifier (`worker.notify`) calls beside Slack for each
 release it syncs: it keeps `bluegreen:chat:mattermost:<release>` (hash: post_id, digest,
 attempts), sends only when the rendering changed, and on failure notes the first
@@ -28,12 +27,8 @@ Posting is on only when `MATTERMOST_URL`, `MATTERMOST_BOT_TOKEN`, `MATTERMOST_CH
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +40,7 @@ from worker.chatmessages import CHAT_STEP, DOING, LABELS, Markup
 from worker.commands import Action
 from worker.config import Settings
 from worker.machine import ReleaseState
+from worker.mattermostapi import MattermostClient, Post, PostFailure
 from worker.redistext import as_text
 from worker.releases import AuditEntry, Release, ReleaseStore
 
@@ -53,9 +49,7 @@ log = logging.getLogger(__name__)
 S = ReleaseState
 POST_KEY = "bluegreen:chat:mattermost:{release}"
 ACTIONS_PATH = "/chatops/mattermost/actions"
-TIMEOUT = 5
 ACTOR = "notifier"
-PERMANENT_STATUSES = frozenset({400, 401, 403})
 COLORS = {S.AWAITING_PROMOTION: "#ECB22E", S.LIVE: "#2EB67D", S.REJECTED: "#E01E5A",
           S.FAILED: "#E01E5A"}
 IN_PROGRESS_COLOR, ENDED_COLOR = "#1D9BD1", "#8D8D8D"
@@ -74,32 +68,6 @@ class Target:
     secret: str
     actions_url: str
     channel: str
-
-
-@dataclass(frozen=True)
-class Post:
-    """A Mattermost post: `message` and `props` (attachments with actions)."""
-
-    message: str
-    props: dict[str, Any]
-
-    def digest(self) -> str:
-        """Changes exactly when what people would see (or click) changes."""
-        body = json.dumps([self.message, self.props], sort_keys=True).encode()
-        return hashlib.sha256(body).hexdigest()[:32]
-
-
-class PostFailure(Exception):
-    """A Mattermost call that did not work; `reason` is safe to log and to note."""
-
-    def __init__(self, reason: str, *, status: int = 0, retry_after: float | None = None
-                 ) -> None:
-        super().__init__(reason)
-        self.reason, self.status, self.retry_after = reason, status, retry_after
-
-    @property
-    def permanent(self) -> bool:
-        return self.status in PERMANENT_STATUSES
 
 
 def target(settings: Settings) -> Target | None:
@@ -213,51 +181,6 @@ PLAIN: Markup = PlainMarkup()
 def _inert(value: str) -> str:
     """`value` on one line, its `@` unable to mention anyone."""
     return " ".join(value.splitlines()).replace("@", _NO_MENTION)
-
-
-# -- the REST client -------------------------------------------------------------------------------
-
-class MattermostClient:
-    """Creates and updates posts with the bot token (never logged)."""
-
-    def __init__(self, base_url: str, token: str, *, timeout: float = TIMEOUT) -> None:
-        self.base = base_url.rstrip("/") + "/api/v4"
-        self._token = token
-        self.timeout = timeout
-
-    def create(self, channel: str, post: Post) -> str:
-        """Post to `channel`; the new post's id."""
-        answer = self._call("POST", "/posts", {"channel_id": channel, "message": post.message,
-                                               "props": post.props})
-        post_id = answer.get("id")
-        if not isinstance(post_id, str) or not post_id:
-            raise PostFailure("Mattermost answered a create without a post id")
-        return post_id
-
-    def update(self, post_id: str, post: Post) -> None:
-        self._call("PUT", f"/posts/{post_id}", {"id": post_id, "message": post.message,
-                                                "props": post.props})
-
-    def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(  # noqa: S310 - MATTERMOST_URL is checked http(s)
-            self.base + path, data=json.dumps(body).encode(), method=method,
-            headers={"Authorization": f"Bearer {self._token}",
-                     "Content-Type": "application/json", "Accept": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                raw = response.read()
-        except urllib.error.HTTPError as e:
-            retry = (chatretry.retry_after_seconds(e.headers.get("Retry-After"))
-                     if e.code == 429 else None)
-            raise PostFailure(f"Mattermost answered HTTP {e.code}", status=e.code,
-                              retry_after=retry) from None
-        except (OSError, ValueError) as e:  # URLError, timeouts, refused connections
-            raise PostFailure(f"Mattermost is unreachable ({type(e).__name__})") from None
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError:
-            raise PostFailure("Mattermost answered something that is not JSON") from None
-        return data if isinstance(data, dict) else {}
 
 
 # -- delivery (called by the notifier) --------------------------------------------------------
