@@ -1,10 +1,24 @@
-"""A local stand-in for Mattermost's REST API: creating and updating posts.
+"""A local stand-in for Mattermost's REST API: creating, updating and listing posts.
 
 `FakeMattermost` is a real HTTP server on a free port (`MATTERMOST_URL` = `fake.url`).
 `POST /api/v4/posts` keeps the post and answers 201 with it (a new `id`);
 `PUT /api/v4/posts/<id>` replaces its message and props and answers 200, or 404 for
-an unknown id. Every request is recorded with its `Authorization` header; a wrong bot
-token is answered 401. `fail_next(n)` answers the next n requests with 500.
+an unknown id; `GET /api/v4/channels/<id>/posts?since=<ms>` answers the channel's
+posts changed after that time as a post list (`order`, newest first, and `posts`).
+Every request is recorded with its `Authorization` header; a wrong bot token is
+answered 401. `fail_next(n)` answers the next n requests with 500 (nothing done);
+`refuse_reads` answers every GET with 403, as for a bot that cannot read the channel.
+
+A create's `pending_post_id` is deduplicated as the server does it (MM-10856,
+`app.deduplicateCreatePost`): the id is remembered for `DEDUPE_SECONDS` (by
+`fake.clock`, which a test may move on) from when a create carrying it starts, and
+again from when its post is saved. A create that repeats a remembered id is answered
+201 with the first post, and no post is made; while the first create is still being
+saved, 500 `api.post.deduplicate_create_post.pending`. The memory is keyed by the id
+alone, across users and channels. Timing faults for the next create:
+`answer_late_next(delay)` saves the post and answers `delay` seconds later (the answer
+is slow); `save_slowly_next(delay)` saves it and answers only after `delay` (the
+server is slow), so a create repeated meanwhile meets the first one still in flight.
 """
 
 from __future__ import annotations
@@ -12,6 +26,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -20,6 +36,9 @@ from typing import Any
 from jsonserver import JsonServer
 
 BOT_TOKEN = "mm-bot-token-123"
+BOT_USER_ID = "botuser00000000000000000001"
+DEDUPE_SECONDS = 30.0   # the server's pendingPostIDsCacheTTL
+POSTS = "/api/v4/posts"
 
 
 @dataclass
@@ -39,12 +58,27 @@ class FakeMattermost(JsonServer):
     requests: list[Request] = field(default_factory=list)
     posts: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: int = 0
+    refuse_reads: bool = False
+    clock: Callable[[], float] = time.time
+    seen: dict[str, tuple[str, float]] = field(default_factory=dict)  # pending id → post, when
+    late: deque[float] = field(default_factory=deque)
+    slow: deque[float] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    made: int = 0  # posts made, saved or still being saved
+    saving: int = 0  # creates still being saved
 
     def fail_next(self, count: int) -> None:
         with self.lock:
             self.failures = count
+
+    def answer_late_next(self, delay: float) -> None:
+        with self.lock:
+            self.late.append(delay)
+
+    def save_slowly_next(self, delay: float) -> None:
+        with self.lock:
+            self.slow.append(delay)
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -55,39 +89,89 @@ class FakeMattermost(JsonServer):
 
     def handle(self, method: str, path: str, authorization: str | None, raw: bytes
                ) -> tuple[int, dict[str, Any]]:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
         with self.lock:
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
-                body = {}
-            status, answer = self._answer(method, path, authorization, body)
+            status, answer, unsaved = self._answer(method, path, authorization, body)
             self.requests.append(Request(method, path, body, status, authorization))
-            return status, answer
+            slow = self.slow.popleft() if unsaved and self.slow else 0.0
+            late = self.late.popleft() if unsaved and self.late else 0.0
+            if unsaved and not slow:
+                answer = self._save(unsaved, body)
+            self.saving += 1 if slow else 0
+        if slow:  # the create is in flight: a repeat of its pending_post_id meets it so
+            time.sleep(slow)
+            with self.lock:
+                answer = self._save(unsaved, body)
+                self.saving -= 1
+        time.sleep(late)  # done already; only the answer is late
+        return status, answer
 
-    def _answer(self, method: str, path: str, authorization: str | None,
-                body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _answer(self, method: str, path: str, authorization: str | None, body: dict[str, Any]
+                ) -> tuple[int, dict[str, Any], dict[str, Any] | None]:
+        """The status and answer to a request, and a new post still to be saved."""
         if self.failures:
             self.failures -= 1
-            return 500, {"id": "app.fake.error", "status_code": 500}
+            return 500, {"id": "app.fake.error", "status_code": 500}, None
         if authorization != f"Bearer {self.token}":
-            return 401, {"id": "api.context.session_expired.app_error", "status_code": 401}
-        if method == "POST" and path == "/api/v4/posts":
-            post_id = f"p{len(self.posts) + 1:025d}"
-            post = {"id": post_id, "channel_id": body.get("channel_id"),
-                    "message": body.get("message", ""), "props": body.get("props", {}),
-                    "create_at": int(time.time() * 1000), "edits": 0}
-            self.posts[post_id] = post
-            return 201, post
-        prefix = "/api/v4/posts/"
-        if method == "PUT" and path.startswith(prefix):
-            post_id = path.removeprefix(prefix)
-            post = self.posts.get(post_id)
-            if post is None or body.get("id") != post_id:
-                return 404, {"id": "app.post.get.app_error", "status_code": 404}
-            post.update(message=body.get("message", ""), props=body.get("props", {}),
-                        edits=post["edits"] + 1)
-            return 200, post
-        return 404, {"id": "api.context.404.app_error", "status_code": 404}
+            return 401, {"id": "api.context.session_expired.app_error", "status_code": 401}, None
+        url = urllib.parse.urlsplit(path)
+        if method == "POST" and url.path == POSTS:
+            return self._create(body)
+        if method == "PUT" and url.path.startswith(POSTS + "/"):
+            return (*self._update(url.path.removeprefix(POSTS + "/"), body), None)
+        parts = url.path.split("/")
+        if method == "GET" and parts[:4] == ["", "api", "v4", "channels"] and \
+                parts[5:] == ["posts"]:
+            return (*self._since(parts[4], urllib.parse.parse_qs(url.query)), None)
+        return 404, {"id": "api.context.404.app_error", "status_code": 404}, None
+
+    def _create(self, body: dict[str, Any]
+                ) -> tuple[int, dict[str, Any], dict[str, Any] | None]:
+        pending = str(body.get("pending_post_id") or "")
+        if pending:
+            post_id, since = self.seen.get(pending, ("", -DEDUPE_SECONDS))
+            if self.clock() - since < DEDUPE_SECONDS:
+                if not post_id:
+                    return 500, {"id": "api.post.deduplicate_create_post.pending",
+                                 "status_code": 500}, None
+                return 201, dict(self.posts[post_id]), None
+            self.seen[pending] = ("", self.clock())
+        now = int(self.clock() * 1000)
+        self.made += 1
+        post = {"id": f"p{self.made:025d}", "channel_id": body.get("channel_id"),
+                "user_id": BOT_USER_ID, "message": body.get("message", ""),
+                "props": body.get("props", {}), "create_at": now, "update_at": now,
+                "delete_at": 0, "edits": 0}
+        return 201, post, post
+
+    def _save(self, post: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        self.posts[post["id"]] = post
+        if body.get("pending_post_id"):
+            self.seen[str(body["pending_post_id"])] = (post["id"], self.clock())
+        return dict(post)
+
+    def _update(self, post_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        post = self.posts.get(post_id)
+        if post is None or body.get("id") != post_id:
+            return 404, {"id": "app.post.get.app_error", "status_code": 404}
+        post.update(message=body.get("message", ""), props=body.get("props", {}),
+                    edits=post["edits"] + 1, update_at=int(self.clock() * 1000))
+        return 200, dict(post)
+
+    def _since(self, channel: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """The channel's posts changed after `since` (ms), deleted ones too, as the server
+        lists them (`GetPostsSince`)."""
+        if self.refuse_reads:
+            return 403, {"id": "api.context.permissions.app_error", "status_code": 403}
+        since = int((query.get("since") or ["0"])[0])
+        shown = sorted((p for p in self.posts.values()
+                        if p["channel_id"] == channel and p["update_at"] > since),
+                       key=lambda p: p["create_at"], reverse=True)
+        return 200, {"order": [p["id"] for p in shown], "posts": {p["id"]: p for p in shown},
+                     "next_post_id": "", "prev_post_id": "", "has_next": False}
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -97,11 +181,14 @@ class FakeMattermost(JsonServer):
 
     def post_for(self, release_id: str) -> dict[str, Any] | None:
         """The post whose text names `release_id` (each post shows its release id)."""
+        found = self.posts_for(release_id)
+        return found[0] if found else None
+
+    def posts_for(self, release_id: str) -> list[dict[str, Any]]:
+        """Every post whose text names `release_id`, oldest first."""
         with self.lock:
-            for post in self.posts.values():
-                if release_id in attachment(post).get("text", ""):
-                    return json.loads(json.dumps(post))
-        return None
+            return [json.loads(json.dumps(post)) for post in self.posts.values()
+                    if release_id in attachment(post).get("text", "")]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0,
                  what: str = "the condition") -> Any:

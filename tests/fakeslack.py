@@ -12,8 +12,12 @@ records what is POSTed to `fake.response_url(name)`. It checks the bot token lik
 Slack does (`invalid_auth`). Faults for the next N API calls: `fail_next(n)` answers
 500, `rate_limit_next(n, retry_after)` answers 429 with `Retry-After`;
 `answer_late_next(method, delay)` does the next call of `method` (the message is
-posted) and answers it only `delay` seconds later, as a slow Slack does. Signing a
-request *to* our endpoints, as Slack does, is `sign(secret, body)`.
+posted) and answers it only `delay` seconds later, as a slow Slack does;
+`fail_next_call(method, status, error, done=...)` answers the next call of `method`
+with that status and `{"ok": false, "error": error}`, having done it first when
+`done` (the message is posted: Slack's `fatal_error` and `internal_error` may come
+after partial success). Signing a request *to* our endpoints, as Slack does, is
+`sign(secret, body)`.
 
 A `response_url` is Slack's answer channel for one request. The one of a button click
 belongs to the message clicked: `response_url(name, message=(channel, ts))` makes it
@@ -78,6 +82,7 @@ class FakeSlack(JsonServer):
     responses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     faults: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     late: dict[str, deque[float]] = field(default_factory=dict)
+    failing: dict[str, deque[tuple[int, str, bool]]] = field(default_factory=dict)
     clicked: dict[str, tuple[str, str]] = field(default_factory=dict)  # response_url → message
     held: dict[str, threading.Event] = field(default_factory=dict)
     scopes: set[str] = field(default_factory=lambda: set(SCOPES))
@@ -119,6 +124,12 @@ class FakeSlack(JsonServer):
     def answer_late_next(self, method: str, delay: float) -> None:
         with self.lock:
             self.late.setdefault(method, deque()).append(delay)
+
+    def fail_next_call(self, method: str, status: int = 500, error: str = "fatal_error", *,
+                       done: bool = False) -> None:
+        """Answer the next call of `method` with `status` and `error`; `done`: do it first."""
+        with self.lock:
+            self.failing.setdefault(method, deque()).append((status, error, done))
 
     def hold_responses(self, name: str) -> None:
         """Take POSTs to `response_url(name)` but neither apply nor answer them (yet)."""
@@ -181,7 +192,12 @@ class FakeSlack(JsonServer):
         method, _, query = path.removeprefix("/api/").partition("?")
         body = {**dict(urllib.parse.parse_qsl(query)), **_body(headers, raw)}
         with self.lock:
-            status, extra, answer = self._answer(method, headers, body)
+            planned = self.failing.get(method)
+            fail_status, error, done = planned.popleft() if planned else (0, "", True)
+            if done:
+                status, extra, answer = self._answer(method, headers, body)
+            if fail_status and (not done or answer.get("ok")):
+                status, extra, answer = fail_status, {}, {"ok": False, "error": error}
             self.calls.append(Call(method, body, time.time(), status,
                                    headers.get("Authorization")))
             delays = self.late.get(method)

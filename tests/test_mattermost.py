@@ -5,7 +5,10 @@ verify with `chatsign.verify` (a tampered copy does not) and point at
 `<BLUEGREEN_PUBLIC_URL>/chatops/mattermost/actions`; posting is off unless all five
 settings are set; the notifier creates one post per release and updates it in place
 (the live release shows Rollback/Decommission); a failing Mattermost is retried and
-noted once, and a failing Slack does not hold up the Mattermost post; the bot token
+noted once, and a failing Slack does not hold up the Mattermost post; a create that may
+have worked (answered too late, or still being saved when it is retried) leaves one
+post, up to date — found again by its `bluegreen_release` prop, or given back by the
+server for the same `pending_post_id` within its 30 s, as the fake models it; the bot token
 goes only in the Authorization header, never to the log; text from forges and people
 (tag, pusher, error, audit messages) shows literally in the post as Markdown renders
 it: no link, image, mention, heading, quote, table or emphasis of its own, and a tag
@@ -20,8 +23,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from html import unescape
 from typing import Any
 
@@ -47,6 +50,7 @@ TO = mattermost.Target(secret=SECRET, actions_url=PUBLIC + "/chatops/mattermost/
                        channel=CHANNEL)
 PATH = [(S.CHECKING, "sanity_check"), (S.DEPLOYING, "deploy"), (S.TESTING, "smoke_test"),
         (S.AWAITING_PROMOTION, "smoke_test")]
+PATIENCE, LATE = 1.0, 2.5  # how long the notifier waits for an answer; how late it comes
 
 
 def environment(mm: FakeMattermost) -> dict[str, str]:
@@ -112,11 +116,16 @@ def mm() -> Iterator[FakeMattermost]:
 
 
 class Running:
-    """A notifier thread, stopped at the end of the test."""
+    """A notifier thread, stopped at the end of the test; `patience`: how long it waits
+    for Mattermost's answer."""
 
-    def __init__(self, settings: Settings, redis: redis_lib.Redis) -> None:
+    def __init__(self, settings: Settings, redis: redis_lib.Redis, *,
+                 clock: Callable[[], float] = time.time, patience: float | None = None) -> None:
         self.stop = threading.Event()
-        self.notifier = notify.Notifier(settings, redis, backoff=(0.2, 2.0))
+        self.notifier = notify.Notifier(settings, redis, backoff=(0.2, 2.0), clock=clock)
+        if patience is not None:
+            assert self.notifier.mattermost is not None
+            self.notifier.mattermost.client.timeout = patience
         self.thread = threading.Thread(target=self.notifier.run, args=(self.stop,), daemon=True)
         self.thread.start()
 
@@ -125,12 +134,35 @@ class Running:
         self.thread.join(15)
 
 
+def mm_settings(mm: FakeMattermost, redis_url: str) -> Settings:
+    return parse_settings({"apps": {"myapp": {}}}, {"REDIS_URL": redis_url, **environment(mm)})
+
+
 @pytest.fixture
 def running(mm: FakeMattermost, redis_url: str, redis: redis_lib.Redis) -> Iterator[Running]:
-    settings = parse_settings({"apps": {"myapp": {}}},
-                              {"REDIS_URL": redis_url, **environment(mm)})
-    notifier = Running(settings, redis)
+    notifier = Running(mm_settings(mm, redis_url), redis)
     yield notifier
+    notifier.close()
+
+
+@dataclass
+class Clock:
+    """Wall time, moved on by `offset` seconds (for the notifier and the fake alike)."""
+
+    offset: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+def impatient(mm: FakeMattermost, redis_url: str, redis: redis_lib.Redis
+              ) -> Iterator[tuple[Running, Clock]]:
+    """A notifier that waits PATIENCE for an answer, on a clock shared with the fake."""
+    clock = Clock()
+    mm.clock = clock
+    notifier = Running(mm_settings(mm, redis_url), redis, clock=clock, patience=PATIENCE)
+    yield notifier, clock
     notifier.close()
 
 
@@ -211,7 +243,10 @@ def test_a_failing_mattermost_is_retried_and_noted_once(mm: FakeMattermost, runn
     assert len(notes) == 2, notes
     assert notes[0].startswith("Mattermost post not updated: Mattermost answered HTTP 500")
     assert notes[1] == "Mattermost post caught up after 3 failed attempts"
-    assert len(mm.calls("POST")) == 4
+    # A 500 may come after the post was made (a proxy's, say): each retry looks first.
+    assert [(c.method, c.status) for c in mm.requests] == [
+        ("POST", 500), ("GET", 500), ("GET", 500), ("GET", 200), ("POST", 201), ("PUT", 200)]
+    assert len(mm.posts) == 1
 
 
 def test_a_failing_slack_does_not_hold_up_mattermost(mm: FakeMattermost, redis_url: str,
@@ -236,6 +271,74 @@ def test_a_failing_slack_does_not_hold_up_mattermost(mm: FakeMattermost, redis_u
             notifier.close()
     finally:
         slack.stop()
+
+
+@pytest.mark.parametrize("later", [0.0, 31.0], ids=["within 30 s", "after 30 s"])
+def test_a_create_answered_too_late_leaves_one_post_up_to_date(
+        mm: FakeMattermost, impatient: tuple[Running, Clock], redis: redis_lib.Redis,
+        later: float) -> None:
+    """The answer is lost, the post was made: the retry finds it by its prop (after 30 s
+    the server no longer knows the pending_post_id), and updates it in place."""
+    _, clock = impatient
+    store = ReleaseStore(redis)
+    mm.answer_late_next(LATE)
+    release = add(store, "v1.0-green")
+    mm.wait_for(lambda: mm.post_for(release.id), what="the create, not answered yet")
+    clock.offset += later  # when the retry comes, after the timeout
+    walk(store, release)  # the release moves on meanwhile
+    mm.wait_for(shows(mm, release, "awaiting promotion", ["Promote green", "Abort"]),
+                what="the post brought up to date")
+    time.sleep(LATE)  # the late answer has come and gone
+    (post,) = mm.posts_for(release.id)
+    assert post["props"]["bluegreen_release"] == release.id
+    assert len(mm.posts) == 1
+    creates = mm.calls("POST")
+    assert len({c.body["pending_post_id"] for c in creates}) == 1
+    assert creates[0].body["pending_post_id"].startswith(f"{release.id}:")
+    looked = mm.calls("GET")
+    assert looked and all(c.path.startswith(f"/api/v4/channels/{CHANNEL}/posts?since=")
+                          for c in looked)
+    record = redis.hgetall(mattermost.POST_KEY.format(release=release.id))
+    assert record[b"post_id"].decode() == post["id"]
+    assert b"unsure" not in record and b"pending" not in record
+
+
+def test_a_create_still_being_saved_when_retried_leaves_one_post(
+        mm: FakeMattermost, impatient: tuple[Running, Clock], redis: redis_lib.Redis) -> None:
+    """The server is slow: the retry finds no post yet, and creates again with the same
+    pending_post_id, which the server answers "still pending" instead of a second post."""
+    store = ReleaseStore(redis)
+    mm.save_slowly_next(LATE)
+    release = add(store, "v1.0-green")
+    mm.wait_for(lambda: len(mm.calls("POST")) >= 2, what="a create repeated meanwhile")
+    walk(store, release)
+    mm.wait_for(shows(mm, release, "awaiting promotion", ["Promote green", "Abort"]),
+                what="the post brought up to date")
+    mm.wait_for(lambda: mm.saving == 0, what="the first create saved")
+    assert len(mm.posts_for(release.id)) == 1 and len(mm.posts) == 1
+    first, *repeats = mm.calls("POST")
+    assert first.status == 201 and repeats[0].status == 500  # "pending": the first in flight
+    assert {c.body["pending_post_id"] for c in repeats} == {first.body["pending_post_id"]}
+
+
+def test_when_the_post_cannot_be_looked_for_a_retry_within_30_s_still_leaves_one(
+        mm: FakeMattermost, impatient: tuple[Running, Clock], redis: redis_lib.Redis,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bot that may not read the channel: the server's memory of the pending_post_id
+    is all there is, and the log says so."""
+    caplog.set_level(logging.INFO, logger="worker.mattermost")
+    mm.refuse_reads = True
+    store = ReleaseStore(redis)
+    mm.answer_late_next(LATE)
+    release = add(store, "v1.0-green")
+    mm.wait_for(lambda: mm.post_for(release.id), what="the create, not answered yet")
+    walk(store, release)
+    mm.wait_for(shows(mm, release, "awaiting promotion", ["Promote green", "Abort"]),
+                what="the post brought up to date")
+    assert len(mm.posts_for(release.id)) == 1
+    assert [c.status for c in mm.calls("POST")] == [201, 201]  # the second: the first post
+    assert "cannot look for the Mattermost post" in caplog.text
+    assert "HTTP 403" in caplog.text
 
 
 # -- end to end: the posted button, clicked ------------------------------------------------

@@ -9,9 +9,11 @@ Slack failing (500) or rate-limiting (429 + Retry-After) never holds up a releas
 records and the message catches up, with the trouble noted once in the audit trail;
 a restart resumes from the stream (pending entries and scheduled retries survive);
 two notifiers never both post; old history is not backfilled; a message deleted in
-Slack is posted again; a post Slack made but answered too late is found by its
-metadata and updated, not posted twice (and when Slack cannot be asked, it is posted
-again and the log says why); the bot token never reaches the log.
+Slack is posted again; a post Slack made but answered too late, or answered with its
+own trouble (a 5xx, `fatal_error`, `internal_error`, `service_unavailable`,
+`request_timeout`), is found by its metadata and updated, not posted twice, and one it
+did not make is posted once (when Slack cannot be asked, it is posted again and the
+log says why); the bot token never reaches the log.
 """
 
 from __future__ import annotations
@@ -365,6 +367,38 @@ def test_a_post_answered_too_late_is_found_and_updated_not_posted_twice(
     assert (looked[1].body["channel"], looked[1].body["include_all_metadata"]) == ("CDEPLOYS", "1")
     notes = [e.message for e in store.audit(second.id) if e.step == "chat"]
     assert notes[-1] == "Slack message caught up after 2 failed attempts"
+    assert not redis.hexists(key, "unsure")
+
+
+@pytest.mark.parametrize("done", [True, False], ids=["posted", "not posted"])
+@pytest.mark.parametrize(("status", "error"), [
+    (500, "fatal_error"), (200, "internal_error"), (503, "service_unavailable"),
+    (200, "request_timeout")])
+def test_a_post_answered_with_slacks_own_trouble_is_looked_for_before_posting_again(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis,
+        status: int, error: str, done: bool) -> None:
+    """Slack documents such answers as possibly coming after the work was done: whether
+    or not the message landed, the channel ends up with exactly one message about it."""
+    store = ReleaseStore(redis)
+    notifiers.start()
+    first = add(store, "v1.0-blue")  # Slack's answer names #deploys' channel id
+    slack.wait_for(shows(slack, first, "Queued"), what="the first message")
+    slack.fail_next_call("chat.postMessage", status, error, done=done)
+    second = add(store, "v1.1-green")
+    key = notify.MESSAGE_KEY.format(release=second.id)
+    slack.wait_for(lambda: redis.hget(key, "ts"), what="the second release's message known")
+    walk(store, second, PATH[0])
+    slack.wait_for(shows(slack, second, "Sanity check"), what="the update in place")
+    (message,) = slack.messages_for(second.id)
+    assert message["ts"] == redis.hget(key, "ts").decode()  # type: ignore[union-attr]
+    assert len(slack.messages) == 2  # one per release, nothing else
+    posts = slack.api_calls("chat.postMessage")
+    assert [c.status for c in posts] == [200, status] + ([] if done else [200])
+    looked = slack.api_calls("conversations.history")
+    assert [(c.status, c.body["channel"]) for c in looked] == [(200, "CDEPLOYS")]
+    notes = [e.message for e in store.audit(second.id) if e.step == "chat"]
+    assert notes[0].startswith(f"Slack message not updated: Slack answered HTTP {status}, "
+                               f"{error}")
     assert not redis.hexists(key, "unsure")
 
 

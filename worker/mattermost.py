@@ -14,13 +14,29 @@ The text is written through `chatmessages`' shared lines with Mattermost's own
 forge or a person (tag, commit message, pusher, error, audit message) is escaped as
 it is put in: it shows literally and makes no link, mention, image or formatting.
 
-`MattermostClient` creates (`POST /api/v4/posts`) and updates (`PUT /api/v4/posts/{id}`)
-posts with the bot token (urllib, 5 s timeout; the token is never logged).
+The REST calls (create, update, find) are `worker.mattermostapi`'s.
 `MattermostDelivery` is what the notifier (`worker.notify`) calls beside Slack for each
 release it syncs: it keeps `bluegreen:chat:mattermost:<release>` (hash: post_id, digest,
-attempts), sends only when the rendering changed, and on failure notes the first
-failure of a streak in the audit trail (step `chat`) and returns when to try again;
-the notifier puts that time in its dirty set (the earlier of Slack's and ours).
+attempts; `pending` and `unsure` while a create is not settled), sends only when the
+rendering changed, and on failure notes the first failure of a streak in the audit
+trail (step `chat`) and returns when to try again; the notifier puts that time in its
+dirty set (the earlier of Slack's and ours).
+
+A create may work without us hearing so (a timeout, a dropped connection, a 5xx from
+a proxy in front of the server), and creating again would leave two posts, the first
+frozen with whatever buttons it had. Two things keep it to one:
+- every create of a release's post carries the same `pending_post_id` until one is
+  answered (`<release id>:<millis>`; the server checks no form, it is only a key, so
+  it must be unique server-wide). The server remembers a pending_post_id for 30 s
+  after creating its post (MM-10856) and answers a create that repeats it with the
+  first post (201), or with a 500 while that first create is still being saved;
+- a create that may have worked leaves `unsure` (when it was sent), and the next try
+  first looks for the post by its `props.bluegreen_release` among the channel's posts
+  since a little before then, and adopts it (then updates it: it may show the release
+  as it was). This also covers what the server's memory does not: a retry after its
+  30 s, or one that reaches another app server of a cluster (each keeps its own).
+When the lookup is refused (the bot cannot read the channel), it creates again with
+the same pending_post_id, which is safe within those 30 s, and logs a warning.
 
 Posting is on only when `MATTERMOST_URL`, `MATTERMOST_BOT_TOKEN`, `MATTERMOST_CHANNEL`,
 `MATTERMOST_TOKEN` (the signing key) and `BLUEGREEN_PUBLIC_URL` are all set.
@@ -28,12 +44,8 @@ Posting is on only when `MATTERMOST_URL`, `MATTERMOST_BOT_TOKEN`, `MATTERMOST_CH
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +57,7 @@ from worker.chatmessages import CHAT_STEP, DOING, LABELS, Markup
 from worker.commands import Action
 from worker.config import Settings
 from worker.machine import ReleaseState
+from worker.mattermostapi import RELEASE_PROP, MattermostClient, Post, PostFailure
 from worker.redistext import as_text
 from worker.releases import AuditEntry, Release, ReleaseStore
 
@@ -53,9 +66,8 @@ log = logging.getLogger(__name__)
 S = ReleaseState
 POST_KEY = "bluegreen:chat:mattermost:{release}"
 ACTIONS_PATH = "/chatops/mattermost/actions"
-TIMEOUT = 5
 ACTOR = "notifier"
-PERMANENT_STATUSES = frozenset({400, 401, 403})
+LOOKBACK = 120.0   # s before the first create that may have worked (the server's clock differs)
 COLORS = {S.AWAITING_PROMOTION: "#ECB22E", S.LIVE: "#2EB67D", S.REJECTED: "#E01E5A",
           S.FAILED: "#E01E5A"}
 IN_PROGRESS_COLOR, ENDED_COLOR = "#1D9BD1", "#8D8D8D"
@@ -74,32 +86,6 @@ class Target:
     secret: str
     actions_url: str
     channel: str
-
-
-@dataclass(frozen=True)
-class Post:
-    """A Mattermost post: `message` and `props` (attachments with actions)."""
-
-    message: str
-    props: dict[str, Any]
-
-    def digest(self) -> str:
-        """Changes exactly when what people would see (or click) changes."""
-        body = json.dumps([self.message, self.props], sort_keys=True).encode()
-        return hashlib.sha256(body).hexdigest()[:32]
-
-
-class PostFailure(Exception):
-    """A Mattermost call that did not work; `reason` is safe to log and to note."""
-
-    def __init__(self, reason: str, *, status: int = 0, retry_after: float | None = None
-                 ) -> None:
-        super().__init__(reason)
-        self.reason, self.status, self.retry_after = reason, status, retry_after
-
-    @property
-    def permanent(self) -> bool:
-        return self.status in PERMANENT_STATUSES
 
 
 def target(settings: Settings) -> Target | None:
@@ -138,7 +124,7 @@ def render(release: Release, audit: Sequence[AuditEntry], to: Target, *,
     }
     message = (f"{md.bold(md.text(release.app))} {md.code(release.tag)} → "
                f"{md.bold(release.color.value)}: {label.lower()}")
-    return Post(message=message, props={"attachments": [attachment]})
+    return Post(message=message, props={"attachments": [attachment], RELEASE_PROP: release.id})
 
 
 def _action(button: chatmessages.Button, to: Target) -> dict[str, Any]:
@@ -215,51 +201,6 @@ def _inert(value: str) -> str:
     return " ".join(value.splitlines()).replace("@", _NO_MENTION)
 
 
-# -- the REST client -------------------------------------------------------------------------------
-
-class MattermostClient:
-    """Creates and updates posts with the bot token (never logged)."""
-
-    def __init__(self, base_url: str, token: str, *, timeout: float = TIMEOUT) -> None:
-        self.base = base_url.rstrip("/") + "/api/v4"
-        self._token = token
-        self.timeout = timeout
-
-    def create(self, channel: str, post: Post) -> str:
-        """Post to `channel`; the new post's id."""
-        answer = self._call("POST", "/posts", {"channel_id": channel, "message": post.message,
-                                               "props": post.props})
-        post_id = answer.get("id")
-        if not isinstance(post_id, str) or not post_id:
-            raise PostFailure("Mattermost answered a create without a post id")
-        return post_id
-
-    def update(self, post_id: str, post: Post) -> None:
-        self._call("PUT", f"/posts/{post_id}", {"id": post_id, "message": post.message,
-                                                "props": post.props})
-
-    def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(  # noqa: S310 - MATTERMOST_URL is checked http(s)
-            self.base + path, data=json.dumps(body).encode(), method=method,
-            headers={"Authorization": f"Bearer {self._token}",
-                     "Content-Type": "application/json", "Accept": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                raw = response.read()
-        except urllib.error.HTTPError as e:
-            retry = (chatretry.retry_after_seconds(e.headers.get("Retry-After"))
-                     if e.code == 429 else None)
-            raise PostFailure(f"Mattermost answered HTTP {e.code}", status=e.code,
-                              retry_after=retry) from None
-        except (OSError, ValueError) as e:  # URLError, timeouts, refused connections
-            raise PostFailure(f"Mattermost is unreachable ({type(e).__name__})") from None
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError:
-            raise PostFailure("Mattermost answered something that is not JSON") from None
-        return data if isinstance(data, dict) else {}
-
-
 # -- delivery (called by the notifier) --------------------------------------------------------
 
 class MattermostDelivery:
@@ -292,11 +233,12 @@ class MattermostDelivery:
         if record.get("digest") == post.digest() and record.get("post_id"):
             return None
         try:
-            post_id = self._deliver(record.get("post_id"), post)
+            post_id = self._deliver(release, record, post)
         except PostFailure as failure:
             return self._failed(release, attempts + 1, failure)
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping={"post_id": post_id, "digest": post.digest(), "attempts": 0})
+            pipe.hdel(key, "pending", "unsure")
             if attempts:
                 self.store.note(release.id, actor=ACTOR, step=CHAT_STEP, pipe=pipe,
                                 message=f"Mattermost post caught up after {attempts} failed "
@@ -304,7 +246,9 @@ class MattermostDelivery:
             pipe.execute()
         return None
 
-    def _deliver(self, post_id: str | None, post: Post) -> str:
+    def _deliver(self, release: Release, record: dict[str, str], post: Post) -> str:
+        """Update the post in place, or create it; its id."""
+        post_id = record.get("post_id")
         if post_id:
             try:
                 self.client.update(post_id, post)
@@ -312,8 +256,57 @@ class MattermostDelivery:
             except PostFailure as failure:
                 if failure.status != 404:
                     raise
-                log.info("chat notifier: the post was deleted in Mattermost; posting it again")
-        return self.client.create(self.to.channel, post)
+            log.info("chat notifier: the post was deleted in Mattermost; posting it again")
+            self.redis.hdel(POST_KEY.format(release=release.id), "post_id")
+        elif record.get("unsure"):
+            return self._settle(release, record, post)
+        return self._create(release, record.get("pending"), post)
+
+    def _create(self, release: Release, pending: str | None, post: Post) -> str:
+        """Create the post under `pending` (a new pending_post_id if None); its id."""
+        key = POST_KEY.format(release=release.id)
+        if not pending:  # kept until a create is answered, so every retry repeats it
+            pending = f"{release.id}:{int(self.clock() * 1000)}"
+            self.redis.hset(key, "pending", pending)
+        asked_at = self.clock()
+        try:
+            return self.client.create(self.to.channel, post, pending_post_id=pending)
+        except PostFailure as failure:
+            if failure.may_have_worked:  # the post may be there: look before creating again
+                self.redis.hsetnx(key, "unsure", f"{asked_at:.6f}")
+            raise
+
+    def _settle(self, release: Release, record: dict[str, str], post: Post) -> str:
+        """The post of a create that may have worked, found or created (the server gives
+        the first one back within its 30 s), and brought up to date; its id."""
+        post_id = self._find(release, float(record["unsure"]))
+        if post_id is None:
+            post_id = self._create(release, record.get("pending"), post)
+        key = POST_KEY.format(release=release.id)
+        with self.redis.pipeline() as pipe:  # adopted, even if the update below fails
+            pipe.hset(key, "post_id", post_id)
+            pipe.hdel(key, "pending", "unsure")
+            pipe.execute()
+        self.client.update(post_id, post)  # it may show the release as it was at first
+        return post_id
+
+    def _find(self, release: Release, since: float) -> str | None:
+        """The post about `release` made since a little before `since`; None if there is
+        none, or the server will not say (logged): creating again is then up to the
+        server's memory of the pending_post_id."""
+        try:
+            found = self.client.find(self.to.channel, release.id, since=since - LOOKBACK)
+        except PostFailure as failure:
+            if failure.is_transient:
+                raise  # we still cannot tell: look again at the next try
+            log.warning("chat notifier: cannot look for the Mattermost post of %s, whose "
+                        "create may have worked (%s); creating it again, which may show it "
+                        "twice if that was over 30 s ago", release.id, failure.reason)
+            return None
+        if found is not None:
+            log.info("chat notifier: the unanswered or failed create of %s's Mattermost post "
+                     "did land; updating it", release.id)
+        return found
 
     def _failed(self, release: Release, attempts: int, failure: PostFailure) -> float | None:
         delay = chatretry.next_try_in(self.backoff, attempts, failure.retry_after)

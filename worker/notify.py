@@ -6,9 +6,11 @@ stream (`bluegreen:events`, written by `worker.releases`) with the consumer grou
 (`worker.chatmessages`) and posts it (`chat.postMessage`) or updates it
 (`chat.update`, by the `ts` kept in Redis). It never blocks or fails a release: Slack
 is only ever called from the notifier's own thread, and a failed call is retried later.
-A post whose answer never came (a timeout: Slack may have posted it) is not simply
-posted again: the retry first looks for the message by its metadata
-(`worker.slackapi`) and adopts it if Slack has it. When Slack cannot be asked (no
+A post that may have worked — its answer never came (a timeout), or was a 5xx or one
+of the errors Slack says may follow partial success (`fatal_error`, `internal_error`,
+`service_unavailable`, `request_timeout`) — is not simply posted again: the retry
+first looks for the message by its metadata (`worker.slackapi`) and adopts it if
+Slack has it. When Slack cannot be asked (no
 `channels:history` scope, the channel's id not known yet) it posts again, as it did
 before, and says so in the log.
 
@@ -35,7 +37,8 @@ Only one notifier is active per Redis (a lock), so two worker processes never po
 the same message twice. Keys:
 
     bluegreen:chat:slack:<release>     hash: channel, ts, digest, attempts, and `unsure`
-                                       (when a post went unanswered) until it is known
+                                       (when a post that may have worked was sent)
+                                       until it is known
     bluegreen:chat:slack:channels      hash: channel name -> id (`worker.slackapi`)
     bluegreen:chat:slack:dirty         zset: release id -> time of its next sync
     bluegreen:chat:notify:lock         the active notifier (token: host-pid)
@@ -335,7 +338,7 @@ class Notifier:
                     raise
                 log.info("chat notifier: the message was deleted in Slack; posting it again")
         elif record.get("unsure"):
-            found = self._posted_unanswered(release, channel, float(record["unsure"]))
+            found = self._posted_unsure(release, channel, float(record["unsure"]))
             if found is not None:  # adopt it, and bring it up to date
                 return {**found, **self._deliver(release, channel, found, message)}
         return self._post(release, channel, message)
@@ -348,7 +351,7 @@ class Notifier:
                                    unfurl_links=False, unfurl_media=False,
                                    metadata=slackapi.metadata(release.id, release.app))
         except ChatFailure as failure:
-            if failure.is_unanswered:  # Slack may have posted it: look before posting again
+            if failure.may_have_worked:  # Slack may have posted it: look before posting again
                 self.redis.hsetnx(MESSAGE_KEY.format(release=release.id), "unsure",
                                   f"{asked_at:.6f}")
             raise
@@ -356,14 +359,14 @@ class Notifier:
         slackapi.remember_channel(self.redis, channel, posted_in)
         return {"channel": posted_in, "ts": str(answer["ts"]), "digest": message.digest()}
 
-    def _posted_unanswered(self, release: Release, channel: str,
-                           since: float) -> dict[str, str] | None:
-        """Where Slack shows the message of a post that went unanswered (since `since`);
-        None to post it (again): Slack has none, or cannot tell us (logged)."""
+    def _posted_unsure(self, release: Release, channel: str,
+                       since: float) -> dict[str, str] | None:
+        """Where Slack shows the message of a post that may have worked (sent since
+        `since`); None to post it (again): Slack has none, or cannot tell us (logged)."""
         channel_id = slackapi.channel_id(self.redis, channel)
         if channel_id is None:
-            log.warning("chat notifier: cannot look for the message of %s, whose post went "
-                        "unanswered: Slack has not told us the channel id of %s yet (give "
+            log.warning("chat notifier: cannot look for the message of %s, whose post may "
+                        "have worked: Slack has not told us the channel id of %s yet (give "
                         "it as an id); posting it again, which may show it twice",
                         release.id, channel)
             return None
@@ -374,14 +377,14 @@ class Notifier:
                 raise  # we still cannot tell: look again at the next try
             scope = (": the bot token needs the channels:history scope (groups:history in "
                      "a private channel)" if failure.error == "missing_scope" else "")
-            log.warning("chat notifier: cannot look for the message of %s, whose post went "
-                        "unanswered (%s%s); posting it again, which may show it twice",
+            log.warning("chat notifier: cannot look for the message of %s, whose post may "
+                        "have worked (%s%s); posting it again, which may show it twice",
                         release.id, failure.reason, scope)
             return None
         if ts is None:
             return None
-        log.info("chat notifier: the unanswered post of %s's message did land; updating it",
-                 release.id)
+        log.info("chat notifier: the unanswered or failed post of %s's message did land; "
+                 "updating it", release.id)
         return {"channel": channel_id, "ts": ts}
 
     def _failed(self, release: Release, record: dict[str, str], failure: ChatFailure) -> None:

@@ -3,15 +3,19 @@
 `slack_client(settings)` makes the bot's `WebClient` (no sleeping retries of its own);
 `call(client, method, ...)` makes one call and turns every way it can fail into a
 `ChatFailure` that is safe to log (status and error code, never the request), with
-`status` 0 when no answer came at all — the call may then have worked.
+`status` 0 when no answer came at all. `may_have_worked` says whether the call may
+have done its work all the same: no answer, a 5xx, or an error of Slack's own trouble
+(`UNSURE`: Slack documents `fatal_error` and `internal_error` as possibly coming after
+part of the work succeeded).
 
-`chat.postMessage` has no idempotency key, so a post whose answer was lost (a read
-timeout, a dropped connection) may have been posted, and posting again would leave
-two messages, the first frozen with whatever buttons it had. So each release message
-carries Slack message metadata, `metadata(release, app)` (`event_type`
-`bluegreen_release`, the release id in `event_payload`), and `find()` looks for it in
-the channel's recent history (`conversations.history` with `include_all_metadata`,
-from a little before the first unanswered post). That method takes a channel id,
+`chat.postMessage` has no idempotency key, so a post that may have worked (its answer
+was lost to a read timeout or a dropped connection, or was one of Slack's own troubles)
+may be in the channel, and posting again would leave two messages, the first frozen
+with whatever buttons it had. So each release message carries Slack message metadata,
+`metadata(release, app)` (`event_type` `bluegreen_release`, the release id in
+`event_payload`), and `find()` looks for it in the channel's recent history
+(`conversations.history` with `include_all_metadata`, from a little before the first
+post that may have worked). That method takes a channel id,
 never a name, so the id Slack answers a post with is kept per configured channel
 (`remember_channel`, `channel_id`), and it needs the bot scope `channels:history`
 (`groups:history` in a private channel). What to do when Slack cannot be asked is
@@ -37,6 +41,10 @@ PERMANENT = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_
                        "token_expired", "channel_not_found", "not_in_channel", "is_archived",
                        "missing_scope", "no_permission", "invalid_blocks", "msg_too_long",
                        "restricted_action"})
+# Slack's own trouble: `fatal_error` and `internal_error` are documented as possibly
+# coming after some of the work succeeded; `service_unavailable` and `request_timeout`
+# do not say it did not, so a post answered with one of them is looked for too.
+UNSURE = frozenset({"fatal_error", "internal_error", "service_unavailable", "request_timeout"})
 EVENT_TYPE = "bluegreen_release"
 CHANNELS_KEY = "bluegreen:chat:slack:channels"   # hash: configured channel name -> its id
 LOOKBACK = 120.0   # s before the first unanswered post: Slack's clock is not ours
@@ -47,7 +55,7 @@ CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{2,}")   # ids are upper case, names neve
 
 class ChatFailure(Exception):
     """A Slack call that did not work; `reason` is safe to log and to note. `status` is
-    Slack's HTTP status, 0 when no answer came (the call may have worked)."""
+    Slack's HTTP status, 0 when no answer came."""
 
     def __init__(self, reason: str, *, retry_after: float | None = None,
                  permanent: bool = False, error: str = "", status: int = 0) -> None:
@@ -56,13 +64,15 @@ class ChatFailure(Exception):
             reason, retry_after, permanent, error, status)
 
     @property
-    def is_unanswered(self) -> bool:
-        return self.status == 0
+    def may_have_worked(self) -> bool:
+        """No answer, or Slack's own trouble (a 5xx, an `UNSURE` error): the call may
+        have done its work (a post may be in the channel) all the same."""
+        return self.status == 0 or self.status >= 500 or self.error in UNSURE
 
     @property
     def is_transient(self) -> bool:
         """No answer, a rate limit or Slack's own trouble: asking again later may work."""
-        return self.status == 0 or self.retry_after is not None or self.status >= 500
+        return self.may_have_worked or self.retry_after is not None
 
 
 def slack_client(settings: Settings) -> WebClient:

@@ -1,0 +1,134 @@
+"""Our side of Mattermost's REST API: a post on the wire, the client, and its failures.
+
+`Post` is what a release's post says (`message`, `props`); its `digest()` changes
+exactly when what people see or click changes. `MattermostClient` creates
+(`POST /api/v4/posts`, with a `pending_post_id`), updates (`PUT /api/v4/posts/{id}`)
+and finds (`GET /api/v4/channels/{id}/posts?since=`, by `props.bluegreen_release`)
+posts with the bot token (urllib, 5 s timeout; the token is never logged). Every way a
+call can fail is a `PostFailure` that is safe to log, with `status` 0 when no answer
+came; `may_have_worked` says whether the call may have done its work all the same.
+When to create, retry or look is `worker.mattermost`'s call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from worker import chatretry
+
+TIMEOUT = 5
+PERMANENT_STATUSES = frozenset({400, 401, 403})
+RELEASE_PROP = "bluegreen_release"   # the post's prop naming its release: how it is found
+
+
+@dataclass(frozen=True)
+class Post:
+    """A Mattermost post: `message` and `props` (attachments with actions)."""
+
+    message: str
+    props: dict[str, Any]
+
+    def digest(self) -> str:
+        """Changes exactly when what people would see (or click) changes."""
+        body = json.dumps([self.message, self.props], sort_keys=True).encode()
+        return hashlib.sha256(body).hexdigest()[:32]
+
+
+class PostFailure(Exception):
+    """A Mattermost call that did not work; `reason` is safe to log and to note."""
+
+    def __init__(self, reason: str, *, status: int = 0, retry_after: float | None = None
+                 ) -> None:
+        super().__init__(reason)
+        self.reason, self.status, self.retry_after = reason, status, retry_after
+
+    @property
+    def permanent(self) -> bool:
+        return self.status in PERMANENT_STATUSES
+
+    @property
+    def may_have_worked(self) -> bool:
+        """No answer, or a 5xx (a proxy's 502 or 504 may come after the server did it)."""
+        return self.status == 0 or self.status >= 500
+
+    @property
+    def is_transient(self) -> bool:
+        """No answer, a rate limit or the server's own trouble: asking again may work."""
+        return self.may_have_worked or self.retry_after is not None
+
+
+class MattermostClient:
+    """Creates, updates and finds posts with the bot token (never logged)."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = TIMEOUT) -> None:
+        self.base = base_url.rstrip("/") + "/api/v4"
+        self._token = token
+        self.timeout = timeout
+
+    def create(self, channel: str, post: Post, *, pending_post_id: str) -> str:
+        """Post to `channel`; the post's id (the first one's, when the server has already
+        created a post with this `pending_post_id` in the last 30 s)."""
+        answer = self._call("POST", "/posts", {"channel_id": channel, "message": post.message,
+                                               "props": post.props,
+                                               "pending_post_id": pending_post_id})
+        post_id = answer.get("id")
+        if not isinstance(post_id, str) or not post_id:
+            raise PostFailure("Mattermost answered a create without a post id")
+        return post_id
+
+    def update(self, post_id: str, post: Post) -> None:
+        self._call("PUT", f"/posts/{post_id}", {"id": post_id, "message": post.message,
+                                                "props": post.props})
+
+    def find(self, channel: str, release_id: str, *, since: float) -> str | None:
+        """The id of the post in `channel` whose props name `release_id`, created or changed
+        after `since` (epoch seconds); the oldest if there are several, None if none."""
+        channel = urllib.parse.quote(channel, safe="")
+        posts = self._call("GET", f"/channels/{channel}/posts?since={int(since * 1000)}"
+                           ).get("posts")
+        found = [p for p in (posts.values() if isinstance(posts, dict) else [])
+                 if is_about(p, release_id)]
+        return str(min(found, key=_created_at)["id"]) if found else None
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(  # noqa: S310 - MATTERMOST_URL is checked http(s)
+            self.base + path, method=method, headers=headers,
+            data=json.dumps(body).encode() if body is not None else None)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                raw = response.read()
+        except urllib.error.HTTPError as e:
+            retry = (chatretry.retry_after_seconds(e.headers.get("Retry-After"))
+                     if e.code == 429 else None)
+            raise PostFailure(f"Mattermost answered HTTP {e.code}", status=e.code,
+                              retry_after=retry) from None
+        except (OSError, ValueError) as e:  # URLError, timeouts, refused connections
+            raise PostFailure(f"Mattermost is unreachable ({type(e).__name__})") from None
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise PostFailure("Mattermost answered something that is not JSON") from None
+        return data if isinstance(data, dict) else {}
+
+
+def is_about(post: Any, release_id: str) -> bool:
+    """Whether a post from the API is the (not deleted) one about `release_id`. A list of
+    posts "since" a time holds deleted ones too, so that clients can drop them."""
+    props = post.get("props") if isinstance(post, dict) else None
+    return (isinstance(props, dict) and props.get(RELEASE_PROP) == release_id
+            and isinstance(post.get("id"), str) and not post.get("delete_at"))
+
+
+def _created_at(post: dict[str, Any]) -> int:
+    created = post.get("create_at")
+    return created if isinstance(created, int) else 0
