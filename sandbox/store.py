@@ -372,9 +372,10 @@ def _parse_selectors(rt: ResourceType, label_selector: str | None, field_selecto
         raise bad_request(str(e)) from None
 
 
-# Metadata a status write may change besides status, by the status strategies'
-# PrepareForUpdate (a Deployment's: all but spec and labels; a ReplicaSet's and a
-# Pod's: all but spec); the rest of metadata stays the stored object's.
+# The only metadata a status write takes from its body (dropping it when the body has
+# none): a Deployment's annotations, a ReplicaSet's and a Pod's labels and annotations.
+# Every other key of metadata, and all metadata of other kinds, stays the stored
+# object's. (The real status strategies' PrepareForUpdate let more of metadata through.)
 _STATUS_TAKES_META = {"Deployment": ("annotations",), "ReplicaSet": ("labels", "annotations"),
                       "Pod": ("labels", "annotations")}
 
