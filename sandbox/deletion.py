@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 Obj = dict[str, Any]
 ORPHAN, FOREGROUND = "orphan", "foregroundDeletion"
-POLICIES = ("Background", "Foreground", "Orphan")
 
 
 class Deletion:

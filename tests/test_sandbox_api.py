@@ -920,6 +920,41 @@ def test_dry_run_changes_nothing(api: Api) -> None:
     assert api.apps.list_namespaced_deployment("default").items == []
 
 
+def test_dry_run_takes_only_all_on_every_verb(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps"
+    refused = requests.post(url, params={"dryRun": "Bogus"}, json={"metadata": {"name": "c"}})
+    problem = 'Unsupported value: []string{"Bogus"}: supported values: "All"'
+    assert (refused.status_code, refused.json()["message"]) == (
+        422, f'CreateOptions.meta.k8s.io "" is invalid: dryRun: {problem}')
+    assert refused.json()["details"] == {"group": "meta.k8s.io", "kind": "CreateOptions",
+                                         "causes": [{"reason": "FieldValueNotSupported",
+                                                     "message": problem, "field": "dryRun"}]}
+    both = requests.post(url, params={"dryRun": ["All", "x"], "fieldValidation": "Loose"},
+                         json={"metadata": {"name": "c"}})
+    assert both.json()["message"] == (
+        'CreateOptions.meta.k8s.io "" is invalid: [dryRun: Unsupported value: '
+        '[]string{"All", "x"}: supported values: "All", fieldValidation: Unsupported value: '
+        '"Loose": supported values: "", "Ignore", "Strict", "Warn"]')
+    assert api.core.list_namespaced_config_map("default").items == []
+
+    api.core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    bogus = {"dryRun": "Bogus"}
+    attempts = [  # (options kind, the request)
+        ("UpdateOptions", lambda: requests.put(f"{url}/c", params=bogus, json={
+            "metadata": {"name": "c"}, "data": {"k": "v"}})),
+        ("PatchOptions", lambda: requests.patch(f"{url}/c", params=bogus, json={
+            "data": {"k": "v"}}, headers={"Content-Type": MERGE})),
+        ("DeleteOptions", lambda: requests.delete(f"{url}/c", params=bogus)),
+        ("DeleteOptions", lambda: requests.delete(f"{url}/c", json={"dryRun": ["Bogus"]})),
+        ("DeleteOptions", lambda: requests.delete(url, params=bogus))]
+    for kind, attempt in attempts:
+        answer = attempt()
+        assert (answer.status_code, answer.json()["details"]["kind"]) == (422, kind)
+    assert api.core.read_namespaced_config_map("c", "default").data is None, "nothing changed"
+    assert requests.delete(f"{url}/c", params={"dryRun": "All"}).status_code == 200
+    assert requests.get(f"{url}/c").status_code == 200
+
+
 # ---- fault injection and the request log --------------------------------------------------------
 
 def test_injected_fault_is_seen_by_the_client_then_requests_succeed(api: Api) -> None:
