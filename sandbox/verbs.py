@@ -158,12 +158,19 @@ class ResourceVerbs(HandlerBase):
         return found
 
     def delete_collection(self, target: Target) -> None:
+        """The list as it is now (one page of it when `limit` asks), each item then deleted
+        in turn with the request's DeleteOptions; the first failure other than NotFound
+        ends it and is the answer, the items before it staying deleted (the registry's
+        DeleteCollection with its one default worker). Namespaces serve no such verb."""
+        if target.rt.kind == "Namespace":
+            raise METHOD_NOT_ALLOWED
+        body = self.list_body(target)
         opts = options.delete_options(self.read_delete_options())
-        body = self.list_body(target, paged=False)
         for obj in body["items"]:
             meta = obj["metadata"]
             self.api.store.delete(target.rt.key, meta.get("namespace"), meta["name"],
-                                  dry_run=opts.dry_run)
+                                  dry_run=opts.dry_run, preconditions=opts.preconditions,
+                                  propagation=opts.propagation)
         self.send_object(200, body)
 
     def patch(self, target: Target) -> None:

@@ -1,0 +1,107 @@
+"""Deleting in the sandbox API server, as the registry, the garbage collector and the
+namespace controller of a real cluster do it, through HTTP on an in-process server.
+
+Covered: DELETE on a collection with its DeleteOptions (dry run, preconditions,
+propagation, `limit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from sandbox.apiserver import ApiServer
+from sandbox.cluster import seed_namespaces
+from sandbox.store import Store
+
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+
+
+@dataclass
+class Api:
+    url: str
+    store: Store
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.url + path)
+
+    def make(self, name: str, *, owners: tuple[dict[str, Any], ...] = (),
+             finalizers: tuple[str, ...] = (), labels: dict[str, str] | None = None,
+             namespace: str = "default") -> dict[str, Any]:
+        """A ConfigMap owned by `owners` (objects, as answered), holding `finalizers`."""
+        meta: dict[str, Any] = {"name": name, "labels": labels or {}}
+        if owners:
+            meta["ownerReferences"] = [ref(o) for o in owners]
+        if finalizers:
+            meta["finalizers"] = list(finalizers)
+        answer = requests.post(f"{self.url}/api/v1/namespaces/{namespace}/configmaps",
+                               json={"metadata": meta})
+        assert answer.status_code == 201, answer.text
+        made: dict[str, Any] = answer.json()
+        return made
+
+    def names(self, path: str = CONFIGMAPS) -> list[str]:
+        return [o["metadata"]["name"] for o in self.get(path).json()["items"]]
+
+
+def ref(owner: dict[str, Any], *, block: bool = True) -> dict[str, Any]:
+    meta = owner["metadata"]
+    found = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
+             "uid": meta["uid"]}
+    return {**found, "blockOwnerDeletion": True} if block else found
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    """An in-process API server with its namespaces and nothing else (no kubelet)."""
+    store = Store()
+    seed_namespaces(store)
+    server = ApiServer(store)
+    server.start()
+    yield Api(server.url, store)
+    server.stop()
+    store.close()
+
+
+def test_deleting_a_collection_honours_its_delete_options(api: Api) -> None:
+    url = api.url + CONFIGMAPS
+    first = api.make("a", labels={"role": "owner"})
+    second = api.make("b")
+    api.make("c", owners=(first,))
+
+    dry = requests.delete(url, json={"dryRun": ["All"]})
+    assert dry.status_code == 200 and [o["metadata"]["name"] for o in dry.json()["items"]] == [
+        "a", "b", "c"]
+    assert api.names() == ["a", "b", "c"], "a dry run deletes nothing"
+
+    held = requests.delete(url, json={"preconditions": {"uid": second["metadata"]["uid"]}})
+    assert (held.status_code, held.json()["reason"]) == (409, "Conflict")
+    assert held.json()["message"] == (
+        'Operation cannot be fulfilled on configmaps "a": Precondition failed: UID in '
+        f'precondition: {second["metadata"]["uid"]}, UID in object meta: '
+        f'{first["metadata"]["uid"]}')
+    assert api.names() == ["a", "b", "c"], "the first failure stops it"
+
+    orphaned = requests.delete(url, params={"labelSelector": "role=owner",
+                                            "propagationPolicy": "Orphan"})
+    assert [o["metadata"]["name"] for o in orphaned.json()["items"]] == ["a"]
+    assert api.names() == ["b", "c"]
+    assert "ownerReferences" not in api.get(f"{CONFIGMAPS}/c").json()["metadata"]
+
+    page = requests.delete(url, params={"limit": "1"})
+    assert [o["metadata"]["name"] for o in page.json()["items"]] == ["b"]
+    assert page.json()["metadata"]["continue"], "one page listed, and deleted"
+    assert api.names() == ["c"]
+
+    everything = requests.delete(f"{api.url}/api/v1/namespaces")
+    assert (everything.status_code, everything.json()["reason"]) == (405, "MethodNotAllowed")
+    namespaces = next(r for r in api.get("/api/v1").json()["resources"]
+                      if r["name"] == "namespaces")
+    assert "deletecollection" not in namespaces["verbs"]
+    assert "deletecollection" in next(r for r in api.get("/api/v1").json()["resources"]
+                                      if r["name"] == "configmaps")["verbs"]
