@@ -27,10 +27,13 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from sandbox.keyspace import key_of, object_key
 from sandbox.resources import RESOURCES, ApiError, ResourceType, invalid, now_rfc3339, resource
 
 if TYPE_CHECKING:
     import threading
+
+    from sandbox.keyspace import Keyspace
 
 Obj = dict[str, Any]
 ORPHAN, FOREGROUND = "orphan", "foregroundDeletion"
@@ -43,7 +46,7 @@ class Deletion:
         _lock: threading.RLock
 
         def present(self, rt: ResourceType, obj: Obj) -> Obj: ...
-        def _table(self, rt: ResourceType) -> dict[tuple[str, str], Obj]: ...
+        def _space(self, rt: ResourceType) -> Keyspace: ...
         def _ns(self, rt: ResourceType, namespace: str | None) -> str: ...
         def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None, *,
                     dry_run: bool = False) -> Obj: ...
@@ -59,7 +62,7 @@ class Deletion:
         """
         rt = resource(key)
         with self._lock:
-            current = self._table(rt).get((self._ns(rt, namespace), name))
+            current = self._space(rt).get(key_of(self._ns(rt, namespace), name))
             if current is None:
                 return None
             _check_preconditions(rt, current, preconditions or {})
@@ -85,7 +88,7 @@ class Deletion:
             marked.setdefault("status", {})["phase"] = "Terminating"
         marked = self._commit(rt, "MODIFIED", marked, current)
         answer = self.present(rt, marked)
-        self._collect(rt, self._table(rt)[_key(marked)])
+        self._collect(rt, self._space(rt).objects[object_key(marked)])
         return answer
 
     def _collect(self, rt: ResourceType, obj: Obj) -> None:
@@ -104,12 +107,12 @@ class Deletion:
             finalizers.remove(ORPHAN)
         if FOREGROUND in finalizers:
             for dep_rt, dependent in self._dependents(obj):
-                if (found := self._table(dep_rt).get(_key(dependent))) is not None:
+                if (found := self._space(dep_rt).get(object_key(dependent))) is not None:
                     self._begin_delete(dep_rt, found, "Foreground")
             finalizers.remove(FOREGROUND)
         if rt.kind == "Namespace":
             for dep_rt, dependent in self._contents(meta["name"]):
-                if (found := self._table(dep_rt).get(_key(dependent))) is not None:
+                if (found := self._space(dep_rt).get(object_key(dependent))) is not None:
                     self._begin_delete(dep_rt, found, None)
         if not finalizers:
             self._remove(rt, obj)
@@ -126,7 +129,7 @@ class Deletion:
         if rt.kind == "Namespace":
             found += self._contents(obj["metadata"]["name"])
         for dep_rt, dependent in found:
-            if (current := self._table(dep_rt).get(_key(dependent))) is not None:
+            if (current := self._space(dep_rt).get(object_key(dependent))) is not None:
                 self._begin_delete(dep_rt, current, None)
         return gone
 
@@ -147,23 +150,18 @@ class Deletion:
     def _dependents(self, owner: Obj) -> list[tuple[ResourceType, Obj]]:
         uid = owner["metadata"]["uid"]
         return [(dep_rt, obj) for dep_rt in _storage_types()
-                for obj in list(self._table(dep_rt).values())
+                for obj in list(self._space(dep_rt).objects.values())
                 if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or ())]
 
     def _contents(self, namespace: str) -> list[tuple[ResourceType, Obj]]:
         return [(dep_rt, obj) for dep_rt in _storage_types() if dep_rt.namespaced
-                for obj in list(self._table(dep_rt).values())
+                for obj in list(self._space(dep_rt).objects.values())
                 if obj["metadata"].get("namespace") == namespace]
 
 
 def is_gone(answer: Obj) -> bool:
     """Whether a delete's answer says the object went at once (no deletionTimestamp)."""
     return not (answer.get("metadata") or {}).get("deletionTimestamp")
-
-
-def _key(obj: Obj) -> tuple[str, str]:
-    meta = obj["metadata"]
-    return meta.get("namespace", ""), meta["name"]
 
 
 def _storage_types() -> list[ResourceType]:

@@ -52,29 +52,31 @@ IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 class ResourceVerbs(HandlerBase):
     """The verbs on collections and objects (watch is in `sandbox.watchstream`)."""
 
-    def list_body(self, target: Target, *, paged: bool = True) -> Obj:
+    def list_body(self, target: Target) -> Obj:
         """The list, one page of it when `limit` asks (see `sandbox.paging`)."""
         rt = target.rt
         limit = self.int_param("limit")
-        token = self.param("continue") if paged else None
+        token = self.param("continue")
         cont = paging.decode(token) if token else None
         if cont is not None and self.param("resourceVersion") not in (None, "", "0"):
             raise bad_request("specifying resource version is not allowed when using continue")
-        at = cont.rv if cont is not None and cont.rv != paging.LATEST else None
         selectors = {"label_selector": self.param("labelSelector"),
                      "field_selector": self.param("fieldSelector")}
         try:
-            items, rv = self.api.store.list(rt.key, target.namespace, at=at, **selectors)
+            listing = self.api.store.list_page(
+                rt.key, target.namespace, start=cont.start if cont else "",
+                limit=limit if limit is not None and limit > 0 else None,
+                at=cont.rv if cont is not None and cont.rv != paging.LATEST else None,
+                **selectors)
         except ApiError as e:
             if e.code != 410 or cont is None:
                 raise
             raise paging.expired(cont.start) from None
-        items, meta = paging.page(
-            items, namespaced_scope=bool(target.namespace), start=cont.start if cont else None,
-            limit=limit if paged and limit is not None and limit > 0 else None, rv=rv,
-            countable=not any(selectors.values()))
+        meta = paging.list_meta(listing.items, listing.resource_version,
+                                namespaced_scope=bool(target.namespace), more=listing.more,
+                                remaining=None if any(selectors.values()) else listing.remaining)
         return {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta,
-                "items": items}
+                "items": listing.items}
 
     def create(self, target: Target) -> None:
         rt = target.rt

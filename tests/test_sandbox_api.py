@@ -671,6 +671,30 @@ def test_lists_page_with_limit_and_continue_over_one_snapshot(api: Api) -> None:
     assert "remainingItemCount" not in selected.json()["metadata"], "unknown with a selector"
 
 
+def test_lists_follow_etcd_key_order_and_a_page_ends_at_its_limit(api: Api) -> None:
+    for namespace in ("a", "a-b"):  # keys a/..., a-b/...: "-" sorts before "/"
+        api.core.create_namespace({"metadata": {"name": namespace}})
+    api.core.create_namespaced_config_map("a", {"metadata": {"name": "x"}})
+    api.core.create_namespaced_config_map("a", {"metadata": {"name": "y"}})
+    api.core.create_namespaced_config_map("a-b", {"metadata": {"name": "x",
+                                                               "labels": {"k": "v"}}})
+    url = f"{api.url}/api/v1/configmaps"
+    everywhere = requests.get(url).json()["items"]
+    assert [(c["metadata"]["namespace"], c["metadata"]["name"]) for c in everywhere] == [
+        ("a-b", "x"), ("a", "x"), ("a", "y")]
+    first = requests.get(url, params={"limit": "1"}).json()
+    assert first["metadata"]["remainingItemCount"] == 2
+    rest = requests.get(url, params={"limit": "5", "continue": first["metadata"]["continue"]})
+    assert [c["metadata"]["namespace"] for c in rest.json()["items"]] == ["a", "a"]
+
+    selected = requests.get(url, params={"limit": "1", "labelSelector": "k=v"}).json()
+    assert [c["metadata"]["name"] for c in selected["items"]] == ["x"]
+    assert selected["metadata"]["continue"], "keys follow, matching or not"
+    after = requests.get(url, params={"limit": "1", "labelSelector": "k=v",
+                                      "continue": selected["metadata"]["continue"]}).json()
+    assert after["items"] == [] and "continue" not in after["metadata"]
+
+
 def test_a_continue_token_older_than_the_history_is_410_with_a_way_on(api: Api) -> None:
     url = f"{api.url}/api/v1/namespaces/default/configmaps"
     for name in ("c1", "c2", "c3"):
