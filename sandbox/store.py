@@ -6,8 +6,10 @@ resourceVersion, generation), lists in etcd's key order (whole, or a page from a
 key on, as of the first page's resourceVersion), a bounded per-resource event
 history for watches and those pages, and change subscriptions for in-process
 controllers (the kubelet). Each resource's objects, key order and history are a
-`sandbox.keyspace.Keyspace`. Deletion (finalizers, propagation, the garbage
-collector) is `sandbox.deletion`'s, mixed in. The resource catalogue and `ApiError`
+`sandbox.keyspace.Keyspace`. Mixed in: deletion as the registry does it
+(finalizers, propagation policies) from `sandbox.deletion`, and what the garbage
+collector and the namespace controller do next, from `sandbox.collector`, which
+the store keeps a uid index and an owner index for. The resource catalogue and `ApiError`
 live in `sandbox.resources` (re-exported here), what an update may change in
 `sandbox.updates`, defaulting in `sandbox.defaults`, validation in
 `sandbox.validation`; HTTP, patch formats and discovery in other modules.
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox import updates
+from sandbox.collector import Collector, Work
 from sandbox.defaults import apply_defaults, drop_nulls
 from sandbox.deletion import Deletion
 from sandbox.keyspace import Changes, Keyspace, key_of, object_key, scope_of
@@ -81,7 +84,7 @@ class Listing:
     remaining: int  # how many objects remain after the last item, selectors ignored
 
 
-class Store(Deletion):
+class Store(Collector, Deletion):
     """Thread-safe object storage with one global resourceVersion counter."""
 
     def __init__(self, *, history: int = 500) -> None:
@@ -89,6 +92,9 @@ class Store(Deletion):
         self._rv = 0
         self._history_size = history
         self._spaces: dict[str, Keyspace] = {}
+        self._uids: dict[str, tuple[str, str]] = {}  # uid -> (storage key, key)
+        self._owned: dict[str, set[tuple[str, str]]] = {}  # owner uid -> its dependents
+        self._work: dict[Work, None] = {}  # the collectors' queue (an ordered set)
         self._watchers: list[Watcher] = []
         self._subscribers: list[Subscriber] = []
         self._dispatch: queue.SimpleQueue[tuple[str, str, Obj] | None] = queue.SimpleQueue()
@@ -182,7 +188,9 @@ class Store(Deletion):
             validate(rt, obj)  # before the name is checked, as BeforeCreate runs first
             if key_of(ns, name) in self._space(rt):
                 raise already_exists(rt, name)
-            return self._commit(rt, "ADDED", obj, None, dry_run=dry_run)
+            created = self._commit(rt, "ADDED", obj, None, dry_run=dry_run)
+        self._settle()
+        return created
 
     def update(self, key: str, namespace: str | None, obj: Obj, *,
                subresource: str | None = None, dry_run: bool = False) -> Obj:
@@ -198,7 +206,9 @@ class Store(Deletion):
                 raise missing_resource_version(rt, name)
             if rv and str(rv) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
-            return self._replace(rt, current, copy.deepcopy(obj), subresource, dry_run)
+            updated = self._replace(rt, current, copy.deepcopy(obj), subresource, dry_run)
+        self._settle()
+        return updated
 
     def mutate(self, key: str, namespace: str | None, name: str, change: Callable[[Obj], Obj], *,
                subresource: str | None = None, dry_run: bool = False) -> Obj:
@@ -218,7 +228,9 @@ class Store(Deletion):
             rv = meta.get("resourceVersion")
             if rv and str(rv) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
-            return self._replace(rt, current, new, subresource, dry_run)
+            updated = self._replace(rt, current, new, subresource, dry_run)
+        self._settle()
+        return updated
 
     # ---- watches and subscriptions -------------------------------------------------------
 
@@ -332,17 +344,19 @@ class Store(Deletion):
             return self.present(rt, obj)
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        space = self._space(rt)
+        space, key = self._space(rt), object_key(obj)
         if kind == "DELETED":
-            space.pop(object_key(obj))
+            space.pop(key)
         else:
-            space.put(object_key(obj), obj)
+            space.put(key, obj)
+        self._index(rt, key, None if kind == "DELETED" else obj, old)
         event = Event(self._rv, kind, rt.storage_key, obj, old)
         space.record(event, self._history_size)
         for watcher in list(self._watchers):
             watcher.offer(event)
         if self._subscribers:
             self._dispatch.put((kind, rt.storage_key, copy.deepcopy(obj)))
+        self._observe(rt, kind, obj, old)
         return self.present(rt, obj)
 
 

@@ -1,8 +1,9 @@
 """Deleting in the sandbox API server, as the registry, the garbage collector and the
 namespace controller of a real cluster do it, through HTTP on an in-process server.
 
-Covered: DELETE on a collection with its DeleteOptions (dry run, preconditions,
-propagation, `limit`).
+Covered: Foreground deletion (the owner waits, deleting, for the dependents that
+block it; dependents with finalizers are only marked), and DELETE on a collection
+with its DeleteOptions (dry run, preconditions, propagation, `limit`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sandbox.cluster import seed_namespaces
 from sandbox.store import Store
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 @dataclass
@@ -68,6 +70,57 @@ def api(tmp_path: Path) -> Iterator[Api]:
     store.close()
 
 
+def release(api: Api, path: str) -> None:
+    """Remove every finalizer, as the controller owning them would once done."""
+    answer = requests.patch(api.url + path, json={"metadata": {"finalizers": None}},
+                            headers=MERGE)
+    assert answer.status_code == 200, answer.text
+
+
+def events_of(watcher: Any) -> list[tuple[str, str]]:
+    seen = [(kind, obj["metadata"]["name"]) for kind, obj in iter(
+        lambda: watcher.next(timeout=0), None)]
+    watcher.close()
+    return seen
+
+
+# ---- the garbage collector ----------------------------------------------------------------------
+
+def test_a_foreground_delete_keeps_the_owner_until_its_blocking_dependents_are_gone(
+        api: Api) -> None:
+    owner = api.make("owner")
+    middle = api.make("middle", owners=(owner,))  # owns a dependent of its own
+    api.make("leaf", owners=(middle,), finalizers=("example.com/hold",))
+    api.make("plain", owners=(owner,))
+    api.make("loose", finalizers=("example.com/hold",))
+    requests.patch(f"{api.url}{CONFIGMAPS}/loose", headers=MERGE, json={"metadata": {
+        "ownerReferences": [ref(owner, block=False)]}})  # does not block its owner
+    events = api.store.watch("v1/configmaps", "default", since_rv=api.store.resource_version)
+
+    answer = requests.delete(f"{api.url}{CONFIGMAPS}/owner",
+                             json={"propagationPolicy": "Foreground"})
+    assert answer.status_code == 200
+    assert answer.json()["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert answer.json()["metadata"]["deletionTimestamp"]
+    waiting = api.get(f"{CONFIGMAPS}/owner")
+    assert waiting.status_code == 200, "the owner stays while a blocking dependent does"
+    assert waiting.json()["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert api.get(f"{CONFIGMAPS}/middle").json()["metadata"]["finalizers"] == [
+        "foregroundDeletion"], "a dependent with dependents is deleted in the foreground too"
+    leaf = api.get(f"{CONFIGMAPS}/leaf").json()["metadata"]
+    assert leaf["deletionTimestamp"] and leaf["finalizers"] == ["example.com/hold"]
+    assert api.get(f"{CONFIGMAPS}/plain").status_code == 404
+    assert api.get(f"{CONFIGMAPS}/loose").json()["metadata"]["deletionTimestamp"]
+
+    release(api, f"{CONFIGMAPS}/loose")
+    assert api.get(f"{CONFIGMAPS}/owner").status_code == 200, "loose never blocked it"
+    release(api, f"{CONFIGMAPS}/leaf")
+    assert api.names() == [], "the leaf gone, its owner went, and then the first one"
+    seen = events_of(events)
+    assert seen[0] == ("MODIFIED", "owner") and seen[-1] == ("DELETED", "owner")
+    assert seen.index(("DELETED", "leaf")) < seen.index(("DELETED", "middle")) < len(seen) - 1
+
+
 def test_deleting_a_collection_honours_its_delete_options(api: Api) -> None:
     url = api.url + CONFIGMAPS
     first = api.make("a", labels={"role": "owner"})
@@ -85,6 +138,7 @@ def test_deleting_a_collection_honours_its_delete_options(api: Api) -> None:
         'Operation cannot be fulfilled on configmaps "a": Precondition failed: UID in '
         f'precondition: {second["metadata"]["uid"]}, UID in object meta: '
         f'{first["metadata"]["uid"]}')
+    assert held.json()["details"] == {"name": "a", "kind": "configmaps"}
     assert api.names() == ["a", "b", "c"], "the first failure stops it"
 
     orphaned = requests.delete(url, params={"labelSelector": "role=owner",

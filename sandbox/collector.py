@@ -1,0 +1,279 @@
+"""The garbage collector and the namespace controller, run right after each write.
+
+Owns what kube-controller-manager's garbage collector (pkg/controller/garbagecollector)
+and namespace controller (pkg/controller/namespace/deletion) do once objects are being
+deleted, on the store's own indexes (objects by uid, dependents by owner uid) instead
+of an informer's graph:
+
+- `_observe` is the graph builder: after each commit it queues what the change gives
+  to do (an object gone: its dependents, and its owners waiting for it; a reference
+  that no longer blocks: its waiting owner; an object starting to orphan, or to wait
+  for its dependents; a namespace starting to terminate, or any change inside one);
+- a dependent whose owner is gone or waits for it (attemptToDeleteItem) is deleted,
+  in the foreground when an owner waits for it and it has dependents of its own, else
+  as its own finalizers say (Background when they say nothing);
+- an owner deleted in the foreground keeps `foregroundDeletion`, and stays, until no
+  dependent with `blockOwnerDeletion: true` is left; then the finalizer goes, and the
+  owner with it unless other finalizers hold it; `orphan`: every dependent loses its
+  reference to the owner, then the finalizer goes;
+- a terminating namespace: everything in it is deleted, then the namespace.
+
+`_settle()` runs the queue after every write, one item per hold of the lock: a write
+returns once the work it gave is done, and readers get in between the steps.
+Mixed into `sandbox.store.Store`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from sandbox.deletion import FOREGROUND, ORPHAN
+from sandbox.keyspace import object_key
+from sandbox.resources import RESOURCES, ResourceType
+
+if TYPE_CHECKING:
+    import threading
+
+    from sandbox.keyspace import Keyspace
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+Work = tuple[str, str, str, str]  # (step, storage key, object key, uid)
+NAMESPACES = "v1/namespaces"
+
+class Collector:
+    """The collectors' part of the Store (call the underscored methods with the lock held,
+    but `_settle`)."""
+
+    if TYPE_CHECKING:
+        _lock: threading.RLock
+        _uids: dict[str, tuple[str, str]]
+        _owned: dict[str, set[tuple[str, str]]]
+        _work: dict[Work, None]
+
+        def _space(self, rt: ResourceType) -> Keyspace: ...
+        def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None, *,
+                    dry_run: bool = False) -> Obj: ...
+        def _begin_delete(self, rt: ResourceType, current: Obj,
+                          propagation: str | None) -> Obj: ...
+        def _update_deleting(self, rt: ResourceType, current: Obj, new: Obj) -> None: ...
+        def _remove(self, rt: ResourceType, obj: Obj) -> Obj: ...
+
+    # ---- the graph builder: indexes and queued work ----------------------------------
+
+    def _index(self, rt: ResourceType, key: str, obj: Obj | None, old: Obj | None) -> None:
+        """Keep the uid and owner indexes true to a commit (`obj` None: it is gone)."""
+        held, owners = _owner_uids(old), _owner_uids(obj)
+        for uid in held - owners:
+            dependents = self._owned.get(uid)
+            if dependents is not None:
+                dependents.discard((rt.storage_key, key))
+                if not dependents:
+                    del self._owned[uid]
+        for uid in owners - held:
+            self._owned.setdefault(uid, set()).add((rt.storage_key, key))
+        uid = ((obj or old) or {}).get("metadata", {}).get("uid")
+        if uid and obj is None:
+            self._uids.pop(uid, None)
+        elif uid:
+            self._uids[uid] = (rt.storage_key, key)
+
+    def _observe(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None) -> None:
+        """Queue the work a committed change gives the collectors."""
+        meta, before = obj["metadata"], (old or {}).get("metadata") or {}
+        uid = meta.get("uid") or ""
+        if kind == "DELETED":
+            for skey, key in list(self._owned.get(uid, ())):
+                self._queue("delete", skey, key)
+            for ref in meta.get("ownerReferences") or ():
+                self._queue_waiting(ref.get("uid"))
+        else:
+            refs = {r.get("uid"): r for r in meta.get("ownerReferences") or ()}
+            for ref in before.get("ownerReferences") or ():
+                now = refs.get(ref.get("uid"))
+                if ref.get("blockOwnerDeletion") and not (now or {}).get("blockOwnerDeletion"):
+                    self._queue_waiting(ref.get("uid"))
+            if meta.get("deletionTimestamp"):
+                self._observe_deleting(rt, obj, before)
+        if rt.namespaced:
+            namespace = self._space(RESOURCES[NAMESPACES]).get(meta.get("namespace") or "")
+            if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
+                self._queue("namespace", NAMESPACES, namespace["metadata"]["name"])
+
+    def _observe_deleting(self, rt: ResourceType, obj: Obj, before: Obj) -> None:
+        meta, key = obj["metadata"], object_key(obj)
+        finalizers, was = meta.get("finalizers") or (), before.get("finalizers") or ()
+        deleting_before = bool(before.get("deletionTimestamp"))
+        if ORPHAN in finalizers and not (deleting_before and ORPHAN in was):
+            self._queue("orphan", rt.storage_key, key)
+        elif FOREGROUND in finalizers and not (deleting_before and FOREGROUND in was):
+            for skey, dependent in list(self._owned.get(meta.get("uid") or "", ())):
+                self._queue("delete", skey, dependent)
+            self._queue("delete", rt.storage_key, key)
+        if rt.kind == "Namespace" and not deleting_before:
+            self._queue("namespace", rt.storage_key, key)
+
+    def _queue(self, step: str, skey: str, key: str) -> None:
+        obj = self._space(RESOURCES[skey]).get(key)
+        if obj is not None:
+            self._work[(step, skey, key, obj["metadata"].get("uid") or "")] = None
+
+    def _queue_waiting(self, uid: str | None) -> None:
+        """Queue an owner that waits for its dependents, to look at them again."""
+        found = self._uids.get(uid or "")
+        owner = self._space(RESOURCES[found[0]]).get(found[1]) if found else None
+        if found and owner is not None and _waiting(owner):
+            self._queue("delete", *found)
+
+    def _settle(self) -> None:
+        """Run the queued work to the end, one item per hold of the lock."""
+        while True:
+            with self._lock:
+                if not self._work:
+                    return
+                item = next(iter(self._work))
+                del self._work[item]
+                step, skey, key, uid = item
+                rt = RESOURCES[skey]
+                obj = self._space(rt).get(key)
+                if obj is None or obj["metadata"].get("uid") != uid:
+                    continue
+                try:
+                    {"delete": self._attempt_delete, "orphan": self._orphan,
+                     "namespace": self._sync_namespace}[step](rt, obj)
+                except Exception:  # one object's trouble must not stop the others'
+                    log.exception("%s of %s %s failed", step, skey, key)
+
+    # ---- the garbage collector ---------------------------------------------------------
+
+    def _attempt_delete(self, rt: ResourceType, obj: Obj) -> None:
+        """attemptToDeleteItem: an object some owner of which is gone or waits for it,
+        or an owner waiting for its dependents."""
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp"):
+            if _waiting(obj):
+                self._process_waiting(rt, obj)
+            return  # being deleted: its own dependents are seen to once it is gone
+        refs = meta.get("ownerReferences") or []
+        if not refs:
+            return
+        waiting = [ref for ref in refs if (owner := self._owner(obj, ref)) is not None
+                   and _waiting(owner)]
+        if waiting and self._owned.get(meta.get("uid") or ""):
+            if any(_waiting(dep) for _, dep in self._dependents(meta.get("uid"))):
+                obj = self._unblock(rt, obj)  # a cycle of waiting objects: break it
+            self._begin_delete(rt, obj, "Foreground")
+            return
+        finalizers = meta.get("finalizers") or ()
+        self._begin_delete(rt, obj, "Orphan" if ORPHAN in finalizers
+                           else "Foreground" if FOREGROUND in finalizers else "Background")
+
+    def _process_waiting(self, rt: ResourceType, owner: Obj) -> None:
+        """processDeletingDependentsItem: the owner goes once nothing blocks it."""
+        uid = owner["metadata"].get("uid")
+        blocking = [(drt, dep) for drt, dep in self._dependents(uid) if any(
+            r.get("uid") == uid and r.get("blockOwnerDeletion")
+            for r in dep["metadata"].get("ownerReferences") or ())]
+        if not blocking:
+            self._update_deleting(rt, owner, _without_finalizer(owner, FOREGROUND))
+        for drt, dep in blocking:
+            if not _waiting(dep):
+                self._queue("delete", drt.storage_key, object_key(dep))
+
+    def _orphan(self, rt: ResourceType, owner: Obj) -> None:
+        """attemptToOrphan: the dependents lose their reference, then the finalizer goes."""
+        meta = owner["metadata"]
+        if not meta.get("deletionTimestamp") or ORPHAN not in (meta.get("finalizers") or ()):
+            return
+        for drt, dep in list(self._dependents(meta.get("uid"))):
+            self._drop_references(drt, dep, {meta.get("uid")})
+        self._update_deleting(rt, owner, _without_finalizer(owner, ORPHAN))
+
+    def _owner(self, dependent: Obj, ref: Obj) -> Obj | None:
+        """The owner a reference names, if it exists (isDangling: found by kind and name
+        in the dependent's namespace, with the reference's uid)."""
+        found = self._uids.get(ref.get("uid") or "")
+        if found is None:
+            return None
+        ort = RESOURCES[found[0]]
+        owner = self._space(ort).get(found[1])
+        if owner is None or (ort.kind, ort.group, owner["metadata"]["name"]) != (
+                ref.get("kind"), (ref.get("apiVersion") or "").rpartition("/")[0],
+                ref.get("name")):
+            return None
+        if ort.namespaced and owner["metadata"].get("namespace") != dependent["metadata"].get(
+                "namespace"):
+            return None
+        return owner
+
+    def _dependents(self, uid: str | None) -> Iterator[tuple[ResourceType, Obj]]:
+        for skey, key in list(self._owned.get(uid or "", ())):
+            drt = RESOURCES[skey]
+            if (dep := self._space(drt).get(key)) is not None:
+                yield drt, dep
+
+    def _drop_references(self, rt: ResourceType, obj: Obj, uids: set[Any]) -> None:
+        kept = copy.deepcopy(obj)
+        refs = [r for r in kept["metadata"].get("ownerReferences") or []
+                if r.get("uid") not in uids]
+        if refs:
+            kept["metadata"]["ownerReferences"] = refs
+        else:
+            kept["metadata"].pop("ownerReferences", None)
+        self._commit(rt, "MODIFIED", kept, obj)
+
+    def _unblock(self, rt: ResourceType, obj: Obj) -> Obj:
+        unblocked = copy.deepcopy(obj)
+        for ref in unblocked["metadata"].get("ownerReferences") or ():
+            if ref.get("blockOwnerDeletion"):
+                ref["blockOwnerDeletion"] = False
+        self._commit(rt, "MODIFIED", unblocked, obj)
+        return unblocked
+
+    # ---- the namespace controller ------------------------------------------------------
+
+    def _sync_namespace(self, rt: ResourceType, namespace: Obj) -> None:
+        """Delete what the terminating namespace holds, then the namespace."""
+        if not namespace["metadata"].get("deletionTimestamp"):
+            return
+        for crt, obj in list(self._contents(namespace["metadata"]["name"])):
+            current = self._space(crt).get(object_key(obj))
+            if current is not None and not current["metadata"].get("deletionTimestamp"):
+                self._begin_delete(crt, current, None)
+        self._remove(rt, namespace)
+
+    def _contents(self, namespace: str) -> Iterator[tuple[ResourceType, Obj]]:
+        for crt in _namespaced_types():
+            for _, obj in self._space(crt).scan(f"{namespace}/", f"{namespace}0"):
+                yield crt, obj
+
+
+def _owner_uids(obj: Obj | None) -> set[str]:
+    if obj is None:
+        return set()
+    return {r["uid"] for r in obj["metadata"].get("ownerReferences") or () if r.get("uid")}
+
+
+def _waiting(obj: Obj) -> bool:
+    """Whether an object is being deleted in the foreground, waiting for its dependents."""
+    meta = obj["metadata"]
+    return bool(meta.get("deletionTimestamp")) and FOREGROUND in (meta.get("finalizers") or ())
+
+
+def _without_finalizer(obj: Obj, finalizer: str) -> Obj:
+    kept = copy.deepcopy(obj)
+    finalizers = [f for f in kept["metadata"].get("finalizers") or [] if f != finalizer]
+    if finalizers:
+        kept["metadata"]["finalizers"] = finalizers
+    else:
+        kept["metadata"].pop("finalizers", None)
+    return kept
+
+
+def _namespaced_types() -> list[ResourceType]:
+    return [RESOURCES[key] for key in sorted({t.storage_key for t in RESOURCES.values()
+                                              if t.namespaced})]
