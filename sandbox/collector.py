@@ -9,9 +9,10 @@ of an informer's graph:
   to do (an object gone: its dependents, and its owners waiting for it; a reference
   that no longer blocks: its waiting owner; an object starting to orphan, or to wait
   for its dependents; a namespace starting to terminate, or any change inside one);
-- a dependent whose owner is gone or waits for it (attemptToDeleteItem) is deleted,
-  in the foreground when an owner waits for it and it has dependents of its own, else
-  as its own finalizers say (Background when they say nothing);
+- a dependent whose owner is gone or waits for it (attemptToDeleteItem): while another
+  owner stays, it only loses its references to those; otherwise it is deleted, in the
+  foreground when an owner waits for it and it has dependents of its own, else as its
+  own finalizers say (Background when they say nothing);
 - an owner deleted in the foreground keeps `foregroundDeletion`, and stays, until no
   dependent with `blockOwnerDeletion: true` is left; then the finalizer goes, and the
   owner with it unless other finalizers hold it; `orphan`: every dependent loses its
@@ -161,8 +162,16 @@ class Collector:
         refs = meta.get("ownerReferences") or []
         if not refs:
             return
-        waiting = [ref for ref in refs if (owner := self._owner(obj, ref)) is not None
-                   and _waiting(owner)]
+        solid: list[Obj] = []
+        dangling: list[Obj] = []
+        waiting: list[Obj] = []
+        for ref in refs:
+            owner = self._owner(obj, ref)
+            (dangling if owner is None else waiting if _waiting(owner) else solid).append(ref)
+        if solid:
+            if dangling or waiting:
+                self._drop_references(rt, obj, {r.get("uid") for r in dangling + waiting})
+            return
         if waiting and self._owned.get(meta.get("uid") or ""):
             if any(_waiting(dep) for _, dep in self._dependents(meta.get("uid"))):
                 obj = self._unblock(rt, obj)  # a cycle of waiting objects: break it

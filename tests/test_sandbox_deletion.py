@@ -2,8 +2,10 @@
 namespace controller of a real cluster do it, through HTTP on an in-process server.
 
 Covered: Foreground deletion (the owner waits, deleting, for the dependents that
-block it; dependents with finalizers are only marked), and DELETE on a collection
-with its DeleteOptions (dry run, preconditions, propagation, `limit`).
+block it; dependents with finalizers are only marked), Background deletion of an
+owner whose dependents have another owner (they stay and lose only the reference to
+the gone one), and DELETE on a collection with its DeleteOptions (dry run,
+preconditions, propagation, `limit`).
 """
 
 from __future__ import annotations
@@ -119,6 +121,25 @@ def test_a_foreground_delete_keeps_the_owner_until_its_blocking_dependents_are_g
     seen = events_of(events)
     assert seen[0] == ("MODIFIED", "owner") and seen[-1] == ("DELETED", "owner")
     assert seen.index(("DELETED", "leaf")) < seen.index(("DELETED", "middle")) < len(seen) - 1
+
+
+def test_an_owner_going_leaves_dependents_that_have_another_owner(api: Api) -> None:
+    first, second = api.make("first"), api.make("second")
+    api.make("shared", owners=(first, second))
+    api.make("only", owners=(first,))
+    assert requests.delete(f"{api.url}{CONFIGMAPS}/first").status_code == 200
+    assert api.names() == ["second", "shared"]
+    refs = api.get(f"{CONFIGMAPS}/shared").json()["metadata"]["ownerReferences"]
+    assert refs == [ref(second)], "only the gone owner's reference is removed"
+
+    waiting = api.make("waiting")
+    api.make("both", owners=(waiting, second))
+    requests.delete(f"{api.url}{CONFIGMAPS}/waiting", json={"propagationPolicy": "Foreground"})
+    assert api.get(f"{CONFIGMAPS}/waiting").status_code == 404, "nothing blocks it once freed"
+    assert api.get(f"{CONFIGMAPS}/both").json()["metadata"]["ownerReferences"] == [ref(second)]
+
+    requests.delete(f"{api.url}{CONFIGMAPS}/second")
+    assert api.names() == []
 
 
 def test_deleting_a_collection_honours_its_delete_options(api: Api) -> None:
