@@ -17,7 +17,9 @@ of an informer's graph:
   dependent with `blockOwnerDeletion: true` is left; then the finalizer goes, and the
   owner with it unless other finalizers hold it; `orphan`: every dependent loses its
   reference to the owner, then the finalizer goes;
-- a terminating namespace: everything in it is deleted, then the namespace.
+- a terminating namespace: everything in it is deleted (Background, a chunk at a
+  time), its status conditions say what remains and which finalizers hold it, and
+  once nothing remains its `kubernetes` finalizer goes, and the namespace with it.
 
 `_settle()` runs the queue after every write, one item per hold of the lock: a write
 returns once the work it gave is done, and readers get in between the steps.
@@ -28,12 +30,14 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from collections.abc import Iterator
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from sandbox.deletion import FOREGROUND, ORPHAN
 from sandbox.keyspace import object_key
-from sandbox.resources import RESOURCES, ResourceType
+from sandbox.resources import RESOURCES, ResourceType, now_rfc3339
 
 if TYPE_CHECKING:
     import threading
@@ -45,6 +49,21 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 Work = tuple[str, str, str, str]  # (step, storage key, object key, uid)
 NAMESPACES = "v1/namespaces"
+NAMESPACE_FINALIZER = "kubernetes"
+CHUNK = 100  # objects a namespace's controller deletes per hold of the lock
+
+# The conditions of a terminating namespace when all is well (status_condition_utils.go).
+_CONDITIONS_OK = {
+    "NamespaceDeletionDiscoveryFailure": ("ResourcesDiscovered",
+                                          "All resources successfully discovered"),
+    "NamespaceDeletionGroupVersionParsingFailure": ("ParsedGroupVersions",
+                                                    "All legacy kube types successfully parsed"),
+    "NamespaceDeletionContentFailure": (
+        "ContentDeleted", "All content successfully deleted, may be waiting on finalization"),
+    "NamespaceContentRemaining": ("ContentRemoved", "All content successfully removed"),
+    "NamespaceFinalizersRemaining": ("ContentRemoved", "All content successfully removed"),
+}
+
 
 class Collector:
     """The collectors' part of the Store (call the underscored methods with the lock held,
@@ -62,7 +81,6 @@ class Collector:
         def _begin_delete(self, rt: ResourceType, current: Obj,
                           propagation: str | None) -> Obj: ...
         def _update_deleting(self, rt: ResourceType, current: Obj, new: Obj) -> None: ...
-        def _remove(self, rt: ResourceType, obj: Obj) -> Obj: ...
 
     # ---- the graph builder: indexes and queued work ----------------------------------
 
@@ -246,14 +264,35 @@ class Collector:
     # ---- the namespace controller ------------------------------------------------------
 
     def _sync_namespace(self, rt: ResourceType, namespace: Obj) -> None:
-        """Delete what the terminating namespace holds, then the namespace."""
-        if not namespace["metadata"].get("deletionTimestamp"):
+        """Delete a chunk of what the terminating namespace holds; once all of it has
+        been asked to go, report what remains, and finalize the namespace when nothing
+        does."""
+        meta = namespace["metadata"]
+        finalizers = (namespace.get("spec") or {}).get("finalizers") or []
+        if not meta.get("deletionTimestamp") or NAMESPACE_FINALIZER not in finalizers:
             return
-        for crt, obj in list(self._contents(namespace["metadata"]["name"])):
-            current = self._space(crt).get(object_key(obj))
-            if current is not None and not current["metadata"].get("deletionTimestamp"):
-                self._begin_delete(crt, current, None)
-        self._remove(rt, namespace)
+        name = meta["name"]
+        todo = list(islice(((crt, obj) for crt, obj in self._contents(name)
+                            if _deletes_anything(obj)), CHUNK + 1))
+        for crt, obj in todo[:CHUNK]:
+            if (current := self._space(crt).get(object_key(obj))) is not None:
+                self._begin_delete(crt, current, "Background")
+        if len(todo) > CHUNK:
+            self._queue("namespace", rt.storage_key, name)
+            return
+        remaining = list(self._contents(name))
+        namespace = self._space(rt).get(name) or namespace
+        status = namespace.get("status") or {}
+        conditions = _conditions(status.get("conditions") or [], remaining, now_rfc3339())
+        if conditions != status.get("conditions"):
+            reported = copy.deepcopy(namespace)
+            reported.setdefault("status", {})["conditions"] = conditions
+            self._commit(rt, "MODIFIED", reported, namespace)
+            namespace = reported
+        if not remaining:
+            finalized = copy.deepcopy(namespace)
+            finalized["spec"]["finalizers"] = [f for f in finalizers if f != NAMESPACE_FINALIZER]
+            self._update_deleting(rt, namespace, finalized)
 
     def _contents(self, namespace: str) -> Iterator[tuple[ResourceType, Obj]]:
         for crt in _namespaced_types():
@@ -283,6 +322,44 @@ def _without_finalizer(obj: Obj, finalizer: str) -> Obj:
     return kept
 
 
+def _deletes_anything(obj: Obj) -> bool:
+    """Whether a Background delete would change the object (it strips the collector's
+    finalizers from one already being deleted)."""
+    meta = obj["metadata"]
+    finalizers = meta.get("finalizers") or ()
+    return not meta.get("deletionTimestamp") or ORPHAN in finalizers or FOREGROUND in finalizers
+
+
 def _namespaced_types() -> list[ResourceType]:
     return [RESOURCES[key] for key in sorted({t.storage_key for t in RESOURCES.values()
                                               if t.namespaced})]
+
+
+def _conditions(old: list[Obj], remaining: list[tuple[ResourceType, Obj]], now: str) -> list[Obj]:
+    """A terminating namespace's conditions (namespaceConditionUpdater): what remains in
+    it, by resource, and which finalizers hold that; a condition's lastTransitionTime
+    moves only when its status does."""
+    resources = Counter(f"{crt.plural}.{crt.group}" for crt, _ in remaining)
+    held = Counter(f for _, obj in remaining for f in obj["metadata"].get("finalizers") or ())
+    wanted = {kind: ("False", *ok) for kind, ok in _CONDITIONS_OK.items()}
+    if resources:
+        wanted["NamespaceContentRemaining"] = ("True", "SomeResourcesRemain",
+                                               "Some resources are remaining: " + ", ".join(
+                                                   sorted(f"{r} has {n} resource instances"
+                                                          for r, n in resources.items())))
+    if held:
+        wanted["NamespaceFinalizersRemaining"] = ("True", "SomeFinalizerRemain",
+                                                  "Some finalizers are remaining: " + ", ".join(
+                                                      sorted(f"{f} in {n} resource instances"
+                                                             for f, n in held.items())))
+    conditions = [dict(c) for c in old]
+    for kind, (status, reason, message) in wanted.items():
+        found = next((c for c in conditions if c.get("type") == kind), None)
+        if found is None:
+            conditions.append({"type": kind, "status": status, "lastTransitionTime": now,
+                               "reason": reason, "message": message})
+            continue
+        if found.get("status") != status:
+            found["lastTransitionTime"] = now
+        found.update(status=status, reason=reason, message=message)
+    return conditions

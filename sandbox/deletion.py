@@ -12,7 +12,9 @@ namespace registry (pkg/registry/core/namespace/storage) do:
   `deletionTimestamp` (and `deletionGracePeriodSeconds: 0`) and stays, answered as it
   now is, until an update removes its last finalizer; no finalizer may be added
   meanwhile; deleting it again may change the collector's finalizers, nothing else;
-- a Namespace is first marked: `deletionTimestamp`, `status.phase: Terminating`.
+- a Namespace is first marked: `deletionTimestamp`, `status.phase: Terminating`;
+  deleting it again while its `spec.finalizers` are not empty is 409 Conflict. It
+  goes once both its finalizer lists are empty.
 
 What follows for dependents and a namespace's contents (the garbage collector and the
 namespace controller) is `sandbox.collector`'s. Mixed into `sandbox.store.Store`,
@@ -78,6 +80,12 @@ class Deletion:
         deleting = bool(meta.get("deletionTimestamp"))
         if rt.kind == "Namespace" and not deleting:
             return self._terminate(rt, current, propagation)
+        if rt.kind == "Namespace" and (current.get("spec") or {}).get("finalizers"):
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on namespaces '
+                           f'"{meta["name"]}": The system is ensuring all content is removed '
+                           "from this namespace.  Upon completion, this namespace will "
+                           "automatically be purged by the system.",
+                           {"name": meta["name"], "kind": "namespaces"})
         before = list(meta.get("finalizers") or [])
         finalizers = gc_finalizers(before, propagation)
         if not finalizers:
@@ -153,8 +161,10 @@ def gc_finalizers(finalizers: list[str], policy: str | None) -> list[str]:
 
 
 def _held(rt: ResourceType, obj: Obj) -> bool:
-    """Whether finalizers still hold an object."""
-    return bool(obj["metadata"].get("finalizers"))
+    """Whether finalizers still hold an object (a Namespace's own ones too)."""
+    if obj["metadata"].get("finalizers"):
+        return True
+    return rt.kind == "Namespace" and bool((obj.get("spec") or {}).get("finalizers"))
 
 
 def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str, Any]) -> None:

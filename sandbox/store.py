@@ -167,9 +167,12 @@ class Store(Collector, Deletion):
             home = self._space(namespaces).get(ns) if rt.namespaced else None
             if rt.namespaced and home is None:
                 raise not_found(namespaces, ns)
-            if home is not None and home["metadata"].get("deletionTimestamp"):
+            if home is not None and (home.get("status") or {}).get("phase") == "Terminating":
                 raise forbidden(rt, meta.get("name") or "", f"unable to create new content in "
-                                f"namespace {ns} because it is being terminated")
+                                f"namespace {ns} because it is being terminated", [{
+                                    "reason": "NamespaceTerminating",
+                                    "message": f"namespace {ns} is being terminated",
+                                    "field": "metadata.namespace"}])
             name = meta.get("name") or self._generate_name(rt, ns, meta.get("generateName"))
             meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
             for transient in ("resourceVersion", "deletionTimestamp", "selfLink"):

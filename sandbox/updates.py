@@ -2,11 +2,11 @@
 
 Owns the object an update stores, given the stored one and the one sent: a write to
 the main resource keeps the server's metadata (uid, creationTimestamp, generation,
-deletion marks, ...), the status of kinds with a status subresource and a Service's
-allocated addresses and ports, and is then defaulted and validated; a status write
-takes the status and, for a few kinds, some metadata. Also whether an update changes
-anything at all, and when it moves `metadata.generation`. Storing the result is
-`sandbox.store`'s.
+deletion marks, ...), the status of kinds with a status subresource, a Service's
+allocated addresses and ports and a Namespace's `spec.finalizers`, and is then
+defaulted and validated; a status write takes the status and, for a few kinds, some
+metadata. Also whether an update changes anything at all, and when it moves
+`metadata.generation`. Storing the result is `sandbox.store`'s.
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ def _keep_server_fields(rt: ResourceType, current: Obj, result: Obj) -> None:
             result.pop("status", None)
     if rt.kind == "Service":
         _keep_allocations(current.get("spec") or {}, result.setdefault("spec", {}))
+    if rt.kind == "Namespace":  # only the namespace controller's finalize changes them
+        finalizers = (current.get("spec") or {}).get("finalizers")
+        spec = result.setdefault("spec", {})
+        if finalizers is None:
+            spec.pop("finalizers", None)
+        else:
+            spec["finalizers"] = list(finalizers)
 
 
 def _keep_allocations(old: Obj, new: Obj) -> None:

@@ -4,8 +4,9 @@ namespace controller of a real cluster do it, through HTTP on an in-process serv
 Covered: Foreground deletion (the owner waits, deleting, for the dependents that
 block it; dependents with finalizers are only marked), Background deletion of an
 owner whose dependents have another owner (they stay and lose only the reference to
-the gone one), and DELETE on a collection with its DeleteOptions (dry run,
-preconditions, propagation, `limit`).
+the gone one), a namespace terminating until its contents are gone (its conditions,
+403 for new content, 409 for a second DELETE), and DELETE on a collection with its
+DeleteOptions (dry run, preconditions, propagation, `limit`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,70 @@ def test_an_owner_going_leaves_dependents_that_have_another_owner(api: Api) -> N
 
     requests.delete(f"{api.url}{CONFIGMAPS}/second")
     assert api.names() == []
+
+
+# ---- the namespace controller --------------------------------------------------------------------
+
+def test_a_namespace_terminates_until_everything_in_it_is_gone(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/team"
+    requests.post(f"{api.url}/api/v1/namespaces", json={"metadata": {"name": "team"}})
+    team = "/api/v1/namespaces/team/configmaps"
+    api.make("held", namespace="team", finalizers=("example.com/hold",))
+    api.make("plain", namespace="team")
+    api.make("other", namespace="team", finalizers=("example.com/hold",))
+
+    answer = requests.delete(url)
+    assert answer.status_code == 200 and answer.json()["status"]["phase"] == "Terminating"
+    namespace = requests.get(url).json()
+    assert namespace["metadata"]["deletionTimestamp"] and "finalizers" not in namespace[
+        "metadata"]
+    assert namespace["spec"] == {"finalizers": ["kubernetes"]}
+    assert namespace["status"]["phase"] == "Terminating"
+    conditions = {c["type"]: (c["status"], c["reason"], c["message"])
+                  for c in namespace["status"]["conditions"]}
+    assert conditions == {
+        "NamespaceDeletionDiscoveryFailure": (
+            "False", "ResourcesDiscovered", "All resources successfully discovered"),
+        "NamespaceDeletionGroupVersionParsingFailure": (
+            "False", "ParsedGroupVersions", "All legacy kube types successfully parsed"),
+        "NamespaceDeletionContentFailure": (
+            "False", "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization"),
+        "NamespaceContentRemaining": (
+            "True", "SomeResourcesRemain",
+            "Some resources are remaining: configmaps. has 2 resource instances"),
+        "NamespaceFinalizersRemaining": (
+            "True", "SomeFinalizerRemain",
+            "Some finalizers are remaining: example.com/hold in 2 resource instances")}
+    assert api.names(team) == ["held", "other"]
+    assert api.get(f"{team}/held").json()["metadata"]["deletionTimestamp"]
+
+    refused = requests.post(api.url + team, json={"metadata": {"name": "new"}})
+    assert refused.status_code == 403 and refused.json() == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": 'configmaps "new" is forbidden: unable to create new content in namespace '
+                   "team because it is being terminated",
+        "reason": "Forbidden", "details": {"name": "new", "kind": "configmaps", "causes": [
+            {"reason": "NamespaceTerminating", "message": "namespace team is being terminated",
+             "field": "metadata.namespace"}]}, "code": 403}
+    again = requests.delete(url)
+    assert (again.status_code, again.json()["reason"]) == (409, "Conflict")
+    assert again.json()["message"] == (
+        'Operation cannot be fulfilled on namespaces "team": The system is ensuring all '
+        "content is removed from this namespace.  Upon completion, this namespace will "
+        "automatically be purged by the system.")
+    emptied = requests.patch(url, json={"metadata": {"labels": {"a": "b"}},
+                                        "spec": {"finalizers": []}}, headers=MERGE)
+    assert emptied.json()["spec"] == {"finalizers": ["kubernetes"]}, "only the controller's"
+
+    release(api, f"{team}/held")
+    left = requests.get(url).json()["status"]["conditions"]
+    assert {c["type"]: c["message"] for c in left}["NamespaceContentRemaining"] == (
+        "Some resources are remaining: configmaps. has 1 resource instances")
+    release(api, f"{team}/other")
+    assert requests.get(url).status_code == 404, "gone with the last of its contents"
+    made = requests.post(f"{api.url}/api/v1/namespaces", json={"metadata": {"name": "team"}})
+    assert made.status_code == 201
 
 
 def test_deleting_a_collection_honours_its_delete_options(api: Api) -> None:
