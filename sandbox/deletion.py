@@ -9,9 +9,10 @@ namespace registry (pkg/registry/core/namespace/storage) do:
   adds `foregroundDeletion`, `Background` removes both, no policy keeps what the
   object has;
 - an object left without finalizers goes at once; one with finalizers only gets
-  `deletionTimestamp` (and `deletionGracePeriodSeconds: 0`) and stays, answered as it
-  now is, until an update removes its last finalizer; no finalizer may be added
-  meanwhile; deleting it again may change the collector's finalizers, nothing else;
+  `deletionTimestamp` (and `deletionGracePeriodSeconds: 0`, and its generation moves
+  on) and stays, answered as it now is, until an update removes its last finalizer;
+  no finalizer may be added meanwhile; deleting it again may change the collector's
+  finalizers, nothing else;
 - a Namespace is first marked: `deletionTimestamp`, `status.phase: Terminating`;
   deleting it again while its `spec.finalizers` are not empty is 409 Conflict. It
   goes once both its finalizer lists are empty.
@@ -94,9 +95,11 @@ class Deletion:
             return self.present(rt, current)  # already on its way: nothing changes
         marked = copy.deepcopy(current)
         marked["metadata"]["finalizers"] = finalizers
-        if not deleting:
+        if not deleting:  # markAsDeleting, which also moves a generation on
             marked["metadata"].update(deletionTimestamp=now_rfc3339(),
                                       deletionGracePeriodSeconds=0)
+            if meta.get("generation"):
+                marked["metadata"]["generation"] = meta["generation"] + 1
         return self._commit(rt, "MODIFIED", marked, current)
 
     def _terminate(self, rt: ResourceType, namespace: Obj, propagation: str | None) -> Obj:

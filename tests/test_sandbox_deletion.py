@@ -4,9 +4,10 @@ namespace controller of a real cluster do it, through HTTP on an in-process serv
 Covered: Foreground deletion (the owner waits, deleting, for the dependents that
 block it; dependents with finalizers are only marked), Background deletion of an
 owner whose dependents have another owner (they stay and lose only the reference to
-the gone one), a namespace terminating until its contents are gone (its conditions,
-403 for new content, 409 for a second DELETE), and DELETE on a collection with its
-DeleteOptions (dry run, preconditions, propagation, `limit`).
+the gone one), the generation of an object marked deleting, a namespace terminating
+until its contents are gone (its conditions, 403 for new content, 409 for a second
+DELETE), and DELETE on a collection with its DeleteOptions (dry run, preconditions,
+propagation, `limit`).
 """
 
 from __future__ import annotations
@@ -141,6 +142,21 @@ def test_an_owner_going_leaves_dependents_that_have_another_owner(api: Api) -> N
 
     requests.delete(f"{api.url}{CONFIGMAPS}/second")
     assert api.names() == []
+
+
+def test_marking_an_object_deleting_moves_its_generation_on(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    labels = {"app": "web"}
+    made = requests.post(url, json={
+        "metadata": {"name": "web", "finalizers": ["example.com/hold"]},
+        "spec": {"selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "web", "image": "app:v1"}]}}}})
+    assert made.json()["metadata"]["generation"] == 1
+    answer = requests.delete(f"{url}/web")
+    assert answer.json()["metadata"]["generation"] == 2
+    requests.delete(f"{url}/web")
+    assert requests.get(f"{url}/web").json()["metadata"]["generation"] == 2, "once only"
 
 
 # ---- the namespace controller --------------------------------------------------------------------
