@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
@@ -149,23 +150,28 @@ class Collector:
             self._queue("delete", *found)
 
     def _settle(self) -> None:
-        """Run the queued work to the end, one item per hold of the lock."""
+        """Run the queued work to the end, one item per hold of the lock (the queue is
+        seen empty under the lock, so work another thread took is done too)."""
         while True:
             with self._lock:
                 if not self._work:
                     return
                 item = next(iter(self._work))
                 del self._work[item]
-                step, skey, key, uid = item
-                rt = RESOURCES[skey]
-                obj = self._space(rt).get(key)
-                if obj is None or obj["metadata"].get("uid") != uid:
-                    continue
-                try:
-                    {"delete": self._attempt_delete, "orphan": self._orphan,
-                     "namespace": self._sync_namespace}[step](rt, obj)
-                except Exception:  # one object's trouble must not stop the others'
-                    log.exception("%s of %s %s failed", step, skey, key)
+                self._run(item)
+            time.sleep(0)  # let a thread waiting for the lock have it between two items
+
+    def _run(self, item: Work) -> None:
+        step, skey, key, uid = item
+        rt = RESOURCES[skey]
+        obj = self._space(rt).get(key)
+        if obj is None or obj["metadata"].get("uid") != uid:
+            return
+        try:
+            {"delete": self._attempt_delete, "orphan": self._orphan,
+             "namespace": self._sync_namespace}[step](rt, obj)
+        except Exception:  # one object's trouble must not stop the others'
+            log.exception("%s of %s %s failed", step, skey, key)
 
     # ---- the garbage collector ---------------------------------------------------------
 
