@@ -172,9 +172,11 @@ def already_exists(rt: ResourceType, name: str) -> ApiError:
 def forbidden(rt: ResourceType, name: str, why: str,
               causes: list[dict[str, str]] | None = None) -> ApiError:
     """errors.NewForbidden: `deployments.apps "web" is forbidden: <why>`."""
-    extra = {"causes": causes} if causes else {}
+    details = _details(rt, name)
+    if causes:
+        details["causes"] = causes
     return ApiError(403, "Forbidden", f'{rt.group_resource} "{name}" is forbidden: {why}',
-                    _details(rt, name, **extra))
+                    details)
 
 
 def conflict(rt: ResourceType, name: str) -> ApiError:
