@@ -144,15 +144,18 @@ class WorkloadControllers:
     def __init__(self, store: Store, live_owners: Callable[[], set[str]]) -> None:
         self.store = store
         self.live_owners = live_owners
-        self._failed: set[tuple[str, Any, Any]] = set()
+        # (step, uid) -> the resourceVersion whose failure in that step was last logged
+        self._failed: dict[tuple[str, Any], Any] = {}
 
     def sync(self) -> None:
-        for deploy in self.store.list(DEPLOYMENTS)[0]:
-            self._guard(self.sync_deployment, deploy)
-        for rs in self.store.list(REPLICASETS)[0]:
-            self._guard(self.sync_replicaset, rs)
-        for deploy in self.store.list(DEPLOYMENTS)[0]:
-            self._guard(self.sync_deployment_status, deploy)
+        seen: set[Any] = set()
+        for key, step in ((DEPLOYMENTS, self.sync_deployment), (REPLICASETS, self.sync_replicaset),
+                          (DEPLOYMENTS, self.sync_deployment_status)):
+            for obj in self.store.list(key)[0]:
+                seen.add(meta_of(obj).get("uid"))
+                self._guard(step, obj)
+        if self._failed:  # forget the failures of objects that are gone
+            self._failed = {k: rv for k, rv in self._failed.items() if k[1] in seen}
 
     def _guard(self, step: Callable[[Obj], None], obj: Obj) -> None:
         """Run one object's step; its failure must not stop the others' reconciliation
@@ -164,11 +167,12 @@ class WorkloadControllers:
         except ApiError as e:  # a concurrent write or delete: the next pass catches up
             log.debug("%s %s: %s", step.__name__, where, e.message)
         except Exception:
-            seen = (step.__name__, meta_of(obj).get("uid"), meta_of(obj).get("resourceVersion"))
-            if seen in self._failed:
+            key, version = (step.__name__, meta_of(obj).get("uid")), meta_of(obj).get(
+                "resourceVersion")
+            if self._failed.get(key) == version:
                 log.debug("%s %s still fails", step.__name__, where)
             else:
-                self._failed.add(seen)
+                self._failed[key] = version
                 log.exception("%s %s failed; skipping it this pass", step.__name__, where)
 
     # ---- Deployment → ReplicaSets --------------------------------------------------------

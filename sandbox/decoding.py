@@ -36,7 +36,6 @@ from sandbox.patching import merge_key
 from sandbox.resources import ApiError, ResourceType, bad_request, invalid
 
 Obj = dict[str, Any]
-DIRECTIVES = ("Ignore", "Strict", "Warn")
 _INT32 = (-(2 ** 31), 2 ** 31 - 1)
 
 
@@ -216,22 +215,7 @@ def _go_value(value: Any) -> str:
     return str(value)
 
 
-# ---- the directive and the errors, by verb ----------------------------------------------------
-
-def directive(value: str | None, options: str) -> str:
-    """The `fieldValidation` parameter (default Warn); 422 on the options for another value."""
-    if not value:
-        return "Warn"
-    if value not in DIRECTIVES:
-        supported = ", ".join(f'"{v}"' for v in ("", *DIRECTIVES))
-        problem = f'Unsupported value: "{value}": supported values: {supported}'
-        raise ApiError(422, "Invalid", f'{options}.meta.k8s.io "" is invalid: '
-                       f"fieldValidation: {problem}",
-                       {"group": "meta.k8s.io", "kind": options, "causes": [
-                           {"reason": "FieldValueNotSupported", "message": problem,
-                            "field": "fieldValidation"}]})
-    return value
-
+# ---- the errors, by verb ----------------------------------------------------------------------
 
 def _strict(unknown: list[tuple[str, str]]) -> str:
     return "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p, _ in unknown)

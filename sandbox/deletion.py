@@ -1,25 +1,25 @@
-"""Deleting objects: finalizers, propagation policies, the garbage collector, namespaces.
+"""Deleting an object as the registry does: finalizers, propagation policies, namespaces.
 
-Owns what a DELETE does to stored objects, as the generic registry
-(staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go), the garbage
-collector (pkg/controller/garbagecollector) and the namespace controller do:
+Owns what a DELETE does to the stored object itself, as the generic registry
+(staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go) and the
+namespace registry (pkg/registry/core/namespace/storage) do:
 
-- an object without finalizers goes at once, and with it, in the background,
-  everything that names it in `ownerReferences` (the dependents' own finalizers
-  honoured) and, for a Namespace, everything in it;
-- an object with `metadata.finalizers` only gets `deletionTimestamp` (and
-  `deletionGracePeriodSeconds: 0`) and stays, answered as it now is, until an
-  update removes its last finalizer; no finalizer may be added meanwhile;
-- `propagationPolicy: Orphan` adds the `orphan` finalizer: the collector strips the
-  owner's reference from every dependent, which stays, then lets the owner go;
-  `Foreground` adds `foregroundDeletion`: dependents go first, then the owner;
-- a Namespace is first `Terminating` (its registry's own finalization), its
-  contents are deleted, then it goes.
+- the propagation policy decides the garbage collector's finalizers
+  (deletionFinalizersForGarbageCollection): `Orphan` adds `orphan`, `Foreground`
+  adds `foregroundDeletion`, `Background` removes both, no policy keeps what the
+  object has;
+- an object left without finalizers goes at once; one with finalizers only gets
+  `deletionTimestamp` (and `deletionGracePeriodSeconds: 0`, and its generation moves
+  on) and stays, answered as it now is, until an update removes its last finalizer;
+  no finalizer may be added meanwhile; deleting it again may change the collector's
+  finalizers, nothing else;
+- a Namespace is first marked: `deletionTimestamp`, `status.phase: Terminating`;
+  deleting it again while its `spec.finalizers` are not empty is 409 Conflict. It
+  goes once both its finalizer lists are empty.
 
-The collector's and the namespace controller's work is done at once, in the same
-store operation, so watchers see the same events as with the real ones (the
-owner MODIFIED with its finalizer, dependents changed or DELETED, the owner
-DELETED) without the wait. Mixed into `sandbox.store.Store`, whose lock is held.
+What follows for dependents and a namespace's contents (the garbage collector and the
+namespace controller) is `sandbox.collector`'s. Mixed into `sandbox.store.Store`,
+whose lock is held in the underscored methods.
 """
 
 from __future__ import annotations
@@ -27,25 +27,28 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from sandbox.resources import RESOURCES, ApiError, ResourceType, invalid, now_rfc3339, resource
+from sandbox.keyspace import key_of
+from sandbox.resources import ApiError, ResourceType, invalid, now_rfc3339, resource
 
 if TYPE_CHECKING:
     import threading
 
+    from sandbox.keyspace import Keyspace
+
 Obj = dict[str, Any]
 ORPHAN, FOREGROUND = "orphan", "foregroundDeletion"
-POLICIES = ("Background", "Foreground", "Orphan")
 
 
 class Deletion:
-    """The delete operations of the Store (call the underscored ones with the lock held)."""
+    """The delete operations of the Store."""
 
     if TYPE_CHECKING:
         _lock: threading.RLock
 
         def present(self, rt: ResourceType, obj: Obj) -> Obj: ...
-        def _table(self, rt: ResourceType) -> dict[tuple[str, str], Obj]: ...
+        def _space(self, rt: ResourceType) -> Keyspace: ...
         def _ns(self, rt: ResourceType, namespace: str | None) -> str: ...
+        def _settle(self) -> None: ...
         def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None, *,
                     dry_run: bool = False) -> Obj: ...
 
@@ -56,84 +59,80 @@ class Deletion:
 
         `preconditions` ({uid, resourceVersion}) must match the stored object (409).
         Whether it went at once is `is_gone(answer)`: a pending deletion answers with
-        the object carrying `deletionTimestamp`.
+        the object carrying `deletionTimestamp`. The collectors' work it gives is done
+        before this returns.
         """
         rt = resource(key)
         with self._lock:
-            current = self._table(rt).get((self._ns(rt, namespace), name))
+            current = self._space(rt).get(key_of(self._ns(rt, namespace), name))
             if current is None:
                 return None
             _check_preconditions(rt, current, preconditions or {})
             if dry_run:
                 return self.present(rt, current)
-            return self._begin_delete(rt, current, propagation)
-
-    def _begin_delete(self, rt: ResourceType, current: Obj, propagation: str | None) -> Obj:
-        meta = current["metadata"]
-        if meta.get("deletionTimestamp"):
-            return self.present(rt, current)  # already on its way
-        finalizers = list(meta.get("finalizers") or [])
-        system = {"Orphan": ORPHAN, "Foreground": FOREGROUND}.get(propagation or "")
-        if system and system not in finalizers:
-            finalizers.append(system)
-        if not finalizers and rt.kind != "Namespace":
-            return self.present(rt, self._remove(rt, current))
-        marked = copy.deepcopy(current)
-        marked["metadata"].update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0)
-        if finalizers:
-            marked["metadata"]["finalizers"] = finalizers
-        if rt.kind == "Namespace":
-            marked.setdefault("status", {})["phase"] = "Terminating"
-        marked = self._commit(rt, "MODIFIED", marked, current)
-        answer = self.present(rt, marked)
-        self._collect(rt, self._table(rt)[_key(marked)])
+            answer = self._begin_delete(rt, current, propagation)
+        self._settle()
         return answer
 
-    def _collect(self, rt: ResourceType, obj: Obj) -> None:
-        """The garbage collector and namespace controller on an object being deleted."""
-        meta = obj["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if ORPHAN in finalizers:
-            for dep_rt, dependent in self._dependents(obj):
-                kept = copy.deepcopy(dependent)  # (dependents never change each other here)
-                kept["metadata"]["ownerReferences"] = [
-                    r for r in kept["metadata"].get("ownerReferences") or []
-                    if r.get("uid") != meta["uid"]]
-                if not kept["metadata"]["ownerReferences"]:
-                    del kept["metadata"]["ownerReferences"]
-                self._commit(dep_rt, "MODIFIED", kept, dependent)
-            finalizers.remove(ORPHAN)
-        if FOREGROUND in finalizers:
-            for dep_rt, dependent in self._dependents(obj):
-                if (found := self._table(dep_rt).get(_key(dependent))) is not None:
-                    self._begin_delete(dep_rt, found, "Foreground")
-            finalizers.remove(FOREGROUND)
-        if rt.kind == "Namespace":
-            for dep_rt, dependent in self._contents(meta["name"]):
-                if (found := self._table(dep_rt).get(_key(dependent))) is not None:
-                    self._begin_delete(dep_rt, found, None)
+    def _begin_delete(self, rt: ResourceType, current: Obj, propagation: str | None) -> Obj:
+        """The registry's Delete of a stored object: the object as it now is, or as it
+        was when it went at once."""
+        meta = current["metadata"]
+        deleting = bool(meta.get("deletionTimestamp"))
+        if rt.kind == "Namespace" and not deleting:
+            return self._terminate(rt, current, propagation)
+        if rt.kind == "Namespace" and (current.get("spec") or {}).get("finalizers"):
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on namespaces '
+                           f'"{meta["name"]}": The system is ensuring all content is removed '
+                           "from this namespace.  Upon completion, this namespace will "
+                           "automatically be purged by the system.",
+                           {"name": meta["name"], "kind": "namespaces"})
+        before = list(meta.get("finalizers") or [])
+        finalizers = gc_finalizers(before, propagation)
         if not finalizers:
-            self._remove(rt, obj)
-        elif finalizers != meta.get("finalizers"):
-            kept = copy.deepcopy(obj)
-            kept["metadata"]["finalizers"] = finalizers
-            self._commit(rt, "MODIFIED", kept, obj)
+            return self.present(rt, self._remove(rt, current))
+        if deleting and finalizers == before:
+            return self.present(rt, current)  # already on its way: nothing changes
+        marked = copy.deepcopy(current)
+        marked["metadata"]["finalizers"] = finalizers
+        if not deleting:  # markAsDeleting, which also moves a generation on
+            marked["metadata"].update(deletionTimestamp=now_rfc3339(),
+                                      deletionGracePeriodSeconds=0)
+            if meta.get("generation"):
+                marked["metadata"]["generation"] = meta["generation"] + 1
+        return self._commit(rt, "MODIFIED", marked, current)
+
+    def _terminate(self, rt: ResourceType, namespace: Obj, propagation: str | None) -> Obj:
+        """The first DELETE of a namespace: it only starts terminating."""
+        marked = copy.deepcopy(namespace)
+        meta = marked["metadata"]
+        meta["deletionTimestamp"] = now_rfc3339()
+        marked.setdefault("status", {})["phase"] = "Terminating"
+        finalizers = gc_finalizers(list(meta.get("finalizers") or []), propagation)
+        if finalizers:
+            meta["finalizers"] = finalizers
+        else:
+            meta.pop("finalizers", None)
+        return self._commit(rt, "MODIFIED", marked, namespace)
 
     def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
-        """Remove it now; then its dependents (and a Namespace's contents) in the background."""
+        """Remove it now (its dependents are the garbage collector's)."""
         gone = copy.deepcopy(obj)
         self._commit(rt, "DELETED", gone, obj)
-        found = self._dependents(obj)
-        if rt.kind == "Namespace":
-            found += self._contents(obj["metadata"]["name"])
-        for dep_rt, dependent in found:
-            if (current := self._table(dep_rt).get(_key(dependent))) is not None:
-                self._begin_delete(dep_rt, current, None)
         return gone
 
+    def _update_deleting(self, rt: ResourceType, current: Obj, new: Obj) -> None:
+        """Store a collector's update of an object being deleted; when nothing holds it
+        any more it goes instead (ShouldDeleteDuringUpdate), its DELETED event carrying
+        it as it was stored, as etcd's does."""
+        if _held(rt, new):
+            self._commit(rt, "MODIFIED", new, current)
+        else:
+            self._remove(rt, current)
+
     def _released(self, rt: ResourceType, current: Obj, result: Obj) -> bool:
-        """An update of an object being deleted: may not add finalizers; True when it
-        removes the last one (the object then goes, as the registry's Update does)."""
+        """An update of an object being deleted: may not add finalizers; True when nothing
+        holds it after the update (it then goes, as the registry's Update does)."""
         if not current["metadata"].get("deletionTimestamp"):
             return False
         before = set(current["metadata"].get("finalizers") or [])
@@ -143,18 +142,7 @@ class Deletion:
             raise invalid(rt, result["metadata"]["name"], [(
                 "metadata.finalizers", "Forbidden: no new finalizers can be added if the "
                 f"object is being deleted, found new finalizers []string{{{shown}}}")])
-        return not result["metadata"].get("finalizers")
-
-    def _dependents(self, owner: Obj) -> list[tuple[ResourceType, Obj]]:
-        uid = owner["metadata"]["uid"]
-        return [(dep_rt, obj) for dep_rt in _storage_types()
-                for obj in list(self._table(dep_rt).values())
-                if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or ())]
-
-    def _contents(self, namespace: str) -> list[tuple[ResourceType, Obj]]:
-        return [(dep_rt, obj) for dep_rt in _storage_types() if dep_rt.namespaced
-                for obj in list(self._table(dep_rt).values())
-                if obj["metadata"].get("namespace") == namespace]
+        return not _held(rt, result)
 
 
 def is_gone(answer: Obj) -> bool:
@@ -162,13 +150,24 @@ def is_gone(answer: Obj) -> bool:
     return not (answer.get("metadata") or {}).get("deletionTimestamp")
 
 
-def _key(obj: Obj) -> tuple[str, str]:
-    meta = obj["metadata"]
-    return meta.get("namespace", ""), meta["name"]
+def gc_finalizers(finalizers: list[str], policy: str | None) -> list[str]:
+    """The finalizers a delete with `policy` leaves: `finalizers` itself when the set
+    does not change (deletionFinalizersForGarbageCollection)."""
+    if policy is None:  # the object's own say, then the kinds' default: Background
+        decided = next((f for f in finalizers if f in (ORPHAN, FOREGROUND)), None)
+        orphan, foreground = decided == ORPHAN, decided == FOREGROUND
+    else:
+        orphan, foreground = policy == "Orphan", policy == "Foreground"
+    wanted = [f for f in finalizers if f not in (ORPHAN, FOREGROUND)]
+    wanted += [ORPHAN] * orphan + [FOREGROUND] * foreground
+    return finalizers if set(wanted) == set(finalizers) else wanted
 
 
-def _storage_types() -> list[ResourceType]:
-    return [RESOURCES[key] for key in sorted({t.storage_key for t in RESOURCES.values()})]
+def _held(rt: ResourceType, obj: Obj) -> bool:
+    """Whether finalizers still hold an object (a Namespace's own ones too)."""
+    if obj["metadata"].get("finalizers"):
+        return True
+    return rt.kind == "Namespace" and bool((obj.get("spec") or {}).get("finalizers"))
 
 
 def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str, Any]) -> None:
@@ -179,4 +178,5 @@ def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str
             raise ApiError(409, "Conflict", f"Operation cannot be fulfilled on {rt.group_resource} "
                            f'"{meta["name"]}": Precondition failed: {label} in precondition: '
                            f"{wanted}, {label} in object meta: {meta.get(key)}",
-                           {"name": meta["name"], "group": rt.group, "kind": rt.plural})
+                           {"name": meta["name"], **({"group": rt.group} if rt.group else {}),
+                            "kind": rt.plural})

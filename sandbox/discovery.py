@@ -64,7 +64,8 @@ def api_group_list() -> Obj:
 
 def _entries(rt: ResourceType) -> list[Obj]:
     main: Obj = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
-                 "kind": rt.kind, "verbs": VERBS}
+                 "kind": rt.kind,
+                 "verbs": [v for v in VERBS if v != "deletecollection" or rt.kind != "Namespace"]}
     if rt.short_names:
         main["shortNames"] = list(rt.short_names)
     if rt.categories:

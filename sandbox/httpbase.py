@@ -3,8 +3,9 @@
 Owns how a resource URL is taken apart (`Target`), and the pieces every verb
 uses on a request: body and query parameters, JSON answers and `Status` errors
 (with Table output when kubectl asks for it), the field manager a write is made
-by, and dry runs. The verbs live in `sandbox.verbs` and `sandbox.watchstream`,
-the server and routing in `sandbox.apiserver`.
+by. The verbs live in `sandbox.verbs` and `sandbox.watchstream`, their options
+(dry runs among them) in `sandbox.options`, the server and routing in
+`sandbox.apiserver`.
 """
 
 from __future__ import annotations
@@ -190,7 +191,3 @@ class HandlerBase(BaseHTTPRequestHandler):
     def manager(self) -> str:
         return fieldmanager.manager_name(self.param("fieldManager"),
                                          self.headers.get("User-Agent"))
-
-    @property
-    def dry_run(self) -> bool:
-        return self.param("dryRun") == "All"

@@ -1,7 +1,7 @@
 """Paged lists: `limit` and `continue`, as the real server's storage layer pages them.
 
-Owns the continue token and cutting a list into pages (pure functions; the verbs
-ask the store for the snapshot). As staging/src/k8s.io/apiserver/pkg/storage
+Owns the continue token and a page's list metadata (pure functions; the store reads
+the page, `Store.list_page`). As staging/src/k8s.io/apiserver/pkg/storage
 (continue.go, etcd3/store.go GetList) does it:
 
 - a token is opaque to clients: base64 (URL alphabet, unpadded) of
@@ -9,8 +9,10 @@ ask the store for the snapshot). As staging/src/k8s.io/apiserver/pkg/storage
   key relative to the listed scope (`<name>\\x00` in a namespace,
   `<namespace>/<name>\\x00` across namespaces);
 - every page of one list shows the objects as they were at the first page's
-  resourceVersion; `remainingItemCount` says how many are left, unless a label or
-  field selector was given (the storage cannot count those cheaply);
+  resourceVersion; a page ends once it holds `limit` matching objects, with a token
+  when any key (matching or not) follows; `remainingItemCount` says how many
+  objects are left, unless a label or field selector was given (the storage cannot
+  count those cheaply);
 - a token that does not decode is 400; one whose resourceVersion has left the
   history is 410 Expired, carrying in its own `metadata.continue` a token (`rv`
   -1) that continues from the current state, inconsistently.
@@ -84,18 +86,14 @@ def expired(start: str) -> ApiError:
     return error
 
 
-def page(items: list[Obj], *, namespaced_scope: bool, start: str | None, limit: int | None,
-         rv: int, countable: bool) -> tuple[list[Obj], Obj]:
-    """The items, in key order, from `start` on, at most `limit` of them, and the list
-    metadata to send."""
-    items = sorted(items, key=lambda o: item_key(o, namespaced_scope))
-    if start is not None:
-        items = [o for o in items if item_key(o, namespaced_scope) >= start]
+def list_meta(items: list[Obj], rv: int, *, namespaced_scope: bool, more: bool,
+              remaining: int | None) -> Obj:
+    """The list metadata to send with `items`: a continue token when keys remain after
+    them, and how many objects do when that can be counted (`remaining` not None)."""
     meta: Obj = {"resourceVersion": str(rv)}
-    if limit is None or len(items) <= limit:
-        return items, meta
-    shown = items[:limit]
-    meta["continue"] = encode(rv, item_key(shown[-1], namespaced_scope) + "\x00")
-    if countable:
-        meta["remainingItemCount"] = len(items) - limit
-    return shown, meta
+    if not more or not items:
+        return meta
+    meta["continue"] = encode(rv, item_key(items[-1], namespaced_scope) + "\x00")
+    if remaining is not None:
+        meta["remainingItemCount"] = remaining
+    return meta

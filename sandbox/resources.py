@@ -169,10 +169,14 @@ def already_exists(rt: ResourceType, name: str) -> ApiError:
                     _details(rt, name))
 
 
-def forbidden(rt: ResourceType, name: str, why: str) -> ApiError:
+def forbidden(rt: ResourceType, name: str, why: str,
+              causes: list[dict[str, str]] | None = None) -> ApiError:
     """errors.NewForbidden: `deployments.apps "web" is forbidden: <why>`."""
+    details = _details(rt, name)
+    if causes:
+        details["causes"] = causes
     return ApiError(403, "Forbidden", f'{rt.group_resource} "{name}" is forbidden: {why}',
-                    _details(rt, name))
+                    details)
 
 
 def conflict(rt: ResourceType, name: str) -> ApiError:

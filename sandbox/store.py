@@ -2,13 +2,17 @@
 
 Owns what etcd plus the generic registry own in a real cluster: create/update
 with optimistic concurrency, server-set metadata (uid, creationTimestamp,
-resourceVersion, generation), a bounded per-resource event history for watches
-(and lists as of an earlier resourceVersion), and change subscriptions for
-in-process controllers (the kubelet). Deletion (finalizers, propagation, the
-garbage collector) is `sandbox.deletion`'s, mixed in. The resource catalogue and
-`ApiError` live in `sandbox.resources` (re-exported here), defaulting in
-`sandbox.defaults`, validation in `sandbox.validation`; HTTP, patch formats and
-discovery in other modules.
+resourceVersion, generation), lists in etcd's key order (whole, or a page from a
+key on, as of the first page's resourceVersion), a bounded per-resource event
+history for watches and those pages, and change subscriptions for in-process
+controllers (the kubelet). Each resource's objects, key order and history are a
+`sandbox.keyspace.Keyspace`. Mixed in: deletion as the registry does it
+(finalizers, propagation policies) from `sandbox.deletion`, and what the garbage
+collector and the namespace controller do next, from `sandbox.collector`, which
+the store keeps a uid index and an owner index for. The resource catalogue and `ApiError`
+live in `sandbox.resources` (re-exported here), what an update may change in
+`sandbox.updates`, defaulting in `sandbox.defaults`, validation in
+`sandbox.validation`; HTTP, patch formats and discovery in other modules.
 
 All state sits behind one lock. Watchers (`sandbox.watchers`) get events pushed
 into their own unbounded queues and subscribers are called from a dispatcher
@@ -23,13 +27,15 @@ import queue
 import random
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from sandbox import updates
+from sandbox.collector import Collector, Work
 from sandbox.defaults import apply_defaults, drop_nulls
 from sandbox.deletion import Deletion
+from sandbox.keyspace import Changes, Keyspace, key_of, object_key, scope_of
 from sandbox.resources import (
     RESOURCES,
     ApiError,
@@ -57,7 +63,7 @@ from sandbox.selectors import (
 from sandbox.validation import validate
 from sandbox.watchers import Event, Watcher
 
-__all__ = ["RESOURCES", "ApiError", "ResourceType", "Store", "Watcher", "resource"]
+__all__ = ["RESOURCES", "ApiError", "Listing", "ResourceType", "Store", "Watcher", "resource"]
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +74,27 @@ _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 Subscriber = Callable[[str, str, Obj], None]
 
 
-@dataclass
-class _History:
-    events: deque[Event]
-    dropped_upto: int = 0  # highest resourceVersion no longer in `events`
+@dataclass(frozen=True)
+class Listing:
+    """A list or one page of it, as etcd's range read answers."""
+
+    items: list[Obj]
+    resource_version: int
+    more: bool  # keys remain after the last item (a page)
+    remaining: int  # how many objects remain after the last item, selectors ignored
 
 
-@dataclass
-class _State:
-    objects: dict[str, dict[tuple[str, str], Obj]] = field(default_factory=dict)
-    history: dict[str, _History] = field(default_factory=dict)
-
-
-class Store(Deletion):
+class Store(Collector, Deletion):
     """Thread-safe object storage with one global resourceVersion counter."""
 
     def __init__(self, *, history: int = 500) -> None:
         self._lock = threading.RLock()
         self._rv = 0
         self._history_size = history
-        self._state = _State()
+        self._spaces: dict[str, Keyspace] = {}
+        self._uids: dict[str, tuple[str, str]] = {}  # uid -> (storage key, key)
+        self._owned: dict[str, set[tuple[str, str]]] = {}  # owner uid -> its dependents
+        self._work: dict[Work, None] = {}  # the collectors' queue (an ordered set)
         self._watchers: list[Watcher] = []
         self._subscribers: list[Subscriber] = []
         self._dispatch: queue.SimpleQueue[tuple[str, str, Obj] | None] = queue.SimpleQueue()
@@ -107,43 +114,42 @@ class Store(Deletion):
     def get(self, key: str, namespace: str | None, name: str) -> Obj | None:
         rt = resource(key)
         with self._lock:
-            obj = self._table(rt).get((self._ns(rt, namespace), name))
+            obj = self._lookup(rt, namespace, name)
             return None if obj is None else self.present(rt, obj)
 
     def list(self, key: str, namespace: str | None = None, *, label_selector: str | None = None,
-             field_selector: str | None = None, at: int | None = None) -> tuple[list[Obj], int]:
-        """Matching objects sorted by namespace and name, and the list's resourceVersion.
+             field_selector: str | None = None) -> tuple[list[Obj], int]:
+        """Matching objects in key order (namespace, then name), and the list's
+        resourceVersion."""
+        listing = self.list_page(key, namespace, label_selector=label_selector,
+                                 field_selector=field_selector)
+        return listing.items, listing.resource_version
 
-        `at` lists them as they were at that resourceVersion (a paged list's snapshot),
-        from the watch history; ApiError 410 Expired when the history no longer reaches
-        back that far.
-        """
+    def list_page(self, key: str, namespace: str | None = None, *, start: str = "",
+                  limit: int | None = None, at: int | None = None,
+                  label_selector: str | None = None,
+                  field_selector: str | None = None) -> Listing:
+        """Up to `limit` matching objects from key `start` on (relative to the listed
+        namespace), as they are now or, with `at`, as they were at that resourceVersion
+        (a paged list's snapshot, from the history: ApiError 410 Expired when it no
+        longer reaches back that far). Reads only as many objects as the page needs."""
         rt = resource(key)
         labels, fields = _parse_selectors(rt, label_selector, field_selector)
         with self._lock:
-            table = self._table(rt) if at is None else self._table_at(rt, at)
-            items = [obj for (ns, _), obj in sorted(table.items())
-                     if (not namespace or ns == namespace)
-                     and labels_match(labels, obj["metadata"].get("labels"))
-                     and fields_match(fields, obj)]
-            return [self.present(rt, o) for o in items], self._rv if at is None else at
-
-    def _table_at(self, rt: ResourceType, rv: int) -> dict[tuple[str, str], Obj]:
-        """The objects of `rt` as of resourceVersion `rv`: today's, with later events undone."""
-        history = self._history(rt)
-        if rv < history.dropped_upto or rv > self._rv:
-            raise ApiError(410, "Expired", f"too old resource version: {rv}")
-        table = dict(self._table(rt))
-        for event in reversed(history.events):
-            if event.rv <= rv:
-                break
-            meta = event.obj["metadata"]
-            key = (meta.get("namespace", ""), meta["name"])
-            if event.type == "ADDED":
-                table.pop(key, None)
-            elif event.old is not None:
-                table[key] = event.old
-        return table
+            space = self._space(rt)
+            changes: Changes | None = None if at is None else space.changes_since(at, self._rv)
+            low, high = scope_of(namespace if rt.namespaced else None)
+            items: list[Obj] = []
+            more = False
+            for _, obj in space.scan(low + start, high, changes):
+                if limit is not None and len(items) >= limit:
+                    more = True
+                    break
+                if labels_match(labels, obj["metadata"].get("labels")) and fields_match(
+                        fields, obj):
+                    items.append(self.present(rt, obj))
+            remaining = space.count(low + start, high, changes) - len(items) if more else 0
+            return Listing(items, self._rv if at is None else at, more, remaining)
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -158,12 +164,15 @@ class Store(Deletion):
                               "sent on the request")
         with self._lock:
             namespaces = RESOURCES["v1/namespaces"]
-            if rt.namespaced and ("", ns) not in self._table(namespaces):
+            home = self._space(namespaces).get(ns) if rt.namespaced else None
+            if rt.namespaced and home is None:
                 raise not_found(namespaces, ns)
-            if rt.namespaced and self._table(namespaces)[("", ns)]["metadata"].get(
-                    "deletionTimestamp"):
+            if home is not None and (home.get("status") or {}).get("phase") == "Terminating":
                 raise forbidden(rt, meta.get("name") or "", f"unable to create new content in "
-                                f"namespace {ns} because it is being terminated")
+                                f"namespace {ns} because it is being terminated", [{
+                                    "reason": "NamespaceTerminating",
+                                    "message": f"namespace {ns} is being terminated",
+                                    "field": "metadata.namespace"}])
             name = meta.get("name") or self._generate_name(rt, ns, meta.get("generateName"))
             meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
             for transient in ("resourceVersion", "deletionTimestamp", "selfLink"):
@@ -180,9 +189,11 @@ class Store(Deletion):
                     obj["status"] = {}
             apply_defaults(rt, obj)
             validate(rt, obj)  # before the name is checked, as BeforeCreate runs first
-            if (ns, name) in self._table(rt):
+            if key_of(ns, name) in self._space(rt):
                 raise already_exists(rt, name)
-            return self._commit(rt, "ADDED", obj, None, dry_run=dry_run)
+            created = self._commit(rt, "ADDED", obj, None, dry_run=dry_run)
+        self._settle()
+        return created
 
     def update(self, key: str, namespace: str | None, obj: Obj, *,
                subresource: str | None = None, dry_run: bool = False) -> Obj:
@@ -190,7 +201,7 @@ class Store(Deletion):
         rt = resource(key)
         name = (obj.get("metadata") or {}).get("name") or ""
         with self._lock:
-            current = self._table(rt).get((self._ns(rt, namespace), name))
+            current = self._lookup(rt, namespace, name)
             if current is None:
                 raise not_found(rt, name)
             rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -198,7 +209,9 @@ class Store(Deletion):
                 raise missing_resource_version(rt, name)
             if rv and str(rv) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
-            return self._replace(rt, current, copy.deepcopy(obj), subresource, dry_run)
+            updated = self._replace(rt, current, copy.deepcopy(obj), subresource, dry_run)
+        self._settle()
+        return updated
 
     def mutate(self, key: str, namespace: str | None, name: str, change: Callable[[Obj], Obj], *,
                subresource: str | None = None, dry_run: bool = False) -> Obj:
@@ -210,7 +223,7 @@ class Store(Deletion):
         """
         rt = resource(key)
         with self._lock:
-            current = self._table(rt).get((self._ns(rt, namespace), name))
+            current = self._lookup(rt, namespace, name)
             if current is None:
                 raise not_found(rt, name)
             new = change(self.present(rt, current))
@@ -218,7 +231,9 @@ class Store(Deletion):
             rv = meta.get("resourceVersion")
             if rv and str(rv) != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
-            return self._replace(rt, current, new, subresource, dry_run)
+            updated = self._replace(rt, current, new, subresource, dry_run)
+        self._settle()
+        return updated
 
     # ---- watches and subscriptions -------------------------------------------------------
 
@@ -232,16 +247,16 @@ class Store(Deletion):
         labels, fields = _parse_selectors(rt, label_selector, field_selector)
         watcher = Watcher(rt, namespace, labels, fields, on_close=self._unregister)
         with self._lock:
+            space = self._space(rt)
             if not since_rv:
-                for _, obj in sorted(self._table(rt).items()):
+                for _, obj in space.scan(*scope_of(namespace if rt.namespaced else None)):
                     watcher.offer(Event(self._rv, "ADDED", rt.storage_key, obj))
             else:
-                history = self._history(rt)
-                if since_rv < history.dropped_upto:
-                    oldest = history.events[0].rv if history.events else self._rv + 1
+                if since_rv < space.dropped_upto:
+                    oldest = space.events[0].rv if space.events else self._rv + 1
                     raise ApiError(410, "Expired", f"too old resource version: {since_rv} "
                                    f"({oldest - 1})")
-                for event in history.events:
+                for event in space.events:
                     if event.rv > since_rv:
                         watcher.offer(event)
             self._watchers.append(watcher)
@@ -290,11 +305,14 @@ class Store(Deletion):
     def _ns(rt: ResourceType, namespace: str | None) -> str:
         return (namespace or "default") if rt.namespaced else ""
 
-    def _table(self, rt: ResourceType) -> dict[tuple[str, str], Obj]:
-        return self._state.objects.setdefault(rt.storage_key, {})
+    def _space(self, rt: ResourceType) -> Keyspace:
+        space = self._spaces.get(rt.storage_key)
+        if space is None:
+            space = self._spaces[rt.storage_key] = Keyspace()
+        return space
 
-    def _history(self, rt: ResourceType) -> _History:
-        return self._state.history.setdefault(rt.storage_key, _History(deque()))
+    def _lookup(self, rt: ResourceType, namespace: str | None, name: str) -> Obj | None:
+        return self._space(rt).get(key_of(self._ns(rt, namespace), name))
 
     def _generate_name(self, rt: ResourceType, ns: str, prefix: str | None) -> str:
         if not prefix:
@@ -302,37 +320,21 @@ class Store(Deletion):
                                     "Required value: name or generateName is required")])
         for _ in range(100):
             name = prefix + "".join(random.choice(_NAME_CHARS) for _ in range(5))
-            if (ns, name) not in self._table(rt):
+            if key_of(ns, name) not in self._space(rt):
                 return name
         raise already_exists(rt, prefix)
 
     def _replace(self, rt: ResourceType, current: Obj, new: Obj, subresource: str | None,
                  dry_run: bool = False) -> Obj:
-        new = drop_nulls(new)
-        if subresource == "status":
-            result = copy.deepcopy(current)
-            result["status"] = new.get("status") or {}
-            for key in _STATUS_TAKES_META.get(rt.kind, ()):
-                if (new.get("metadata") or {}).get(key):
-                    result["metadata"][key] = new["metadata"][key]
-                else:
-                    result["metadata"].pop(key, None)
-        elif subresource is not None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        else:
-            result = new
-            _keep_server_fields(rt, current, result)
-            apply_defaults(rt, result)
-            validate(rt, result, current)
+        result = updates.updated(rt, current, drop_nulls(new), subresource)
         storage = RESOURCES[rt.storage_key]
         result["apiVersion"], result["kind"] = storage.api_version, storage.kind
-        if _same_content(current, result):
+        if updates.same_content(current, result):
             return self.present(rt, current)
         if subresource is None and self._released(rt, current, result):
             return self.present(rt, result if dry_run else self._remove(rt, result))
-        if (rt.has_generation and subresource is None
-                and _generation_body(rt, current) != _generation_body(rt, result)):
-            result["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+        if subresource is None:
+            updates.next_generation(rt, current, result)
         return self._commit(rt, "MODIFIED", result, current, dry_run=dry_run)
 
     def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None, *,
@@ -344,22 +346,20 @@ class Store(Deletion):
                 obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             return self.present(rt, obj)
         self._rv += 1
-        meta = obj["metadata"]
-        meta["resourceVersion"] = str(self._rv)
-        key = (meta.get("namespace", ""), meta["name"])
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        space, key = self._space(rt), object_key(obj)
         if kind == "DELETED":
-            self._table(rt).pop(key, None)
+            space.pop(key)
         else:
-            self._table(rt)[key] = obj
+            space.put(key, obj)
+        self._index(rt, key, None if kind == "DELETED" else obj, old)
         event = Event(self._rv, kind, rt.storage_key, obj, old)
-        history = self._history(rt)
-        history.events.append(event)
-        while len(history.events) > self._history_size:
-            history.dropped_upto = history.events.popleft().rv
+        space.record(event, self._history_size)
         for watcher in list(self._watchers):
             watcher.offer(event)
         if self._subscribers:
             self._dispatch.put((kind, rt.storage_key, copy.deepcopy(obj)))
+        self._observe(rt, kind, obj, old)
         return self.present(rt, obj)
 
 
@@ -370,68 +370,3 @@ def _parse_selectors(rt: ResourceType, label_selector: str | None, field_selecto
                 parse_field_selector(field_selector, rt.selectable_fields))
     except SelectorError as e:
         raise bad_request(str(e)) from None
-
-
-# Metadata a status write may change besides status, by the status strategies'
-# PrepareForUpdate (a Deployment's: all but spec and labels; a ReplicaSet's and a
-# Pod's: all but spec); the rest of metadata stays the stored object's.
-_STATUS_TAKES_META = {"Deployment": ("annotations",), "ReplicaSet": ("labels", "annotations"),
-                      "Pod": ("labels", "annotations")}
-
-_SERVER_META = ("name", "namespace", "uid", "creationTimestamp", "generation",
-                "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion")
-
-
-def _keep_server_fields(rt: ResourceType, current: Obj, result: Obj) -> None:
-    """Carry over what a client cannot change with a main-resource write."""
-    meta = result.setdefault("metadata", {})
-    for key in _SERVER_META:
-        if key in current["metadata"]:
-            meta[key] = current["metadata"][key]
-        else:
-            meta.pop(key, None)
-    if "managedFields" not in meta and "managedFields" in current["metadata"]:
-        meta["managedFields"] = current["metadata"]["managedFields"]
-    if rt.has_status:
-        if "status" in current:
-            result["status"] = copy.deepcopy(current["status"])
-        else:
-            result.pop("status", None)
-    if rt.kind == "Service":
-        _keep_allocations(current.get("spec") or {}, result.setdefault("spec", {}))
-
-
-def _keep_allocations(old: Obj, new: Obj) -> None:
-    for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
-        if key in old and not new.get(key):
-            new[key] = copy.deepcopy(old[key])
-    old_ports = {p.get("port"): p for p in old.get("ports") or ()}
-    for port in new.get("ports") or ():
-        previous = old_ports.get(port.get("port"))
-        if previous and previous.get("nodePort") and not port.get("nodePort"):
-            port["nodePort"] = previous["nodePort"]
-
-
-def _without_volatile(obj: Obj) -> Obj:
-    out = copy.deepcopy(obj)
-    meta = out.get("metadata") or {}
-    meta.pop("resourceVersion", None)
-    for entry in meta.get("managedFields") or ():
-        entry.pop("time", None)
-    return out
-
-
-def _same_content(a: Obj, b: Obj) -> bool:
-    return _without_volatile(a) == _without_volatile(b)
-
-
-def _generation_body(rt: ResourceType, obj: Obj) -> Any:
-    """What counts as the desired state: `spec` for built-ins, and a Deployment's
-    annotations too (they are copied to its ReplicaSets: deployment strategy's
-    PrepareForUpdate); all but metadata and status for custom resources."""
-    if rt.custom:
-        skip = ("metadata", "status", "apiVersion", "kind")
-        return {k: v for k, v in obj.items() if k not in skip}
-    if rt.kind == "Deployment":
-        return obj.get("spec"), (obj.get("metadata") or {}).get("annotations")
-    return obj.get("spec")

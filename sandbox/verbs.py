@@ -6,7 +6,8 @@ the status code it answers with, and how it turns a request into store calls
 (PATCH and PUT run as one atomic read-modify-write so field ownership is
 computed against the object they replace). Patch formats are in
 `sandbox.patching`, ownership and server-side apply in `sandbox.fieldmanager`,
-reading bodies against the kinds' fields (`fieldValidation`) in `sandbox.decoding`.
+reading bodies against the kinds' fields (`fieldValidation`) in `sandbox.decoding`,
+checking each verb's options (`dryRun` among them) in `sandbox.options`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from sandbox import decoding, fieldmanager, paging, patching
-from sandbox.deletion import POLICIES, is_gone
+from sandbox import decoding, fieldmanager, options, paging, patching
+from sandbox.deletion import is_gone
 from sandbox.httpbase import (
     METHOD_NOT_ALLOWED,
     HandlerBase,
@@ -51,46 +52,48 @@ IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 class ResourceVerbs(HandlerBase):
     """The verbs on collections and objects (watch is in `sandbox.watchstream`)."""
 
-    def list_body(self, target: Target, *, paged: bool = True) -> Obj:
+    def list_body(self, target: Target) -> Obj:
         """The list, one page of it when `limit` asks (see `sandbox.paging`)."""
         rt = target.rt
         limit = self.int_param("limit")
-        token = self.param("continue") if paged else None
+        token = self.param("continue")
         cont = paging.decode(token) if token else None
         if cont is not None and self.param("resourceVersion") not in (None, "", "0"):
             raise bad_request("specifying resource version is not allowed when using continue")
-        at = cont.rv if cont is not None and cont.rv != paging.LATEST else None
         selectors = {"label_selector": self.param("labelSelector"),
                      "field_selector": self.param("fieldSelector")}
         try:
-            items, rv = self.api.store.list(rt.key, target.namespace, at=at, **selectors)
+            listing = self.api.store.list_page(
+                rt.key, target.namespace, start=cont.start if cont else "",
+                limit=limit if limit is not None and limit > 0 else None,
+                at=cont.rv if cont is not None and cont.rv != paging.LATEST else None,
+                **selectors)
         except ApiError as e:
             if e.code != 410 or cont is None:
                 raise
             raise paging.expired(cont.start) from None
-        items, meta = paging.page(
-            items, namespaced_scope=bool(target.namespace), start=cont.start if cont else None,
-            limit=limit if paged and limit is not None and limit > 0 else None, rv=rv,
-            countable=not any(selectors.values()))
+        meta = paging.list_meta(listing.items, listing.resource_version,
+                                namespaced_scope=bool(target.namespace), more=listing.more,
+                                remaining=None if any(selectors.values()) else listing.remaining)
         return {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta,
-                "items": items}
+                "items": listing.items}
 
     def create(self, target: Target) -> None:
         rt = target.rt
         if target.name is not None:
             raise METHOD_NOT_ALLOWED
-        mode = decoding.directive(self.param("fieldValidation"), "CreateOptions")
-        obj = decoding.check_body(rt, self.object_body(rt), mode, self.warnings)
+        opts = options.write_options("CreateOptions", self.query)
+        obj = decoding.check_body(rt, self.object_body(rt), opts.field_validation, self.warnings)
         obj.setdefault("apiVersion", rt.api_version)
         obj.setdefault("kind", rt.kind)
         fieldmanager.record_update(None, obj, self.manager(), kind=rt.kind, custom=rt.custom)
-        created = self.api.store.create(rt.key, target.namespace, obj, dry_run=self.dry_run)
+        created = self.api.store.create(rt.key, target.namespace, obj, dry_run=opts.dry_run)
         self.send_object(201, created)
 
     def replace(self, target: Target) -> None:
         rt, name = target.rt, target.name or ""
-        mode = decoding.directive(self.param("fieldValidation"), "UpdateOptions")
-        obj = decoding.check_body(rt, self.object_body(rt), mode, self.warnings)
+        opts = options.write_options("UpdateOptions", self.query)
+        obj = decoding.check_body(rt, self.object_body(rt), opts.field_validation, self.warnings)
         meta = obj.setdefault("metadata", {})
         if meta.get("name") != name:
             raise bad_request(f"the name of the object ({meta.get('name', '')}) does not match "
@@ -106,7 +109,7 @@ class ResourceVerbs(HandlerBase):
 
         self.send_object(200, self.api.store.mutate(rt.key, target.namespace, name, change,
                                                     subresource=target.subresource,
-                                                    dry_run=self.dry_run))
+                                                    dry_run=opts.dry_run))
 
     def object_body(self, rt: ResourceType) -> Obj:
         obj = self.json_body()
@@ -121,24 +124,22 @@ class ResourceVerbs(HandlerBase):
         return obj
 
     def delete(self, target: Target) -> None:
-        options = self.delete_options()
-        dry_run = options.get("dryRun") == ["All"]
-        policy, orphan = _propagation(options)
+        opts = options.delete_options(self.read_delete_options())
         if target.rt.kind == "Namespace" and target.name in IMMORTAL_NAMESPACES:
             raise forbidden(target.rt, target.name, "this namespace may not be deleted")
         answer = self.api.store.delete(target.rt.key, target.namespace, target.name or "",
-                                       dry_run=dry_run, preconditions=options.get("preconditions"),
-                                       propagation=policy)
+                                       dry_run=opts.dry_run, preconditions=opts.preconditions,
+                                       propagation=opts.propagation)
         if answer is None:
             raise target_not_found(target)
         if not is_gone(answer):  # finalizers hold it: the object as it now is
-            self.send_object(202 if orphan is False else 200, answer)
+            self.send_object(202 if opts.orphan is False else 200, answer)
         elif target.rt.returns_deleted:
             self.send_object(200, answer)
         else:
             self.send_json(200, deleted_status(target.rt, answer))
 
-    def delete_options(self) -> Obj:
+    def read_delete_options(self) -> Obj:
         """DeleteOptions from the body, or from the query when there is no body: the real
         handler (handlers/delete.go) reads one or the other, never both."""
         if self.body:
@@ -146,24 +147,32 @@ class ResourceVerbs(HandlerBase):
             if body is not None and not isinstance(body, dict):
                 raise bad_request("DeleteOptions must be a JSON object")
             return decoding.check_delete_options(body or {})
-        options: Obj = {}
+        found: Obj = {}
         for name in ("propagationPolicy", "orphanDependents", "gracePeriodSeconds"):
             value = self.param(name)
             if value is None:
                 continue
-            options[name] = (query_bool(value) if name == "orphanDependents"
-                             else self.int_param(name) if name == "gracePeriodSeconds"
-                             else value)
+            found[name] = (query_bool(value) if name == "orphanDependents"
+                           else self.int_param(name) if name == "gracePeriodSeconds"
+                           else value)
         if self.query.get("dryRun"):
-            options["dryRun"] = self.query["dryRun"]
-        return options
+            found["dryRun"] = self.query["dryRun"]
+        return found
 
     def delete_collection(self, target: Target) -> None:
-        body = self.list_body(target, paged=False)
+        """The list as it is now (one page of it when `limit` asks), each item then deleted
+        in turn with the request's DeleteOptions; the first failure other than NotFound
+        ends it and is the answer, the items before it staying deleted (the registry's
+        DeleteCollection with its one default worker). Namespaces serve no such verb."""
+        if target.rt.kind == "Namespace":
+            raise METHOD_NOT_ALLOWED
+        body = self.list_body(target)
+        opts = options.delete_options(self.read_delete_options())
         for obj in body["items"]:
             meta = obj["metadata"]
             self.api.store.delete(target.rt.key, meta.get("namespace"), meta["name"],
-                                  dry_run=self.dry_run)
+                                  dry_run=opts.dry_run, preconditions=opts.preconditions,
+                                  propagation=opts.propagation)
         self.send_object(200, body)
 
     def patch(self, target: Target) -> None:
@@ -177,9 +186,10 @@ class ResourceVerbs(HandlerBase):
         if content_type == APPLY_PATCH:
             self.server_side_apply(target)
             return
-        mode = decoding.directive(self.param("fieldValidation"), "PatchOptions")
-        if self.param("force") is not None:
-            raise _invalid_options("force", "Forbidden: may not be specified for non-apply patch")
+        forced = [("force", "Forbidden: may not be specified for non-apply patch")]
+        opts = options.write_options("PatchOptions", self.query,
+                                     forced if self.param("force") is not None else [])
+        mode = opts.field_validation
         patch = self.json_body()
 
         def change(current: Obj) -> Obj:
@@ -194,14 +204,13 @@ class ResourceVerbs(HandlerBase):
 
         self.send_object(200, self.api.store.mutate(rt.key, target.namespace, target.name or "",
                                                     change, subresource=target.subresource,
-                                                    dry_run=self.dry_run))
+                                                    dry_run=opts.dry_run))
 
     def server_side_apply(self, target: Target) -> None:
         rt = target.rt
-        decoding.directive(self.param("fieldValidation"), "PatchOptions")
-        manager = self.param("fieldManager")
-        if not manager:
-            raise _invalid_options("fieldManager", "Required value: is required for apply patch")
+        manager = self.param("fieldManager") or ""
+        required = [("fieldManager", "Required value: is required for apply patch")]
+        opts = options.write_options("PatchOptions", self.query, [] if manager else required)
         applied = self.applied_configuration(target)
         force = self.flag("force")
 
@@ -209,7 +218,7 @@ class ResourceVerbs(HandlerBase):
             return fieldmanager.apply(live, applied, manager, force=force, kind=rt.kind,
                                       custom=rt.custom)
 
-        self.send_object(*_apply_or_create(self.api.store, target, apply, dry_run=self.dry_run))
+        self.send_object(*_apply_or_create(self.api.store, target, apply, dry_run=opts.dry_run))
 
     def applied_configuration(self, target: Target) -> Obj:
         """The body of an apply patch: YAML or JSON, naming this object's kind and name."""
@@ -282,6 +291,8 @@ class ResourceVerbs(HandlerBase):
         if method == "PATCH" and content_type not in accepted:
             raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an "
                            f"unknown format - accepted media types include: {', '.join(accepted)}")
+        opts = options.write_options("UpdateOptions" if method == "PUT" else "PatchOptions",
+                                     self.query)
         body = self.json_body()
 
         def change(current: Obj) -> Obj:
@@ -299,23 +310,8 @@ class ResourceVerbs(HandlerBase):
             return new
 
         updated = self.api.store.mutate(rt.key, target.namespace, name, change,
-                                        dry_run=self.dry_run)
+                                        dry_run=opts.dry_run)
         self.send_json(200, to_scale(updated))
-
-
-def _propagation(options: Obj) -> tuple[str | None, bool | None]:
-    """The propagation policy of a delete, and `orphanDependents` as given (deprecated)."""
-    policy, orphan = options.get("propagationPolicy"), options.get("orphanDependents")
-    if policy is not None and policy not in POLICIES:
-        supported = '"Foreground", "Background", "Orphan", "nil"'
-        problem = f'Unsupported value: "{policy}": supported values: {supported}'
-        raise _invalid_options("propagationPolicy", problem, "DeleteOptions")
-    if policy is not None and orphan is not None:
-        raise _invalid_options("propagationPolicy", f'Invalid value: "{policy}": orphanDependents '
-                               "and deletionPropagation cannot be both set", "DeleteOptions")
-    if orphan is not None:
-        policy = "Orphan" if orphan else "Background"
-    return policy, orphan
 
 
 def _check_name(obj: Any, name: str) -> None:
@@ -323,16 +319,6 @@ def _check_name(obj: Any, name: str) -> None:
     if given != name:
         raise bad_request(f"the name of the object ({given or ''}) does not match the name on "
                           f"the URL ({name})")
-
-
-def _invalid_options(field: str, problem: str, options: str = "PatchOptions") -> ApiError:
-    reason = next((r for word, r in (("Required", "FieldValueRequired"),
-                                     ("Unsupported", "FieldValueNotSupported"),
-                                     ("Invalid", "FieldValueInvalid"))
-                   if problem.startswith(word)), "FieldValueForbidden")
-    return ApiError(422, "Invalid", f'{options}.meta.k8s.io "" is invalid: {field}: {problem}',
-                    {"group": "meta.k8s.io", "kind": options,
-                     "causes": [{"reason": reason, "message": problem, "field": field}]})
 
 
 def _apply_patch(content_type: str, current: Obj, patch: Any, rt: ResourceType) -> Obj:

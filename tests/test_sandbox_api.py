@@ -671,6 +671,30 @@ def test_lists_page_with_limit_and_continue_over_one_snapshot(api: Api) -> None:
     assert "remainingItemCount" not in selected.json()["metadata"], "unknown with a selector"
 
 
+def test_lists_follow_etcd_key_order_and_a_page_ends_at_its_limit(api: Api) -> None:
+    for namespace in ("a", "a-b"):  # keys a/..., a-b/...: "-" sorts before "/"
+        api.core.create_namespace({"metadata": {"name": namespace}})
+    api.core.create_namespaced_config_map("a", {"metadata": {"name": "x"}})
+    api.core.create_namespaced_config_map("a", {"metadata": {"name": "y"}})
+    api.core.create_namespaced_config_map("a-b", {"metadata": {"name": "x",
+                                                               "labels": {"k": "v"}}})
+    url = f"{api.url}/api/v1/configmaps"
+    everywhere = requests.get(url).json()["items"]
+    assert [(c["metadata"]["namespace"], c["metadata"]["name"]) for c in everywhere] == [
+        ("a-b", "x"), ("a", "x"), ("a", "y")]
+    first = requests.get(url, params={"limit": "1"}).json()
+    assert first["metadata"]["remainingItemCount"] == 2
+    rest = requests.get(url, params={"limit": "5", "continue": first["metadata"]["continue"]})
+    assert [c["metadata"]["namespace"] for c in rest.json()["items"]] == ["a", "a"]
+
+    selected = requests.get(url, params={"limit": "1", "labelSelector": "k=v"}).json()
+    assert [c["metadata"]["name"] for c in selected["items"]] == ["x"]
+    assert selected["metadata"]["continue"], "keys follow, matching or not"
+    after = requests.get(url, params={"limit": "1", "labelSelector": "k=v",
+                                      "continue": selected["metadata"]["continue"]}).json()
+    assert after["items"] == [] and "continue" not in after["metadata"]
+
+
 def test_a_continue_token_older_than_the_history_is_410_with_a_way_on(api: Api) -> None:
     url = f"{api.url}/api/v1/namespaces/default/configmaps"
     for name in ("c1", "c2", "c3"):
@@ -918,6 +942,41 @@ def test_dry_run_changes_nothing(api: Api) -> None:
     dry = api.apps.create_namespaced_deployment("default", deployment(), dry_run="All")
     assert dry.metadata.name == "web"
     assert api.apps.list_namespaced_deployment("default").items == []
+
+
+def test_dry_run_takes_only_all_on_every_verb(api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces/default/configmaps"
+    refused = requests.post(url, params={"dryRun": "Bogus"}, json={"metadata": {"name": "c"}})
+    problem = 'Unsupported value: []string{"Bogus"}: supported values: "All"'
+    assert (refused.status_code, refused.json()["message"]) == (
+        422, f'CreateOptions.meta.k8s.io "" is invalid: dryRun: {problem}')
+    assert refused.json()["details"] == {"group": "meta.k8s.io", "kind": "CreateOptions",
+                                         "causes": [{"reason": "FieldValueNotSupported",
+                                                     "message": problem, "field": "dryRun"}]}
+    both = requests.post(url, params={"dryRun": ["All", "x"], "fieldValidation": "Loose"},
+                         json={"metadata": {"name": "c"}})
+    assert both.json()["message"] == (
+        'CreateOptions.meta.k8s.io "" is invalid: [dryRun: Unsupported value: '
+        '[]string{"All", "x"}: supported values: "All", fieldValidation: Unsupported value: '
+        '"Loose": supported values: "", "Ignore", "Strict", "Warn"]')
+    assert api.core.list_namespaced_config_map("default").items == []
+
+    api.core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    bogus = {"dryRun": "Bogus"}
+    attempts = [  # (options kind, the request)
+        ("UpdateOptions", lambda: requests.put(f"{url}/c", params=bogus, json={
+            "metadata": {"name": "c"}, "data": {"k": "v"}})),
+        ("PatchOptions", lambda: requests.patch(f"{url}/c", params=bogus, json={
+            "data": {"k": "v"}}, headers={"Content-Type": MERGE})),
+        ("DeleteOptions", lambda: requests.delete(f"{url}/c", params=bogus)),
+        ("DeleteOptions", lambda: requests.delete(f"{url}/c", json={"dryRun": ["Bogus"]})),
+        ("DeleteOptions", lambda: requests.delete(url, params=bogus))]
+    for kind, attempt in attempts:
+        answer = attempt()
+        assert (answer.status_code, answer.json()["details"]["kind"]) == (422, kind)
+    assert api.core.read_namespaced_config_map("c", "default").data is None, "nothing changed"
+    assert requests.delete(f"{url}/c", params={"dryRun": "All"}).status_code == 200
+    assert requests.get(f"{url}/c").status_code == 200
 
 
 # ---- fault injection and the request log --------------------------------------------------------

@@ -13,6 +13,7 @@ checked by their PIDs).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -39,6 +40,7 @@ from sandbox_objects import (
 )
 
 from sandbox import probes
+from sandbox.controllers import WorkloadControllers
 from sandbox.kubelet import Kubelet
 from sandbox.pods import image_tag, pod_env
 from sandbox.routing import is_pod_ready
@@ -259,6 +261,26 @@ def test_null_replicas_is_defaulted_and_a_broken_object_stops_no_other(
     store.create(DEPLOYMENTS, "default", defaulted)
     wait_for(lambda: rolled_out(store, replicas=1), what="rollout next to a broken Deployment")
     assert len(kubelet.pids()) == 1
+
+
+def test_a_broken_object_is_logged_once_per_version_and_forgotten_once_gone(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = Store()
+    store.create("v1/namespaces", None, {"metadata": {"name": "default"}})
+    controllers = WorkloadControllers(store, set)
+    broken = deployment(name="broken")
+    broken["spec"]["replicas"] = "two"
+    store_unchecked(store, DEPLOYMENTS, "default", broken)
+    with caplog.at_level(logging.ERROR, logger="sandbox.controllers"):
+        for _ in range(3):
+            controllers.sync()
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged and len(logged) == len(set(logged)), "each failing step once, not per pass"
+    assert controllers._failed
+    store.delete(DEPLOYMENTS, "default", "broken")
+    controllers.sync()
+    assert controllers._failed == {}, "nothing kept about an object that is gone"
+    store.close()
 
 
 def test_a_killed_process_is_restarted_in_the_same_pod(cluster: tuple[Store, Kubelet]) -> None:
