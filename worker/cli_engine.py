@@ -1,26 +1,34 @@
-"""The engine's own commands of `bluegreen`: `worker` (serve queues) and `plan` (dry run).
+"""The engine's own commands of `bluegreen`: `worker` (serve queues), `plan` (dry run)
+and `prune` (forget old releases).
 
 `bluegreen worker [--queue Q ...] [--burst]` checks the configuration and the
 templates, then hands over to `worker.runner`. `bluegreen plan APP TAG` renders what
 a release of TAG would apply and lists its steps, reading neither Redis nor the
-cluster. Configuration errors and bad arguments are one line on stderr, exit code 2.
+cluster. `bluegreen prune [--older-than 90d] [--app APP ...] [--dry-run]` removes from
+Redis the releases that ended before then (`worker.retention`). Configuration errors
+and bad arguments are one line on stderr, exit code 2; Redis unreachable, exit 1.
 Operator commands that go through the HTTP API are `worker.cli_ops`.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import re
 import sys
+import time
 from typing import NoReturn
 
 import click
 import yaml
+from redis import Redis, RedisError
 
-from worker import manifests, runner
+from worker import manifests, retention, runner
+from worker.cli_ops import printable
 from worker.colors import Color
 from worker.config import AppConfig, ConfigError, Settings, SmokeCheck, load_settings
-from worker.releases import new_release_id
+from worker.releases import Release, ReleaseStore, new_release_id
 
 EXIT_USAGE = 2
 
@@ -135,4 +143,77 @@ def _describe_check(check: SmokeCheck) -> str:
             f"expect {check.status}{body}")
 
 
-COMMANDS: list[click.Command] = [worker_command, plan_command]
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([dhms])")
+SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """`90d`, `36h`, `45m` or `30s` in seconds; click's error for anything else."""
+    match = DURATION.fullmatch(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90d, 36h or 45m")
+    return float(match.group(1)) * SECONDS[match.group(2)]
+
+
+@click.command("prune")
+@click.option("--older-than", "age", default="90d", show_default=True, metavar="DURATION",
+              help="Remove releases that ended longer ago than this (90d, 36h, 45m).")
+@click.option("--app", "apps", multiple=True, metavar="APP",
+              help="Only this app's releases (repeatable). Default: every app's.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+def prune_command(age: str, apps: tuple[str, ...], dry_run: bool) -> None:
+    """Remove from Redis the releases that ended long ago (records, audit trails).
+
+    Releases that are live, standby, rolled back or on their way are never removed, nor
+    the ones the engine still reads: the release that holds a colour, and the newest
+    release of each colour."""
+    try:
+        seconds = parse_duration(age)
+    except click.BadParameter as e:
+        fail(f"--older-than: {e.message}")
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        fail(f"invalid configuration: {e}")
+    before = time.time() - seconds
+    store = ReleaseStore(Redis.from_url(settings.redis_url))
+
+    def progress(done: int, total: int) -> None:
+        if total > retention.PAGE:
+            click.echo(f"looked at {done:,} of {total:,} ended releases", err=True)
+
+    try:
+        outcome = retention.prune(store, before=before, apps=set(apps) or None,
+                                  dry_run=dry_run, progress=progress)
+    except RedisError as e:
+        click.echo(f"bluegreen: Redis is unavailable, nothing more was removed: {e}", err=True)
+        sys.exit(1)
+    click.echo(describe_pruning(outcome, before=before, age=age, dry_run=dry_run))
+
+
+def describe_pruning(outcome: retention.Outcome, *, before: float, age: str,
+                     dry_run: bool) -> str:
+    """What `prune` did (or would do), for a person: one line per release when dry."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(before))
+    by_state = collections.Counter(str(r.state) for r in outcome.removed)
+    states = ", ".join(f"{n:,} {state}" for state, n in sorted(by_state.items()))
+    lines = [f"{'would remove' if dry_run else 'removed'} {len(outcome.removed):,} "
+             f"release{'s' if len(outcome.removed) != 1 else ''} that ended before {when} "
+             f"({age} ago){': ' + states if states else ''}"]
+    if dry_run:
+        lines += [f"  {_line(r)}" for r in outcome.removed]
+    for why, releases in sorted(outcome.kept.items()):
+        lines.append(f"kept {len(releases):,} as old that the engine still reads ({why}):")
+        lines += [f"  {_line(r)}" for r in releases]
+    if outcome.changed:
+        lines.append(f"left {len(outcome.changed):,} that changed while pruning: "
+                     + ", ".join(outcome.changed))
+    return "\n".join(lines)
+
+
+def _line(release: Release) -> str:
+    ended = time.strftime("%Y-%m-%d %H:%M", time.gmtime(release.updated_at))
+    return str(printable(f"{release.id}  {release.tag}  {release.state}  ended {ended}"))
+
+
+COMMANDS: list[click.Command] = [worker_command, plan_command, prune_command]

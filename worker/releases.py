@@ -327,6 +327,39 @@ class ReleaseStore:
         return any(e.step == TAKES_COLOUR_STEP or e.state_to == ReleaseState.TESTING.value
                    for e in self.audit(release_id))
 
+    def ended_before(self, before: float) -> list[str]:
+        """Ids of the releases in an end state (one with no exits) that were recorded
+        before `before`, oldest first: those that may have reached it before then."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for state in ReleaseState:
+                if state.is_terminal:
+                    pipe.zrangebyscore(STATE_KEY.format(state=state.value), "-inf", f"({before!r}",
+                                       withscores=True)
+            found = [(score, as_text(i)) for group in pipe.execute() for i, score in group]
+        return [release_id for _, release_id in sorted(found)]
+
+    def forget(self, release: Release, *, also: Sequence[str] = ()) -> bool:
+        """Delete an ended release as it was read: its record, audit trail and index
+        entries, and `also` (keys others keep for it), in one MULTI/EXEC. False, deleting
+        nothing, if its record changed since (or is gone)."""
+        if not release.state.is_terminal:
+            raise ValueError(f"{release.id} is {release.state}: only an ended release goes")
+        key = RELEASE_KEY.format(id=release.id)
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                raw = pipe.hgetall(key)
+                if not raw or Release.from_hash(raw) != release:
+                    return False
+                pipe.multi()
+                pipe.delete(key, AUDIT_KEY.format(id=release.id), *also)
+                for index in _index_keys(release.app, release.color, release.state):
+                    pipe.zrem(index, release.id)
+                pipe.execute()
+                return True
+            except WatchError:
+                return False
+
     def in_states(self, states: Iterable[ReleaseState]) -> list[Release]:
         """Releases now in any of `states`, oldest first."""
         with self.redis.pipeline(transaction=False) as pipe:

@@ -1,0 +1,195 @@
+"""Forgetting old releases (worker.retention, `bluegreen prune`), on a real Redis.
+
+Covers: releases that ended before the cut-off go with their audit trail, index
+entries and chat records, and nothing else does (live, standby, rolled back, waiting,
+recent); the release that holds a colour and the newest of each colour stay, so the
+engine's answers about the colours are the same after a prune; `--app` limits it;
+`--dry-run` lists and changes nothing in Redis; a release that changed since it was
+read is left; bad durations exit 2, an unreachable Redis exits 1.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from click.testing import CliRunner, Result
+from conftest import redis_contents
+from proctools import free_port
+
+from worker import retention
+from worker.cli import main
+from worker.colors import Color
+from worker.machine import ReleaseState as S
+from worker.mattermost import POST_KEY
+from worker.notify import MESSAGE_KEY
+from worker.releases import TAKES_COLOUR_STEP, Release, ReleaseStore, new_release_id
+
+DAY = 86400.0
+NOW = 1_800_000_000.0
+BLUE, GREEN = Color.BLUE, Color.GREEN
+PATHS = {
+    S.LIVE: [S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION, S.LIVE],
+    S.AWAITING_PROMOTION: [S.CHECKING, S.DEPLOYING, S.TESTING, S.AWAITING_PROMOTION],
+    S.SUPERSEDED: [S.SUPERSEDED], S.ABORTED: [S.ABORTED],
+    S.REJECTED: [S.CHECKING, S.REJECTED],
+    S.FAILED: [S.CHECKING, S.DEPLOYING, S.FAILED],  # failed mid-rollout: it took its colour
+}
+
+
+class History:
+    """Releases of two apps recorded `age` days before `now`, walked to their states."""
+
+    def __init__(self, redis: redis_lib.Redis, now: float = NOW) -> None:
+        self.redis, self.base = redis, now
+        self.now = now
+        self.store = ReleaseStore(redis, clock=lambda: self.now)
+
+    def release(self, tag: str, color: Color, state: S, *, age: float, app: str = "myapp",
+                via: list[S] | None = None) -> str:
+        self.now = self.base - age * DAY
+        release = Release(id=new_release_id(app, tag), app=app, color=color, tag=tag,
+                          version=tag.rsplit("-", 1)[0], commit="c" * 40, forge="github",
+                          delivery_id=f"d-{tag}", repository=f"acme/{app}",
+                          state=S.QUEUED, created_at=self.now, updated_at=self.now)
+        self.store.add(release, message="recorded")
+        for step in via if via is not None else PATHS[state]:
+            if step is S.TESTING or (step is S.FAILED and S.DEPLOYING in (via or PATHS[state])):
+                self.store.note(release.id, actor="worker", step=TAKES_COLOUR_STEP,
+                                message="applying Deployment")
+            self.store.transition(release.id, step, actor="worker", step="test",
+                                  message=f"to {step}")
+        self.redis.hset(MESSAGE_KEY.format(release=release.id), "ts", "1.0")
+        self.redis.hset(POST_KEY.format(release=release.id), "post_id", "p")
+        self.now = self.base
+        return release.id
+
+    def colours(self, app: str = "myapp") -> dict[str, Any]:
+        """What the engine reads about each colour."""
+        return {str(c): (getattr(self.store.occupant_for(app, c), "id", None),
+                         getattr(self.store.latest_for(app, c), "id", None)) for c in Color}
+
+    def gone(self, release_id: str) -> bool:
+        keys = [f"bluegreen:release:{release_id}", f"bluegreen:release:{release_id}:audit",
+                MESSAGE_KEY.format(release=release_id), POST_KEY.format(release=release_id)]
+        listed = any(self.redis.zscore(index, release_id) is not None
+                     for index in self.redis.keys("bluegreen:releases*")
+                     if self.redis.type(index) == b"zset")
+        return not any(self.redis.exists(k) for k in keys) and not listed
+
+
+@pytest.fixture
+def history(redis: redis_lib.Redis) -> History:
+    return History(redis)
+
+
+def test_old_ended_releases_go_and_what_the_engine_reads_stays(history: History) -> None:
+    h = history
+    first_live = h.release("v1-blue", BLUE, S.LIVE, age=400)
+    h.now = NOW - 350 * DAY
+    h.store.transition(first_live, S.STANDBY, actor="worker", step="promote", message="idle")
+    h.store.transition(first_live, S.DECOMMISSIONED, actor="worker", step="x", message="gone")
+    h.now = NOW
+    old = {
+        "superseded": h.release("v2-green", GREEN, S.SUPERSEDED, age=300),
+        "rejected": h.release("v3-green", GREEN, S.REJECTED, age=299),
+        "aborted": h.release("v4-green", GREEN, S.ABORTED, age=298),
+    }
+    holds_green = h.release("v5-green", GREEN, S.FAILED, age=200)  # its pods may still run
+    newest_green = h.release("v6-green", GREEN, S.SUPERSEDED, age=150)
+    live = h.release("v7-blue", BLUE, S.LIVE, age=120)
+    old["decommissioned"] = first_live  # blue's occupant is now v7, which is live
+    recent = h.release("v8-blue", BLUE, S.FAILED, age=10, via=[S.CHECKING, S.FAILED])
+    waiting = h.release("v9-blue", BLUE, S.QUEUED, age=100, via=[])
+    other = h.release("v1-green", GREEN, S.ABORTED, age=300, app="docs")  # docs' newest green
+    before = h.colours()
+
+    outcome = retention.prune(h.store, before=NOW - 90 * DAY)
+
+    assert sorted(r.id for r in outcome.removed) == sorted(old.values())
+    for release_id in old.values():
+        assert h.gone(release_id), release_id
+        assert h.store.get(release_id) is None and h.store.audit(release_id) == []
+    kept = {why: [r.id for r in rs] for why, rs in outcome.kept.items()}
+    assert kept == {"holds its colour": [holds_green],
+                    "newest of its colour": [other, newest_green]}
+    for release_id in (holds_green, newest_green, live, recent, waiting, other):
+        assert h.store.get(release_id) is not None and h.store.audit(release_id)
+        assert h.redis.exists(MESSAGE_KEY.format(release=release_id))
+    assert h.colours() == before and h.colours("docs") == {"blue": (None, None),
+                                                          "green": (None, other)}
+    assert [r.id for r in h.store.recent(app="myapp")] == [
+        recent, waiting, live, newest_green, holds_green]
+    assert retention.prune(h.store, before=NOW - 90 * DAY).removed == []  # nothing left to do
+
+
+def test_only_the_apps_named_and_a_dry_run_changes_nothing(history: History,
+                                                           redis: redis_lib.Redis) -> None:
+    mine = history.release("v1-green", GREEN, S.ABORTED, age=300)
+    history.release("v2-green", GREEN, S.ABORTED, age=200)  # the newest green: kept
+    docs = history.release("v1-green", GREEN, S.ABORTED, age=300, app="docs")
+    history.release("v2-green", GREEN, S.ABORTED, age=200, app="docs")
+    contents = redis_contents(redis)
+    dry = retention.prune(history.store, before=NOW - 90 * DAY, dry_run=True)
+    assert sorted(r.id for r in dry.removed) == sorted([mine, docs])
+    assert redis_contents(redis) == contents
+    done = retention.prune(history.store, before=NOW - 90 * DAY, apps={"docs"})
+    assert [r.id for r in done.removed] == [docs]
+    assert history.gone(docs) and history.store.get(mine) is not None
+
+
+def test_a_release_changed_since_it_was_read_is_left(history: History) -> None:
+    old = history.release("v1-green", GREEN, S.ABORTED, age=300)
+    history.release("v2-green", GREEN, S.ABORTED, age=200)
+    read = history.store.get(old)
+    assert read is not None
+    history.store.set_step(old, "noted later")  # a write between the read and the delete
+    assert history.store.forget(read) is False
+    assert history.store.get(old) is not None and history.store.audit(old)
+    with pytest.raises(ValueError, match="only an ended release"):
+        history.store.forget(Release(**{**read.to_json(), "color": GREEN,
+                                        "state": S.AWAITING_PROMOTION}))
+
+
+@pytest.fixture
+def prune(redis_url: str) -> Iterator[Callable[..., Result]]:
+    def run(*args: str, url: str = redis_url) -> Result:
+        return CliRunner().invoke(main, ["prune", *args], env={"REDIS_URL": url,
+                                                               "BLUEGREEN_CONFIG": ""},
+                                  catch_exceptions=False)
+    yield run
+
+
+def test_the_command_says_what_it_removed_and_kept(redis: redis_lib.Redis,
+                                                   prune: Callable[..., Result]) -> None:
+    history = History(redis, now=time.time())  # the command reads the real clock
+    old = history.release("v1-green", GREEN, S.ABORTED, age=100)
+    newest = history.release("v2-green", GREEN, S.ABORTED, age=95)
+    dry = prune("--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.startswith("would remove 1 release that ended before ")
+    assert "(90d ago): 1 aborted\n" in dry.output
+    assert f"\n  {old}  v1-green  aborted  ended " in dry.output
+    assert "kept 1 as old that the engine still reads (newest of its colour):\n" \
+           f"  {newest}  v2-green  aborted  ended " in dry.output
+    assert history.store.get(old) is not None
+    done = prune("--older-than", "30d")
+    assert done.exit_code == 0 and done.output.startswith("removed 1 release"), done.output
+    assert f"  {old}" not in done.output and history.gone(old)
+    assert prune("--older-than", "30d").output.startswith("removed 0 releases")
+
+
+@pytest.mark.parametrize("age", ["90", "0d", "-3d", "1w", "3 days"])
+def test_a_bad_duration_exits_2(age: str, prune: Callable[..., Result]) -> None:
+    result = prune("--older-than", age)
+    assert result.exit_code == 2
+    assert f"--older-than: {age!r} is not a duration such as 90d, 36h or 45m" in result.output
+
+
+def test_an_unreachable_redis_exits_1(prune: Callable[..., Result]) -> None:
+    result = prune(url=f"redis://127.0.0.1:{free_port()}/0")
+    assert result.exit_code == 1
+    assert "Redis is unavailable, nothing more was removed" in result.output
