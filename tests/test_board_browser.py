@@ -6,7 +6,8 @@ colour when a promote happens through the API, and a failed release in red with 
 reason. Against gunicorn and records and a snapshot written to Redis: a live colour
 that disagrees with the records' live release, headlined with the release it runs
 and the disagreement said; an open audit trail that shows a note (a command
-requested) added without a state change. Also the token: the board opened as
+requested) added without a state change; a tag carrying a bidirectional control
+(U+202E) shown as a mark, not obeyed. Also the token: the board opened as
 `/?token=...` polls with it, and sends it when it fetches a release's audit trail (a
 click on the row). A screenshot is saved in the test's temp dir at the end, and on
 failure.
@@ -205,3 +206,21 @@ def test_an_open_audit_trail_shows_a_note_added_without_a_state_change(
         eventually(browser, lambda: len(board(browser, AUDIT_LINES)) == 2,
                    "the abort request's note", timeout=10)
         assert "abort requested by api:ops" in board(browser, AUDIT_LINES)[1]
+
+
+def test_bidirectional_controls_in_a_tag_are_shown_not_obeyed(
+        browser: Any, tmp_path: Path, web: Gunicorn, redis: redis_lib.Redis) -> None:
+    # Git allows U+202E in a tag name; obeyed, "v1.0-\u202enimda-green" would read
+    # "v1.0-neerg-admin" on the board.
+    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
+    [submitted] = engine.submit_tag(TagEvent(forge="github", delivery_id="d-1",
+                                             repository="acme/myapp",
+                                             tag="v1.0-\u202enimda-green", commit="a" * 40,
+                                             pusher="dev"))
+    row = f'tr.release[data-release="{submitted.release.id}"]'
+    with screenshot_on_failure(browser, tmp_path):
+        browser.get(web.url + "/")
+        eventually(browser, lambda: browser.find_elements("css selector", row), "the release")
+        text = browser.find_element("css selector", row).text
+        assert "v1.0-<U+202E>nimda-green" in text, text
+        assert "\u202e" not in board(browser, "return document.body.textContent;")

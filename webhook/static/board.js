@@ -17,17 +17,25 @@
   const RUNNING = new Set(["checking", "deploying", "testing"]);
   const BAD = new Set(["failed", "rejected"]);
 
+  // Bidirectional controls in server text (a tag, a message) would make it read in
+  // another order than it is: "v1-\u202enimda" shows as "v1-admin". Shown as marks.
+  const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function shown(text) {
+    return text.replace(BIDI, c =>
+      "<U+" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0") + ">");
+  }
+
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
       if (key === "class") node.className = value;
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value === true ? "" : String(value));
+      else node.setAttribute(key, value === true ? "" : shown(String(value)));
     }
     for (const child of children.flat()) {
       if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      node.append(child instanceof Node ? child : document.createTextNode(shown(String(child))));
     }
     return node;
   }
