@@ -25,6 +25,7 @@ whose lock is held in the underscored methods.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sandbox.keyspace import key_of
@@ -53,7 +54,7 @@ class Deletion:
                     dry_run: bool = False) -> Obj: ...
 
     def delete(self, key: str, namespace: str | None, name: str, *, dry_run: bool = False,
-               preconditions: dict[str, Any] | None = None,
+               preconditions: Mapping[str, Any] | None = None,
                propagation: str | None = None) -> Obj | None:
         """Delete an object: the object as answered, or None when there is none.
 
@@ -170,7 +171,8 @@ def _held(rt: ResourceType, obj: Obj) -> bool:
     return rt.kind == "Namespace" and bool((obj.get("spec") or {}).get("finalizers"))
 
 
-def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str, Any]) -> None:
+def _check_preconditions(rt: ResourceType, current: Obj,
+                         preconditions: Mapping[str, Any]) -> None:
     meta = current["metadata"]
     for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
         wanted = preconditions.get(key)
