@@ -33,7 +33,7 @@ from typing import Any
 
 from sandbox import updates
 from sandbox.collector import Collector, Work
-from sandbox.defaults import apply_defaults, drop_nulls
+from sandbox.defaults import apply_defaults, drop_nulls, prepare_for_create
 from sandbox.deletion import Deletion
 from sandbox.keyspace import Changes, Keyspace, key_of, object_key, scope_of
 from sandbox.resources import (
@@ -187,6 +187,7 @@ class Store(Collector, Deletion):
                 obj.pop("status", None)
                 if not rt.custom:
                     obj["status"] = {}
+            prepare_for_create(rt, obj)
             apply_defaults(rt, obj)
             validate(rt, obj)  # before the name is checked, as BeforeCreate runs first
             if key_of(ns, name) in self._space(rt):

@@ -223,6 +223,25 @@ def test_a_namespace_terminates_until_everything_in_it_is_gone(api: Api) -> None
     assert made.status_code == 201
 
 
+def test_a_namespace_is_created_with_the_kubernetes_finalizer_whatever_its_spec_says(
+        api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces"
+    for name, spec, finalizers in (
+            ("bare", None, ["kubernetes"]),
+            ("empty", {}, ["kubernetes"]),
+            ("none", {"finalizers": []}, ["kubernetes"]),
+            ("own", {"finalizers": ["example.com/hold"]}, ["example.com/hold", "kubernetes"]),
+            ("both", {"finalizers": ["kubernetes", "example.com/hold"]},
+             ["kubernetes", "example.com/hold"])):
+        body: dict[str, Any] = {"metadata": {"name": name}}
+        if spec is not None:
+            body["spec"] = spec
+        made = requests.post(url, json=body)
+        assert made.status_code == 201, made.text
+        assert made.json()["spec"] == {"finalizers": finalizers}, name
+        assert requests.get(f"{url}/{name}").json()["spec"] == {"finalizers": finalizers}
+
+
 def test_deleting_a_collection_honours_its_delete_options(api: Api) -> None:
     url = api.url + CONFIGMAPS
     first = api.make("a", labels={"role": "owner"})
