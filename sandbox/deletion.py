@@ -15,7 +15,9 @@ namespace registry (pkg/registry/core/namespace/storage) do:
   finalizers, nothing else;
 - a Namespace is first marked: `deletionTimestamp`, `status.phase: Terminating`;
   deleting it again while its `spec.finalizers` are not empty is 409 Conflict. It
-  goes once both its finalizer lists are empty.
+  goes once both its finalizer lists are empty;
+- a dry run answers as the delete would (marked, with the stored resourceVersion, or
+  gone at once) and stores nothing (the registry's dry-run GuaranteedUpdate).
 
 What follows for dependents and a namespace's contents (the garbage collector and the
 namespace controller) is `sandbox.collector`'s. Mixed into `sandbox.store.Store`,
@@ -69,19 +71,18 @@ class Deletion:
             if current is None:
                 return None
             _check_preconditions(rt, current, preconditions or {})
-            if dry_run:
-                return self.present(rt, current)
-            answer = self._begin_delete(rt, current, propagation)
+            answer = self._begin_delete(rt, current, propagation, dry_run=dry_run)
         self._settle()
         return answer
 
-    def _begin_delete(self, rt: ResourceType, current: Obj, propagation: str | None) -> Obj:
+    def _begin_delete(self, rt: ResourceType, current: Obj, propagation: str | None, *,
+                      dry_run: bool = False) -> Obj:
         """The registry's Delete of a stored object: the object as it now is, or as it
-        was when it went at once."""
+        was when it went at once (a dry run: as it would be, nothing stored)."""
         meta = current["metadata"]
         deleting = bool(meta.get("deletionTimestamp"))
         if rt.kind == "Namespace" and not deleting:
-            return self._terminate(rt, current, propagation)
+            return self._terminate(rt, current, propagation, dry_run)
         if rt.kind == "Namespace" and (current.get("spec") or {}).get("finalizers"):
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on namespaces '
                            f'"{meta["name"]}": The system is ensuring all content is removed '
@@ -91,7 +92,7 @@ class Deletion:
         before = list(meta.get("finalizers") or [])
         finalizers = gc_finalizers(before, propagation)
         if not finalizers:
-            return self.present(rt, self._remove(rt, current))
+            return self.present(rt, self._remove(rt, current, dry_run))
         if deleting and finalizers == before:
             return self.present(rt, current)  # already on its way: nothing changes
         marked = copy.deepcopy(current)
@@ -101,9 +102,10 @@ class Deletion:
                                       deletionGracePeriodSeconds=0)
             if meta.get("generation"):
                 marked["metadata"]["generation"] = meta["generation"] + 1
-        return self._commit(rt, "MODIFIED", marked, current)
+        return self._commit(rt, "MODIFIED", marked, current, dry_run=dry_run)
 
-    def _terminate(self, rt: ResourceType, namespace: Obj, propagation: str | None) -> Obj:
+    def _terminate(self, rt: ResourceType, namespace: Obj, propagation: str | None,
+                   dry_run: bool) -> Obj:
         """The first DELETE of a namespace: it only starts terminating."""
         marked = copy.deepcopy(namespace)
         meta = marked["metadata"]
@@ -114,12 +116,12 @@ class Deletion:
             meta["finalizers"] = finalizers
         else:
             meta.pop("finalizers", None)
-        return self._commit(rt, "MODIFIED", marked, namespace)
+        return self._commit(rt, "MODIFIED", marked, namespace, dry_run=dry_run)
 
-    def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
+    def _remove(self, rt: ResourceType, obj: Obj, dry_run: bool = False) -> Obj:
         """Remove it now (its dependents are the garbage collector's)."""
         gone = copy.deepcopy(obj)
-        self._commit(rt, "DELETED", gone, obj)
+        self._commit(rt, "DELETED", gone, obj, dry_run=dry_run)
         return gone
 
     def _update_deleting(self, rt: ResourceType, current: Obj, new: Obj) -> None:

@@ -7,7 +7,7 @@ owner whose dependents have another owner (they stay and lose only the reference
 the gone one), the generation of an object marked deleting, a namespace terminating
 until its contents are gone (its conditions, 403 for new content, 409 for a second
 DELETE), and DELETE on a collection with its DeleteOptions (dry run, preconditions,
-propagation, `limit`).
+propagation, `limit`); a dry-run DELETE answers what the delete would leave.
 """
 
 from __future__ import annotations
@@ -157,6 +157,40 @@ def test_marking_an_object_deleting_moves_its_generation_on(api: Api) -> None:
     assert answer.json()["metadata"]["generation"] == 2
     requests.delete(f"{url}/web")
     assert requests.get(f"{url}/web").json()["metadata"]["generation"] == 2, "once only"
+
+
+def test_a_dry_run_delete_answers_the_object_as_the_delete_would_leave_it(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    labels = {"app": "web"}
+    made = requests.post(url, json={
+        "metadata": {"name": "web", "finalizers": ["example.com/hold"]},
+        "spec": {"selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "web", "image": "app:v1"}]}}}}).json()
+    rv = api.store.resource_version
+
+    dry = requests.delete(f"{url}/web", params={"dryRun": "All",
+                                                "propagationPolicy": "Foreground"})
+    assert dry.status_code == 200
+    meta = dry.json()["metadata"]
+    assert meta["deletionTimestamp"] and meta["deletionGracePeriodSeconds"] == 0
+    assert meta["finalizers"] == ["example.com/hold", "foregroundDeletion"]
+    assert (meta["generation"], meta["resourceVersion"]) == (2, made["metadata"][
+        "resourceVersion"]), "marked as the delete would, with the stored version"
+    assert requests.get(f"{url}/web").json() == made, "nothing stored"
+    assert api.store.resource_version == rv
+
+    namespace = requests.post(f"{api.url}/api/v1/namespaces", json={
+        "metadata": {"name": "team"}}).json()
+    dry = requests.delete(f"{api.url}/api/v1/namespaces/team", json={"dryRun": ["All"]})
+    assert dry.json()["metadata"]["deletionTimestamp"]
+    assert dry.json()["status"]["phase"] == "Terminating"
+    assert requests.get(f"{api.url}/api/v1/namespaces/team").json() == namespace
+
+    plain = api.make("plain")
+    dry = requests.delete(f"{api.url}{CONFIGMAPS}/plain", params={"dryRun": "All"})
+    assert dry.json()["status"] == "Success", "nothing holds it: answered as gone at once"
+    assert api.get(f"{CONFIGMAPS}/plain").json() == plain
 
 
 # ---- the namespace controller --------------------------------------------------------------------
