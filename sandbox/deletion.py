@@ -10,7 +10,9 @@ namespace registry (pkg/registry/core/namespace/storage) do:
   object has;
 - an object left without finalizers goes at once; one with finalizers only gets
   `deletionTimestamp` (and `deletionGracePeriodSeconds: 0`, and its generation moves
-  on) and stays, answered as it now is, until an update removes its last finalizer;
+  on) and stays, answered as it now is, until an update removes its last finalizer
+  (deleteWithoutFinalizers: the update is answered with the object it made, at the
+  stored resourceVersion, and the DELETED event carries the object last stored);
   no finalizer may be added meanwhile; deleting it again may change the collector's
   finalizers, nothing else;
 - a Namespace is first marked: `deletionTimestamp`, `status.phase: Terminating`;

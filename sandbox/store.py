@@ -332,10 +332,13 @@ class Store(Collector, Deletion):
         result["apiVersion"], result["kind"] = storage.api_version, storage.kind
         if updates.same_content(current, result):
             return self.present(rt, current)
-        if subresource is None and self._released(rt, current, result):
-            return self.present(rt, result if dry_run else self._remove(rt, result))
         if subresource is None:
             updates.next_generation(rt, current, result)
+        if subresource is None and self._released(rt, current, result):
+            # deleteWithoutFinalizers: storage deletes the stored object (the DELETED
+            # event carries it), the update answers with the object it made
+            self._remove(rt, current, dry_run)
+            return self.present(rt, result)
         return self._commit(rt, "MODIFIED", result, current, dry_run=dry_run)
 
     def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None, *,

@@ -7,11 +7,13 @@ owner whose dependents have another owner (they stay and lose only the reference
 the gone one), the generation of an object marked deleting, a namespace terminating
 until its contents are gone (its conditions, 403 for new content, 409 for a second
 DELETE), and DELETE on a collection with its DeleteOptions (dry run, preconditions,
-propagation, `limit`); a dry-run DELETE answers what the delete would leave.
+propagation, `limit`); a dry-run DELETE answers what the delete would leave, and an
+update removing the last finalizer of an object being deleted deletes it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +193,35 @@ def test_a_dry_run_delete_answers_the_object_as_the_delete_would_leave_it(api: A
     dry = requests.delete(f"{api.url}{CONFIGMAPS}/plain", params={"dryRun": "All"})
     assert dry.json()["status"] == "Success", "nothing holds it: answered as gone at once"
     assert api.get(f"{CONFIGMAPS}/plain").json() == plain
+
+
+def test_an_update_removing_the_last_finalizer_answers_its_object_and_deletes_the_stored_one(
+        api: Api) -> None:
+    for name in ("put", "patched"):
+        api.make(name, labels={"v": "1"}, finalizers=("example.com/hold",))
+        marked = requests.delete(f"{api.url}{CONFIGMAPS}/{name}").json()
+        rv = marked["metadata"]["resourceVersion"]
+        released = {**marked, "metadata": {**marked["metadata"], "labels": {"v": "2"}}}
+        del released["metadata"]["finalizers"]
+        answer = (requests.put(f"{api.url}{CONFIGMAPS}/put", json=released) if name == "put"
+                  else requests.patch(f"{api.url}{CONFIGMAPS}/patched", headers=MERGE, json={
+                      "metadata": {"labels": {"v": "2"}, "finalizers": None}}))
+        # Store.Update's deleteWithoutFinalizers answers the object the update made, not
+        # the one storage deleted (the watch's DELETED event carries that one).
+        assert answer.status_code == 200, answer.text
+        meta = answer.json()["metadata"]
+        assert "finalizers" not in meta and meta["labels"] == {"v": "2"}, name
+        assert meta["resourceVersion"] == rv and meta["deletionTimestamp"]
+        assert api.get(f"{CONFIGMAPS}/{name}").status_code == 404
+
+        watched = requests.get(api.url + CONFIGMAPS, params={
+            "watch": "1", "resourceVersion": rv, "timeoutSeconds": "1"}).text.splitlines()
+        event = json.loads(watched[0])
+        assert event["type"] == "DELETED", name
+        gone = event["object"]["metadata"]
+        assert gone["finalizers"] == ["example.com/hold"] and gone["labels"] == {"v": "1"}, (
+            "the DELETED event carries the object as it was last stored")
+        assert int(gone["resourceVersion"]) > int(rv), "at the deletion's resourceVersion"
 
 
 # ---- the namespace controller --------------------------------------------------------------------
