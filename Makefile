@@ -28,7 +28,7 @@ demo-sysdeps:
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy --strict webhook worker
+	$(BIN)/mypy --strict webhook worker sandbox
 	$(BIN)/lint-imports
 
 test: venv sysdeps lint

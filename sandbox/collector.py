@@ -7,12 +7,18 @@ of an informer's graph:
 
 - `_observe` is the graph builder: after each commit it queues what the change gives
   to do (an object gone: its dependents, and its owners waiting for it; a reference
-  that no longer blocks: its waiting owner; an object starting to orphan, or to wait
-  for its dependents; a namespace starting to terminate, or any change inside one);
+  that no longer blocks: its waiting owner; a reference added that names no owner
+  there is, the real graph's virtual node: the object itself; an object starting to
+  orphan, or to wait for its dependents; a namespace starting to terminate, or any
+  change inside one). Like the real one it queues nothing for a dependent added
+  under an owner that already waits: that owner's next look finds it;
 - a dependent whose owner is gone or waits for it (attemptToDeleteItem): while another
   owner stays, it only loses its references to those; otherwise it is deleted, in the
   foreground when an owner waits for it and it has dependents of its own, else as its
-  own finalizers say (Background when they say nothing);
+  own finalizers say (Background when they say nothing). An owner is gone unless its
+  kind and name (in the dependent's namespace) hold the reference's uid; a reference
+  the collector cannot resolve (a kind not served, or a namespaced kind named by a
+  cluster-scoped object) leaves the object alone;
 - an owner deleted in the foreground keeps `foregroundDeletion`, and stays, until no
   dependent with `blockOwnerDeletion: true` is left; then the finalizer goes, and the
   owner with it unless other finalizers hold it; `orphan`: every dependent loses its
@@ -79,8 +85,8 @@ class Collector:
         def _space(self, rt: ResourceType) -> Keyspace: ...
         def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None, *,
                     dry_run: bool = False) -> Obj: ...
-        def _begin_delete(self, rt: ResourceType, current: Obj,
-                          propagation: str | None) -> Obj: ...
+        def _begin_delete(self, rt: ResourceType, current: Obj, propagation: str | None, *,
+                          dry_run: bool = False) -> Obj: ...
         def _update_deleting(self, rt: ResourceType, current: Obj, new: Obj) -> None: ...
 
     # ---- the graph builder: indexes and queued work ----------------------------------
@@ -114,9 +120,13 @@ class Collector:
         else:
             refs = {r.get("uid"): r for r in meta.get("ownerReferences") or ()}
             for ref in before.get("ownerReferences") or ():
-                now = refs.get(ref.get("uid"))
+                now = refs.pop(ref.get("uid"), None)
                 if ref.get("blockOwnerDeletion") and not (now or {}).get("blockOwnerDeletion"):
                     self._queue_waiting(ref.get("uid"))
+            if any(self._owner(obj, ref) is None for ref in refs.values()):
+                # an added reference names no owner the graph has (a virtual node,
+                # which the real collector verifies and, found absent, deletes)
+                self._queue("delete", rt.storage_key, object_key(obj))
             if meta.get("deletionTimestamp"):
                 self._observe_deleting(rt, obj, before)
         if rt.namespaced:
@@ -184,8 +194,8 @@ class Collector:
                 self._process_waiting(rt, obj)
             return  # being deleted: its own dependents are seen to once it is gone
         refs = meta.get("ownerReferences") or []
-        if not refs:
-            return
+        if not refs or not all(_resolvable(obj, ref) for ref in refs):
+            return  # classifyReferences fails: the real collector retries, or gives up
         solid: list[Obj] = []
         dangling: list[Obj] = []
         waiting: list[Obj] = []
@@ -304,6 +314,16 @@ class Collector:
         for crt in _namespaced_types():
             for _, obj in self._space(crt).scan(f"{namespace}/", f"{namespace}0"):
                 yield crt, obj
+
+
+def _resolvable(dependent: Obj, ref: Obj) -> bool:
+    """Whether the collector can look a reference's owner up (isDangling): its kind is
+    served at that version, and is not a namespaced kind named by a cluster-scoped
+    object."""
+    kind = next((t for t in RESOURCES.values() if (t.api_version, t.kind) == (
+        ref.get("apiVersion"), ref.get("kind"))), None)
+    return kind is not None and not (kind.namespaced and not dependent["metadata"].get(
+        "namespace"))
 
 
 def _owner_uids(obj: Obj | None) -> set[str]:

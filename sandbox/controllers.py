@@ -366,7 +366,7 @@ def _is_available(pod: Obj, ready_for: int, now: float) -> bool:
         return False
     if ready_for <= 0:
         return True
-    ready = next((c for c in (pod.get("status") or {}).get("conditions") or []
-                  if c.get("type") == "Ready"), {})
+    ready: Obj = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                       if c.get("type") == "Ready"), {})
     since = rollouts.parse_time(ready.get("lastTransitionTime"))
     return since is not None and now - since >= ready_for

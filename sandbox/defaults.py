@@ -4,7 +4,8 @@ strategies do for the kinds the sandbox serves.
 Owns what a JSON null means on the way in (an unset field, as Go's decoder
 reads it) and the few defaults clients and controllers rely on (Deployment replicas
 and strategy, container pull policy, Service ClusterIP/ports, Pod phase,
-Namespace phase). Fields and their JSON types are checked before, by
+Namespace phase), and what a create alone sets (a Namespace's `kubernetes`
+finalizer). Fields and their JSON types are checked before, by
 `sandbox.decoding`; the result is validated after, by `sandbox.validation`.
 """
 
@@ -54,10 +55,20 @@ def apply_defaults(rt: ResourceType, obj: Obj) -> None:
     elif rt.kind == "Namespace":
         meta = obj.setdefault("metadata", {})
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
-        obj.setdefault("spec", {"finalizers": ["kubernetes"]})
         obj.setdefault("status", {}).setdefault("phase", "Active")
     elif rt.kind == "Secret":
         obj.setdefault("type", "Opaque")
+
+
+def prepare_for_create(rt: ResourceType, obj: Obj) -> None:
+    """What a kind's strategy sets on create only (PrepareForCreate): a Namespace always
+    gets the `kubernetes` finalizer, after any it was sent with; later writes cannot put
+    it back once the namespace controller has removed it."""
+    if rt.kind == "Namespace":
+        spec = obj.setdefault("spec", {})
+        finalizers = list(spec.get("finalizers") or [])
+        if "kubernetes" not in finalizers:
+            spec["finalizers"] = [*finalizers, "kubernetes"]
 
 
 def _default_strategy(spec: Obj) -> None:

@@ -10,12 +10,16 @@ namespace registry (pkg/registry/core/namespace/storage) do:
   object has;
 - an object left without finalizers goes at once; one with finalizers only gets
   `deletionTimestamp` (and `deletionGracePeriodSeconds: 0`, and its generation moves
-  on) and stays, answered as it now is, until an update removes its last finalizer;
+  on) and stays, answered as it now is, until an update removes its last finalizer
+  (deleteWithoutFinalizers: the update is answered with the object it made, at the
+  stored resourceVersion, and the DELETED event carries the object last stored);
   no finalizer may be added meanwhile; deleting it again may change the collector's
   finalizers, nothing else;
 - a Namespace is first marked: `deletionTimestamp`, `status.phase: Terminating`;
   deleting it again while its `spec.finalizers` are not empty is 409 Conflict. It
-  goes once both its finalizer lists are empty.
+  goes once both its finalizer lists are empty;
+- a dry run answers as the delete would (marked, with the stored resourceVersion, or
+  gone at once) and stores nothing (the registry's dry-run GuaranteedUpdate).
 
 What follows for dependents and a namespace's contents (the garbage collector and the
 namespace controller) is `sandbox.collector`'s. Mixed into `sandbox.store.Store`,
@@ -25,6 +29,7 @@ whose lock is held in the underscored methods.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sandbox.keyspace import key_of
@@ -53,7 +58,7 @@ class Deletion:
                     dry_run: bool = False) -> Obj: ...
 
     def delete(self, key: str, namespace: str | None, name: str, *, dry_run: bool = False,
-               preconditions: dict[str, Any] | None = None,
+               preconditions: Mapping[str, Any] | None = None,
                propagation: str | None = None) -> Obj | None:
         """Delete an object: the object as answered, or None when there is none.
 
@@ -68,19 +73,18 @@ class Deletion:
             if current is None:
                 return None
             _check_preconditions(rt, current, preconditions or {})
-            if dry_run:
-                return self.present(rt, current)
-            answer = self._begin_delete(rt, current, propagation)
+            answer = self._begin_delete(rt, current, propagation, dry_run=dry_run)
         self._settle()
         return answer
 
-    def _begin_delete(self, rt: ResourceType, current: Obj, propagation: str | None) -> Obj:
+    def _begin_delete(self, rt: ResourceType, current: Obj, propagation: str | None, *,
+                      dry_run: bool = False) -> Obj:
         """The registry's Delete of a stored object: the object as it now is, or as it
-        was when it went at once."""
+        was when it went at once (a dry run: as it would be, nothing stored)."""
         meta = current["metadata"]
         deleting = bool(meta.get("deletionTimestamp"))
         if rt.kind == "Namespace" and not deleting:
-            return self._terminate(rt, current, propagation)
+            return self._terminate(rt, current, propagation, dry_run)
         if rt.kind == "Namespace" and (current.get("spec") or {}).get("finalizers"):
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on namespaces '
                            f'"{meta["name"]}": The system is ensuring all content is removed '
@@ -90,7 +94,7 @@ class Deletion:
         before = list(meta.get("finalizers") or [])
         finalizers = gc_finalizers(before, propagation)
         if not finalizers:
-            return self.present(rt, self._remove(rt, current))
+            return self.present(rt, self._remove(rt, current, dry_run))
         if deleting and finalizers == before:
             return self.present(rt, current)  # already on its way: nothing changes
         marked = copy.deepcopy(current)
@@ -100,9 +104,10 @@ class Deletion:
                                       deletionGracePeriodSeconds=0)
             if meta.get("generation"):
                 marked["metadata"]["generation"] = meta["generation"] + 1
-        return self._commit(rt, "MODIFIED", marked, current)
+        return self._commit(rt, "MODIFIED", marked, current, dry_run=dry_run)
 
-    def _terminate(self, rt: ResourceType, namespace: Obj, propagation: str | None) -> Obj:
+    def _terminate(self, rt: ResourceType, namespace: Obj, propagation: str | None,
+                   dry_run: bool) -> Obj:
         """The first DELETE of a namespace: it only starts terminating."""
         marked = copy.deepcopy(namespace)
         meta = marked["metadata"]
@@ -113,12 +118,12 @@ class Deletion:
             meta["finalizers"] = finalizers
         else:
             meta.pop("finalizers", None)
-        return self._commit(rt, "MODIFIED", marked, namespace)
+        return self._commit(rt, "MODIFIED", marked, namespace, dry_run=dry_run)
 
-    def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
+    def _remove(self, rt: ResourceType, obj: Obj, dry_run: bool = False) -> Obj:
         """Remove it now (its dependents are the garbage collector's)."""
         gone = copy.deepcopy(obj)
-        self._commit(rt, "DELETED", gone, obj)
+        self._commit(rt, "DELETED", gone, obj, dry_run=dry_run)
         return gone
 
     def _update_deleting(self, rt: ResourceType, current: Obj, new: Obj) -> None:
@@ -170,7 +175,8 @@ def _held(rt: ResourceType, obj: Obj) -> bool:
     return rt.kind == "Namespace" and bool((obj.get("spec") or {}).get("finalizers"))
 
 
-def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str, Any]) -> None:
+def _check_preconditions(rt: ResourceType, current: Obj,
+                         preconditions: Mapping[str, Any]) -> None:
     meta = current["metadata"]
     for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
         wanted = preconditions.get(key)

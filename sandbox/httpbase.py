@@ -1,7 +1,8 @@
 """The request side of the API server: URL targets and the handler's plumbing.
 
 Owns how a resource URL is taken apart (`Target`), and the pieces every verb
-uses on a request: body and query parameters, JSON answers and `Status` errors
+uses on a request: body (JSON only: 415 for other media types, such as kubectl's
+protobuf) and query parameters, JSON answers and `Status` errors
 (with Table output when kubectl asks for it), the field manager a write is made
 by. The verbs live in `sandbox.verbs` and `sandbox.watchstream`, their options
 (dry runs among them) in `sandbox.options`, the server and routing in
@@ -33,6 +34,9 @@ METHOD_NOT_ALLOWED = ApiError(405, "MethodNotAllowed",
                               "the server does not allow this method on the requested resource")
 PATH_NOT_FOUND = ApiError(404, "NotFound", "the server could not find the requested resource")
 _INT = re.compile(r"[+-]?[0-9]+")
+# What an object or DeleteOptions body may be sent as. The real server also decodes YAML
+# and protobuf (kubectl's typed requests send protobuf); the sandbox decodes only JSON.
+BODY_MEDIA_TYPES = ("application/json",)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,12 @@ def warning_header(text: str) -> str:
 
 def _at(items: list[str], index: int) -> str | None:
     return items[index] if len(items) > index else None
+
+
+def unsupported_media_type(accepted: list[str] | tuple[str, ...]) -> ApiError:
+    """415, as negotiation's errUnsupportedMediaType words it."""
+    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown "
+                    f"format - accepted media types include: {', '.join(accepted)}")
 
 
 def target_not_found(target: Target) -> ApiError:
@@ -181,6 +191,17 @@ class HandlerBase(BaseHTTPRequestHandler):
         if wants_table(self.headers.get("Accept")):
             obj = to_table(obj, include_object=self.param("includeObject") or "Metadata")
         self.send_json(code, obj)
+
+    def media_type(self) -> str:
+        """The body's media type, without parameters, as mime.ParseMediaType reads it."""
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+    def check_body_type(self) -> None:
+        """NegotiateInputSerializer, before anything else of a create, an update or a
+        DELETE with a body: 415 for a media type the server does not decode (none given
+        means the first it does, JSON)."""
+        if self.media_type() not in ("", *BODY_MEDIA_TYPES):
+            raise unsupported_media_type(BODY_MEDIA_TYPES)
 
     def json_body(self) -> Any:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -196,7 +197,7 @@ _CAUSE_REASONS = (("Invalid value", "FieldValueInvalid"), ("Required value", "Fi
 Cause = tuple[str, str] | tuple[str, str, str]  # (field, message[, reason])
 
 
-def invalid(rt: ResourceType, name: str, causes: list[Cause], *,
+def invalid(rt: ResourceType, name: str, causes: Sequence[Cause], *,
             by_resource: bool = False) -> ApiError:
     """A 422 Invalid naming each (field, problem) as the real validation errors do.
 

@@ -46,7 +46,8 @@ def revision(rs: Obj) -> int:
 
 
 def is_rolling(deploy: Obj) -> bool:
-    return (spec_of(deploy).get("strategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
+    kind: str = (spec_of(deploy).get("strategy") or {}).get("type", "RollingUpdate")
+    return kind == "RollingUpdate"
 
 
 def scaled_value(value: int | str, total: int, *, round_up: bool) -> int:
@@ -151,10 +152,11 @@ def history_to_delete(deploy: Obj, old: list[Obj]) -> list[Obj]:
 def is_complete(deploy: Obj, status: Obj) -> bool:
     """DeploymentComplete: every replica updated and available, nothing old left over."""
     desired = replicas(deploy)
-    return (status.get("updatedReplicas", 0) == desired
-            and status.get("replicas", 0) == desired
-            and status.get("availableReplicas", 0) == desired
-            and status.get("observedGeneration", 0) >= meta_of(deploy).get("generation", 1))
+    return (int(status.get("updatedReplicas", 0)) == desired
+            and int(status.get("replicas", 0)) == desired
+            and int(status.get("availableReplicas", 0)) == desired
+            and int(status.get("observedGeneration", 0)) >= int(meta_of(deploy).get(
+                "generation", 1)))
 
 
 # ---- status -------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Any
 
 from sandbox import updates
 from sandbox.collector import Collector, Work
-from sandbox.defaults import apply_defaults, drop_nulls
+from sandbox.defaults import apply_defaults, drop_nulls, prepare_for_create
 from sandbox.deletion import Deletion
 from sandbox.keyspace import Changes, Keyspace, key_of, object_key, scope_of
 from sandbox.resources import (
@@ -187,6 +187,7 @@ class Store(Collector, Deletion):
                 obj.pop("status", None)
                 if not rt.custom:
                     obj["status"] = {}
+            prepare_for_create(rt, obj)
             apply_defaults(rt, obj)
             validate(rt, obj)  # before the name is checked, as BeforeCreate runs first
             if key_of(ns, name) in self._space(rt):
@@ -331,10 +332,13 @@ class Store(Collector, Deletion):
         result["apiVersion"], result["kind"] = storage.api_version, storage.kind
         if updates.same_content(current, result):
             return self.present(rt, current)
-        if subresource is None and self._released(rt, current, result):
-            return self.present(rt, result if dry_run else self._remove(rt, result))
         if subresource is None:
             updates.next_generation(rt, current, result)
+        if subresource is None and self._released(rt, current, result):
+            # deleteWithoutFinalizers: storage deletes the stored object (the DELETED
+            # event carries it), the update answers with the object it made
+            self._remove(rt, current, dry_run)
+            return self.present(rt, result)
         return self._commit(rt, "MODIFIED", result, current, dry_run=dry_run)
 
     def _commit(self, rt: ResourceType, kind: str, obj: Obj, old: Obj | None, *,

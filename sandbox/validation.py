@@ -398,7 +398,8 @@ def validate(rt: ResourceType, obj: Obj, old: Obj | None = None) -> None:
     """Raise ApiError 422 Invalid naming every field in error; `old` for an update."""
     meta = obj.get("metadata") or {}
     errors = _validate_meta(rt, meta)
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    sent = obj.get("spec")
+    spec: Obj = sent if isinstance(sent, dict) else {}
     if rt.kind == "Deployment":
         errors += _validate_deployment(spec)
     elif rt.kind == "ReplicaSet":

@@ -27,6 +27,7 @@ from sandbox.httpbase import (
     Target,
     query_bool,
     target_not_found,
+    unsupported_media_type,
 )
 from sandbox.resources import (
     ApiError,
@@ -82,6 +83,7 @@ class ResourceVerbs(HandlerBase):
         rt = target.rt
         if target.name is not None:
             raise METHOD_NOT_ALLOWED
+        self.check_body_type()
         opts = options.write_options("CreateOptions", self.query)
         obj = decoding.check_body(rt, self.object_body(rt), opts.field_validation, self.warnings)
         obj.setdefault("apiVersion", rt.api_version)
@@ -92,6 +94,7 @@ class ResourceVerbs(HandlerBase):
 
     def replace(self, target: Target) -> None:
         rt, name = target.rt, target.name or ""
+        self.check_body_type()
         opts = options.write_options("UpdateOptions", self.query)
         obj = decoding.check_body(rt, self.object_body(rt), opts.field_validation, self.warnings)
         meta = obj.setdefault("metadata", {})
@@ -143,6 +146,7 @@ class ResourceVerbs(HandlerBase):
         """DeleteOptions from the body, or from the query when there is no body: the real
         handler (handlers/delete.go) reads one or the other, never both."""
         if self.body:
+            self.check_body_type()
             body = self.json_body()
             if body is not None and not isinstance(body, dict):
                 raise bad_request("DeleteOptions must be a JSON object")
@@ -181,8 +185,7 @@ class ResourceVerbs(HandlerBase):
         accepted = [JSON_PATCH, MERGE_PATCH] + ([] if rt.custom else [STRATEGIC_PATCH])
         accepted.append(APPLY_PATCH)
         if content_type not in accepted:
-            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an "
-                           f"unknown format - accepted media types include: {', '.join(accepted)}")
+            raise unsupported_media_type(accepted)
         if content_type == APPLY_PATCH:
             self.server_side_apply(target)
             return
@@ -289,8 +292,9 @@ class ResourceVerbs(HandlerBase):
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         accepted = [JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH]
         if method == "PATCH" and content_type not in accepted:
-            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an "
-                           f"unknown format - accepted media types include: {', '.join(accepted)}")
+            raise unsupported_media_type(accepted)
+        if method == "PUT":
+            self.check_body_type()
         opts = options.write_options("UpdateOptions" if method == "PUT" else "PatchOptions",
                                      self.query)
         body = self.json_body()

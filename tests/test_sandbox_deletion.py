@@ -7,11 +7,13 @@ owner whose dependents have another owner (they stay and lose only the reference
 the gone one), the generation of an object marked deleting, a namespace terminating
 until its contents are gone (its conditions, 403 for new content, 409 for a second
 DELETE), and DELETE on a collection with its DeleteOptions (dry run, preconditions,
-propagation, `limit`).
+propagation, `limit`); a dry-run DELETE answers what the delete would leave, and an
+update removing the last finalizer of an object being deleted deletes it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +161,69 @@ def test_marking_an_object_deleting_moves_its_generation_on(api: Api) -> None:
     assert requests.get(f"{url}/web").json()["metadata"]["generation"] == 2, "once only"
 
 
+def test_a_dry_run_delete_answers_the_object_as_the_delete_would_leave_it(api: Api) -> None:
+    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
+    labels = {"app": "web"}
+    made = requests.post(url, json={
+        "metadata": {"name": "web", "finalizers": ["example.com/hold"]},
+        "spec": {"selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "web", "image": "app:v1"}]}}}}).json()
+    rv = api.store.resource_version
+
+    dry = requests.delete(f"{url}/web", params={"dryRun": "All",
+                                                "propagationPolicy": "Foreground"})
+    assert dry.status_code == 200
+    meta = dry.json()["metadata"]
+    assert meta["deletionTimestamp"] and meta["deletionGracePeriodSeconds"] == 0
+    assert meta["finalizers"] == ["example.com/hold", "foregroundDeletion"]
+    assert (meta["generation"], meta["resourceVersion"]) == (2, made["metadata"][
+        "resourceVersion"]), "marked as the delete would, with the stored version"
+    assert requests.get(f"{url}/web").json() == made, "nothing stored"
+    assert api.store.resource_version == rv
+
+    namespace = requests.post(f"{api.url}/api/v1/namespaces", json={
+        "metadata": {"name": "team"}}).json()
+    dry = requests.delete(f"{api.url}/api/v1/namespaces/team", json={"dryRun": ["All"]})
+    assert dry.json()["metadata"]["deletionTimestamp"]
+    assert dry.json()["status"]["phase"] == "Terminating"
+    assert requests.get(f"{api.url}/api/v1/namespaces/team").json() == namespace
+
+    plain = api.make("plain")
+    dry = requests.delete(f"{api.url}{CONFIGMAPS}/plain", params={"dryRun": "All"})
+    assert dry.json()["status"] == "Success", "nothing holds it: answered as gone at once"
+    assert api.get(f"{CONFIGMAPS}/plain").json() == plain
+
+
+def test_an_update_removing_the_last_finalizer_answers_its_object_and_deletes_the_stored_one(
+        api: Api) -> None:
+    for name in ("put", "patched"):
+        api.make(name, labels={"v": "1"}, finalizers=("example.com/hold",))
+        marked = requests.delete(f"{api.url}{CONFIGMAPS}/{name}").json()
+        rv = marked["metadata"]["resourceVersion"]
+        released = {**marked, "metadata": {**marked["metadata"], "labels": {"v": "2"}}}
+        del released["metadata"]["finalizers"]
+        answer = (requests.put(f"{api.url}{CONFIGMAPS}/put", json=released) if name == "put"
+                  else requests.patch(f"{api.url}{CONFIGMAPS}/patched", headers=MERGE, json={
+                      "metadata": {"labels": {"v": "2"}, "finalizers": None}}))
+        # Store.Update's deleteWithoutFinalizers answers the object the update made, not
+        # the one storage deleted (the watch's DELETED event carries that one).
+        assert answer.status_code == 200, answer.text
+        meta = answer.json()["metadata"]
+        assert "finalizers" not in meta and meta["labels"] == {"v": "2"}, name
+        assert meta["resourceVersion"] == rv and meta["deletionTimestamp"]
+        assert api.get(f"{CONFIGMAPS}/{name}").status_code == 404
+
+        watched = requests.get(api.url + CONFIGMAPS, params={
+            "watch": "1", "resourceVersion": rv, "timeoutSeconds": "1"}).text.splitlines()
+        event = json.loads(watched[0])
+        assert event["type"] == "DELETED", name
+        gone = event["object"]["metadata"]
+        assert gone["finalizers"] == ["example.com/hold"] and gone["labels"] == {"v": "1"}, (
+            "the DELETED event carries the object as it was last stored")
+        assert int(gone["resourceVersion"]) > int(rv), "at the deletion's resourceVersion"
+
+
 # ---- the namespace controller --------------------------------------------------------------------
 
 def test_a_namespace_terminates_until_everything_in_it_is_gone(api: Api) -> None:
@@ -221,6 +286,25 @@ def test_a_namespace_terminates_until_everything_in_it_is_gone(api: Api) -> None
     assert requests.get(url).status_code == 404, "gone with the last of its contents"
     made = requests.post(f"{api.url}/api/v1/namespaces", json={"metadata": {"name": "team"}})
     assert made.status_code == 201
+
+
+def test_a_namespace_is_created_with_the_kubernetes_finalizer_whatever_its_spec_says(
+        api: Api) -> None:
+    url = f"{api.url}/api/v1/namespaces"
+    for name, spec, finalizers in (
+            ("bare", None, ["kubernetes"]),
+            ("empty", {}, ["kubernetes"]),
+            ("none", {"finalizers": []}, ["kubernetes"]),
+            ("own", {"finalizers": ["example.com/hold"]}, ["example.com/hold", "kubernetes"]),
+            ("both", {"finalizers": ["kubernetes", "example.com/hold"]},
+             ["kubernetes", "example.com/hold"])):
+        body: dict[str, Any] = {"metadata": {"name": name}}
+        if spec is not None:
+            body["spec"] = spec
+        made = requests.post(url, json=body)
+        assert made.status_code == 201, made.text
+        assert made.json()["spec"] == {"finalizers": finalizers}, name
+        assert requests.get(f"{url}/{name}").json()["spec"] == {"finalizers": finalizers}
 
 
 def test_deleting_a_collection_honours_its_delete_options(api: Api) -> None:

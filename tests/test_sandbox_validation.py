@@ -5,7 +5,8 @@ newline (Go's `$` does not match before one), and the 422 each such value gets;
 DeleteOptions decoded against their types (400, in encoding/json's words) and read
 from the query only when there is no body, with the parameter codec's booleans;
 list parameters (`limit` an integer, no `resourceVersion` with `continue`); a
-selector compared as Semantic.DeepEqual does when checking it is unchanged.
+selector compared as Semantic.DeepEqual does when checking it is unchanged; a body in
+a media type the server does not decode (kubectl's protobuf), 415.
 """
 
 from __future__ import annotations
@@ -120,6 +121,39 @@ def test_a_body_makes_the_query_options_unread(api: Api) -> None:
                              params={"propagationPolicy": "Sideways", "dryRun": "All"})
     assert answer.status_code == 200, answer.text
     assert api.store.get("v1/configmaps", "default", "c") is None
+
+
+# ---- media types ---------------------------------------------------------------------------------
+
+# What kubectl 1.32 sends for `kubectl create configmap x --from-literal=a=b`.
+PROTOBUF = {"Content-Type": "application/vnd.kubernetes.protobuf"}
+CONFIGMAP_PROTOBUF = bytes.fromhex("6b3873000a0f0a0276311209436f6e6669674d6170121b0a110a01"
+                                   "7812001a0022002a0032003800420012060a01611201621a002200")
+
+
+def test_a_body_in_a_media_type_the_server_does_not_decode_is_415(api: Api) -> None:
+    refused = requests.post(api.url + CONFIGMAPS, data=CONFIGMAP_PROTOBUF, headers=PROTOBUF,
+                            params={"dryRun": "Bogus"})  # 415 comes before the options
+    assert refused.status_code == 415 and refused.json() == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "the body of the request was in an unknown format - accepted media types "
+                   "include: application/json",
+        "reason": "UnsupportedMediaType", "code": 415}
+    assert api.store.get("v1/configmaps", "default", "x") is None
+
+    made = requests.post(api.url + CONFIGMAPS, data=b'{"metadata": {"name": "x"}}',
+                         headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert made.status_code == 201, made.text
+    bare = requests.post(api.url + CONFIGMAPS, data=b'{"metadata": {"name": "y"}}')
+    assert bare.status_code == 201, "no Content-Type: the server's first, JSON"
+    assert "Content-Type" not in bare.request.headers
+    for answer in (
+            requests.put(f"{api.url}{CONFIGMAPS}/x", data=CONFIGMAP_PROTOBUF, headers=PROTOBUF),
+            requests.delete(f"{api.url}{CONFIGMAPS}/x", data=b"\x00", headers=PROTOBUF),
+            requests.put(f"{api.url}{DEPLOYMENTS}/web/scale", data=b"\x00", headers=PROTOBUF)):
+        assert (answer.status_code, answer.json()["reason"]) == (415, "UnsupportedMediaType")
+    gone = requests.delete(f"{api.url}{CONFIGMAPS}/x", headers=PROTOBUF)
+    assert gone.status_code == 200, "a DELETE without a body has nothing to decode"
 
 
 # ---- list parameters ----------------------------------------------------------------------------
