@@ -1,10 +1,24 @@
 """A local stand-in for Mattermost's REST API: creating, updating and listing posts.
 
 `FakeMattermost` is a real HTTP server on a free port (`MATTERMOST_URL` = `fake.url`).
-`POST /api/v4/posts` keeps the post and answers 201 with it (a new `id`);
-`PUT /api/v4/posts/<id>` replaces its message and props and answers 200, or 404 for
-an unknown id; `GET /api/v4/channels/<id>/posts?since=<ms>` answers the channel's
-posts changed after that time as a post list (`order`, newest first, and `posts`).
+`POST /api/v4/posts` keeps the post and answers 201 with it (a new `id`), with the
+props the server adds for a bot's post (`from_bot: "true"`). The two updates answer
+200 with the post, or 404 for an unknown id, and do what the server does
+(`App.UpdatePost`, `App.PatchPost`, `Post.Patch`):
+- `PUT /api/v4/posts/<id>` replaces the post: its message, its props (what the server
+  added at create too), and `is_pinned` and `has_reactions`, which it is not sent are
+  blank (false): the post is unpinned and its reactions are no longer served; only
+  `file_ids` left out are kept. The body's `id` must be the URL's;
+- `PUT /api/v4/posts/<id>/patch` changes only the fields it is sent (`message`,
+  `props`, `is_pinned`, `file_ids`, `has_reactions`); `props`, when sent, are
+  replaced whole, as by `PUT`.
+Either sets `edit_at` when the message or the attachments change. What people do to
+a post: `pin(id)` (`POST /posts/<id>/pin`) and `react(id, user, emoji)` (`POST
+/reactions`, which sets `has_reactions`). `GET /api/v4/posts/<id>` and `GET
+/api/v4/channels/<id>/posts?since=<ms>` (the channel's posts changed after that time,
+as a post list: `order`, newest first, and `posts`) serve posts as clients get them:
+`metadata.reactions` only when `has_reactions` is set (`getEmojisAndReactionsForPost`);
+`served(id)` is that view.
 Every request is recorded with its `Authorization` header; a wrong bot token is
 answered 401. `fail_next(n)` answers the next n requests with 500 (nothing done);
 `refuse_reads` answers every GET with 403, as for a bot that cannot read the channel.
@@ -39,6 +53,7 @@ BOT_TOKEN = "mm-bot-token-123"
 BOT_USER_ID = "botuser00000000000000000001"
 DEDUPE_SECONDS = 30.0   # the server's pendingPostIDsCacheTTL
 POSTS = "/api/v4/posts"
+PATCHABLE = ("message", "props", "is_pinned", "file_ids", "has_reactions")  # model.PostPatch
 
 
 @dataclass
@@ -57,6 +72,7 @@ class FakeMattermost(JsonServer):
     token: str = BOT_TOKEN
     requests: list[Request] = field(default_factory=list)
     posts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reactions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # post id → them
     failures: int = 0
     refuse_reads: bool = False
     clock: Callable[[], float] = time.time
@@ -120,9 +136,14 @@ class FakeMattermost(JsonServer):
         url = urllib.parse.urlsplit(path)
         if method == "POST" and url.path == POSTS:
             return self._create(body)
-        if method == "PUT" and url.path.startswith(POSTS + "/"):
-            return (*self._update(url.path.removeprefix(POSTS + "/"), body), None)
         parts = url.path.split("/")
+        if method == "PUT" and parts[:4] == ["", "api", "v4", "posts"] and len(parts) == 5:
+            return (*self._update(parts[4], body), None)
+        if method == "PUT" and parts[:4] == ["", "api", "v4", "posts"] and \
+                parts[5:] == ["patch"]:
+            return (*self._patch(parts[4], body), None)
+        if method == "GET" and parts[:4] == ["", "api", "v4", "posts"] and len(parts) == 5:
+            return (*self._get(parts[4]), None)
         if method == "GET" and parts[:4] == ["", "api", "v4", "channels"] and \
                 parts[5:] == ["posts"]:
             return (*self._since(parts[4], urllib.parse.parse_qs(url.query)), None)
@@ -137,29 +158,80 @@ class FakeMattermost(JsonServer):
                 if not post_id:
                     return 500, {"id": "api.post.deduplicate_create_post.pending",
                                  "status_code": 500}, None
-                return 201, dict(self.posts[post_id]), None
+                return 201, self._served(self.posts[post_id]), None
             self.seen[pending] = ("", self.clock())
         now = int(self.clock() * 1000)
         self.made += 1
         post = {"id": f"p{self.made:025d}", "channel_id": body.get("channel_id"),
                 "user_id": BOT_USER_ID, "message": body.get("message", ""),
-                "props": body.get("props", {}), "create_at": now, "update_at": now,
-                "delete_at": 0, "edits": 0}
+                "props": {**(body.get("props") or {}), "from_bot": "true"},  # a bot's post
+                "create_at": now, "update_at": now, "edit_at": 0, "delete_at": 0,
+                "is_pinned": False, "has_reactions": False, "file_ids": [], "edits": 0}
         return 201, post, post
 
     def _save(self, post: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         self.posts[post["id"]] = post
         if body.get("pending_post_id"):
             self.seen[str(body["pending_post_id"])] = (post["id"], self.clock())
-        return dict(post)
+        return self._served(post)
 
     def _update(self, post_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """`PUT /posts/<id>`: the post as sent; what it is not sent is blank."""
+        if body.get("id") != post_id:
+            return 400, {"id": "api.context.invalid_body_param.app_error", "status_code": 400}
         post = self.posts.get(post_id)
-        if post is None or body.get("id") != post_id:
+        if post is None:
             return 404, {"id": "app.post.get.app_error", "status_code": 404}
-        post.update(message=body.get("message", ""), props=body.get("props", {}),
-                    edits=post["edits"] + 1, update_at=int(self.clock() * 1000))
-        return 200, dict(post)
+        files = body.get("file_ids")
+        return 200, self._change(post, {
+            "message": body.get("message", ""), "props": body.get("props") or {},
+            "is_pinned": bool(body.get("is_pinned")),
+            "has_reactions": bool(body.get("has_reactions")),
+            "file_ids": post["file_ids"] if files is None else files})
+
+    def _patch(self, post_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """`PUT /posts/<id>/patch`: only the fields sent (props, if sent, whole)."""
+        post = self.posts.get(post_id)
+        if post is None:
+            return 404, {"id": "app.post.get.app_error", "status_code": 404}
+        return 200, self._change(post, {k: body[k] for k in PATCHABLE
+                                        if body.get(k) is not None})
+
+    def _change(self, post: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+        now = int(self.clock() * 1000)
+        before = attachments_of(post), post["message"]
+        post.update(fields, edits=post["edits"] + 1, update_at=now)
+        if (attachments_of(post), post["message"]) != before:
+            post["edit_at"] = now
+        return self._served(post)
+
+    def _get(self, post_id: str) -> tuple[int, dict[str, Any]]:
+        post = self.posts.get(post_id)
+        if post is None:
+            return 404, {"id": "app.post.get.app_error", "status_code": 404}
+        return 200, self._served(post)
+
+    def _served(self, post: dict[str, Any]) -> dict[str, Any]:
+        """The post as clients get it: its reactions only when `has_reactions` is set."""
+        reactions = self.reactions.get(post["id"], []) if post["has_reactions"] else []
+        return json.loads(json.dumps({**post, "metadata": {"reactions": reactions}}))
+
+    # -- what people do ------------------------------------------------------------------------
+
+    def pin(self, post_id: str) -> None:
+        with self.lock:
+            self.posts[post_id]["is_pinned"] = True
+
+    def react(self, post_id: str, user_id: str, emoji: str) -> None:
+        with self.lock:
+            self.reactions.setdefault(post_id, []).append(
+                {"user_id": user_id, "post_id": post_id, "emoji_name": emoji})
+            self.posts[post_id]["has_reactions"] = True
+
+    def served(self, post_id: str) -> dict[str, Any]:
+        """The post as a client (a person's) gets it now."""
+        with self.lock:
+            return self._served(self.posts[post_id])
 
     def _since(self, channel: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         """The channel's posts changed after `since` (ms), deleted ones too, as the server
@@ -170,7 +242,8 @@ class FakeMattermost(JsonServer):
         shown = sorted((p for p in self.posts.values()
                         if p["channel_id"] == channel and p["update_at"] > since),
                        key=lambda p: p["create_at"], reverse=True)
-        return 200, {"order": [p["id"] for p in shown], "posts": {p["id"]: p for p in shown},
+        return 200, {"order": [p["id"] for p in shown],
+                     "posts": {p["id"]: self._served(p) for p in shown},
                      "next_post_id": "", "prev_post_id": "", "has_next": False}
 
     # -- reading -------------------------------------------------------------------------------
@@ -199,6 +272,10 @@ class FakeMattermost(JsonServer):
                 return value
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; posts: {self.posts}")
+
+
+def attachments_of(post: dict[str, Any]) -> Any:
+    return (post.get("props") or {}).get("attachments")
 
 
 def attachment(post: dict[str, Any] | None) -> dict[str, Any]:

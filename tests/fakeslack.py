@@ -8,7 +8,19 @@ name becomes an id, each message gets a `ts`; message `metadata` — `event_type
 answers `conversations.history` for a channel id (newest first; `oldest`, `latest`,
 `inclusive`, `limit`, `cursor`; metadata only with `include_all_metadata`; without the
 `channels:history` scope in `fake.scopes`, `missing_scope`), records every call, and
-records what is POSTed to `fake.response_url(name)`. It checks the bot token like
+records what is POSTed to `fake.response_url(name)`.
+
+The workspace's channels (`fake.channels`, by id, in the order Slack lists them) are
+`#deploys` (`CDEPLOYS`, public, the bot in it), those a test adds (`add_channel`,
+`add_channels`), and any a message is posted to by a name it does not know (a public
+channel the bot is in). `conversations.list`
+answers as Slack does: `types` (default `public_channel`; each type needs its scope,
+`channels:read`, `groups:read`, `mpim:read`, `im:read`, else `missing_scope` naming
+the one `needed`), `exclude_archived`, `limit` (default 100, under 1000, else
+`invalid_limit`) and an opaque `cursor`; a page is the next `limit` channels of the
+workspace with the filters applied after, so it may hold fewer, or none, and still
+name a `next_cursor` (empty after the last). A bot sees every public channel and the
+private ones it is a member of. It checks the bot token like
 Slack does (`invalid_auth`). Faults for the next N API calls: `fail_next(n)` answers
 500, `rate_limit_next(n, retry_after)` answers 429 with `Retry-After`;
 `answer_late_next(method, delay)` does the next call of `method` (the message is
@@ -32,6 +44,8 @@ reply held up on its way (a busy sender, a slow Slack) reaches Slack late.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -50,7 +64,10 @@ from jsonserver import JsonServer
 BOT_TOKEN = "xoxb-test-bot-token-123"
 SIGNING_SECRET = "slack-signing-secret-1"
 BOT_ID, APP_ID = "B0BLUEGREEN", "A0BLUEGREEN"
-SCOPES = frozenset({"chat:write", "commands", "channels:history", "groups:history"})
+SCOPES = frozenset({"chat:write", "commands", "channels:history", "groups:history",
+                    "channels:read", "groups:read"})
+TYPE_SCOPES = {"public_channel": "channels:read", "private_channel": "groups:read",
+               "mpim": "mpim:read", "im": "im:read"}
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
@@ -70,6 +87,7 @@ class Call:
     at: float
     status: int
     authorization: str | None
+    error: str = ""  # the error Slack answered, if it did not do it
 
 
 @dataclass
@@ -86,6 +104,9 @@ class FakeSlack(JsonServer):
     clicked: dict[str, tuple[str, str]] = field(default_factory=dict)  # response_url → message
     held: dict[str, threading.Event] = field(default_factory=dict)
     scopes: set[str] = field(default_factory=lambda: set(SCOPES))
+    channels: dict[str, dict[str, Any]] = field(default_factory=lambda: {  # id → the channel
+        "CDEPLOYS": {"id": "CDEPLOYS", "name": "deploys", "is_private": False,
+                     "is_archived": False, "is_member": True}})
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
     _ts: int = 0
@@ -143,6 +164,23 @@ class FakeSlack(JsonServer):
         if gate is not None:
             gate.set()
 
+    def add_channel(self, name: str, *, private: bool = False, archived: bool = False,
+                    member: bool = True, channel_id: str | None = None) -> str:
+        """A channel of the workspace (listed after those already there); its id."""
+        prefix = "G" if private else "C"
+        with self.lock:
+            found = channel_id or f"{prefix}{len(self.channels) + 1:08d}X"
+            self.channels[found] = {"id": found, "name": name, "is_private": private,
+                                    "is_archived": archived, "is_member": member}
+        return found
+
+    def add_channels(self, count: int, prefix: str = "chan") -> None:
+        """`count` channels the bot does not care about: public ones, with every third
+        archived and every fifth private (the bot in none of those)."""
+        for i in range(count):
+            self.add_channel(f"{prefix}-{i}", private=i % 5 == 0, archived=i % 3 == 0,
+                             member=False)
+
     def delete_all_messages(self) -> None:
         with self.lock:
             self.messages.clear()
@@ -199,7 +237,7 @@ class FakeSlack(JsonServer):
             if fail_status and (not done or answer.get("ok")):
                 status, extra, answer = fail_status, {}, {"ok": False, "error": error}
             self.calls.append(Call(method, body, time.time(), status,
-                                   headers.get("Authorization")))
+                                   headers.get("Authorization"), str(answer.get("error") or "")))
             delays = self.late.get(method)
             delay = delays.popleft() if delays else 0.0
         time.sleep(delay)  # done already; only the answer is late
@@ -236,10 +274,12 @@ class FakeSlack(JsonServer):
             return 200, {}, self._update(body)
         if method == "conversations.history":
             return 200, {}, self._history(body)
+        if method == "conversations.list":
+            return 200, {}, self._list(body)
         return 200, {}, {"ok": False, "error": "unknown_method"}
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        channel = _channel_id(str(body.get("channel") or ""))
+        channel = self._channel_id(str(body.get("channel") or ""))
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
         metadata = _metadata(body)
@@ -290,6 +330,72 @@ class FakeSlack(JsonServer):
                 "response_metadata": {"next_cursor": f"next:{start + limit}" if has_more else ""}}
 
 
+    def _list(self, body: dict[str, Any]) -> dict[str, Any]:
+        """conversations.list, as Slack pages it (see the module docstring)."""
+        types = [t for t in str(body.get("types") or "public_channel").split(",") if t]
+        if any(t not in TYPE_SCOPES for t in types):
+            return {"ok": False, "error": "invalid_types"}
+        for kind in types:
+            if TYPE_SCOPES[kind] not in self.scopes:
+                return {"ok": False, "error": "missing_scope", "needed": TYPE_SCOPES[kind],
+                        "provided": ",".join(sorted(self.scopes))}
+        try:
+            limit = int(body.get("limit") or 100)
+            start = _offset(str(body.get("cursor") or ""))
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
+        if not 1 <= limit < 1000:
+            return {"ok": False, "error": "invalid_limit"}
+        everything = list(self.channels.values())
+        window = everything[start:start + limit]  # the filters apply after the page's limit
+        shown = [c for c in window
+                 if ("private_channel" if c["is_private"] else "public_channel") in types
+                 and (c["is_member"] or not c["is_private"])
+                 and not (c["is_archived"] and _flag(body.get("exclude_archived")))]
+        more = start + limit < len(everything)
+        return {"ok": True, "channels": [_as_listed(c) for c in shown],
+                "response_metadata": {"next_cursor": _cursor(start + limit) if more else ""}}
+
+    def _channel_id(self, channel: str) -> str:
+        """The id of a channel given by id or name: a name the workspace does not have yet
+        becomes a public channel the bot is in (`#deploys` → `CDEPLOYS`)."""
+        if re.fullmatch(r"[CDG][A-Z0-9]+", channel):
+            return channel
+        name = channel.removeprefix("#")
+        for known in self.channels.values():
+            if known["name"] == name:
+                return str(known["id"])
+        made = "C" + re.sub(r"[^A-Za-z0-9]", "", name).upper()
+        self.channels[made] = {"id": made, "name": name, "is_private": False,
+                               "is_archived": False, "is_member": True}
+        return made
+
+
+def _as_listed(channel: dict[str, Any]) -> dict[str, Any]:
+    """A channel as conversations.list shows it (a few of its many fields)."""
+    return {"id": channel["id"], "name": channel["name"], "name_normalized": channel["name"],
+            "is_channel": not channel["is_private"], "is_group": False, "is_im": False,
+            "is_mpim": False, "is_private": channel["is_private"],
+            "is_archived": channel["is_archived"], "is_member": channel["is_member"]}
+
+
+def _cursor(offset: int) -> str:
+    return base64.b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _offset(cursor: str) -> int:
+    """Where a cursor starts (0 for none); ValueError for one Slack did not give."""
+    if not cursor:
+        return 0
+    try:
+        kind, _, offset = base64.b64decode(cursor, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError) as e:
+        raise ValueError(cursor) from e
+    if kind != "offset" or not offset.isdigit():
+        raise ValueError(cursor)
+    return int(offset)
+
+
 def _body(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
     kind = headers.get("Content-Type", "")
     if "json" in kind:
@@ -325,13 +431,6 @@ def _as_history(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
 
 def _flag(value: Any) -> bool:
     return str(value).lower() in ("1", "true")
-
-
-def _channel_id(channel: str) -> str:
-    """`#deploys` → `CDEPLOYS`; an id stays as it is."""
-    if re.fullmatch(r"[CDG][A-Z0-9]+", channel):
-        return channel
-    return "C" + re.sub(r"[^A-Za-z0-9]", "", channel).upper()
 
 
 def button_texts(message: dict[str, Any] | None) -> list[str]:

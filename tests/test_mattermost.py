@@ -4,8 +4,10 @@ Covers: rendering — an awaiting release gets Promote/Abort actions whose conte
 verify with `chatsign.verify` (a tampered copy does not) and point at
 `<BLUEGREEN_PUBLIC_URL>/chatops/mattermost/actions`; posting is off unless all five
 settings are set; the notifier creates one post per release and updates it in place
-(the live release shows Rollback/Decommission); a failing Mattermost is retried and
-noted once, and a failing Slack does not hold up the Mattermost post; a create that may
+(the live release shows Rollback/Decommission), changing its text and buttons only (a
+pinned post stays pinned, its reactions still show, its `from_bot` mark stays); a
+failing Mattermost is retried and noted once, and a failing Slack does not hold up the
+Mattermost post; a create that may
 have worked (answered too late, or still being saved when it is retried) leaves one
 post, up to date — found again by its `bluegreen_release` prop, or given back by the
 server for the same `pending_post_id` within its 30 s, as the fake models it; the bot token
@@ -216,8 +218,8 @@ def test_one_post_per_release_created_then_updated(mm: FakeMattermost, running: 
     assert all(c.body["channel_id"] == CHANNEL and c.status == 201 for c in creates)
     post = mm.post_for(green.id)
     assert post is not None and post["edits"] >= 2
-    updates = [c for c in mm.calls("PUT") if c.body["id"] == post["id"]]
-    assert updates and all(c.path == f"/api/v4/posts/{post['id']}" for c in updates)
+    updates = [c for c in mm.calls("PUT") if post["id"] in c.path]
+    assert updates and all(c.path == f"/api/v4/posts/{post['id']}/patch" for c in updates)
     assert all(c.authorization == f"Bearer {BOT_TOKEN}" for c in mm.requests)
     context = action(post, "Decommission blue")["integration"]["context"]
     assert chatsign.verify(SECRET, context)
@@ -225,6 +227,30 @@ def test_one_post_per_release_created_then_updated(mm: FakeMattermost, running: 
     record = redis.hgetall(mattermost.POST_KEY.format(release=green.id))
     assert record[b"post_id"].decode() == post["id"] and record[b"digest"]
     assert BOT_TOKEN not in caplog.text
+
+
+def test_updating_the_post_keeps_its_pin_reactions_and_bot_mark(
+        mm: FakeMattermost, running: Running, redis: redis_lib.Redis) -> None:
+    """People pin a release's post and react to it; the notifier's updates change its
+    text and buttons only: it stays pinned, its reactions still show, and it keeps the
+    `from_bot` mark the server gave it (clients hide "Forward" for a bot's post, and
+    other integrations skip bots' posts by it)."""
+    store = ReleaseStore(redis)
+    release = add(store, "v1.0-green")
+    mm.wait_for(shows(mm, release, "queued", ["Abort"]), what="the queued post")
+    post = mm.post_for(release.id)
+    assert post is not None and post["props"]["from_bot"] == "true"
+    mm.pin(post["id"])
+    mm.react(post["id"], "user00000000000000000000001", "eyes")
+    walk(store, release)
+    mm.wait_for(shows(mm, release, "awaiting promotion", ["Promote green", "Abort"]),
+                what="the post updated")
+    seen = mm.served(post["id"])
+    assert seen["is_pinned"] is True
+    assert [r["emoji_name"] for r in seen["metadata"]["reactions"]] == ["eyes"]
+    assert seen["props"]["from_bot"] == "true"
+    assert seen["edit_at"] > 0 and "awaiting promotion" in seen["message"]
+    assert {c.path for c in mm.calls("PUT")} == {f"/api/v4/posts/{post['id']}/patch"}
 
 
 def test_a_failing_mattermost_is_retried_and_noted_once(mm: FakeMattermost, running: Running,
@@ -291,6 +317,7 @@ def test_a_create_answered_too_late_leaves_one_post_up_to_date(
     time.sleep(LATE)  # the late answer has come and gone
     (post,) = mm.posts_for(release.id)
     assert post["props"]["bluegreen_release"] == release.id
+    assert post["props"]["from_bot"] == "true"  # the found post's own, kept by the update
     assert len(mm.posts) == 1
     creates = mm.calls("POST")
     assert len({c.body["pending_post_id"] for c in creates}) == 1

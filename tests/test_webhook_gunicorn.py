@@ -1,15 +1,20 @@
 """The web process as the Procfile runs it: Redis going away, logs, gunicorn settings,
-tokens with non-ASCII characters (in the header bytes each kind of client sends).
+tokens with non-ASCII characters (in the header bytes each kind of client sends), the
+last delivery counts of a stopping worker.
 
 Redis is stopped mid-test: deliveries get 503 with nothing half-written, /readyz
-says not ready, and once Redis is back the next delivery is queued. The log gets one
-structured line per delivery and never a secret, signature or query string.
+says not ready, and once Redis is back the next delivery is queued; a worker stopped
+while Redis is away writes its counts if Redis is back within a few seconds. The log
+gets one structured line per delivery and never a secret, signature or query string.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import runpy
+import signal
+import time
 from collections.abc import Iterator
 from http.client import HTTPConnection
 from pathlib import Path
@@ -19,9 +24,11 @@ import redis as redis_lib
 from click.testing import CliRunner
 from conftest import RedisServer
 from proctools import free_port
+from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 from web import SECRET_ENV, SECRETS, Gunicorn, delivery, hmac_hex, http, signed, start_web
 
+from webhook.front import COUNT_LAST_SECONDS
 from worker.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,3 +165,66 @@ def test_tokens_with_non_ascii_characters_match_as_clients_send_them(
         assert cli.exit_code == 0 and "queued abort of myapp-v2-1-blue-" in cli.output
     finally:
         web.stop()
+
+
+def delivery_counts(web: Gunicorn) -> dict[str, float]:
+    """`bluegreen_webhook_deliveries_total` by result, as GET /metrics reports it."""
+    text = http("GET", f"{web.url}/metrics").body.decode()
+    return {s.labels["result"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "bluegreen_webhook_deliveries_total"}
+
+
+REFUSED = [signed(delivery("github", "push__tag_lightweight"), "wrong-secret")] * 3
+IGNORED = [signed(delivery("github", "ping__hook"))] * 2
+
+
+def test_a_stopping_web_process_writes_its_last_counts_once_redis_is_back(
+        own_redis: RedisServer, web: Gunicorn, tmp_path: Path) -> None:
+    """Refused and ignored deliveries are counted in memory and written to Redis in the
+    background. A worker told to stop while Redis is down keeps trying for a few seconds:
+    Redis back within them, the metric misses none of them."""
+    own_redis.stop()
+    assert [web.post("/webhook", d).status for d in REFUSED + IGNORED] == [401] * 3 + [200] * 2
+    assert web.proc is not None
+    web.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    own_redis.start(appendonly=True)
+    assert web.proc.wait(15) == 0
+    again = start_web(own_redis.url, tmp_path)
+    try:
+        assert delivery_counts(again) == {"error": 3, "ignored": 2}
+    finally:
+        again.stop()
+
+
+def test_a_stopping_web_process_waits_for_a_count_write_under_way(
+        own_redis: RedisServer, web: Gunicorn, tmp_path: Path) -> None:
+    """A write of the counts that Redis has not answered yet when the worker is told to
+    stop is waited for (here Redis holds writes back for a second and a half)."""
+    conn = redis_lib.Redis.from_url(own_redis.url)
+    conn.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
+    assert [web.post("/webhook", d).status for d in REFUSED + IGNORED] == [401] * 3 + [200] * 2
+    time.sleep(0.3)  # the counts are written 50 ms after a delivery: that write now waits
+    web.stop()
+    again = start_web(own_redis.url, tmp_path)
+    try:
+        assert delivery_counts(again) == {"error": 3, "ignored": 2}
+    finally:
+        again.stop()
+
+
+def test_a_stopping_web_process_gives_up_on_its_counts_after_a_few_seconds(
+        own_redis: RedisServer, web: Gunicorn) -> None:
+    """With Redis away for good, a stopping worker waits no more than a few seconds for
+    it, and says in the log how many counts it gave up on."""
+    own_redis.stop()
+    assert [web.post("/webhook", d).status for d in REFUSED + IGNORED] == [401] * 3 + [200] * 2
+    assert web.proc is not None
+    started = time.monotonic()
+    web.proc.send_signal(signal.SIGTERM)
+    assert web.proc.wait(15) == 0
+    assert time.monotonic() - started < COUNT_LAST_SECONDS + 3
+    given_up = re.findall(r"gave up on (\d+) delivery counts: Redis did not confirm them "
+                          rf"within {COUNT_LAST_SECONDS:g} s of the worker stopping "
+                          r"\(last error: could not connect to Redis", web.log.read_text())
+    assert sum(map(int, given_up)) == 5

@@ -8,10 +8,11 @@ the deliveries waiting at the same time (`webhook.groupcommit`). The fast path
 (`webhook.protocol.FrontProtocol`) calls those steps from the parser's callbacks;
 `Front.deliver` runs them for the deliveries it leaves to uvicorn (a chunked body,
 `Expect: 100-continue`, a pipelined request). `Front` also owns the counts of refused
-and ignored deliveries (added up, written every `COUNT_FLUSH_SECONDS`), the Flask
-bridge (`a2wsgi`, a small thread pool, the body read on the loop first within the
-same deadline as a delivery's) with its access line (its path escaped: `loggable`),
-and the worker's lifespan. Reading the request is left to `webhook.wire`.
+and ignored deliveries (added up, written every `COUNT_FLUSH_SECONDS`, and the last of
+them when the worker stops: `Front.last_counts`), the Flask bridge (`a2wsgi`, a small
+thread pool, the body read on the loop first within the same deadline as a delivery's)
+with its access line (its path escaped: `loggable`), and the worker's lifespan.
+Reading the request is left to `webhook.wire`.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ BODY_TIMEOUT_SECONDS = 30.0     # a delivery's body must arrive within this (gth
 LOG_ESCAPES = {'"': "\\x22", "\\": "\\\\"}  # the access line quotes the path
 COUNT_FLUSH_SECONDS = 0.05       # refused/ignored deliveries reach the metrics this late
 COUNT_RETRY_SECONDS = 1.0
+# A stopping worker tries this long to write its last counts (gunicorn's graceful_timeout
+# is 20 s), every COUNT_LAST_RETRY_SECONDS, then drops them with an error line.
+COUNT_LAST_SECONDS = 5.0
+COUNT_LAST_RETRY_SECONDS = 0.2
 
 
 def loggable(path: str) -> str:
@@ -102,6 +107,8 @@ class Front:
         self._counts: Counter[str] = Counter()  # deliveries not yet added to the metrics
         self._count_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._stopping = False  # `last_counts` has taken over the writing of the counts
+        self._count_error: RedisError | None = None  # why the last write failed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -233,7 +240,7 @@ class Front:
         self._schedule_flush(COUNT_FLUSH_SECONDS)
 
     def _schedule_flush(self, delay: float) -> None:
-        if self._count_timer is None:
+        if self._count_timer is None and not self._stopping:
             self._count_timer = asyncio.get_running_loop().call_later(delay, self._start_flush)
 
     def _start_flush(self) -> None:
@@ -244,18 +251,58 @@ class Front:
 
     async def flush_counts(self) -> None:
         """Add the deliveries counted so far to the metrics in Redis. If Redis refuses,
-        they are kept and tried again a second later: only a crash loses counts (at most
-        the last `COUNT_FLUSH_SECONDS`), never a delivery."""
+        they are kept and tried again a second later, and a stopping worker waits a few
+        seconds for Redis to take them (`last_counts`): only a crash, or Redis away for
+        all of a graceful stop, loses counts (never a delivery)."""
+        error = await self._write_counts()
+        if error is not None:
+            log.warning("could not record %d delivery counts yet: %s", self._counts.total(),
+                        error)
+            self._schedule_flush(COUNT_RETRY_SECONDS)
+
+    async def _write_counts(self) -> RedisError | None:
+        """Write the counts; if Redis refuses (or the write is cancelled) they are put
+        back, to be written with the next."""
         counts, self._counts = self._counts, Counter()
         if not counts:
-            return
+            return None
+        written = False
         try:
             await self._linked().execute(*[("HINCRBY", metrics.WEBHOOKS_KEY, field, n)
                                            for field, n in counts.items()])
+            written, self._count_error = True, None
         except RedisError as e:
-            log.warning("could not record %d delivery counts yet: %s", counts.total(), e)
-            self._counts.update(counts)
-            self._schedule_flush(COUNT_RETRY_SECONDS)
+            self._count_error = e
+            return e
+        finally:
+            if not written:
+                self._counts.update(counts)
+        return None
+
+    async def last_counts(self, within: float = COUNT_LAST_SECONDS) -> None:
+        """At shutdown: the writes under way are waited for and what is left is written,
+        retried until Redis takes it or `within` seconds are up; then what could not be
+        written is dropped, and the log says how much. (A retry left to the timer would
+        be scheduled on a loop about to stop.)"""
+        self._stopping = True
+        if self._count_timer is not None:
+            self._count_timer.cancel()
+            self._count_timer = None
+        try:
+            async with asyncio.timeout(within):
+                while self._flushes or self._counts:
+                    if self._flushes:  # a failed one puts its counts back
+                        await asyncio.wait(set(self._flushes))
+                    elif await self._write_counts() is not None:
+                        await asyncio.sleep(COUNT_LAST_RETRY_SECONDS)
+        except TimeoutError:
+            for task in self._flushes:
+                task.cancel()
+            if self._flushes:
+                await asyncio.wait(set(self._flushes))
+            log.error("gave up on %d delivery counts: Redis did not confirm them within "
+                      "%g s of the worker stopping (last error: %s)", self._counts.total(),
+                      within, self._count_error or "none, no answer yet")
 
     async def bridge(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Any other request, to Flask; one access line after it."""
@@ -316,10 +363,7 @@ class Front:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._count_timer is not None:
-                    self._count_timer.cancel()
-                    self._count_timer = None
-                await self.flush_counts()
+                await self.last_counts()
                 if self._link is not None:
                     await self._link.close()
                 await send({"type": "lifespan.shutdown.complete"})

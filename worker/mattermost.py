@@ -16,8 +16,10 @@ it is put in: it shows literally and makes no link, mention, image or formatting
 
 The REST calls (create, update, find) are `worker.mattermostapi`'s.
 `MattermostDelivery` is what the notifier (`worker.notify`) calls beside Slack for each
-release it syncs: it keeps `bluegreen:chat:mattermost:<release>` (hash: post_id, digest,
-attempts; `pending` and `unsure` while a create is not settled), sends only when the
+release it syncs: it keeps `bluegreen:chat:mattermost:<release>` (hash: post_id,
+server_props — JSON of the props the server put on the post, sent back with each update
+so that they stay, `worker.mattermostapi` says why —, digest, attempts; `pending` and
+`unsure` while a create is not settled), sends only when the
 rendering changed, and on failure notes the first failure of a streak in the audit
 trail (step `chat`) and returns when to try again; the notifier puts that time in its
 dirty set (the earlier of Slack's and ours).
@@ -44,6 +46,7 @@ Posting is on only when `MATTERMOST_URL`, `MATTERMOST_BOT_TOKEN`, `MATTERMOST_CH
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -57,7 +60,7 @@ from worker.chatmessages import CHAT_STEP, DOING, LABELS, Markup
 from worker.commands import Action
 from worker.config import Settings
 from worker.machine import ReleaseState
-from worker.mattermostapi import RELEASE_PROP, MattermostClient, Post, PostFailure
+from worker.mattermostapi import RELEASE_PROP, MattermostClient, Post, Posted, PostFailure
 from worker.redistext import as_text
 from worker.releases import AuditEntry, Release, ReleaseStore
 
@@ -233,11 +236,12 @@ class MattermostDelivery:
         if record.get("digest") == post.digest() and record.get("post_id"):
             return None
         try:
-            post_id = self._deliver(release, record, post)
+            posted = self._deliver(release, record, post)
         except PostFailure as failure:
             return self._failed(release, attempts + 1, failure)
         with self.redis.pipeline() as pipe:
-            pipe.hset(key, mapping={"post_id": post_id, "digest": post.digest(), "attempts": 0})
+            pipe.hset(key, mapping={"post_id": posted.id, "server_props": _stored(posted),
+                                    "digest": post.digest(), "attempts": 0})
             pipe.hdel(key, "pending", "unsure")
             if attempts:
                 self.store.note(release.id, actor=ACTOR, step=CHAT_STEP, pipe=pipe,
@@ -246,24 +250,25 @@ class MattermostDelivery:
             pipe.execute()
         return None
 
-    def _deliver(self, release: Release, record: dict[str, str], post: Post) -> str:
-        """Update the post in place, or create it; its id."""
+    def _deliver(self, release: Release, record: dict[str, str], post: Post) -> Posted:
+        """Update the post in place, or create it."""
         post_id = record.get("post_id")
         if post_id:
+            posted = Posted(post_id, _server_props(record.get("server_props")))
             try:
-                self.client.update(post_id, post)
-                return post_id
+                self.client.update(post_id, post, server_props=posted.server_props)
+                return posted
             except PostFailure as failure:
                 if failure.status != 404:
                     raise
             log.info("chat notifier: the post was deleted in Mattermost; posting it again")
-            self.redis.hdel(POST_KEY.format(release=release.id), "post_id")
+            self.redis.hdel(POST_KEY.format(release=release.id), "post_id", "server_props")
         elif record.get("unsure"):
             return self._settle(release, record, post)
         return self._create(release, record.get("pending"), post)
 
-    def _create(self, release: Release, pending: str | None, post: Post) -> str:
-        """Create the post under `pending` (a new pending_post_id if None); its id."""
+    def _create(self, release: Release, pending: str | None, post: Post) -> Posted:
+        """Create the post under `pending` (a new pending_post_id if None)."""
         key = POST_KEY.format(release=release.id)
         if not pending:  # kept until a create is answered, so every retry repeats it
             pending = f"{release.id}:{int(self.clock() * 1000)}"
@@ -276,21 +281,22 @@ class MattermostDelivery:
                 self.redis.hsetnx(key, "unsure", f"{asked_at:.6f}")
             raise
 
-    def _settle(self, release: Release, record: dict[str, str], post: Post) -> str:
+    def _settle(self, release: Release, record: dict[str, str], post: Post) -> Posted:
         """The post of a create that may have worked, found or created (the server gives
-        the first one back within its 30 s), and brought up to date; its id."""
-        post_id = self._find(release, float(record["unsure"]))
-        if post_id is None:
-            post_id = self._create(release, record.get("pending"), post)
+        the first one back within its 30 s), and brought up to date."""
+        posted = self._find(release, float(record["unsure"]))
+        if posted is None:
+            posted = self._create(release, record.get("pending"), post)
         key = POST_KEY.format(release=release.id)
         with self.redis.pipeline() as pipe:  # adopted, even if the update below fails
-            pipe.hset(key, "post_id", post_id)
+            pipe.hset(key, mapping={"post_id": posted.id, "server_props": _stored(posted)})
             pipe.hdel(key, "pending", "unsure")
             pipe.execute()
-        self.client.update(post_id, post)  # it may show the release as it was at first
-        return post_id
+        # It may show the release as it was at first.
+        self.client.update(posted.id, post, server_props=posted.server_props)
+        return posted
 
-    def _find(self, release: Release, since: float) -> str | None:
+    def _find(self, release: Release, since: float) -> Posted | None:
         """The post about `release` made since a little before `since`; None if there is
         none, or the server will not say (logged): creating again is then up to the
         server's memory of the pending_post_id."""
@@ -321,3 +327,18 @@ class MattermostDelivery:
                                     permanent=failure.permanent))
             pipe.execute()
         return None if failure.permanent else self.clock() + delay
+
+
+def _stored(posted: Posted) -> str:
+    """The server's props of a post, as its record keeps them."""
+    return json.dumps(posted.server_props, sort_keys=True)
+
+
+def _server_props(stored: str | None) -> dict[str, Any]:
+    """The server's props of a record's post (none for a record from before they were
+    kept: its updates have dropped them already)."""
+    try:
+        props = json.loads(stored) if stored else {}
+    except ValueError:
+        return {}
+    return props if isinstance(props, dict) else {}

@@ -2,12 +2,20 @@
 
 `Post` is what a release's post says (`message`, `props`); its `digest()` changes
 exactly when what people see or click changes. `MattermostClient` creates
-(`POST /api/v4/posts`, with a `pending_post_id`), updates (`PUT /api/v4/posts/{id}`)
-and finds (`GET /api/v4/channels/{id}/posts?since=`, by `props.bluegreen_release`)
-posts with the bot token (urllib, 5 s timeout; the token is never logged). Every way a
-call can fail is a `PostFailure` that is safe to log, with `status` 0 when no answer
-came; `may_have_worked` says whether the call may have done its work all the same.
-When to create, retry or look is `worker.mattermost`'s call.
+(`POST /api/v4/posts`, with a `pending_post_id`), updates (`PUT
+/api/v4/posts/{id}/patch`) and finds (`GET /api/v4/channels/{id}/posts?since=`, by
+`props.bluegreen_release`) posts with the bot token (urllib, 5 s timeout; the token is
+never logged). Every way a call can fail is a `PostFailure` that is safe to log, with
+`status` 0 when no answer came; `may_have_worked` says whether the call may have done
+its work all the same. When to create, retry or look is `worker.mattermost`'s call.
+
+An update changes the post's message and props and nothing else. `PUT
+/api/v4/posts/{id}` would replace the whole post: what it is not sent is blank, so it
+unpins a pinned post and sets `has_reactions` false, after which the server serves
+the post without its reactions. `/patch` changes only the fields sent, but `props`,
+sent, are replaced whole (the server's `Post.Patch`) under either endpoint, so the
+props the server itself put on the post at create (`SERVER_PROPS`: `from_bot`) come
+back with the create's answer (`Posted.server_props`) and are sent with every update.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker import chatretry
@@ -25,6 +34,10 @@ from worker import chatretry
 TIMEOUT = 5
 PERMANENT_STATUSES = frozenset({400, 401, 403})
 RELEASE_PROP = "bluegreen_release"   # the post's prop naming its release: how it is found
+# Props the server sets on a post at create (`from_bot`: its author is a bot; clients
+# hide "Forward" for it and other integrations skip bots' posts by it) and does not set
+# again when an update replaces the props.
+SERVER_PROPS = ("from_bot",)
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,24 @@ class Post:
         """Changes exactly when what people would see (or click) changes."""
         body = json.dumps([self.message, self.props], sort_keys=True).encode()
         return hashlib.sha256(body).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A post the server holds: its id, and the props of `SERVER_PROPS` it has."""
+
+    id: str
+    server_props: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_answer(cls, post: Any) -> Posted:
+        """The post as the server answered it (a create, or one of a list)."""
+        post_id = post.get("id") if isinstance(post, dict) else None
+        if not isinstance(post_id, str) or not post_id:
+            raise PostFailure("Mattermost answered a post without an id")
+        props = post.get("props")
+        props = props if isinstance(props, dict) else {}
+        return cls(post_id, {k: props[k] for k in SERVER_PROPS if k in props})
 
 
 class PostFailure(Exception):
@@ -71,30 +102,28 @@ class MattermostClient:
         self._token = token
         self.timeout = timeout
 
-    def create(self, channel: str, post: Post, *, pending_post_id: str) -> str:
-        """Post to `channel`; the post's id (the first one's, when the server has already
-        created a post with this `pending_post_id` in the last 30 s)."""
-        answer = self._call("POST", "/posts", {"channel_id": channel, "message": post.message,
-                                               "props": post.props,
-                                               "pending_post_id": pending_post_id})
-        post_id = answer.get("id")
-        if not isinstance(post_id, str) or not post_id:
-            raise PostFailure("Mattermost answered a create without a post id")
-        return post_id
+    def create(self, channel: str, post: Post, *, pending_post_id: str) -> Posted:
+        """Post to `channel`; the post (the first one, when the server has already created
+        a post with this `pending_post_id` in the last 30 s)."""
+        return Posted.from_answer(self._call("POST", "/posts", {
+            "channel_id": channel, "message": post.message, "props": post.props,
+            "pending_post_id": pending_post_id}))
 
-    def update(self, post_id: str, post: Post) -> None:
-        self._call("PUT", f"/posts/{post_id}", {"id": post_id, "message": post.message,
-                                                "props": post.props})
+    def update(self, post_id: str, post: Post, *, server_props: Mapping[str, Any]) -> None:
+        """Change the post's message and props, and nothing else (its pin, reactions and
+        files stay); the props go whole, with the server's own (`server_props`) kept."""
+        self._call("PUT", f"/posts/{post_id}/patch",
+                   {"message": post.message, "props": {**server_props, **post.props}})
 
-    def find(self, channel: str, release_id: str, *, since: float) -> str | None:
-        """The id of the post in `channel` whose props name `release_id`, created or changed
-        after `since` (epoch seconds); the oldest if there are several, None if none."""
+    def find(self, channel: str, release_id: str, *, since: float) -> Posted | None:
+        """The post in `channel` whose props name `release_id`, created or changed after
+        `since` (epoch seconds); the oldest if there are several, None if none."""
         channel = urllib.parse.quote(channel, safe="")
         posts = self._call("GET", f"/channels/{channel}/posts?since={int(since * 1000)}"
                            ).get("posts")
         found = [p for p in (posts.values() if isinstance(posts, dict) else [])
                  if is_about(p, release_id)]
-        return str(min(found, key=_created_at)["id"]) if found else None
+        return Posted.from_answer(min(found, key=_created_at)) if found else None
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None
               ) -> dict[str, Any]:

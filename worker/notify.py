@@ -10,9 +10,11 @@ A post that may have worked — its answer never came (a timeout), or was a 5xx 
 of the errors Slack says may follow partial success (`fatal_error`, `internal_error`,
 `service_unavailable`, `request_timeout`) — is not simply posted again: the retry
 first looks for the message by its metadata (`worker.slackapi`) and adopts it if
-Slack has it. When Slack cannot be asked (no
-`channels:history` scope, the channel's id not known yet) it posts again, as it did
-before, and says so in the log.
+Slack has it; a channel configured by name is looked for by the id Slack answered a
+post to it with, or else by the one Slack's list of channels gives. When Slack cannot
+be asked (no `channels:history` scope; a channel given by name that no post has been
+answered for yet, without `channels:read` / `groups:read` to list it) it posts again,
+as it did before, and says so in the log.
 
 Someone else may rewrite a message too: a click's "⏳ promoting…" reply goes through
 Slack's `response_url` from the web process, and can reach Slack after the notifier's
@@ -363,12 +365,9 @@ class Notifier:
                        since: float) -> dict[str, str] | None:
         """Where Slack shows the message of a post that may have worked (sent since
         `since`); None to post it (again): Slack has none, or cannot tell us (logged)."""
-        channel_id = slackapi.channel_id(self.redis, channel)
+        channel_id = slackapi.channel_id(self.redis, channel) or self._looked_up(release,
+                                                                              channel)
         if channel_id is None:
-            log.warning("chat notifier: cannot look for the message of %s, whose post may "
-                        "have worked: Slack has not told us the channel id of %s yet (give "
-                        "it as an id); posting it again, which may show it twice",
-                        release.id, channel)
             return None
         try:
             ts = slackapi.find(self.client, channel_id, release.id, since=since)
@@ -386,6 +385,29 @@ class Notifier:
         log.info("chat notifier: the unanswered or failed post of %s's message did land; "
                  "updating it", release.id)
         return {"channel": channel_id, "ts": ts}
+
+    def _looked_up(self, release: Release, channel: str) -> str | None:
+        """The id of `channel` (a name no post to which has been answered yet) from Slack's
+        list of channels, kept; None when Slack does not list it or may not (logged)."""
+        try:
+            found = slackapi.lookup_channel(self.client, channel)
+        except ChatFailure as failure:
+            if failure.is_transient:
+                raise  # we still cannot tell: look again at the next try
+            scope = ("; add channels:read (groups:read for a private channel), or give "
+                     "the channel as an id" if failure.error == "missing_scope" else "")
+            log.warning("chat notifier: cannot look for the message of %s, whose post may "
+                        "have worked: Slack will not list the channels to find the id of %s "
+                        "(%s%s); posting it again, which may show it twice",
+                        release.id, channel, failure.reason, scope)
+            return None
+        if found is None:
+            log.warning("chat notifier: cannot look for the message of %s, whose post may "
+                        "have worked: Slack lists no channel %s that the bot can see; "
+                        "posting it again, which may show it twice", release.id, channel)
+            return None
+        slackapi.remember_channel(self.redis, channel, found)
+        return found
 
     def _failed(self, release: Release, record: dict[str, str], failure: ChatFailure) -> None:
         attempts = int(record.get("attempts") or 0) + 1

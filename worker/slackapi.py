@@ -15,11 +15,14 @@ with whatever buttons it had. So each release message carries Slack message meta
 `metadata(release, app)` (`event_type` `bluegreen_release`, the release id in
 `event_payload`), and `find()` looks for it in the channel's recent history
 (`conversations.history` with `include_all_metadata`, from a little before the first
-post that may have worked). That method takes a channel id,
-never a name, so the id Slack answers a post with is kept per configured channel
-(`remember_channel`, `channel_id`), and it needs the bot scope `channels:history`
-(`groups:history` in a private channel). What to do when Slack cannot be asked is
-the notifier's call (`worker.notify`).
+post that may have worked). That method takes a channel id, never a name, and needs the
+bot scope `channels:history` (`groups:history` in a private channel). The id of a
+channel configured by name is kept per configured channel (`remember_channel`,
+`channel_id`): the one Slack answers a post with, or, before any post to it has been
+answered, the one Slack's list of channels gives (`lookup_channel`:
+`conversations.list`, page by page, which needs `channels:read` for a public channel and
+`groups:read` for a private one). What to do when Slack cannot be asked is the
+notifier's call (`worker.notify`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ LOOKBACK = 120.0   # s before the first unanswered post: Slack's clock is not ou
 PAGE = 200         # messages per history page (Slack suggests at most 200)
 PAGES = 5          # pages read at most: a channel this busy is not a deploys channel
 CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{2,}")   # ids are upper case, names never are
+# conversations.list is rate-limited to ~20 calls a minute (Tier 2): pages as large as it
+# allows ("under 1000"), and at most this many of them per kind of channel.
+LIST_PAGE = 999
+LIST_PAGES = 20
+# The kinds of channel a name is looked for among, and the scope each needs to be listed.
+CHANNEL_KINDS = {"public_channel": "channels:read", "private_channel": "groups:read"}
 
 
 class ChatFailure(Exception):
@@ -144,6 +153,54 @@ def remember_channel(redis: Redis, channel: str, answered: str) -> None:
     """Keep the id Slack answered a post to `channel` with, if `channel` is a name."""
     if answered and answered != channel and not CHANNEL_ID.fullmatch(channel):
         redis.hset(CHANNELS_KEY, channel, answered)
+
+
+def lookup_channel(client: WebClient, name: str) -> str | None:
+    """The id of the channel called `name` (`#deploys` or `deploys`) as Slack lists it
+    to the bot: its public channels and the private ones it is in, archived ones left
+    out; None if the list does not have it. Both kinds are listed at once; if the token
+    may not list one (`missing_scope`), each kind it may list is read alone, and if the
+    channel is not found that way the failure raised (permanent) names what is missing."""
+    wanted = name.removeprefix("#").lower()
+    try:
+        return _listed(client, ",".join(CHANNEL_KINDS), wanted)
+    except ChatFailure as failure:
+        if failure.error != "missing_scope":
+            raise
+        refused = failure
+    missing = []
+    for kind, scope in CHANNEL_KINDS.items():
+        try:
+            found = _listed(client, kind, wanted)
+        except ChatFailure as failure:
+            if failure.error != "missing_scope":
+                raise
+            missing.append(scope)
+            continue
+        if found is not None:
+            return found
+    if missing:
+        raise ChatFailure(f"Slack answered missing_scope: the bot token lacks "
+                          f"{' and '.join(missing)}", permanent=True, error="missing_scope",
+                          status=refused.status)
+    return None
+
+
+def _listed(client: WebClient, kind: str, wanted: str) -> str | None:
+    """The id of the channel of `kind` named `wanted`, read page by page (a page may hold
+    none of them and still not be the last: Slack filters a page after taking it)."""
+    cursor: str | None = None
+    for _ in range(LIST_PAGES):
+        answer = call(client, "conversations_list", types=kind, exclude_archived=True,
+                      limit=LIST_PAGE, cursor=cursor)
+        for channel in answer.get("channels") or []:
+            if isinstance(channel, dict) and channel.get("name") == wanted \
+                    and isinstance(channel.get("id"), str):
+                return str(channel["id"])
+        cursor = str((answer.get("response_metadata") or {}).get("next_cursor") or "") or None
+        if cursor is None:
+            break
+    return None
 
 
 def find(client: WebClient, channel: str, release_id: str, *, since: float) -> str | None:
