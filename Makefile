@@ -6,6 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# Test files run on this many processes (pytest-xdist; a file's tests stay together, so a
+# module's stack or web process starts once). `make test TEST_JOBS=0` runs in one.
+TEST_JOBS ?= 2
+XDIST = $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile)
 
 .PHONY: test test-fast lint sysdeps demo-sysdeps venv demo lock clean
 
@@ -32,11 +36,11 @@ lint: venv
 	$(BIN)/lint-imports
 
 test: venv sysdeps lint
-	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest $(PYTEST_ARGS)
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 # During development: everything but the slow end-to-end tests.
 test-fast: venv sysdeps
-	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # The whole product on the sandbox cluster, one release cycle played, serving until Ctrl-C.
 # `make demo ARGS=--once` plays the cycle and exits 0 only if every step went as expected.
