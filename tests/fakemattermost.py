@@ -12,9 +12,13 @@ props the server adds for a bot's post (`from_bot: "true"`). The two updates ans
 - `PUT /api/v4/posts/<id>/patch` changes only the fields it is sent (`message`,
   `props`, `is_pinned`, `file_ids`, `has_reactions`); `props`, when sent, are
   replaced whole, as by `PUT`.
+Either answers 403 (`api.context.permissions.app_error`) for a post that is not there
+or was deleted, as the server does (`updatePost` / `patchPost` turn the failed lookup
+into a permission error); `GET /api/v4/posts/<id>` answers 404 for those.
 Either sets `edit_at` when the message or the attachments change. What people do to
-a post: `pin(id)` (`POST /posts/<id>/pin`) and `react(id, user, emoji)` (`POST
-/reactions`, which sets `has_reactions`). `GET /api/v4/posts/<id>` and `GET
+a post: `delete(id)` (`DELETE /posts/<id>`: `delete_at` set, the post kept), `pin(id)`
+(`POST /posts/<id>/pin`) and `react(id, user, emoji)` (`POST /reactions`, which sets
+`has_reactions`). `GET /api/v4/posts/<id>` and `GET
 /api/v4/channels/<id>/posts?since=<ms>` (the channel's posts changed after that time,
 as a post list: `order`, newest first, and `posts`) serve posts as clients get them:
 `metadata.reactions` only when `has_reactions` is set (`getEmojisAndReactionsForPost`);
@@ -179,9 +183,9 @@ class FakeMattermost(JsonServer):
         """`PUT /posts/<id>`: the post as sent; what it is not sent is blank."""
         if body.get("id") != post_id:
             return 400, {"id": "api.context.invalid_body_param.app_error", "status_code": 400}
-        post = self.posts.get(post_id)
+        post = self._live(post_id)
         if post is None:
-            return 404, {"id": "app.post.get.app_error", "status_code": 404}
+            return 403, {"id": "api.context.permissions.app_error", "status_code": 403}
         files = body.get("file_ids")
         return 200, self._change(post, {
             "message": body.get("message", ""), "props": body.get("props") or {},
@@ -191,9 +195,9 @@ class FakeMattermost(JsonServer):
 
     def _patch(self, post_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """`PUT /posts/<id>/patch`: only the fields sent (props, if sent, whole)."""
-        post = self.posts.get(post_id)
+        post = self._live(post_id)
         if post is None:
-            return 404, {"id": "app.post.get.app_error", "status_code": 404}
+            return 403, {"id": "api.context.permissions.app_error", "status_code": 403}
         return 200, self._change(post, {k: body[k] for k in PATCHABLE
                                         if body.get(k) is not None})
 
@@ -205,8 +209,13 @@ class FakeMattermost(JsonServer):
             post["edit_at"] = now
         return self._served(post)
 
-    def _get(self, post_id: str) -> tuple[int, dict[str, Any]]:
+    def _live(self, post_id: str) -> dict[str, Any] | None:
+        """The post, unless it is not there or was deleted (`GetSinglePost`)."""
         post = self.posts.get(post_id)
+        return post if post is not None and not post["delete_at"] else None
+
+    def _get(self, post_id: str) -> tuple[int, dict[str, Any]]:
+        post = self._live(post_id)
         if post is None:
             return 404, {"id": "app.post.get.app_error", "status_code": 404}
         return 200, self._served(post)
@@ -217,6 +226,10 @@ class FakeMattermost(JsonServer):
         return json.loads(json.dumps({**post, "metadata": {"reactions": reactions}}))
 
     # -- what people do ------------------------------------------------------------------------
+
+    def delete(self, post_id: str) -> None:
+        with self.lock:
+            self.posts[post_id].update(delete_at=int(self.clock() * 1000))
 
     def pin(self, post_id: str) -> None:
         with self.lock:
@@ -258,10 +271,11 @@ class FakeMattermost(JsonServer):
         return found[0] if found else None
 
     def posts_for(self, release_id: str) -> list[dict[str, Any]]:
-        """Every post whose text names `release_id`, oldest first."""
+        """Every post whose text names `release_id`, oldest first (deleted ones left out,
+        as people no longer see them)."""
         with self.lock:
             return [json.loads(json.dumps(post)) for post in self.posts.values()
-                    if release_id in attachment(post).get("text", "")]
+                    if release_id in attachment(post).get("text", "") and not post["delete_at"]]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0,
                  what: str = "the condition") -> Any:

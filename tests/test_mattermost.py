@@ -253,6 +253,28 @@ def test_updating_the_post_keeps_its_pin_reactions_and_bot_mark(
     assert {c.path for c in mm.calls("PUT")} == {f"/api/v4/posts/{post['id']}/patch"}
 
 
+def test_a_post_deleted_by_a_person_is_posted_again_at_the_next_change(
+        mm: FakeMattermost, running: Running, redis: redis_lib.Redis) -> None:
+    """The server answers an update of a deleted post 403 (as for a post the bot may not
+    edit); the notifier reads the post, finds it gone (404) and posts the release again."""
+    store = ReleaseStore(redis)
+    release = add(store, "v1.0-green")
+    mm.wait_for(shows(mm, release, "queued", ["Abort"]), what="the queued post")
+    first = mm.post_for(release.id)
+    assert first is not None
+    mm.delete(first["id"])
+    walk(store, release)
+    mm.wait_for(shows(mm, release, "awaiting promotion", ["Promote green", "Abort"]),
+                what="the release posted again")
+    (post,) = mm.posts_for(release.id)
+    assert post["id"] != first["id"]
+    assert [(c.method, c.status) for c in mm.requests if first["id"] in c.path] == [
+        ("PUT", 403), ("GET", 404)]
+    record = redis.hgetall(mattermost.POST_KEY.format(release=release.id))
+    assert record[b"post_id"].decode() == post["id"]
+    assert not [e for e in store.audit(release.id) if e.step == "chat"]  # nothing failed
+
+
 def test_a_failing_mattermost_is_retried_and_noted_once(mm: FakeMattermost, running: Running,
                                                         redis: redis_lib.Redis) -> None:
     store = ReleaseStore(redis)

@@ -259,7 +259,9 @@ class MattermostDelivery:
                 self.client.update(post_id, post, server_props=posted.server_props)
                 return posted
             except PostFailure as failure:
-                if failure.status != 404:
+                # The server answers an update of a deleted post 403, as for a post the bot
+                # may not edit; only a read of it tells them apart (404: gone).
+                if failure.status not in (403, 404) or self.client.exists(post_id):
                     raise
             log.info("chat notifier: the post was deleted in Mattermost; posting it again")
             self.redis.hdel(POST_KEY.format(release=release.id), "post_id", "server_props")

@@ -115,6 +115,16 @@ class MattermostClient:
         self._call("PUT", f"/posts/{post_id}/patch",
                    {"message": post.message, "props": {**server_props, **post.props}})
 
+    def exists(self, post_id: str) -> bool:
+        """Whether the post is there and not deleted (`GET /posts/<id>`: 404 if not)."""
+        try:
+            self._call("GET", f"/posts/{urllib.parse.quote(post_id, safe='')}")
+        except PostFailure as failure:
+            if failure.status == 404:
+                return False
+            raise
+        return True
+
     def find(self, channel: str, release_id: str, *, since: float) -> Posted | None:
         """The post in `channel` whose props name `release_id`, created or changed after
         `since` (epoch seconds); the oldest if there are several, None if none."""
