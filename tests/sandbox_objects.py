@@ -2,20 +2,39 @@
 
 Kubernetes and Istio objects shaped like the seed's manifests (a colour's
 Deployment with a `/ready` probe, Service `myapp`, Gateway, DestinationRule and the
-cookie test route), plus `wait_for`, small readers of Store state and a way to
-store an object the API would refuse.
+cookie test route), plus `wait_for`, small readers of Store state, a way to
+store an object the API would refuse, and `api_server`: an in-process API server
+with its namespaces and nothing else (no kubelet).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sandbox.apiserver import ApiServer
+from sandbox.cluster import seed_namespaces
 from sandbox.store import Store, resource
+
+
+@contextlib.contextmanager
+def api_server(**store_options: Any) -> Iterator[tuple[str, Store]]:
+    """An in-process API server over a new Store with its namespaces: (its URL, the store)."""
+    store = Store(**store_options)
+    seed_namespaces(store)
+    server = ApiServer(store)
+    server.start()
+    try:
+        yield server.url, store
+    finally:
+        server.stop()
+        store.close()
+
 
 DEPLOYMENTS, REPLICASETS, PODS = "apps/v1/deployments", "apps/v1/replicasets", "v1/pods"
 ISTIO = "networking.istio.io/v1"

@@ -372,6 +372,19 @@ def test_a_head_over_64_kib_is_refused_however_it_arrives(web: Gunicorn, reads: 
     assert raw_request(web, under, reads=reads).startswith(b"HTTP/1.1 200 ")
 
 
+def send_all_then_read(sock: socket.socket, data: bytes, *, pause: float) -> bytes:
+    """Send `data` in 64 KiB writes `pause` s apart, as a client that does not wait for an
+    answer; then half-close and read everything the server sends back."""
+    for start in range(0, len(data), 64 * 1024):
+        sock.sendall(data[start:start + 64 * 1024])
+        time.sleep(pause)
+    sock.shutdown(socket.SHUT_WR)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
 def waiting_head(path: str, length: int) -> bytes:
     """A delivery's head from a client that waits for `100 Continue` before its body."""
     return (f"POST {path} HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
@@ -402,13 +415,7 @@ def test_a_body_sent_without_waiting_for_100_continue_does_not_reset_the_refusal
     body = b"x" * (3 * 1024 * 1024)
     with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
         sock.sendall(waiting_head("/webhook", len(body) + 1))  # over the 1 MiB limit
-        for start in range(0, len(body), 64 * 1024):
-            sock.sendall(body[start:start + 64 * 1024])
-            time.sleep(0.001)
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        answer = send_all_then_read(sock, body, pause=0.001)
     assert status_of(answer) == 413 and b" 100 " not in answer
 
 
@@ -595,14 +602,7 @@ def test_a_late_body_still_coming_gets_its_408_not_a_reset(
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(data[:len(data) - 500_000])
             time.sleep(0.6)  # the 408 is written meanwhile
-            rest = data[len(data) - 500_000:]
-            for start in range(0, len(rest), 64 * 1024):
-                sock.sendall(rest[start:start + 64 * 1024])
-                time.sleep(0.002)
-            sock.shutdown(socket.SHUT_WR)
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
+            answer = send_all_then_read(sock, data[len(data) - 500_000:], pause=0.002)
     assert status_of(answer) == 408 and answer.lower().count(b"connection: close") == 1
     assert through_asgi == []  # the fast path's 408
     assert redis.keys("bluegreen:release*") == [] and redis.keys("rq:*") == []

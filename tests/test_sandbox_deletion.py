@@ -16,14 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from sandbox_objects import api_server
 
-from sandbox.apiserver import ApiServer
-from sandbox.cluster import seed_namespaces
 from sandbox.store import Store
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -65,15 +63,10 @@ def ref(owner: dict[str, Any], *, block: bool = True) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
+def api() -> Iterator[Api]:
     """An in-process API server with its namespaces and nothing else (no kubelet)."""
-    store = Store()
-    seed_namespaces(store)
-    server = ApiServer(store)
-    server.start()
-    yield Api(server.url, store)
-    server.stop()
-    store.close()
+    with api_server() as (url, store):
+        yield Api(url, store)
 
 
 def release(api: Api, path: str) -> None:
@@ -146,7 +139,8 @@ def test_an_owner_going_leaves_dependents_that_have_another_owner(api: Api) -> N
     assert api.names() == []
 
 
-def test_marking_an_object_deleting_moves_its_generation_on(api: Api) -> None:
+def held_deployment(api: Api) -> tuple[str, dict[str, Any]]:
+    """Deployment `web`, held by a finalizer: (the deployments' URL, the object made)."""
     url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
     labels = {"app": "web"}
     made = requests.post(url, json={
@@ -154,7 +148,13 @@ def test_marking_an_object_deleting_moves_its_generation_on(api: Api) -> None:
         "spec": {"selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels},
             "spec": {"containers": [{"name": "web", "image": "app:v1"}]}}}})
-    assert made.json()["metadata"]["generation"] == 1
+    assert made.status_code == 201, made.text
+    return url, made.json()
+
+
+def test_marking_an_object_deleting_moves_its_generation_on(api: Api) -> None:
+    url, made = held_deployment(api)
+    assert made["metadata"]["generation"] == 1
     answer = requests.delete(f"{url}/web")
     assert answer.json()["metadata"]["generation"] == 2
     requests.delete(f"{url}/web")
@@ -162,13 +162,7 @@ def test_marking_an_object_deleting_moves_its_generation_on(api: Api) -> None:
 
 
 def test_a_dry_run_delete_answers_the_object_as_the_delete_would_leave_it(api: Api) -> None:
-    url = f"{api.url}/apis/apps/v1/namespaces/default/deployments"
-    labels = {"app": "web"}
-    made = requests.post(url, json={
-        "metadata": {"name": "web", "finalizers": ["example.com/hold"]},
-        "spec": {"selector": {"matchLabels": labels}, "template": {
-            "metadata": {"labels": labels},
-            "spec": {"containers": [{"name": "web", "image": "app:v1"}]}}}}).json()
+    url, made = held_deployment(api)
     rv = api.store.resource_version
 
     dry = requests.delete(f"{url}/web", params={"dryRun": "All",

@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 import requests
+from sandbox_objects import api_server
 
-from sandbox.apiserver import ApiServer
-from sandbox.cluster import seed_namespaces
 from sandbox.store import Store
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -34,13 +33,8 @@ class Api:
 
 @pytest.fixture
 def api() -> Iterator[Api]:
-    store = Store(history=20)
-    seed_namespaces(store)
-    server = ApiServer(store)
-    server.start()
-    yield Api(server.url, store)
-    server.stop()
-    store.close()
+    with api_server(history=20) as (url, store):
+        yield Api(url, store)
 
 
 def deployment(name: str = "web", **spec: Any) -> dict[str, Any]:

@@ -372,13 +372,8 @@ class Notifier:
         try:
             ts = slackapi.find(self.client, channel_id, release.id, since=since)
         except ChatFailure as failure:
-            if failure.is_transient:
-                raise  # we still cannot tell: look again at the next try
-            scope = (": the bot token needs the channels:history scope (groups:history in "
-                     "a private channel)" if failure.error == "missing_scope" else "")
-            log.warning("chat notifier: cannot look for the message of %s, whose post may "
-                        "have worked (%s%s); posting it again, which may show it twice",
-                        release.id, failure.reason, scope)
+            _cannot_look(release, failure, "", ": the bot token needs the channels:history "
+                         "scope (groups:history in a private channel)")
             return None
         if ts is None:
             return None
@@ -392,14 +387,9 @@ class Notifier:
         try:
             found = slackapi.lookup_channel(self.client, channel)
         except ChatFailure as failure:
-            if failure.is_transient:
-                raise  # we still cannot tell: look again at the next try
-            scope = ("; add channels:read (groups:read for a private channel), or give "
-                     "the channel as an id" if failure.error == "missing_scope" else "")
-            log.warning("chat notifier: cannot look for the message of %s, whose post may "
-                        "have worked: Slack will not list the channels to find the id of %s "
-                        "(%s%s); posting it again, which may show it twice",
-                        release.id, channel, failure.reason, scope)
+            _cannot_look(release, failure, f": Slack will not list the channels to find the "
+                         f"id of {channel}", "; add channels:read (groups:read for a private "
+                         "channel), or give the channel as an id")
             return None
         if found is None:
             log.warning("chat notifier: cannot look for the message of %s, whose post may "
@@ -448,3 +438,14 @@ class Notifier:
 def _field(fields: dict[Any, Any], name: str) -> str:
     """A field of an events entry as text ("" when it is not there)."""
     return as_text(fields.get(name.encode()) or fields.get(name) or "")
+
+
+def _cannot_look(release: Release, failure: ChatFailure, where: str, scope: str) -> None:
+    """A failed look for the message of a post that may have worked: a transient failure
+    is raised (look again at the next try); any other is logged, and the caller posts
+    again. `scope` says what to grant when Slack answered `missing_scope`."""
+    if failure.is_transient:
+        raise failure
+    log.warning("chat notifier: cannot look for the message of %s, whose post may have "
+                "worked%s (%s%s); posting it again, which may show it twice", release.id,
+                where, failure.reason, scope if failure.error == "missing_scope" else "")
