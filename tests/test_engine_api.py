@@ -215,6 +215,26 @@ def test_rollback_goes_to_the_front(engine: Engine, redis: redis_lib.Redis) -> N
     assert Queue("deploy", connection=redis).job_ids[0] == queued.job_id
 
 
+def test_an_abort_goes_to_the_front_but_never_ahead_of_a_rollback(
+        engine: Engine, redis: redis_lib.Redis) -> None:
+    """Both jump the queue; a rollback (SPEC §5.8) is never kept waiting for an abort,
+    whichever was asked first."""
+    old = submit(engine, tag="v1.0-blue", commit="1" * 40, delivery_id="d1")[0]
+    new = submit(engine, tag="v2.0-green", commit="2" * 40, delivery_id="d2")[0]
+    walk(engine, old, S.STANDBY)
+    walk(engine, new, S.LIVE)
+    waiting = submit(engine, tag="v3.0-blue", commit="3" * 40, delivery_id="d3")[0]
+    queue = Queue("deploy", connection=redis)
+    rollback = engine.submit_command("myapp", "rollback", release=None, actor="api:ops")
+    abort = engine.submit_command("myapp", "abort", release=waiting, actor="api:dev")
+    assert (rollback.position, abort.position) == (1, 2)
+    assert queue.job_ids[:2] == [rollback.job_id, abort.job_id]
+    assert queue.job_ids[2:] == [old, new, waiting]  # every job still there, once
+    queue.empty()
+    alone = engine.submit_command("myapp", "abort", release=waiting, actor="api:dev")
+    assert alone.position == 1  # with no rollback waiting, at the front
+
+
 def test_rollback_needs_a_standby(engine: Engine) -> None:
     live = submit(engine)[0]
     walk(engine, live, S.LIVE)

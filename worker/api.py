@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions
-from redis import Redis
+from redis import Redis, WatchError
 
 from worker import notify, queueing, queuestatus, submission
 from worker.colors import Color
@@ -103,13 +103,23 @@ class Engine:
         with redis_unavailable():
             color_value = (color or target.color).value if action is Action.DECOMMISSION else None
             with self.redis.pipeline() as pipe:
-                pipe.multi()
-                job_id = queueing.enqueue_command(
-                    pipe, self.redis, config, action=action.value, release_id=target.id,
-                    color=color_value, actor=actor, at_front=action in JUMP_THE_QUEUE)
-                self.store.note(target.id, actor=actor, step=action.value, pipe=pipe,
-                                message=f"{action.value} requested by {actor}")
-                pipe.execute()
+                while True:
+                    try:
+                        behind = None
+                        if action is Action.ABORT:  # at the front, but behind a rollback
+                            pipe.watch(queueing.queue_key(config.queue))  # type: ignore[no-untyped-call]
+                            behind = queueing.front_rollback(pipe, config.queue)
+                        pipe.multi()
+                        job_id = queueing.enqueue_command(
+                            pipe, self.redis, config, action=action.value,
+                            release_id=target.id, color=color_value, actor=actor,
+                            at_front=action in JUMP_THE_QUEUE, behind=behind)
+                        self.store.note(target.id, actor=actor, step=action.value, pipe=pipe,
+                                        message=f"{action.value} requested by {actor}")
+                        pipe.execute()
+                        break
+                    except WatchError:
+                        continue  # the queue moved between the read and the write
             place = queueing.position(self.redis, config.queue, job_id)
             return Queued(job_id=job_id, position=place or 0,  # 0: a worker took it already
                           release=target)

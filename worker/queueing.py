@@ -162,9 +162,11 @@ def requeue_release(redis: Redis, app: AppConfig, release_id: str) -> None:
 
 
 def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str,
-                    release_id: str, color: str | None, actor: str, at_front: bool) -> str:
+                    release_id: str, color: str | None, actor: str, at_front: bool,
+                    behind: str | None = None) -> str:
     """Queue `run_command(...)` into `pipe`, which must already be in MULTI (nothing runs
-    until EXEC); rollback and abort pass `at_front=True` to jump the queue."""
+    until EXEC); rollback and abort pass `at_front=True` to jump the queue, and `behind`
+    (a job id waiting there: `front_rollback`) puts it right after that job instead."""
     job = get_queue(redis, app.queue).enqueue_call(
         COMMAND_JOB, args=(app.name, action, release_id, color, actor),
         job_id=command_job_id(release_id, action), timeout=job_timeout(app),
@@ -172,7 +174,28 @@ def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str
         description=f"{action} {release_id} requested by {actor}",
         meta={"release": release_id, "app": app.name, "action": action, "actor": actor},
         at_front=at_front, pipeline=pipe)
+    if behind is not None:
+        pipe.lrem(queue_key(app.queue), 1, job.id)
+        pipe.linsert(queue_key(app.queue), "AFTER", behind, job.id)
     return str(job.id)
+
+
+ROLLBACK_JOB = re.compile(r".+-rollback-[0-9a-f]{6}")
+"""A rollback's job id (`command_job_id`; a release's own id ends in 8 hex digits)."""
+FRONT = 10
+
+
+def front_rollback(reader: Redis | Pipeline, queue: str) -> str | None:
+    """The last of the rollback jobs waiting at the front of `queue`, if the front is one:
+    an abort goes right behind them, as rollback must never wait (SPEC §5.8). Read with
+    the queue WATCHed, so the job is still there when the abort is queued behind it."""
+    last = None
+    for raw in reader.lrange(queue_key(queue), 0, FRONT - 1):
+        job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if not ROLLBACK_JOB.fullmatch(job_id):
+            break
+        last = job_id
+    return last
 
 
 def waiting_command(redis: Redis, queue: str, release_id: str, action: str) -> str | None:
