@@ -137,6 +137,28 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     stop_sandbox(sb)
 
 
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """Report one line of figures (an end-to-end test's load, say): printed in a section of
+    its own at the end of the run, from whichever process ran the test (pytest-xdist)."""
+    return lambda line: record_property("figures", line)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    FIGURES.extend(str(value) for name, value in report.user_properties
+                   if name == "figures" and report.when == "call")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="module")
 def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     """The web process for a module's tests (a module may define its own `web`)."""

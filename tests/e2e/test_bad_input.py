@@ -169,7 +169,7 @@ def send_early_answered(url: str, request: Request) -> Response:
 
 
 def test_thousands_of_bad_requests_change_nothing_and_good_ones_all_run(
-        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+        stack: Stack, figures: Callable[[str], None]) -> None:
     requests = corpus()
     started = time.monotonic()
     with stack.monitor("myapp", traffic=False) as monitor:
@@ -181,10 +181,9 @@ def test_thousands_of_bad_requests_change_nothing_and_good_ones_all_run(
     by_kind: dict[str, Counter[int]] = defaultdict(Counter)
     for request, answer in zip(requests, answers, strict=True):
         by_kind[request.kind][answer.status] += 1
-    with capsys.disabled():
-        print(f"\nbad input: {len(requests)} requests in {took:.1f} s "
-              f"({len(requests) / took:.0f}/s); answers by kind: "
-              f"{ {k: dict(v) for k, v in sorted(by_kind.items())} }")
+    figures(f"bad input: {len(requests)} requests in {took:.1f} s "
+            f"({len(requests) / took:.0f}/s); answers by kind: "
+            f"{ {k: dict(v) for k, v in sorted(by_kind.items())} }")
     wrong = [(r.kind, a.status, a.body[:200]) for r, a in zip(requests, answers, strict=True)
              if a.status not in r.statuses]
     assert wrong == [], f"{len(wrong)} unexpected answers, first: {wrong[:5]}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
@@ -89,7 +89,7 @@ def blocks(log: list[dict[str, Any]], releases: set[str]) -> list[str]:
 
 
 def test_tags_pushed_together_become_one_release_each_and_never_interleave(
-        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+        stack: Stack, figures: Callable[[str], None]) -> None:
     since = stack.last_request()
     with ExitStack() as monitors:
         watching = [monitors.enter_context(stack.monitor(app, traffic=False)) for app in APPS]
@@ -103,11 +103,10 @@ def test_tags_pushed_together_become_one_release_each_and_never_interleave(
     runs = {queue: blocks(log, {rid for rid, r in final.items()
                                 if APPS[r["app"]]["queue"] == queue})
             for queue in ("deploy", "docs")}
-    with capsys.disabled():
-        print(f"\nsimultaneous releases: {len(answers)} deliveries of {len(TAGS)} tags → "
-              f"{dict(Counter(a.json['result'] for _, _, a in answers))}; final states "
-              f"{dict(Counter(r['state'] for r in final.values()))}; cluster work per queue "
-              f"in unbroken blocks: { {q: len(r) for q, r in runs.items()} }")
+    figures(f"simultaneous releases: {len(answers)} deliveries of {len(TAGS)} tags → "
+            f"{dict(Counter(a.json['result'] for _, _, a in answers))}; final states "
+            f"{dict(Counter(r['state'] for r in final.values()))}; cluster work per queue "
+            f"in unbroken blocks: { {q: len(r) for q, r in runs.items()} }")
     for queue, blocks_of_queue in runs.items():
         assert blocks_of_queue, f"nothing of queue {queue} reached the cluster"
         assert len(blocks_of_queue) == len(set(blocks_of_queue)), (

@@ -28,7 +28,7 @@ pushes the next tag at once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fakeslack import FakeSlack
@@ -96,7 +96,7 @@ def run_cycles(stack: Stack, live: tuple[str, str]) -> Counter[str]:
 
 @pytest.mark.slow
 def test_no_default_request_fails_or_reaches_a_colour_that_was_not_live(
-        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+        stack: Stack, figures: Callable[[str], None]) -> None:
     first = go_live(stack, "v0.1-green", "green")
     assert stack.served_by() == "green v0.1"
     assert stack.sandbox is not None
@@ -111,13 +111,12 @@ def test_no_default_request_fails_or_reaches_a_colour_that_was_not_live(
     wrong = [(h, v) for h, v in zip(hits, verdicts, strict=True)
              if v is not None and h.color not in v]
     across = sum(1 for v in verdicts if v is not None and len(v) > 1)
-    with capsys.disabled():
-        print(f"\nzero downtime: {len(hits)} default requests in {load.stopped - load.started:.1f}"
-              f" s ({load.achieved_rate:.1f}/s) over {CYCLES} cycles ({dict(acts)}); "
-              f"{timeline.switches()} route switches seen in {len(timeline.reads)} reads; "
-              f"{len(failed)} failed, {len(wrong)} from a colour not live, {across} in flight "
-              f"across a switch, {unjudged} unjudged; answered by "
-              f"{dict(sorted(Counter(f'{h.color} {h.version}' for h in hits).items()))}")
+    figures(f"zero downtime: {len(hits)} default requests in {load.stopped - load.started:.1f}"
+            f" s ({load.achieved_rate:.1f}/s) over {CYCLES} cycles ({dict(acts)}); "
+            f"{timeline.switches()} route switches seen in {len(timeline.reads)} reads; "
+            f"{len(failed)} failed, {len(wrong)} from a colour not live, {across} in flight "
+            f"across a switch, {unjudged} unjudged; answered by "
+            f"{dict(sorted(Counter(f'{h.color} {h.version}' for h in hits).items()))}")
     assert load.achieved_rate >= 50
     assert failed == [], f"{len(failed)} failed, first: {failed[:3]}"
     assert wrong == [], f"{len(wrong)} from a colour that was not live, first: {wrong[:3]}"
