@@ -191,6 +191,15 @@ def test_text_from_outside_cannot_inject_slack_markup() -> None:
     assert "&lt;!channel&gt;&amp;x" in body
 
 
+def test_bidirectional_controls_show_as_marks_not_obeyed() -> None:
+    # Git allows U+202E in a tag: obeyed, "v1.0-\u202enimda-green" reads "v1.0-neerg-admin".
+    tricky = release("v1.0-\u202enimda-green", state=S.FAILED, error="x\u2067y")
+    message = render(tricky, [entry("note \u200f", state_to=S.FAILED)])
+    body = text(message) + message.text
+    assert not any(ch in body for ch in "\u202e\u2067\u200f"), body
+    assert "v1.0-&lt;U+202E&gt;nimda-green" in body and "x&lt;U+2067&gt;y" in body
+
+
 def test_slacks_size_limits_hold_for_huge_errors() -> None:
     huge = release(state=S.FAILED, error="x" * 50_000, tag="v" + "9" * 200 + "-green")
     audit = [entry("y" * 50_000, state_to=S.FAILED)] * 30

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -371,5 +372,15 @@ def _clip(text: str, limit: int = MAX_TEXT) -> str:
 
 
 def _esc(text: str) -> str:
-    """Slack's three control characters in mrkdwn (so a tag or error cannot make a link)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack's three control characters in mrkdwn (so a tag or error cannot make a link),
+    and bidirectional controls shown as marks (`visible_bidi`)."""
+    return visible_bidi(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible_bidi(value: str) -> str:
+    """`value` with its bidirectional controls shown as marks (`<U+202E>`): obeyed, they
+    make a tag or message read in another order than it is (Git allows them in tags)."""
+    return BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", value)

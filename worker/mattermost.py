@@ -200,8 +200,9 @@ PLAIN: Markup = PlainMarkup()
 
 
 def _inert(value: str) -> str:
-    """`value` on one line, its `@` unable to mention anyone."""
-    return " ".join(value.splitlines()).replace("@", _NO_MENTION)
+    """`value` on one line, its `@` unable to mention anyone, its bidirectional controls
+    shown as marks (`chatmessages.visible_bidi`)."""
+    return chatmessages.visible_bidi(" ".join(value.splitlines())).replace("@", _NO_MENTION)
 
 
 # -- delivery (called by the notifier) --------------------------------------------------------
