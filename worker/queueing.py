@@ -36,6 +36,7 @@ from rq.serializers import resolve_serializer
 from rq.utils import now as rq_now
 
 from worker.config import AppConfig
+from worker.redistext import as_text
 
 RELEASE_JOB = "worker.jobs.run_release"
 COMMAND_JOB = "worker.jobs.run_command"
@@ -190,8 +191,7 @@ def front_rollback(reader: Redis | Pipeline, queue: str) -> str | None:
     an abort goes right behind them, as rollback must never wait (SPEC §5.8). Read with
     the queue WATCHed, so the job is still there when the abort is queued behind it."""
     last = None
-    for raw in reader.lrange(queue_key(queue), 0, FRONT - 1):
-        job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+    for job_id in map(as_text, reader.lrange(queue_key(queue), 0, FRONT - 1)):
         if not ROLLBACK_JOB.fullmatch(job_id):
             break
         last = job_id
@@ -204,8 +204,7 @@ def waiting_command(redis: Redis, queue: str, release_id: str, action: str) -> s
     Matched whole (`command_job_id`'s form): a prefix would also match a command of
     another release whose tag happens to continue this one's id with `-abort-...`."""
     wanted = re.compile(rf"{re.escape(release_id)}-{re.escape(action)}-[0-9a-f]{{6}}")
-    for raw in redis.lrange(queue_key(queue), 0, -1):
-        job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+    for job_id in map(as_text, redis.lrange(queue_key(queue), 0, -1)):
         if wanted.fullmatch(job_id):
             return job_id
     return None
