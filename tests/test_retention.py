@@ -26,7 +26,15 @@ from worker.colors import Color
 from worker.machine import ReleaseState as S
 from worker.mattermost import POST_KEY
 from worker.notify import MESSAGE_KEY
-from worker.releases import TAKES_COLOUR_STEP, Release, ReleaseStore, new_release_id
+from worker.releases import (
+    AUDIT_KEY,
+    PREFIX,
+    RELEASE_KEY,
+    TAKES_COLOUR_STEP,
+    Release,
+    ReleaseStore,
+    new_release_id,
+)
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -73,10 +81,10 @@ class History:
                          getattr(self.store.latest_for(app, c), "id", None)) for c in Color}
 
     def gone(self, release_id: str) -> bool:
-        keys = [f"bluegreen:release:{release_id}", f"bluegreen:release:{release_id}:audit",
+        keys = [RELEASE_KEY.format(id=release_id), AUDIT_KEY.format(id=release_id),
                 MESSAGE_KEY.format(release=release_id), POST_KEY.format(release=release_id)]
         listed = any(self.redis.zscore(index, release_id) is not None
-                     for index in self.redis.keys("bluegreen:releases*")
+                     for index in self.redis.keys(f"{PREFIX}releases*")
                      if self.redis.type(index) == b"zset")
         return not any(self.redis.exists(k) for k in keys) and not listed
 
