@@ -26,10 +26,10 @@ import pytest
 import redis as redis_lib
 import yaml
 from stack import Stack, app_config, running
-from web import CONFIG_YAML, Gunicorn
+from web import CONFIG_YAML, Gunicorn, push
 
 from worker import clusterview
-from worker.api import Engine, TagEvent
+from worker.api import Engine
 from worker.config import parse_settings
 from worker.releases import ReleaseState, ReleaseStore
 
@@ -153,14 +153,12 @@ CONFLICT = """const e = document.querySelector('[data-app="myapp"] .conflict');
 
 def live_release(redis: redis_lib.Redis, tag: str, *then: str) -> str:
     """A release of myapp walked to live (and on through `then`), as the worker would."""
-    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
-    [submitted] = engine.submit_tag(TagEvent(forge="github", delivery_id=f"d-{tag}",
-                                             repository="acme/myapp", tag=tag,
-                                             commit="a" * 40, pusher="dev"))
+    release = push(redis, tag)
+    store = ReleaseStore(redis)
     for state in ("checking", "deploying", "testing", "awaiting_promotion", "live", *then):
-        engine.store.transition(submitted.release.id, ReleaseState(state), actor="worker",
-                                step="test", message=state)
-    return submitted.release.id
+        store.transition(release, ReleaseState(state), actor="worker", step="test",
+                         message=state)
+    return release
 
 
 def test_the_board_says_when_the_live_colour_disagrees_with_the_records(
@@ -190,11 +188,9 @@ AUDIT_LINES = """return [...document.querySelectorAll('tr.audit li')].map(e => e
 
 def test_an_open_audit_trail_shows_a_note_added_without_a_state_change(
         browser: Any, tmp_path: Path, web: Gunicorn, redis: redis_lib.Redis) -> None:
+    release = push(redis, "v1.0-green")
     engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
-    [submitted] = engine.submit_tag(TagEvent(forge="github", delivery_id="d-1",
-                                             repository="acme/myapp", tag="v1.0-green",
-                                             commit="a" * 40, pusher="dev"))
-    release = submitted.release.id
+    updated_at = engine.get_release(release).updated_at
     with screenshot_on_failure(browser, tmp_path):
         browser.get(web.url + "/")
         row = f'tr.release[data-release="{release}"]'
@@ -202,7 +198,7 @@ def test_an_open_audit_trail_shows_a_note_added_without_a_state_change(
         browser.find_element("css selector", row).click()
         eventually(browser, lambda: len(board(browser, AUDIT_LINES)) == 1, "the first entry")
         engine.submit_command("myapp", "abort", release=release, actor="api:ops")
-        assert engine.get_release(release).updated_at == submitted.release.updated_at
+        assert engine.get_release(release).updated_at == updated_at
         eventually(browser, lambda: len(board(browser, AUDIT_LINES)) == 2,
                    "the abort request's note", timeout=10)
         assert "abort requested by api:ops" in board(browser, AUDIT_LINES)[1]
@@ -212,12 +208,8 @@ def test_bidirectional_controls_in_a_tag_are_shown_not_obeyed(
         browser: Any, tmp_path: Path, web: Gunicorn, redis: redis_lib.Redis) -> None:
     # Git allows U+202E in a tag name; obeyed, "v1.0-\u202enimda-green" would read
     # "v1.0-neerg-admin" on the board.
-    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
-    [submitted] = engine.submit_tag(TagEvent(forge="github", delivery_id="d-1",
-                                             repository="acme/myapp",
-                                             tag="v1.0-\u202enimda-green", commit="a" * 40,
-                                             pusher="dev"))
-    row = f'tr.release[data-release="{submitted.release.id}"]'
+    release = push(redis, "v1.0-\u202enimda-green")
+    row = f'tr.release[data-release="{release}"]'
     with screenshot_on_failure(browser, tmp_path):
         browser.get(web.url + "/")
         eventually(browser, lambda: browser.find_elements("css selector", row), "the release")

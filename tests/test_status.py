@@ -27,11 +27,11 @@ import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from stack import Stack, app_config, running, wait_until
-from web import API_TOKEN, CONFIG_YAML, SECRET_ENV, http
+from web import API_TOKEN, CONFIG_YAML, SECRET_ENV, http, push
 
 from webhook import create_app
 from worker import clusterview
-from worker.api import Engine, TagEvent
+from worker.api import Engine
 from worker.config import parse_settings
 from worker.releases import ReleaseState, ReleaseStore
 
@@ -47,14 +47,6 @@ def make_app(redis: redis_lib.Redis, **env: str) -> Flask:
 def client(redis: redis_lib.Redis) -> Iterator[FlaskClient]:
     with make_app(redis).test_client() as c:
         yield c
-
-
-def push(redis: redis_lib.Redis, tag: str, repository: str = "acme/myapp") -> str:
-    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
-    (submitted,) = engine.submit_tag(TagEvent(
-        forge="github", delivery_id=f"d-{tag}", repository=repository, tag=tag,
-        commit="a" * 40, pusher="dev"))
-    return submitted.release.id
 
 
 def test_before_anything_ran(client: FlaskClient) -> None:

@@ -178,23 +178,33 @@ REFUSED = [signed(delivery("github", "push__tag_lightweight"), "wrong-secret")] 
 IGNORED = [signed(delivery("github", "ping__hook"))] * 2
 
 
+def refuse_and_ignore(web: Gunicorn) -> None:
+    """Three refused deliveries and two ignored ones: counts Redis has yet to get."""
+    assert [web.post("/webhook", d).status for d in REFUSED + IGNORED] == [401] * 3 + [200] * 2
+
+
+def counts_in_a_new_web_process(redis: RedisServer, tmp_path: Path) -> dict[str, float]:
+    """The delivery counts a freshly started web process reads back from `redis`."""
+    again = start_web(redis.url, tmp_path)
+    try:
+        return delivery_counts(again)
+    finally:
+        again.stop()
+
+
 def test_a_stopping_web_process_writes_its_last_counts_once_redis_is_back(
         own_redis: RedisServer, web: Gunicorn, tmp_path: Path) -> None:
     """Refused and ignored deliveries are counted in memory and written to Redis in the
     background. A worker told to stop while Redis is down keeps trying for a few seconds:
     Redis back within them, the metric misses none of them."""
     own_redis.stop()
-    assert [web.post("/webhook", d).status for d in REFUSED + IGNORED] == [401] * 3 + [200] * 2
+    refuse_and_ignore(web)
     assert web.proc is not None
     web.proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     own_redis.start(appendonly=True)
     assert web.proc.wait(15) == 0
-    again = start_web(own_redis.url, tmp_path)
-    try:
-        assert delivery_counts(again) == {"error": 3, "ignored": 2}
-    finally:
-        again.stop()
+    assert counts_in_a_new_web_process(own_redis, tmp_path) == {"error": 3, "ignored": 2}
 
 
 def test_a_stopping_web_process_waits_for_a_count_write_under_way(
@@ -203,14 +213,10 @@ def test_a_stopping_web_process_waits_for_a_count_write_under_way(
     stop is waited for (here Redis holds writes back for a second and a half)."""
     conn = redis_lib.Redis.from_url(own_redis.url)
     conn.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
-    assert [web.post("/webhook", d).status for d in REFUSED + IGNORED] == [401] * 3 + [200] * 2
+    refuse_and_ignore(web)
     time.sleep(0.3)  # the counts are written 50 ms after a delivery: that write now waits
     web.stop()
-    again = start_web(own_redis.url, tmp_path)
-    try:
-        assert delivery_counts(again) == {"error": 3, "ignored": 2}
-    finally:
-        again.stop()
+    assert counts_in_a_new_web_process(own_redis, tmp_path) == {"error": 3, "ignored": 2}
 
 
 def test_a_stopping_web_process_gives_up_on_its_counts_after_a_few_seconds(
@@ -218,7 +224,7 @@ def test_a_stopping_web_process_gives_up_on_its_counts_after_a_few_seconds(
     """With Redis away for good, a stopping worker waits no more than a few seconds for
     it, and says in the log how many counts it gave up on."""
     own_redis.stop()
-    assert [web.post("/webhook", d).status for d in REFUSED + IGNORED] == [401] * 3 + [200] * 2
+    refuse_and_ignore(web)
     assert web.proc is not None
     started = time.monotonic()
     web.proc.send_signal(signal.SIGTERM)

@@ -23,7 +23,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
 from proctools import free_port
+
+from worker.api import Engine, TagEvent
+from worker.config import parse_settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +58,16 @@ apps:
     repository: acme/website
     tag_patterns: {blue: '^release-.*-blue$', green: '^release-.*-green$'}
 """
+
+
+def push(redis: Any, tag: str, repository: str = "acme/myapp") -> str:
+    """The release a pushed `tag` becomes, submitted to the engine as a delivery would be
+    (on `CONFIG_YAML`'s apps); its id."""
+    engine = Engine(parse_settings(yaml.safe_load(CONFIG_YAML), {}), redis)
+    (submitted,) = engine.submit_tag(TagEvent(
+        forge="github", delivery_id=f"d-{tag}", repository=repository, tag=tag,
+        commit="a" * 40, pusher="dev"))
+    return submitted.release.id
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,15 @@ def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token in an `Authorization: Bearer <token>` header, else None (as the server
-    decoded the header: compare it through `signatures.header_bytes`)."""
+def bearer_token(authorization: str | None) -> bytes | None:
+    """The token in an `Authorization: Bearer <token>` header as the bytes the client
+    sent (`signatures.header_bytes`: what `matching_token` compares), else None."""
     if not authorization:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return token.strip() or None
+    return header_bytes(token.strip()) or None
 
 
 def require_operator(settings: Settings, authorization: str | None) -> str:
@@ -38,7 +38,7 @@ def require_operator(settings: Settings, authorization: str | None) -> str:
     if not settings.api_tokens:
         raise Unauthorized("the operator API is disabled: no BLUEGREEN_API_TOKEN is configured",
                            headers=CHALLENGE)
-    token = matching_token(header_bytes(bearer_token(authorization)), settings.api_tokens)
+    token = matching_token(bearer_token(authorization), settings.api_tokens)
     if token is None:
         raise Unauthorized("send a valid token as 'Authorization: Bearer <token>'",
                            headers=CHALLENGE)

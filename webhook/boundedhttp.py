@@ -153,10 +153,9 @@ class HeadWithBody:
 
     CONTINUE = b"HTTP/1.1 100 "
 
-    def __init__(self, transport: asyncio.Transport, *,
-                 close: Callable[[], None] | None = None) -> None:
+    def __init__(self, transport: asyncio.Transport, *, close: Callable[[], None]) -> None:
         self._transport = transport
-        self._close = close or transport.close
+        self._close = close
         self._head: bytes | None = None
         self._sent_head = False
 

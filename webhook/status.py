@@ -28,7 +28,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from webhook import auth, errors
 from webhook.context import Web, current
-from webhook.signatures import header_bytes, matching_token
+from webhook.signatures import matching_token
 from worker import clusterview
 from worker.api import Release, ReleaseState
 
@@ -68,8 +68,7 @@ def authorize_read(web: Web) -> None:
     token = web.settings.status_token
     if not token:
         return
-    given = (header_bytes(auth.bearer_token(request.headers.get("Authorization")))
-             or request.args.get("token"))
+    given = auth.bearer_token(request.headers.get("Authorization")) or request.args.get("token")
     if matching_token(given, (token, *web.settings.api_tokens)) is None:
         raise errors.Unauthorized("the status and release reads need a token: send "
                                   "'Authorization: Bearer <token>', or open the board as "
