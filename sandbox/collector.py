@@ -43,7 +43,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from sandbox.deletion import FOREGROUND, ORPHAN
-from sandbox.keyspace import object_key
+from sandbox.keyspace import object_key, scope_of
 from sandbox.resources import RESOURCES, ResourceType, now_rfc3339
 
 if TYPE_CHECKING:
@@ -312,7 +312,7 @@ class Collector:
 
     def _contents(self, namespace: str) -> Iterator[tuple[ResourceType, Obj]]:
         for crt in _namespaced_types():
-            for _, obj in self._space(crt).scan(f"{namespace}/", f"{namespace}0"):
+            for _, obj in self._space(crt).scan(*scope_of(namespace)):
                 yield crt, obj
 
 

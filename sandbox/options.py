@@ -21,14 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.resources import ApiError
+from sandbox.resources import ApiError, cause_reason
 
 DIRECTIVES = ("Ignore", "Strict", "Warn")
 POLICIES = ("Background", "Foreground", "Orphan")
 Problem = tuple[str, str]  # (field, what is wrong with it)
-
-_REASONS = (("Required", "FieldValueRequired"), ("Unsupported", "FieldValueNotSupported"),
-            ("Invalid", "FieldValueInvalid"))
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,7 @@ def invalid(options: str, problems: list[Problem]) -> ApiError:
     text = ", ".join(f"{field}: {problem}" for field, problem in problems)
     if len(problems) > 1:
         text = f"[{text}]"
-    causes = [{"reason": _reason(problem), "message": problem, "field": field}
+    causes = [{"reason": cause_reason(problem), "message": problem, "field": field}
               for field, problem in problems]
     return ApiError(422, "Invalid", f'{options}.meta.k8s.io "" is invalid: {text}',
                     {"group": "meta.k8s.io", "kind": options, "causes": causes})
@@ -96,8 +93,3 @@ def _dry_run_problems(values: list[str] | None) -> list[Problem]:
         return []
     shown = ", ".join(json.dumps(v, ensure_ascii=False) for v in values)  # Go's %#v
     return [("dryRun", f'Unsupported value: []string{{{shown}}}: supported values: "All"')]
-
-
-def _reason(problem: str) -> str:
-    return next((reason for word, reason in _REASONS if problem.startswith(word)),
-                "FieldValueForbidden")

@@ -213,11 +213,12 @@ def invalid(rt: ResourceType, name: str, causes: Sequence[Cause], *,
     quoted = json.dumps(name, ensure_ascii=False)  # Go's %q: a refused "nl\n" stays one line
     return ApiError(422, "Invalid", f"{qualified} {quoted} is invalid: {text}",
                     _details(rt, name, kind=kind, causes=[
-                        {"reason": c[2] if len(c) > 2 else _cause_reason(c[1]),
+                        {"reason": c[2] if len(c) > 2 else cause_reason(c[1]),
                          "message": c[1], "field": c[0]} for c in causes]))
 
 
-def _cause_reason(message: str) -> str:
+def cause_reason(message: str) -> str:
+    """A field error's reason, from how its message begins (`Required value`...)."""
     return next((reason for prefix, reason in _CAUSE_REASONS if message.startswith(prefix)),
                 "FieldValueInvalid")
 

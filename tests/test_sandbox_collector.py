@@ -20,10 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-
-from sandbox.apiserver import ApiServer
-from sandbox.cluster import seed_namespaces
-from sandbox.store import Store
+from sandbox_objects import api_server
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -31,14 +28,8 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    """An in-process API server with its namespaces and nothing else (no kubelet)."""
-    store = Store()
-    seed_namespaces(store)
-    server = ApiServer(store)
-    server.start()
-    yield server.url
-    server.stop()
-    store.close()
+    with api_server() as (server_url, _):
+        yield server_url
 
 
 def make(url: str, name: str, *refs: dict[str, Any], namespace: str = "default",
