@@ -408,6 +408,26 @@ def test_a_post_answered_with_slacks_own_trouble_is_looked_for_before_posting_ag
     assert not redis.hexists(key, "unsure")
 
 
+def test_a_found_message_is_kept_even_when_bringing_it_up_to_date_fails(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    """Once found, a message whose post may have worked is the release's: a failed update
+    of it is retried as an update, without looking for it in the channel again."""
+    store = ReleaseStore(redis)
+    notifiers.start()
+    first = add(store, "v1.0-blue")
+    slack.wait_for(shows(slack, first, "Queued"), what="the first message")
+    slack.fail_next_call("chat.postMessage", 500, "fatal_error", done=True)
+    slack.fail_next_call("chat.update", 500, "fatal_error")
+    second = add(store, "v1.1-green")
+    key = notify.MESSAGE_KEY.format(release=second.id)
+    slack.wait_for(lambda: redis.hget(key, "digest"), what="the found message brought up to date")
+    walk(store, second, PATH[0])
+    slack.wait_for(shows(slack, second, "Sanity check"), what="the update in place")
+    assert len(slack.messages_for(second.id)) == 1
+    assert [c.status for c in slack.api_calls("chat.update")][:2] == [500, 200]
+    assert len(slack.api_calls("conversations.history")) == 1  # found once, then kept
+
+
 @pytest.mark.parametrize(("channel", "private", "lacking"), [
     ("#releases", False, ""), ("ops-releases", True, ""), ("#releases", False, "groups:read")],
     ids=["public, as #name", "private, as name", "public, without groups:read"])
