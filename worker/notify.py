@@ -339,6 +339,8 @@ class Notifier:
                 if failure.error != "message_not_found":
                     raise
                 log.info("chat notifier: the message was deleted in Slack; posting it again")
+                # Forgotten, so that if the post may have worked the retry looks for it.
+                self.redis.hdel(MESSAGE_KEY.format(release=release.id), "channel", "ts")
         elif record.get("unsure"):
             found = self._posted_unsure(release, channel, float(record["unsure"]))
             if found is not None:  # adopt it (kept, even if the update fails), bring it up to date
