@@ -99,9 +99,7 @@ def test_an_awaiting_release_gets_signed_promote_and_abort_actions() -> None:
 def test_bidirectional_controls_in_a_tag_show_as_marks() -> None:
     # Git allows U+202E in a tag: obeyed, "v1.0-\u202enimda-green" reads "v1.0-neerg-admin".
     release = make_release("v1.0-\u202enimda\u2066-green", S.AWAITING_PROMOTION)
-    to = mattermost.Target(secret=SECRET, actions_url=PUBLIC + "/chatops/mattermost/actions",
-                           channel=CHANNEL)
-    post = mattermost.render(release, [], to, now=time.time())
+    post = mattermost.render(release, [], TO, now=time.time())
     (card,) = post.props["attachments"]
     for shown in (post.message, card["fallback"], card["text"]):
         assert not any(ch in shown for ch in "\u202e\u2066"), shown

@@ -342,6 +342,27 @@ def test_a_message_deleted_in_slack_is_posted_again(slack: FakeSlack, notifiers:
     assert len(slack.api_calls("chat.postMessage")) == 2
 
 
+def test_a_deleted_message_whose_new_post_may_have_worked_is_posted_once(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    """The message was deleted; posting it anew met Slack's own trouble after the post was
+    made: the retry looks for that post, rather than trying the deleted one again and
+    posting a second time."""
+    store = ReleaseStore(redis)
+    notifiers.start()
+    release = add(store, "v1.0-green")
+    slack.wait_for(shows(slack, release, "Queued"), what="the first message")
+    slack.delete_all_messages()
+    slack.fail_next_call("chat.postMessage", 500, "fatal_error", done=True)
+    walk(store, release, PATH[0])
+    slack.wait_for(lambda: not redis.zscore(notify.DIRTY_KEY, release.id)
+                   and redis.hget(notify.MESSAGE_KEY.format(release=release.id), "ts"),
+                   what="settled")
+    walk(store, release, PATH[1])
+    slack.wait_for(shows(slack, release, "Deploying"), what="the update in place")
+    assert len(slack.messages_for(release.id)) == 1
+    assert [c.status for c in slack.api_calls("chat.postMessage")] == [200, 500]
+
+
 def impatient(settings: Settings) -> WebClient:
     client = slackapi.slack_client(settings)
     client.timeout = PATIENCE  # type: ignore[assignment]  # slack_sdk types it as int
@@ -406,6 +427,26 @@ def test_a_post_answered_with_slacks_own_trouble_is_looked_for_before_posting_ag
     assert notes[0].startswith(f"Slack message not updated: Slack answered HTTP {status}, "
                                f"{error}")
     assert not redis.hexists(key, "unsure")
+
+
+def test_a_found_message_is_kept_even_when_bringing_it_up_to_date_fails(
+        slack: FakeSlack, notifiers: Notifiers, redis: redis_lib.Redis) -> None:
+    """Once found, a message whose post may have worked is the release's: a failed update
+    of it is retried as an update, without looking for it in the channel again."""
+    store = ReleaseStore(redis)
+    notifiers.start()
+    first = add(store, "v1.0-blue")
+    slack.wait_for(shows(slack, first, "Queued"), what="the first message")
+    slack.fail_next_call("chat.postMessage", 500, "fatal_error", done=True)
+    slack.fail_next_call("chat.update", 500, "fatal_error")
+    second = add(store, "v1.1-green")
+    key = notify.MESSAGE_KEY.format(release=second.id)
+    slack.wait_for(lambda: redis.hget(key, "digest"), what="the found message brought up to date")
+    walk(store, second, PATH[0])
+    slack.wait_for(shows(slack, second, "Sanity check"), what="the update in place")
+    assert len(slack.messages_for(second.id)) == 1
+    assert [c.status for c in slack.api_calls("chat.update")][:2] == [500, 200]
+    assert len(slack.api_calls("conversations.history")) == 1  # found once, then kept
 
 
 @pytest.mark.parametrize(("channel", "private", "lacking"), [

@@ -339,9 +339,16 @@ class Notifier:
                 if failure.error != "message_not_found":
                     raise
                 log.info("chat notifier: the message was deleted in Slack; posting it again")
+                # Forgotten, so that if the post may have worked the retry looks for it.
+                self.redis.hdel(MESSAGE_KEY.format(release=release.id), "channel", "ts")
         elif record.get("unsure"):
             found = self._posted_unsure(release, channel, float(record["unsure"]))
-            if found is not None:  # adopt it, and bring it up to date
+            if found is not None:  # adopt it (kept, even if the update fails), bring it up to date
+                key = MESSAGE_KEY.format(release=release.id)
+                with self.redis.pipeline() as pipe:
+                    pipe.hset(key, mapping={"channel": found["channel"], "ts": found["ts"]})
+                    pipe.hdel(key, "unsure")
+                    pipe.execute()
                 return {**found, **self._deliver(release, channel, found, message)}
         return self._post(release, channel, message)
 
