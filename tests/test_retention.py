@@ -5,7 +5,9 @@ entries and chat records, and nothing else does (live, standby, rolled back, wai
 recent); the release that holds a colour and the newest of each colour stay, so the
 engine's answers about the colours are the same after a prune; `--app` limits it;
 `--dry-run` lists and changes nothing in Redis; a release that changed since it was
-read is left; bad durations exit 2, an unreachable Redis exits 1.
+read is left; a note racing the prune of its release (between the note's read of the
+record and its write) leaves no audit trail or event behind, and one racing another
+write still lands once; bad durations exit 2, an unreachable Redis exits 1.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from worker.mattermost import POST_KEY
 from worker.notify import MESSAGE_KEY
 from worker.releases import (
     AUDIT_KEY,
+    EVENTS_KEY,
     PREFIX,
     RELEASE_KEY,
     TAKES_COLOUR_STEP,
     Release,
+    ReleaseNotFound,
     ReleaseStore,
     new_release_id,
 )
@@ -160,6 +164,43 @@ def test_a_release_changed_since_it_was_read_is_left(history: History) -> None:
     with pytest.raises(ValueError, match="only an ended release"):
         history.store.forget(Release(**{**read.to_json(), "color": GREEN,
                                         "state": S.AWAITING_PROMOTION}))
+
+
+def racing(then: Callable[[], object]) -> Callable[[], float]:
+    """A clock that runs `then` the first time it is read: a note reads it after its read of
+    the record and before its write, so `then` lands between the two."""
+    ran: list[object] = []
+
+    def clock() -> float:
+        if not ran:
+            ran.append(then())
+        return NOW
+    return clock
+
+
+def test_a_note_racing_the_prune_of_its_release_leaves_nothing(history: History,
+                                                               redis: redis_lib.Redis) -> None:
+    old = history.release("v1-green", GREEN, S.ABORTED, age=300)
+    history.release("v2-green", GREEN, S.ABORTED, age=200)  # the newest green: kept
+    events = redis.xlen(EVENTS_KEY)
+    pruned: list[retention.Outcome] = []
+    late = ReleaseStore(redis, clock=racing(lambda: pruned.append(
+        retention.prune(history.store, before=NOW - 90 * DAY))))
+    with pytest.raises(ReleaseNotFound):
+        late.note(old, actor="api:x", step="promote", message="promote requested by x")
+    assert [r.id for r in pruned[0].removed] == [old]
+    assert not redis.exists(AUDIT_KEY.format(id=old))
+    assert history.gone(old) and redis.xlen(EVENTS_KEY) == events
+
+
+def test_a_note_racing_another_write_lands_once(history: History) -> None:
+    release_id = history.release("v1-green", GREEN, S.ABORTED, age=300)
+    late = ReleaseStore(history.redis, clock=racing(
+        lambda: history.store.set_step(release_id, "elsewhere")))
+    late.note(release_id, actor="api:x", step="note", message="noted")
+    assert [e.message for e in history.store.audit(release_id)][-2:] == ["to aborted", "noted"]
+    now = history.store.get(release_id)
+    assert now is not None and now.step == "elsewhere"
 
 
 @pytest.fixture

@@ -159,19 +159,46 @@ class ReleaseStore:
     def note(self, release_id: str, *, actor: str, step: str, message: str,
              route_before: Route | None = None, route_after: Route | None = None,
              pipe: Pipeline | None = None) -> None:
-        """Append an audit entry without changing the state (in `pipe`'s transaction if given)."""
-        app, state, current_step = self.redis.hmget(RELEASE_KEY.format(id=release_id),
-                                                    ["app", "state", "step"])
-        if pipe is None and app is None:
-            raise ReleaseNotFound(release_id)
-        entry = AuditEntry(at=self.clock(), actor=actor, step=step, state_from=None,
-                           state_to=None, route_before=route_before,
-                           route_after=route_after, message=message)
-        target = self.redis.pipeline() if pipe is None else pipe
-        target.rpush(AUDIT_KEY.format(id=release_id), entry.encoded())
-        _queue_event(target, release_id, app, state, current_step, entry.at)
-        if pipe is None:
-            target.execute()
+        """Append an audit entry without changing the state. Alone, it lands only if the
+        record is still there when it is written (WATCH, retried as `_update` is): a
+        release pruned in between (`forget`) gets no orphan audit trail or event, and the
+        note raises ReleaseNotFound. Given `pipe`, the entry is queued into the caller's
+        transaction or pipeline, which owns the atomicity (the record is not checked)."""
+        key = RELEASE_KEY.format(id=release_id)
+        if pipe is not None:
+            app, state, current_step = self.redis.hmget(key, ["app", "state", "step"])
+            self._queue_note(pipe, release_id, app, state, current_step, self._entry(
+                actor=actor, step=step, message=message, route_before=route_before,
+                route_after=route_after))
+            return
+        with self.redis.pipeline() as watched:
+            while True:
+                try:
+                    watched.watch(key)  # type: ignore[no-untyped-call]
+                    app, state, current_step = watched.hmget(key, ["app", "state", "step"])
+                    if app is None:
+                        raise ReleaseNotFound(release_id)
+                    entry = self._entry(actor=actor, step=step, message=message,
+                                        route_before=route_before, route_after=route_after)
+                    watched.multi()
+                    self._queue_note(watched, release_id, app, state, current_step, entry)
+                    watched.execute()
+                    return
+                except WatchError:
+                    continue  # the record changed (or went) between the read and the write
+
+    def _entry(self, *, actor: str, step: str, message: str, route_before: Route | None,
+               route_after: Route | None) -> AuditEntry:
+        """A note's audit entry (no state change), stamped now."""
+        return AuditEntry(at=self.clock(), actor=actor, step=step, state_from=None,
+                          state_to=None, route_before=route_before,
+                          route_after=route_after, message=message)
+
+    @staticmethod
+    def _queue_note(pipe: Pipeline, release_id: str, app: Any, state: Any, step: Any,
+                    entry: AuditEntry) -> None:
+        pipe.rpush(AUDIT_KEY.format(id=release_id), entry.encoded())
+        _queue_event(pipe, release_id, app, state, step, entry.at)
 
     def audit_lengths(self, release_ids: Sequence[str]) -> list[int]:
         """How many entries each release's audit trail has (0: none), in one pipelined read."""
