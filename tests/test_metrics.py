@@ -2,12 +2,14 @@
 
 In-process (Flask app on a real Redis): the answer parses as Prometheus text; webhook
 deliveries, chat actions and release results count up; step durations land in the
-right histogram buckets; queue length, oldest job age (the longest-waiting job's, even
-when a rollback or abort jumped to the front), worker heartbeat age and the live colour
-are read from Redis at scrape time; there is no snapshot age before a first successful
-look at the cluster. End to end (two gunicorn workers, `bluegreen worker`, the
-sandbox): a release cycle moves the counters, and every scrape agrees whichever
-gunicorn worker answers it.
+right histogram buckets; a release going live is counted once, by its promotion (a
+rollback counts as the undone release's rolled_back, not as the previous release going
+live again; its jobs run for real against the sandbox); queue length, oldest job age
+(the longest-waiting job's, even when a rollback or abort jumped to the front), worker
+heartbeat age and the live colour are read from Redis at scrape time; there is no
+snapshot age before a first successful look at the cluster. End to end (two gunicorn
+workers, `bluegreen worker`, the sandbox): a release cycle moves the counters, and every
+scrape agrees whichever gunicorn worker answers it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 import yaml
+from conftest import Sandbox
 from flask.testing import FlaskClient
+from flows import Flow
 from proctools import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from stack import app_config, running, wait_until
@@ -98,6 +102,36 @@ def test_release_results_are_counted_once_per_transition(client: FlaskClient,
     assert value(samples, releases, app="myapp", result="aborted") == 1
     assert value(samples, releases, app="myapp", result="checking") is None
     assert value(samples, releases, app="myapp", result="live") is None
+
+
+def test_a_rollback_is_counted_as_rolled_back_not_as_another_release_live(
+        sandbox: Sandbox, redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> None:
+    flow = Flow(sandbox, redis, redis_url, tmp_path)
+    with create_app(flow.settings, redis).test_client() as client:
+        v1 = promoted(flow, "v1.0-green")
+        v2 = promoted(flow, "v2.0-blue")
+        assert release_results(client) == {"live": 2, "rolled_back": None}
+        flow.command("rollback", v2)
+        flow.run_jobs()
+        assert (flow.get(v1).state, flow.get(v2).state) == (ReleaseState.LIVE,
+                                                            ReleaseState.ROLLED_BACK)
+        assert release_results(client) == {"live": 2, "rolled_back": 1}
+
+
+def promoted(flow: Flow, tag: str) -> str:
+    """Release `tag`, run its jobs and promote it; its release id."""
+    release_id = flow.release(tag)
+    flow.run_jobs()
+    flow.command("promote", release_id)
+    flow.run_jobs()
+    assert flow.get(release_id).state is ReleaseState.LIVE
+    return release_id
+
+
+def release_results(client: FlaskClient) -> dict[str, float | None]:
+    samples = scrape(client)
+    return {result: value(samples, "bluegreen_releases_total", app="myapp", result=result)
+            for result in ("live", "rolled_back")}
 
 
 def test_step_durations_fill_histogram_buckets(client: FlaskClient,

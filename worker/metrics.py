@@ -68,7 +68,10 @@ BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, math.inf)
 S = ReleaseState
 OUTCOMES = frozenset({S.LIVE, S.REJECTED, S.FAILED, S.SUPERSEDED, S.ABORTED, S.ROLLED_BACK,
                       S.DECOMMISSIONED})
-"""States whose entry counts as a release result (live: it was promoted, or rolled back to)."""
+"""States whose entry counts as a release result; live only when entered by a promotion
+(from awaiting_promotion). A rollback is counted once, as the undone release's rolled_back:
+the standby release it makes live again went live when it was promoted, and counting that
+again would make `live` more than the releases ever promoted."""
 
 
 # -- writing: called by whichever process does the thing -----------------------------------
@@ -77,8 +80,11 @@ OUTCOMES = frozenset({S.LIVE, S.REJECTED, S.FAILED, S.SUPERSEDED, S.ABORTED, S.R
 def count_transition(pipe: Pipeline, *, app: str, before: ReleaseState,
                      after: ReleaseState) -> None:
     """Count a release result; queued into the caller's MULTI so it lands with the record."""
-    if after is not before and after in OUTCOMES:
-        pipe.hincrby(RELEASES_KEY, _field(app, after.value), 1)
+    if after is before or after not in OUTCOMES:
+        return
+    if after is S.LIVE and before is not S.AWAITING_PROMOTION:
+        return  # live again by a rollback: not another release going live
+    pipe.hincrby(RELEASES_KEY, _field(app, after.value), 1)
 
 
 def observe_step(redis: Redis | Pipeline, step: str, seconds: float) -> None:
@@ -150,9 +156,10 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         raw = self._read()
         now = self.clock()
-        yield _counter("bluegreen_releases", "Release results by app (a release entering "
-                       "live, rejected, failed, superseded, aborted, rolled_back or "
-                       "decommissioned).", ["app", "result"], raw["releases"])
+        yield _counter("bluegreen_releases", "Release results by app (a release promoted to "
+                       "live, or entering rejected, failed, superseded, aborted, rolled_back "
+                       "or decommissioned; a rollback's return to live is not counted).",
+                       ["app", "result"], raw["releases"])
         yield _histogram(raw["steps"])
         yield _counter("bluegreen_webhook_deliveries", "Forge webhook deliveries by forge and "
                        "result (queued, duplicate, ignored, error).", ["forge", "result"],
