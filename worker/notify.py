@@ -73,11 +73,11 @@ from slack_sdk import WebClient
 
 from worker import chatmessages, chatretry, mattermost, queueing, slackapi
 from worker.chatmessages import Message
+from worker.chatretry import ChatFailure
 from worker.config import Settings
 from worker.machine import ReleaseState
 from worker.redistext import as_text
 from worker.releases import EVENTS_KEY, EVENTS_MAXLEN, Release, ReleaseStore
-from worker.slackapi import ChatFailure
 
 log = logging.getLogger(__name__)
 
