@@ -21,8 +21,10 @@ channel configured by name is kept per configured channel (`remember_channel`,
 `channel_id`): the one Slack answers a post with, or, before any post to it has been
 answered, the one Slack's list of channels gives (`lookup_channel`:
 `conversations.list`, page by page, which needs `channels:read` for a public channel and
-`groups:read` for a private one). What to do when Slack cannot be asked is the
-notifier's call (`worker.notify`).
+`groups:read` for a private one). A name that list does not have is remembered as
+unlisted for `UNLISTED_FOR` (`remember_unlisted`, `is_unlisted`), so that every post
+that may have worked does not read the whole list again. What to do when Slack cannot
+be asked is the notifier's call (`worker.notify`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ PERMANENT = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_
 UNSURE = frozenset({"fatal_error", "internal_error", "service_unavailable", "request_timeout"})
 EVENT_TYPE = "bluegreen_release"
 CHANNELS_KEY = "bluegreen:chat:slack:channels"   # hash: configured channel name -> its id
+UNLISTED_KEY = "bluegreen:chat:slack:unlisted"   # hash: channel name -> until when unlisted
+UNLISTED_FOR = 300.0  # s a name conversations.list did not have is taken as still not there
 PAGE = 200         # messages per history page (Slack suggests at most 200)
 PAGES = 5          # pages read at most: a channel this busy is not a deploys channel
 CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{2,}")   # ids are upper case, names never are
@@ -131,6 +135,17 @@ def remember_channel(redis: Redis, channel: str, answered: str) -> None:
     """Keep the id Slack answered a post to `channel` with, if `channel` is a name."""
     if answered and answered != channel and not CHANNEL_ID.fullmatch(channel):
         redis.hset(CHANNELS_KEY, channel, answered)
+
+
+def is_unlisted(redis: Redis, channel: str, *, now: float) -> bool:
+    """Whether Slack's list of channels did not have `channel` less than `UNLISTED_FOR` ago."""
+    until = redis.hget(UNLISTED_KEY, channel)
+    return until is not None and float(as_text(until)) > now
+
+
+def remember_unlisted(redis: Redis, channel: str, *, now: float) -> None:
+    """Keep that Slack's list of channels does not have `channel`, for `UNLISTED_FOR`."""
+    redis.hset(UNLISTED_KEY, channel, f"{now + UNLISTED_FOR:.6f}")
 
 
 def lookup_channel(client: WebClient, name: str) -> str | None:
