@@ -13,9 +13,9 @@ Slack is posted again; a post Slack made but answered too late, or answered with
 own trouble (a 5xx, `fatal_error`, `internal_error`, `service_unavailable`,
 `request_timeout`), is found by its metadata and updated, not posted twice, and one it
 did not make is posted once — in a channel given by name, too, before any post to it
-was answered (its id from `conversations.list`, page by page, kept) — and when Slack
-cannot be asked, it is posted again and the log says why; the bot token never reaches
-the log.
+was answered (its id from `conversations.list`, page by page, kept; a name the list
+does not have is not looked up again for `UNLISTED_FOR`) — and when Slack cannot be
+asked, it is posted again and the log says why; the bot token never reaches the log.
 """
 
 from __future__ import annotations
@@ -513,6 +513,40 @@ def test_the_channel_list_is_read_past_pages_that_show_none(slack: FakeSlack) ->
     assert refused.value.permanent and not refused.value.may_have_worked
     assert refused.value.reason == ("Slack answered missing_scope: the bot token lacks "
                                     "channels:read and groups:read")
+
+
+def test_a_channel_slack_does_not_list_is_not_looked_up_again_for_a_while(
+        slack: FakeSlack, redis_url: str, redis: redis_lib.Redis,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each post to #hidden fails with Slack's own trouble without landing, so each retry
+    looks for it first, and Slack's list of channels (two pages here) has no #hidden:
+    read once, it is not read again for the next release's unsure post until
+    `UNLISTED_FOR` has passed; each read warns once."""
+    caplog.set_level(logging.INFO, logger="worker.notify")
+    slack.add_channels(1200)
+    offset = [0.0]
+    notifier = notify.Notifier(make_settings(slack, redis_url, SLACK_CHANNEL="#hidden"), redis,
+                               clock=lambda: time.time() + offset[0], backoff=(0.2, 2.0))
+    store = ReleaseStore(redis)
+
+    def sync_failing(release: Release) -> int:
+        """Sync `release`, its post failing unsure; how many conversations.list calls it made."""
+        before = len(slack.api_calls("conversations.list"))
+        slack.fail_next_call("chat.postMessage", 500, "fatal_error")
+        notifier.sync(release.id)
+        return len(slack.api_calls("conversations.list")) - before
+
+    first, second = add(store, "v1.0-blue"), add(store, "v1.1-green")
+    assert sync_failing(first) == 0   # the first post: nothing to look for yet
+    assert sync_failing(first) == 2   # unsure: the whole list, page by page
+    assert sync_failing(second) == 0
+    offset[0] = slackapi.UNLISTED_FOR - 1
+    assert sync_failing(second) == 0  # unsure, but #hidden was not listed a moment ago
+    offset[0] = slackapi.UNLISTED_FOR + 1
+    assert sync_failing(second) == 2  # read again once that has passed
+    assert caplog.text.count("Slack lists no channel #hidden") == 2
+    assert len(slack.api_calls("chat.postMessage")) == 5
+    assert slack.messages == {}
 
 
 @pytest.mark.parametrize("why", ["no history scope", "no channels:read scope"])

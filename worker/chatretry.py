@@ -5,12 +5,44 @@ attempt, at most `longest`), or after the service's own `Retry-After` when it
 rate-limits us. A failure that retrying cannot fix (permanent) waits for the release's
 next change instead. A message's first failure leaves one note in the release's audit
 trail; the release goes on regardless. `worker.notify` (Slack) and `worker.mattermost`
-keep their own records of attempts; this is the policy they share.
+keep their own records of attempts; this is the policy they share, with the failure
+both raise (`ChatFailure`) and how far back a send that may have worked is looked for
+(`LOOKBACK`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+# s before the first send that may have worked to look for its message from: the
+# service's clock is not ours.
+LOOKBACK = 120.0
+
+
+class ChatFailure(Exception):
+    """A Slack or Mattermost call that did not work; `reason` is safe to log and to note.
+    `status` is the service's HTTP status, 0 when no answer came; `error` the error code
+    it answered, if any; `unsure` that the service says the call may have done part of
+    its work (Slack's `fatal_error`, say) though it answered with an error."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None,
+                 permanent: bool = False, error: str = "", status: int = 0,
+                 unsure: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after, self.permanent, self.error, self.status = (
+            reason, retry_after, permanent, error, status)
+        self.unsure = unsure
+
+    @property
+    def may_have_worked(self) -> bool:
+        """No answer, a 5xx (a proxy's 502 or 504 may come after the service did it) or an
+        `unsure` error: the call may have done its work (a post may be there) all the same."""
+        return self.status == 0 or self.status >= 500 or self.unsure
+
+    @property
+    def is_transient(self) -> bool:
+        """No answer, a rate limit or the service's own trouble: asking again may work."""
+        return self.may_have_worked or self.retry_after is not None
 
 
 def retry_after_seconds(value: Any) -> float:

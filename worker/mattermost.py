@@ -57,10 +57,11 @@ from redis import Redis
 
 from worker import chatmessages, chatretry, chatsign
 from worker.chatmessages import CHAT_STEP, DOING, LABELS, Markup
+from worker.chatretry import LOOKBACK, ChatFailure
 from worker.commands import Action
 from worker.config import Settings
 from worker.machine import ReleaseState
-from worker.mattermostapi import RELEASE_PROP, MattermostClient, Post, Posted, PostFailure
+from worker.mattermostapi import RELEASE_PROP, MattermostClient, Post, Posted
 from worker.redistext import as_text
 from worker.releases import AuditEntry, Release, ReleaseStore
 
@@ -70,7 +71,6 @@ S = ReleaseState
 POST_KEY = "bluegreen:chat:mattermost:{release}"
 ACTIONS_PATH = "/chatops/mattermost/actions"
 ACTOR = "notifier"
-LOOKBACK = 120.0   # s before the first create that may have worked (the server's clock differs)
 COLORS = {S.AWAITING_PROMOTION: "#ECB22E", S.LIVE: "#2EB67D", S.REJECTED: "#E01E5A",
           S.FAILED: "#E01E5A"}
 IN_PROGRESS_COLOR, ENDED_COLOR = "#1D9BD1", "#8D8D8D"
@@ -238,7 +238,7 @@ class MattermostDelivery:
             return None
         try:
             posted = self._deliver(release, record, post)
-        except PostFailure as failure:
+        except ChatFailure as failure:
             return self._failed(release, attempts + 1, failure)
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping={"post_id": posted.id, "server_props": _stored(posted),
@@ -259,7 +259,7 @@ class MattermostDelivery:
             try:
                 self.client.update(post_id, post, server_props=posted.server_props)
                 return posted
-            except PostFailure as failure:
+            except ChatFailure as failure:
                 # The server answers an update of a deleted post 403, as for a post the bot
                 # may not edit; only a read of it tells them apart (404: gone).
                 if failure.status not in (403, 404) or self.client.exists(post_id):
@@ -279,7 +279,7 @@ class MattermostDelivery:
         asked_at = self.clock()
         try:
             return self.client.create(self.to.channel, post, pending_post_id=pending)
-        except PostFailure as failure:
+        except ChatFailure as failure:
             if failure.may_have_worked:  # the post may be there: look before creating again
                 self.redis.hsetnx(key, "unsure", f"{asked_at:.6f}")
             raise
@@ -305,7 +305,7 @@ class MattermostDelivery:
         server's memory of the pending_post_id."""
         try:
             found = self.client.find(self.to.channel, release.id, since=since - LOOKBACK)
-        except PostFailure as failure:
+        except ChatFailure as failure:
             if failure.is_transient:
                 raise  # we still cannot tell: look again at the next try
             log.warning("chat notifier: cannot look for the Mattermost post of %s, whose "
@@ -317,7 +317,7 @@ class MattermostDelivery:
                      "did land; updating it", release.id)
         return found
 
-    def _failed(self, release: Release, attempts: int, failure: PostFailure) -> float | None:
+    def _failed(self, release: Release, attempts: int, failure: ChatFailure) -> float | None:
         delay = chatretry.next_try_in(self.backoff, attempts, failure.retry_after)
         log.warning("Mattermost post of %s not sent (attempt %d): %s", release.id, attempts,
                     failure.reason)

@@ -5,9 +5,10 @@ exactly when what people see or click changes. `MattermostClient` creates
 (`POST /api/v4/posts`, with a `pending_post_id`), updates (`PUT
 /api/v4/posts/{id}/patch`) and finds (`GET /api/v4/channels/{id}/posts?since=`, by
 `props.bluegreen_release`) posts with the bot token (urllib, 5 s timeout; the token is
-never logged). Every way a call can fail is a `PostFailure` that is safe to log, with
-`status` 0 when no answer came; `may_have_worked` says whether the call may have done
-its work all the same. When to create, retry or look is `worker.mattermost`'s call.
+never logged). Every way a call can fail is a `worker.chatretry.ChatFailure` that is
+safe to log, with `status` 0 when no answer came (`permanent` for a 400, 401 or 403);
+`may_have_worked` says whether the call may have done its work all the same. When to
+create, retry or look is `worker.mattermost`'s call.
 
 An update changes the post's message and props and nothing else. `PUT
 /api/v4/posts/{id}` would replace the whole post: what it is not sent is blank, so it
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker import chatretry
+from worker.chatretry import ChatFailure
 
 TIMEOUT = 5
 PERMANENT_STATUSES = frozenset({400, 401, 403})
@@ -65,33 +67,10 @@ class Posted:
         """The post as the server answered it (a create, or one of a list)."""
         post_id = post.get("id") if isinstance(post, dict) else None
         if not isinstance(post_id, str) or not post_id:
-            raise PostFailure("Mattermost answered a post without an id")
+            raise ChatFailure("Mattermost answered a post without an id")
         props = post.get("props")
         props = props if isinstance(props, dict) else {}
         return cls(post_id, {k: props[k] for k in SERVER_PROPS if k in props})
-
-
-class PostFailure(Exception):
-    """A Mattermost call that did not work; `reason` is safe to log and to note."""
-
-    def __init__(self, reason: str, *, status: int = 0, retry_after: float | None = None
-                 ) -> None:
-        super().__init__(reason)
-        self.reason, self.status, self.retry_after = reason, status, retry_after
-
-    @property
-    def permanent(self) -> bool:
-        return self.status in PERMANENT_STATUSES
-
-    @property
-    def may_have_worked(self) -> bool:
-        """No answer, or a 5xx (a proxy's 502 or 504 may come after the server did it)."""
-        return self.status == 0 or self.status >= 500
-
-    @property
-    def is_transient(self) -> bool:
-        """No answer, a rate limit or the server's own trouble: asking again may work."""
-        return self.may_have_worked or self.retry_after is not None
 
 
 class MattermostClient:
@@ -119,7 +98,7 @@ class MattermostClient:
         """Whether the post is there and not deleted (`GET /posts/<id>`: 404 if not)."""
         try:
             self._call("GET", f"/posts/{urllib.parse.quote(post_id, safe='')}")
-        except PostFailure as failure:
+        except ChatFailure as failure:
             if failure.status == 404:
                 return False
             raise
@@ -149,14 +128,15 @@ class MattermostClient:
         except urllib.error.HTTPError as e:
             retry = (chatretry.retry_after_seconds(e.headers.get("Retry-After"))
                      if e.code == 429 else None)
-            raise PostFailure(f"Mattermost answered HTTP {e.code}", status=e.code,
-                              retry_after=retry) from None
+            raise ChatFailure(f"Mattermost answered HTTP {e.code}", status=e.code,
+                              retry_after=retry, permanent=e.code in PERMANENT_STATUSES
+                              ) from None
         except (OSError, ValueError) as e:  # URLError, timeouts, refused connections
-            raise PostFailure(f"Mattermost is unreachable ({type(e).__name__})") from None
+            raise ChatFailure(f"Mattermost is unreachable ({type(e).__name__})") from None
         try:
             data = json.loads(raw or b"{}")
         except ValueError:
-            raise PostFailure("Mattermost answered something that is not JSON") from None
+            raise ChatFailure("Mattermost answered something that is not JSON") from None
         return data if isinstance(data, dict) else {}
 
 

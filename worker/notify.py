@@ -13,8 +13,9 @@ first looks for the message by its metadata (`worker.slackapi`) and adopts it if
 Slack has it; a channel configured by name is looked for by the id Slack answered a
 post to it with, or else by the one Slack's list of channels gives. When Slack cannot
 be asked (no `channels:history` scope; a channel given by name that no post has been
-answered for yet, without `channels:read` / `groups:read` to list it) it posts again,
-as it did before, and says so in the log.
+answered for yet, without `channels:read` / `groups:read` to list it, or that the
+list does not have: not read again for that name for a few minutes) it posts again, as
+it did before, and says so in the log.
 
 Someone else may rewrite a message too: a click's "⏳ promoting…" reply goes through
 Slack's `response_url` from the web process, and can reach Slack after the notifier's
@@ -42,6 +43,8 @@ the same message twice. Keys:
                                        (when a post that may have worked was sent)
                                        until it is known
     bluegreen:chat:slack:channels      hash: channel name -> id (`worker.slackapi`)
+    bluegreen:chat:slack:unlisted      hash: channel name -> until when Slack's list of
+                                       channels is taken as not having it (`worker.slackapi`)
     bluegreen:chat:slack:dirty         zset: release id -> time of its next sync
     bluegreen:chat:notify:lock         the active notifier (token: host-pid)
 
@@ -73,11 +76,11 @@ from slack_sdk import WebClient
 
 from worker import chatmessages, chatretry, mattermost, queueing, slackapi
 from worker.chatmessages import Message
+from worker.chatretry import ChatFailure
 from worker.config import Settings
 from worker.machine import ReleaseState
 from worker.redistext import as_text
 from worker.releases import EVENTS_KEY, EVENTS_MAXLEN, Release, ReleaseStore
-from worker.slackapi import ChatFailure
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +393,14 @@ class Notifier:
 
     def _looked_up(self, release: Release, channel: str) -> str | None:
         """The id of `channel` (a name no post to which has been answered yet) from Slack's
-        list of channels, kept; None when Slack does not list it or may not (logged)."""
+        list of channels, kept; None when Slack does not list it or may not (logged). A
+        name the list did not have is not looked for again for a while (every page of a
+        large workspace's list is a call of a method limited to ~20 a minute)."""
+        if slackapi.is_unlisted(self.redis, channel, now=self.clock()):
+            log.info("chat notifier: cannot look for the message of %s, whose post may have "
+                     "worked: Slack listed no channel %s that the bot can see a short while "
+                     "ago; posting it again, which may show it twice", release.id, channel)
+            return None
         try:
             found = slackapi.lookup_channel(self.client, channel)
         except ChatFailure as failure:
@@ -399,9 +409,11 @@ class Notifier:
                          "channel), or give the channel as an id")
             return None
         if found is None:
+            slackapi.remember_unlisted(self.redis, channel, now=self.clock())
             log.warning("chat notifier: cannot look for the message of %s, whose post may "
                         "have worked: Slack lists no channel %s that the bot can see; "
-                        "posting it again, which may show it twice", release.id, channel)
+                        "posting it again, which may show it twice (and not reading the "
+                        "list for it again for %g s)", release.id, channel, slackapi.UNLISTED_FOR)
             return None
         slackapi.remember_channel(self.redis, channel, found)
         return found

@@ -2,11 +2,11 @@
 
 `slack_client(settings)` makes the bot's `WebClient` (no sleeping retries of its own);
 `call(client, method, ...)` makes one call and turns every way it can fail into a
-`ChatFailure` that is safe to log (status and error code, never the request), with
-`status` 0 when no answer came at all. `may_have_worked` says whether the call may
-have done its work all the same: no answer, a 5xx, or an error of Slack's own trouble
-(`UNSURE`: Slack documents `fatal_error` and `internal_error` as possibly coming after
-part of the work succeeded).
+`worker.chatretry.ChatFailure` that is safe to log (status and error code, never the
+request), with `status` 0 when no answer came at all. `may_have_worked` says whether the
+call may have done its work all the same: no answer, a 5xx, or an error of Slack's own
+trouble (`UNSURE`: Slack documents `fatal_error` and `internal_error` as possibly coming
+after part of the work succeeded).
 
 `chat.postMessage` has no idempotency key, so a post that may have worked (its answer
 was lost to a read timeout or a dropped connection, or was one of Slack's own troubles)
@@ -21,8 +21,10 @@ channel configured by name is kept per configured channel (`remember_channel`,
 `channel_id`): the one Slack answers a post with, or, before any post to it has been
 answered, the one Slack's list of channels gives (`lookup_channel`:
 `conversations.list`, page by page, which needs `channels:read` for a public channel and
-`groups:read` for a private one). What to do when Slack cannot be asked is the
-notifier's call (`worker.notify`).
+`groups:read` for a private one). A name that list does not have is remembered as
+unlisted for `UNLISTED_FOR` (`remember_unlisted`, `is_unlisted`), so that every post
+that may have worked does not read the whole list again. What to do when Slack cannot
+be asked is the notifier's call (`worker.notify`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from worker import chatretry
+from worker.chatretry import LOOKBACK, ChatFailure
 from worker.config import Settings
 from worker.redistext import as_text
 
@@ -50,7 +53,8 @@ PERMANENT = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_
 UNSURE = frozenset({"fatal_error", "internal_error", "service_unavailable", "request_timeout"})
 EVENT_TYPE = "bluegreen_release"
 CHANNELS_KEY = "bluegreen:chat:slack:channels"   # hash: configured channel name -> its id
-LOOKBACK = 120.0   # s before the first unanswered post: Slack's clock is not ours
+UNLISTED_KEY = "bluegreen:chat:slack:unlisted"   # hash: channel name -> until when unlisted
+UNLISTED_FOR = 300.0  # s a name conversations.list did not have is taken as still not there
 PAGE = 200         # messages per history page (Slack suggests at most 200)
 PAGES = 5          # pages read at most: a channel this busy is not a deploys channel
 CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{2,}")   # ids are upper case, names never are
@@ -60,28 +64,6 @@ LIST_PAGE = 999
 LIST_PAGES = 20
 # The kinds of channel a name is looked for among, and the scope each needs to be listed.
 CHANNEL_KINDS = {"public_channel": "channels:read", "private_channel": "groups:read"}
-
-
-class ChatFailure(Exception):
-    """A Slack call that did not work; `reason` is safe to log and to note. `status` is
-    Slack's HTTP status, 0 when no answer came."""
-
-    def __init__(self, reason: str, *, retry_after: float | None = None,
-                 permanent: bool = False, error: str = "", status: int = 0) -> None:
-        super().__init__(reason)
-        self.reason, self.retry_after, self.permanent, self.error, self.status = (
-            reason, retry_after, permanent, error, status)
-
-    @property
-    def may_have_worked(self) -> bool:
-        """No answer, or Slack's own trouble (a 5xx, an `UNSURE` error): the call may
-        have done its work (a post may be in the channel) all the same."""
-        return self.status == 0 or self.status >= 500 or self.error in UNSURE
-
-    @property
-    def is_transient(self) -> bool:
-        """No answer, a rate limit or Slack's own trouble: asking again later may work."""
-        return self.may_have_worked or self.retry_after is not None
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -120,7 +102,7 @@ def _api_failure(error: SlackApiError) -> ChatFailure:
         code = ""
     what = f"HTTP {status}" + (f", {code}" if code else "")
     return ChatFailure(f"Slack answered {what}", permanent=code in PERMANENT, error=code,
-                       status=status)
+                       status=status, unsure=code in UNSURE)
 
 
 # -- finding a release's message again --------------------------------------------------------
@@ -153,6 +135,17 @@ def remember_channel(redis: Redis, channel: str, answered: str) -> None:
     """Keep the id Slack answered a post to `channel` with, if `channel` is a name."""
     if answered and answered != channel and not CHANNEL_ID.fullmatch(channel):
         redis.hset(CHANNELS_KEY, channel, answered)
+
+
+def is_unlisted(redis: Redis, channel: str, *, now: float) -> bool:
+    """Whether Slack's list of channels did not have `channel` less than `UNLISTED_FOR` ago."""
+    until = redis.hget(UNLISTED_KEY, channel)
+    return until is not None and float(as_text(until)) > now
+
+
+def remember_unlisted(redis: Redis, channel: str, *, now: float) -> None:
+    """Keep that Slack's list of channels does not have `channel`, for `UNLISTED_FOR`."""
+    redis.hset(UNLISTED_KEY, channel, f"{now + UNLISTED_FOR:.6f}")
 
 
 def lookup_channel(client: WebClient, name: str) -> str | None:
