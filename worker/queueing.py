@@ -205,15 +205,39 @@ def front_rollback(reader: Redis | Pipeline, queue: str) -> str | None:
     return last
 
 
+COMMAND_JOB_ID = re.compile(r".+-[a-z]+-[0-9a-f]{6}")
+"""Any command's job id (`command_job_id`); a release's job id is its id, which ends in
+8 hex digits, so never matches."""
+AT_THE_FRONT = frozenset({"rollback", "abort"})
+"""The commands queued at the front (`enqueue_command`'s `at_front`, `worker.api`)."""
+
+
 def waiting_command(redis: Redis, queue: str, release_id: str, action: str) -> str | None:
-    """The id of a `action` job for `release_id` waiting in `queue`, if one is (the first).
+    """The id of a `action` job for `release_id` waiting in `queue`, if one is (the first);
+    `action` is one queued at the front (`AT_THE_FRONT`).
+
+    Only the front is read, a page at a time: such a job goes ahead of every release's
+    job waiting when it is queued (behind rollbacks at most: `front_rollback`), and
+    release jobs join at the back, so none waits behind another release's job. The read
+    stops at the first one (`release_id`'s own job is passed over; it does not wait while
+    the release runs): mostly one short page, however long the queue.
 
     Matched whole (`command_job_id`'s form): a prefix would also match a command of
     another release whose tag happens to continue this one's id with `-abort-...`."""
+    if action not in AT_THE_FRONT:
+        raise ValueError(f"{action} jobs wait at the back of the queue, not at the front")
     wanted = re.compile(rf"{re.escape(release_id)}-{re.escape(action)}-[0-9a-f]{{6}}")
-    for job_id in map(as_text, redis.lrange(queue_key(queue), 0, -1)):
-        if wanted.fullmatch(job_id):
-            return job_id
+    own, start = release_job_id(release_id), 0
+    # Commands queued in front meanwhile shift the pages back: an id may be read twice,
+    # none is skipped (while the release runs, its worker holds the queue's lock: no
+    # other job is taken off the queue).
+    while page := redis.lrange(queue_key(queue), start, start + FRONT - 1):
+        for job_id in map(as_text, page):
+            if wanted.fullmatch(job_id):
+                return job_id
+            if job_id != own and not COMMAND_JOB_ID.fullmatch(job_id):
+                return None  # another release's job: nothing at the front is behind it
+        start += FRONT
     return None
 
 
