@@ -2,7 +2,10 @@
 
 Covers: job timeouts longer than the timed parts of a release, the lock outliving
 any job, the lock as a real redis-py Lock (a second holder waits), enqueueing that
-lands only when the caller's transaction executes, positions and `at_front`,
+lands only when the caller's transaction executes, positions and `at_front`, a
+waiting abort found at the front (behind rollbacks and other aborts, in any order,
+past a page of them; none in an empty queue; not looked for behind another release's
+job, where none waits),
 `Engine.queue_status()` after a real (burst) rq worker ran a failing job, and job
 times written as rq's `utcformat` writes them. (A release's job as the submission
 script writes it is held to rq's own `enqueue_call` in `tests/test_submission.py`.)
@@ -15,12 +18,13 @@ import random
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis as redis_lib
 from rq import Queue, SimpleWorker
 from rq.utils import utcformat
 
 from worker import queueing
-from worker.api import Engine, TagEvent
+from worker.api import JUMP_THE_QUEUE, Engine, TagEvent
 from worker.appconfig import SmokeCheck
 from worker.config import AppConfig, Settings, parse_settings
 
@@ -59,6 +63,48 @@ def test_a_waiting_command_is_matched_by_its_whole_job_id(redis: redis_lib.Redis
     abort = queueing.command_job_id(rid, "abort")
     redis.rpush(queue, abort)
     assert queueing.waiting_command(redis, "deploy", rid, "abort") == abort
+
+
+def test_a_waiting_abort_is_found_at_the_front_as_the_engine_queues_it(
+        redis: redis_lib.Redis) -> None:
+    mine, other, later = ("myapp-v1-0-green-1a2b3c4d", "myapp-v0-9-blue-5e6f7a8b",
+                          "myapp-v1-1-blue-9c0d1e2f")
+    assert {action.value for action in JUMP_THE_QUEUE} == queueing.AT_THE_FRONT
+    assert queueing.waiting_command(redis, "deploy", mine, "abort") is None  # empty queue
+    redis.rpush(queueing.queue_key("deploy"), mine, later)  # release jobs join at the back
+
+    def command(action: str, release_id: str, *, behind: str | None = None) -> str:
+        with redis.pipeline() as pipe:
+            pipe.multi()
+            job_id = queueing.enqueue_command(
+                pipe, redis, app(), action=action, release_id=release_id, color=None,
+                actor="bob", at_front=True, behind=behind)
+            pipe.execute()
+        return job_id
+    first = command("rollback", other)
+    abort = command("abort", mine, behind=queueing.front_rollback(redis, "deploy"))
+    for _ in range(queueing.FRONT + 2):  # more than a page of commands ahead of it
+        command("rollback", other)
+    other_abort = command("abort", other, behind=queueing.front_rollback(redis, "deploy"))
+    queue = [job_id.decode() for job_id in redis.lrange(queueing.queue_key("deploy"), 0, -1)]
+    # rollbacks behind an abort: it went behind the page of them `front_rollback` reads
+    assert queue.index(other_abort) == queueing.FRONT
+    assert queueing.ROLLBACK_JOB.fullmatch(queue[queueing.FRONT + 1])
+    assert queue[-4:] == [first, abort, mine, later]
+    assert queueing.waiting_command(redis, "deploy", mine, "abort") == abort
+    assert queueing.waiting_command(redis, "deploy", later, "abort") is None
+    assert queueing.waiting_command(redis, "deploy", mine, "rollback") is None
+
+
+def test_no_abort_is_looked_for_behind_another_releases_job(redis: redis_lib.Redis) -> None:
+    # Not a queue the engine makes (an abort goes ahead of every release's job): the read
+    # stops at the first other release's job, whatever the queue holds behind it.
+    rid = "myapp-v1-0-green-1a2b3c4d"
+    redis.rpush(queueing.queue_key("deploy"), "myapp-v0-9-blue-5e6f7a8b",
+                queueing.command_job_id(rid, "abort"))
+    assert queueing.waiting_command(redis, "deploy", rid, "abort") is None
+    with pytest.raises(ValueError, match="promote jobs wait at the back"):
+        queueing.waiting_command(redis, "deploy", rid, "promote")
 
 
 def test_the_lock_survives_missed_heartbeats_but_not_a_dead_worker() -> None:

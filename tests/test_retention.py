@@ -7,7 +7,10 @@ engine's answers about the colours are the same after a prune; `--app` limits it
 `--dry-run` lists and changes nothing in Redis; a release that changed since it was
 read is left; a note racing the prune of its release (between the note's read of the
 record and its write) leaves no audit trail or event behind, and one racing another
-write still lands once; bad durations exit 2, an unreachable Redis exits 1.
+write still lands once; a chat message (Slack or Mattermost, failing or catching up)
+sent while its release is pruned writes nothing back for it (no chat record, audit
+entry or event) and the notifier lets the release go; bad durations exit 2, an
+unreachable Redis exits 1.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ import pytest
 import redis as redis_lib
 from click.testing import CliRunner, Result
 from conftest import redis_contents
+from fakemattermost import BOT_TOKEN as MM_TOKEN
+from fakemattermost import FakeMattermost
+from fakeslack import BOT_TOKEN as SLACK_TOKEN
+from fakeslack import FakeSlack
 from proctools import free_port
 
-from worker import retention
+from worker import notify, retention
 from worker.cli import main
 from worker.colors import Color
+from worker.config import parse_settings
 from worker.machine import ReleaseState as S
 from worker.mattermost import POST_KEY
 from worker.notify import MESSAGE_KEY
@@ -201,6 +209,57 @@ def test_a_note_racing_another_write_lands_once(history: History) -> None:
     assert [e.message for e in history.store.audit(release_id)][-2:] == ["to aborted", "noted"]
     now = history.store.get(release_id)
     assert now is not None and now.step == "elsewhere"
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def mm() -> Iterator[FakeMattermost]:
+    fake = FakeMattermost().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.mark.parametrize("chat", ["slack", "mattermost"])
+@pytest.mark.parametrize("attempts", [0, 2], ids=["failing", "catching_up"])
+def test_a_chat_message_racing_the_prune_of_its_release_writes_nothing_back(
+        chat: str, attempts: int, history: History, redis: redis_lib.Redis, redis_url: str,
+        slack: FakeSlack, mm: FakeMattermost) -> None:
+    old = history.release("v1-green", GREEN, S.ABORTED, age=300)
+    history.release("v2-green", GREEN, S.ABORTED, age=200)  # the newest green: kept
+    if chat == "slack":
+        key, env = MESSAGE_KEY.format(release=old), {
+            "SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_API_URL": slack.api_url,
+            "SLACK_CHANNEL": "#deploys"}
+    else:
+        key, env = POST_KEY.format(release=old), {
+            "MATTERMOST_URL": mm.url, "MATTERMOST_BOT_TOKEN": MM_TOKEN,
+            "MATTERMOST_CHANNEL": "mmchannel0000000000000001",
+            "MATTERMOST_TOKEN": "mm-secret", "BLUEGREEN_PUBLIC_URL": "https://bg.example.com"}
+    redis.delete(key)
+    redis.hset(key, "attempts", attempts)  # 0: this try fails (noted); 2: it catches up (noted)
+    if not attempts:
+        (slack if chat == "slack" else mm).fail_next(1)
+    redis.zadd(notify.DIRTY_KEY, {old: NOW})
+    events = redis.xlen(EVENTS_KEY)
+    pruned: list[retention.Outcome] = []
+    settings = parse_settings({"apps": {"myapp": {}}}, {"REDIS_URL": redis_url, **env})
+    # The notifier reads its clock after reading the release, before sending and writing.
+    notifier = notify.Notifier(settings, redis, backoff=(0.2, 2.0), clock=racing(
+        lambda: pruned.append(retention.prune(history.store, before=NOW - 90 * DAY))))
+    notifier.sync(old)
+    assert [r.id for r in pruned[0].removed] == [old]
+    sent = ([c.method for c in slack.calls] if chat == "slack"
+            else [c.method for c in mm.requests])
+    assert sent[:1] == (["chat.postMessage"] if chat == "slack" else ["POST"])
+    assert not redis.exists(key, AUDIT_KEY.format(id=old))
+    assert history.gone(old) and redis.xlen(EVENTS_KEY) == events
+    assert redis.zscore(notify.DIRTY_KEY, old) is None  # let go: nothing left to notify
 
 
 @pytest.fixture

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from worker import chatmessages, chatretry, chatsign
 from worker.chatmessages import CHAT_STEP, DOING, LABELS, Markup
@@ -63,7 +64,7 @@ from worker.config import Settings
 from worker.machine import ReleaseState
 from worker.mattermostapi import RELEASE_PROP, MattermostClient, Post, Posted
 from worker.redistext import as_text
-from worker.releases import AuditEntry, Release, ReleaseStore
+from worker.releases import AuditEntry, Note, Release, ReleaseStore
 
 log = logging.getLogger(__name__)
 
@@ -240,16 +241,28 @@ class MattermostDelivery:
             posted = self._deliver(release, record, post)
         except ChatFailure as failure:
             return self._failed(release, attempts + 1, failure)
-        with self.redis.pipeline() as pipe:
+
+        def write(pipe: Pipeline) -> None:
             pipe.hset(key, mapping={"post_id": posted.id, "server_props": _stored(posted),
                                     "digest": post.digest(), "attempts": 0})
             pipe.hdel(key, "pending", "unsure")
-            if attempts:
-                self.store.note(release.id, actor=ACTOR, step=CHAT_STEP, pipe=pipe,
-                                message=f"Mattermost post caught up after {attempts} failed "
-                                f"attempt{'s' if attempts > 1 else ''}")
-            pipe.execute()
+        note = Note(actor=ACTOR, step=CHAT_STEP, message=(
+            f"Mattermost post caught up after {attempts} failed "
+            f"attempt{'s' if attempts > 1 else ''}"))
+        self._write(release, write, note=note if attempts else None)
         return None
+
+    def _write(self, release: Release, write: Callable[[Pipeline], object], *,
+               note: Note | None = None) -> bool:
+        """Record what a Mattermost call did (and `note` it in the audit trail) in one
+        MULTI/EXEC, only while the release is recorded: a release pruned during the call
+        (`bluegreen prune`, which deletes its post record too) gets nothing written back.
+        False then, and the caller lets the release go: nothing is left to notify."""
+        if self.store.write_while_recorded(release.id, write, note=note):
+            return True
+        log.info("chat notifier: %s was pruned while its Mattermost post was being sent; "
+                 "nothing left to notify", release.id)
+        return False
 
     def _deliver(self, release: Release, record: dict[str, str], post: Post) -> Posted:
         """Update the post in place, or create it."""
@@ -275,13 +288,13 @@ class MattermostDelivery:
         key = POST_KEY.format(release=release.id)
         if not pending:  # kept until a create is answered, so every retry repeats it
             pending = f"{release.id}:{int(self.clock() * 1000)}"
-            self.redis.hset(key, "pending", pending)
+            self._write(release, lambda pipe: pipe.hset(key, "pending", pending))
         asked_at = self.clock()
         try:
             return self.client.create(self.to.channel, post, pending_post_id=pending)
         except ChatFailure as failure:
             if failure.may_have_worked:  # the post may be there: look before creating again
-                self.redis.hsetnx(key, "unsure", f"{asked_at:.6f}")
+                self._write(release, lambda pipe: pipe.hsetnx(key, "unsure", f"{asked_at:.6f}"))
             raise
 
     def _settle(self, release: Release, record: dict[str, str], post: Post) -> Posted:
@@ -291,10 +304,11 @@ class MattermostDelivery:
         if posted is None:
             posted = self._create(release, record.get("pending"), post)
         key = POST_KEY.format(release=release.id)
-        with self.redis.pipeline() as pipe:  # adopted, even if the update below fails
+
+        def adopt(pipe: Pipeline) -> None:  # adopted, even if the update below fails
             pipe.hset(key, mapping={"post_id": posted.id, "server_props": _stored(posted)})
             pipe.hdel(key, "pending", "unsure")
-            pipe.execute()
+        self._write(release, adopt)
         # It may show the release as it was at first.
         self.client.update(posted.id, post, server_props=posted.server_props)
         return posted
@@ -321,15 +335,12 @@ class MattermostDelivery:
         delay = chatretry.next_try_in(self.backoff, attempts, failure.retry_after)
         log.warning("Mattermost post of %s not sent (attempt %d): %s", release.id, attempts,
                     failure.reason)
-        with self.redis.pipeline() as pipe:
-            pipe.hset(POST_KEY.format(release=release.id), "attempts", attempts)
-            if attempts == 1:
-                self.store.note(release.id, actor=ACTOR, step=CHAT_STEP, pipe=pipe,
-                                message=chatretry.failure_note(
-                                    "Mattermost post", failure.reason,
-                                    permanent=failure.permanent))
-            pipe.execute()
-        return None if failure.permanent else self.clock() + delay
+        note = Note(actor=ACTOR, step=CHAT_STEP, message=chatretry.failure_note(
+            "Mattermost post", failure.reason, permanent=failure.permanent))
+        recorded = self._write(release, lambda pipe: pipe.hset(
+            POST_KEY.format(release=release.id), "attempts", attempts),
+            note=note if attempts == 1 else None)
+        return None if failure.permanent or not recorded else self.clock() + delay
 
 
 def _stored(posted: Posted) -> str:

@@ -36,6 +36,11 @@ The first failure of a streak and the recovery are noted in the release's audit 
 (step `chat`, which the message itself leaves out). Errors that retrying cannot fix
 (bad token, unknown channel) wait for the release's next change instead.
 
+A release pruned (`bluegreen prune`, `worker.retention`) while its message is being sent
+gets nothing written back: the writes of a message's record, and its audit notes, land
+only while the release is recorded (`ReleaseStore.write_while_recorded`, which WATCHes
+the record), and the notifier then lets the release go.
+
 Only one notifier is active per Redis (a lock), so two worker processes never post
 the same message twice. Keys:
 
@@ -70,6 +75,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import LockError, RedisError, ResponseError
 from redis.lock import Lock
 from slack_sdk import WebClient
@@ -80,7 +86,7 @@ from worker.chatretry import ChatFailure
 from worker.config import Settings
 from worker.machine import ReleaseState
 from worker.redistext import as_text
-from worker.releases import EVENTS_KEY, EVENTS_MAXLEN, Release, ReleaseStore
+from worker.releases import EVENTS_KEY, EVENTS_MAXLEN, Note, Release, ReleaseStore
 
 log = logging.getLogger(__name__)
 
@@ -348,10 +354,11 @@ class Notifier:
             found = self._posted_unsure(release, channel, float(record["unsure"]))
             if found is not None:  # adopt it (kept, even if the update fails), bring it up to date
                 key = MESSAGE_KEY.format(release=release.id)
-                with self.redis.pipeline() as pipe:
+
+                def adopt(pipe: Pipeline) -> None:
                     pipe.hset(key, mapping={"channel": found["channel"], "ts": found["ts"]})
                     pipe.hdel(key, "unsure")
-                    pipe.execute()
+                self._write(release, adopt)
                 return {**found, **self._deliver(release, channel, found, message)}
         return self._post(release, channel, message)
 
@@ -364,8 +371,8 @@ class Notifier:
                                    metadata=slackapi.metadata(release.id, release.app))
         except ChatFailure as failure:
             if failure.may_have_worked:  # Slack may have posted it: look before posting again
-                self.redis.hsetnx(MESSAGE_KEY.format(release=release.id), "unsure",
-                                  f"{asked_at:.6f}")
+                self._write(release, lambda pipe: pipe.hsetnx(
+                    MESSAGE_KEY.format(release=release.id), "unsure", f"{asked_at:.6f}"))
             raise
         posted_in = str(answer.get("channel") or channel)
         slackapi.remember_channel(self.redis, channel, posted_in)
@@ -426,32 +433,44 @@ class Notifier:
             self.paused_until = max(self.paused_until, now + failure.retry_after)
         log.warning("chat message of %s not sent (attempt %d): %s", release.id, attempts,
                     failure.reason)
-        with self.redis.pipeline() as pipe:
+
+        def write(pipe: Pipeline) -> None:
             pipe.hset(MESSAGE_KEY.format(release=release.id), "attempts", attempts)
             if failure.permanent:
                 pipe.zrem(DIRTY_KEY, release.id)
             else:
                 pipe.zadd(DIRTY_KEY, {release.id: now + delay})
-            if attempts == 1:
-                self.store.note(release.id, actor=ACTOR, step=chatmessages.CHAT_STEP, pipe=pipe,
-                                message=chatretry.failure_note("Slack message", failure.reason,
-                                                               permanent=failure.permanent))
-            pipe.execute()
+        note = Note(actor=ACTOR, step=chatmessages.CHAT_STEP, message=chatretry.failure_note(
+            "Slack message", failure.reason, permanent=failure.permanent))
+        self._write(release, write, note=note if attempts == 1 else None)
 
     def _succeeded(self, release: Release, record: dict[str, str]) -> None:
         attempts = int(record.get("attempts") or 0)
         key = MESSAGE_KEY.format(release=release.id)
         fields: dict[Any, Any] = {k: v for k, v in record.items()
                                   if k in ("channel", "ts", "digest")}
-        with self.redis.pipeline() as pipe:
+
+        def write(pipe: Pipeline) -> None:
             pipe.hset(key, mapping={**fields, "attempts": 0})
             pipe.hdel(key, "unsure")
             pipe.zrem(DIRTY_KEY, release.id)
-            if attempts:
-                self.store.note(release.id, actor=ACTOR, step=chatmessages.CHAT_STEP, pipe=pipe,
-                                message=f"Slack message caught up after {attempts} failed "
-                                f"attempt{'s' if attempts > 1 else ''}")
-            pipe.execute()
+        note = Note(actor=ACTOR, step=chatmessages.CHAT_STEP, message=(
+            f"Slack message caught up after {attempts} failed "
+            f"attempt{'s' if attempts > 1 else ''}"))
+        self._write(release, write, note=note if attempts else None)
+
+    def _write(self, release: Release, write: Callable[[Pipeline], object], *,
+               note: Note | None = None) -> bool:
+        """Record what a Slack call did (and `note` it in the audit trail) in one MULTI/EXEC,
+        only while the release is recorded: a release pruned during the call (`bluegreen
+        prune`, which deletes its chat records too) gets nothing written back, and the
+        notifier lets it go. False then."""
+        if self.store.write_while_recorded(release.id, write, note=note):
+            return True
+        log.info("chat notifier: %s was pruned while its Slack message was being sent; "
+                 "nothing left to notify", release.id)
+        self.redis.zrem(DIRTY_KEY, release.id)  # no longer synced: its records are gone
+        return False
 
 
 def _field(fields: dict[Any, Any], name: str) -> str:

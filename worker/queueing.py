@@ -107,22 +107,32 @@ RELEASE_JOB_VARYING = ("origin", "timeout", "created_at", "enqueued_at", "data",
                        "meta")
 
 
+def release_job(app: AppConfig, *, release_id: str, description: str) -> dict[str, Any]:
+    """rq's `enqueue_call` arguments for `run_release(release_id)` (all of a release's
+    automatic steps as one job) on `app`'s queue: the one definition of a release's job.
+    `requeue_release` enqueues it through rq; `release_job_values` gives the intake's
+    script the values rq would store for it."""
+    return {"func": RELEASE_JOB, "args": (release_id,), "kwargs": {},
+            "job_id": release_job_id(release_id), "timeout": job_timeout(app),
+            "result_ttl": RESULT_TTL, "failure_ttl": FAILURE_TTL, "description": description,
+            "meta": {"release": release_id, "app": app.name, "action": "release"}}
+
+
 def release_job_values(app: AppConfig, *, release_id: str, description: str) -> list[Any]:
-    """The values of `RELEASE_JOB_VARYING` for `run_release(release_id)` (all of a
-    release's automatic steps as one job) enqueued now on `app`'s queue: what rq's
-    `enqueue_call` would store in those fields, but for two things. `data` is rq's
-    `Job.data`, the pickled `(func, instance, args, kwargs)`, not compressed: rq's
-    `to_dict` compresses it and its `restore` reads an uncompressed one as it is (its
-    `zlib.error` fallback; a pickle never starts as a zlib stream does). Compressing
+    """The values of `RELEASE_JOB_VARYING` for `release_job(...)` enqueued now on `app`'s
+    queue: what rq's `enqueue_call` would store in those fields, but for two things.
+    `data` is rq's `Job.data`, the pickled `(func, instance, args, kwargs)`, not
+    compressed: rq's `to_dict` compresses it and its `restore` reads an uncompressed one
+    as it is (its `zlib.error` fallback; a pickle never starts as a zlib stream does). Compressing
     these ~80 bytes saved nothing and cost the intake ~10 us a delivery under load.
     And `created_at` and `enqueued_at` are one instant (rq's own enqueue takes them
     microseconds apart). `tests/test_submission.py` holds the job the script writes to
     rq's own, and `tests/test_engine_api.py` reads it back through rq."""
+    job = release_job(app, release_id=release_id, description=description)
     stamp = job_timestamp(rq_now())
-    call: tuple[str, None, tuple[str], dict[str, Any]] = (RELEASE_JOB, None, (release_id,), {})
-    return [app.queue, job_timeout(app), stamp, stamp, _SERIALIZER.dumps(call),
-            description,
-            _SERIALIZER.dumps({"release": release_id, "app": app.name, "action": "release"})]
+    call = (job["func"], None, job["args"], job["kwargs"])  # rq's `Job.data`
+    return [app.queue, job["timeout"], stamp, stamp, _SERIALIZER.dumps(call),
+            job["description"], _SERIALIZER.dumps(job["meta"])]
 
 
 def job_timestamp(moment: datetime) -> str:
@@ -154,12 +164,9 @@ def requeue_release(redis: Redis, app: AppConfig, release_id: str) -> None:
     release whose job was lost (`worker.recovery.recover`). Its id is the release's, as at
     intake; a failed copy of it leaves rq's failed registry."""
     queue = get_queue(redis, app.queue)
-    job_id = release_job_id(release_id)
-    FailedJobRegistry(queue=queue).remove(job_id)
-    queue.enqueue_call(RELEASE_JOB, args=(release_id,), job_id=job_id,
-                       timeout=job_timeout(app), result_ttl=RESULT_TTL,
-                       failure_ttl=FAILURE_TTL, description=f"release {release_id} (requeued)",
-                       meta={"release": release_id, "app": app.name, "action": "release"})
+    job = release_job(app, release_id=release_id, description=f"release {release_id} (requeued)")
+    FailedJobRegistry(queue=queue).remove(job["job_id"])
+    queue.enqueue_call(**job)
 
 
 def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str,
@@ -198,15 +205,39 @@ def front_rollback(reader: Redis | Pipeline, queue: str) -> str | None:
     return last
 
 
+COMMAND_JOB_ID = re.compile(r".+-[a-z]+-[0-9a-f]{6}")
+"""Any command's job id (`command_job_id`); a release's job id is its id, which ends in
+8 hex digits, so never matches."""
+AT_THE_FRONT = frozenset({"rollback", "abort"})
+"""The commands queued at the front (`enqueue_command`'s `at_front`, `worker.api`)."""
+
+
 def waiting_command(redis: Redis, queue: str, release_id: str, action: str) -> str | None:
-    """The id of a `action` job for `release_id` waiting in `queue`, if one is (the first).
+    """The id of a `action` job for `release_id` waiting in `queue`, if one is (the first);
+    `action` is one queued at the front (`AT_THE_FRONT`).
+
+    Only the front is read, a page at a time: such a job goes ahead of every release's
+    job waiting when it is queued (behind rollbacks at most: `front_rollback`), and
+    release jobs join at the back, so none waits behind another release's job. The read
+    stops at the first one (`release_id`'s own job is passed over; it does not wait while
+    the release runs): mostly one short page, however long the queue.
 
     Matched whole (`command_job_id`'s form): a prefix would also match a command of
     another release whose tag happens to continue this one's id with `-abort-...`."""
+    if action not in AT_THE_FRONT:
+        raise ValueError(f"{action} jobs wait at the back of the queue, not at the front")
     wanted = re.compile(rf"{re.escape(release_id)}-{re.escape(action)}-[0-9a-f]{{6}}")
-    for job_id in map(as_text, redis.lrange(queue_key(queue), 0, -1)):
-        if wanted.fullmatch(job_id):
-            return job_id
+    own, start = release_job_id(release_id), 0
+    # Commands queued in front meanwhile shift the pages back: an id may be read twice,
+    # none is skipped (while the release runs, its worker holds the queue's lock: no
+    # other job is taken off the queue).
+    while page := redis.lrange(queue_key(queue), start, start + FRONT - 1):
+        for job_id in map(as_text, page):
+            if wanted.fullmatch(job_id):
+                return job_id
+            if job_id != own and not COMMAND_JOB_ID.fullmatch(job_id):
+                return None  # another release's job: nothing at the front is behind it
+        start += FRONT
     return None
 
 

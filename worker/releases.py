@@ -57,8 +57,8 @@ from worker.records import (
 )
 from worker.redistext import as_text
 
-__all__ = ["NEW_RECORD_FIELDS", "AuditEntry", "IllegalTransition", "Move", "Release",
-           "ReleaseId", "ReleaseNotFound", "ReleaseState", "ReleaseStore", "Route",
+__all__ = ["NEW_RECORD_FIELDS", "AuditEntry", "IllegalTransition", "Move", "Note",
+           "Release", "ReleaseId", "ReleaseNotFound", "ReleaseState", "ReleaseStore", "Route",
            "is_release_id", "new_release_id"]
 
 PREFIX = "bluegreen:"
@@ -80,6 +80,18 @@ _MAY_HOLD = MAY_HAVE_DEPLOYED | {ReleaseState.DEPLOYING}
 TAKES_COLOUR_STEP = "deployment"
 """The audit step of the entry a release gets just before its Deployment is applied: from
 then on its colour holds it (`occupant_for`), whatever becomes of the release."""
+
+
+@dataclass(frozen=True)
+class Note:
+    """An audit entry to add without a state change (`ReleaseStore.note`,
+    `ReleaseStore.write_while_recorded`): who, which step, what; stamped when written."""
+
+    actor: str
+    step: str
+    message: str
+    route_before: Route | None = None
+    route_after: Route | None = None
 
 
 @dataclass(frozen=True)
@@ -160,39 +172,53 @@ class ReleaseStore:
              route_before: Route | None = None, route_after: Route | None = None,
              pipe: Pipeline | None = None) -> None:
         """Append an audit entry without changing the state. Alone, it lands only if the
-        record is still there when it is written (WATCH, retried as `_update` is): a
-        release pruned in between (`forget`) gets no orphan audit trail or event, and the
-        note raises ReleaseNotFound. Given `pipe`, the entry is queued into the caller's
-        transaction or pipeline, which owns the atomicity (the record is not checked)."""
-        key = RELEASE_KEY.format(id=release_id)
+        record is still there when it is written (`write_while_recorded`): a release pruned
+        in between (`forget`) gets no orphan audit trail or event, and the note raises
+        ReleaseNotFound. Given `pipe`, the entry is queued into the caller's transaction
+        or pipeline, which owns the atomicity (the record is not checked: a caller whose
+        release may be pruned uses `write_while_recorded` instead)."""
+        note = Note(actor=actor, step=step, message=message, route_before=route_before,
+                    route_after=route_after)
         if pipe is not None:
+            key = RELEASE_KEY.format(id=release_id)
             app, state, current_step = self.redis.hmget(key, ["app", "state", "step"])
-            self._queue_note(pipe, release_id, app, state, current_step, self._entry(
-                actor=actor, step=step, message=message, route_before=route_before,
-                route_after=route_after))
+            self._queue_note(pipe, release_id, app, state, current_step, self._entry(note))
             return
-        with self.redis.pipeline() as watched:
+        if not self.write_while_recorded(release_id, note=note):
+            raise ReleaseNotFound(release_id)
+
+    def write_while_recorded(self, release_id: str,
+                             write: Callable[[Pipeline], object] = lambda pipe: None, *,
+                             note: Note | None = None) -> bool:
+        """Run `write` (it queues commands into the pipeline it is given), with `note`'s
+        audit entry after them, in one MULTI/EXEC that lands only if the release's record
+        is still there: the record is read under WATCH, and the whole is retried if it
+        changed in between, as `_update` is. False, writing nothing, when the record is
+        gone: a release pruned meanwhile (`forget`) gets nothing written back for it, no
+        audit trail or event, nor the keys others keep for it (its chat records)."""
+        key = RELEASE_KEY.format(id=release_id)
+        with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    watched.watch(key)  # type: ignore[no-untyped-call]
-                    app, state, current_step = watched.hmget(key, ["app", "state", "step"])
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    app, state, current_step = pipe.hmget(key, ["app", "state", "step"])
                     if app is None:
-                        raise ReleaseNotFound(release_id)
-                    entry = self._entry(actor=actor, step=step, message=message,
-                                        route_before=route_before, route_after=route_after)
-                    watched.multi()
-                    self._queue_note(watched, release_id, app, state, current_step, entry)
-                    watched.execute()
-                    return
+                        return False
+                    entry = self._entry(note) if note is not None else None
+                    pipe.multi()
+                    write(pipe)
+                    if entry is not None:
+                        self._queue_note(pipe, release_id, app, state, current_step, entry)
+                    pipe.execute()
+                    return True
                 except WatchError:
                     continue  # the record changed (or went) between the read and the write
 
-    def _entry(self, *, actor: str, step: str, message: str, route_before: Route | None,
-               route_after: Route | None) -> AuditEntry:
+    def _entry(self, note: Note) -> AuditEntry:
         """A note's audit entry (no state change), stamped now."""
-        return AuditEntry(at=self.clock(), actor=actor, step=step, state_from=None,
-                          state_to=None, route_before=route_before,
-                          route_after=route_after, message=message)
+        return AuditEntry(at=self.clock(), actor=note.actor, step=note.step, state_from=None,
+                          state_to=None, route_before=note.route_before,
+                          route_after=note.route_after, message=note.message)
 
     @staticmethod
     def _queue_note(pipe: Pipeline, release_id: str, app: Any, state: Any, step: Any,
