@@ -11,6 +11,7 @@ gets one structured line per delivery and never a secret, signature or query str
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
 import signal
@@ -108,7 +109,9 @@ def test_gunicorn_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("WEB_CONCURRENCY")
     conf = runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))
     assert conf["bind"] == "0.0.0.0:8000"
-    assert conf["workers"] >= 1
+    assert conf["workers"] == max(2, min(os.cpu_count() or 1, 8))  # one per core, at least two
+    monkeypatch.setenv("WEB_CONCURRENCY", "zero")  # not a count: the default, not a crash
+    assert runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))["workers"] >= 2
 
 
 def test_a_web_process_told_not_to_poll_queues_as_one_that_polls(
