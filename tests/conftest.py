@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from fakemattermost import FakeMattermost
+from fakeslack import FakeSlack
 from proctools import free_port, is_listening, wait_for
 from web import Gunicorn, start_web
 
@@ -165,3 +167,19 @@ def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
     server = start_web(redis_server.url, tmp_path_factory.mktemp("web"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """A fake Slack Web API over HTTP (tests/fakeslack.py) for one test."""
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def mm() -> Iterator[FakeMattermost]:
+    """A fake Mattermost server over HTTP (tests/fakemattermost.py) for one test."""
+    fake = FakeMattermost().start()
+    yield fake
+    fake.stop()

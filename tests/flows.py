@@ -98,6 +98,15 @@ class Flow:
         return self.engine.submit_command(app, action, release=release, color=color,
                                           actor=actor)
 
+    def promoted(self, tag: str) -> str:
+        """Release `tag`, run its jobs and promote it (asserted live); its release id."""
+        release_id = self.release(tag)
+        self.run_jobs()
+        self.command("promote", release_id)
+        self.run_jobs()
+        assert self.get(release_id).state is ReleaseState.LIVE
+        return release_id
+
     def get(self, release_id: str) -> Release:
         found = self.store.get(release_id)
         assert found is not None, release_id

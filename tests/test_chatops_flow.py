@@ -149,13 +149,6 @@ def ephemeral(answer: Response) -> str:
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def make_world(sandbox: Sandbox, redis: redis_lib.Redis, redis_url: str, tmp_path: Path,
                slack: FakeSlack) -> Iterator[Callable[..., ChatWorld]]:
     worlds: list[ChatWorld] = []

@@ -17,7 +17,6 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,13 +36,6 @@ S = ReleaseState
 TO_AWAITING = [(S.CHECKING, "sanity_check"), (S.DEPLOYING, "deploy"), (S.TESTING, "smoke_test"),
                (S.AWAITING_PROMOTION, "smoke_test")]
 CHANNEL = ("CDEPLOYS", "deploys")
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
 
 
 def settings_for(slack: FakeSlack, app: dict[str, Any] | None = None, **env: str) -> Settings:

@@ -121,13 +121,6 @@ def test_posting_is_off_unless_everything_is_set() -> None:
 
 # -- the notifier ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def mm() -> Iterator[FakeMattermost]:
-    fake = FakeMattermost().start()
-    yield fake
-    fake.stop()
-
-
 class Running:
     """A notifier thread, stopped at the end of the test; `patience`: how long it waits
     for Mattermost's answer."""

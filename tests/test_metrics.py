@@ -108,24 +108,14 @@ def test_a_rollback_is_counted_as_rolled_back_not_as_another_release_live(
         sandbox: Sandbox, redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> None:
     flow = Flow(sandbox, redis, redis_url, tmp_path)
     with create_app(flow.settings, redis).test_client() as client:
-        v1 = promoted(flow, "v1.0-green")
-        v2 = promoted(flow, "v2.0-blue")
+        v1 = flow.promoted("v1.0-green")
+        v2 = flow.promoted("v2.0-blue")
         assert release_results(client) == {"live": 2, "rolled_back": None}
         flow.command("rollback", v2)
         flow.run_jobs()
         assert (flow.get(v1).state, flow.get(v2).state) == (ReleaseState.LIVE,
                                                             ReleaseState.ROLLED_BACK)
         assert release_results(client) == {"live": 2, "rolled_back": 1}
-
-
-def promoted(flow: Flow, tag: str) -> str:
-    """Release `tag`, run its jobs and promote it; its release id."""
-    release_id = flow.release(tag)
-    flow.run_jobs()
-    flow.command("promote", release_id)
-    flow.run_jobs()
-    assert flow.get(release_id).state is ReleaseState.LIVE
-    return release_id
 
 
 def release_results(client: FlaskClient) -> dict[str, float | None]:

@@ -46,13 +46,6 @@ PATH = [(S.CHECKING, "sanity_check"), (S.DEPLOYING, "deploy"), (S.TESTING, "smok
 PATIENCE, LATE = 1.0, 2.5  # how long the notifier waits for Slack's answer; how late it comes
 
 
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
 def make_settings(slack: FakeSlack, redis_url: str, **env: str) -> Settings:
     return parse_settings({"apps": {"myapp": {}}}, {
         "REDIS_URL": redis_url, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": slack.api_url,

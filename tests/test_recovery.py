@@ -40,15 +40,6 @@ def flow(sandbox: Sandbox, redis: redis_lib.Redis, redis_url: str,
     world.stop_workers()
 
 
-def make_live(flow: Flow, tag: str) -> str:
-    rid = flow.release(tag)
-    flow.run_jobs()
-    flow.command("promote", rid)
-    flow.run_jobs()
-    assert flow.get(rid).state is S.LIVE
-    return rid
-
-
 def as_if_a_worker_died(flow: Flow, tag: str, *, step: str) -> Release:
     """A release a worker had taken to `deploying` (at `step`) before it died."""
     rid = flow.release(tag)
@@ -75,7 +66,7 @@ def test_the_work_horse_dies_with_its_worker(flow: Flow) -> None:
 
 @pytest.mark.slow
 def test_worker_killed_mid_deploy_resumes_on_restart(flow: Flow) -> None:
-    v1 = make_live(flow, "v1.0-green")
+    v1 = flow.promoted("v1.0-green")
     with Monitor(api=flow.sandbox.api, ingress=flow.sandbox.ingress) as monitor:
         worker = flow.start_worker()
         v2 = flow.release("v2.0-slow-ready-blue")
@@ -126,8 +117,8 @@ def test_recovery_queues_again_a_queued_release_whose_job_was_lost(flow: Flow) -
 
 
 def test_recovery_fails_a_release_whose_colour_went_live_meanwhile(flow: Flow) -> None:
-    make_live(flow, "v1.0-green")
-    v2 = make_live(flow, "v2.0-blue")
+    flow.promoted("v1.0-green")
+    v2 = flow.promoted("v2.0-blue")
     left = as_if_a_worker_died(flow, "v3.0-green", step="deploy: deployment")
     flow.command("rollback", v2)  # green (v1.0) goes live again before any worker restarts
     Queue("deploy", connection=flow.redis).remove(left.id)  # its job died with the worker
@@ -143,7 +134,7 @@ def test_recovery_fails_a_release_whose_colour_went_live_meanwhile(flow: Flow) -
 
 @pytest.mark.slow
 def test_worker_killed_mid_promote_finishes_it_on_restart(flow: Flow) -> None:
-    v1 = make_live(flow, "v1.0-green")
+    v1 = flow.promoted("v1.0-green")
     v2 = flow.release("v2.0-blue")
     flow.run_jobs()
     flow.fault(path="/virtualservices/", method="PATCH", latency=3, count=1)

@@ -211,20 +211,6 @@ def test_a_note_racing_another_write_lands_once(history: History) -> None:
     assert now is not None and now.step == "elsewhere"
 
 
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def mm() -> Iterator[FakeMattermost]:
-    fake = FakeMattermost().start()
-    yield fake
-    fake.stop()
-
-
 @pytest.mark.parametrize("chat", ["slack", "mattermost"])
 @pytest.mark.parametrize("attempts", [0, 2], ids=["failing", "catching_up"])
 def test_a_chat_message_racing_the_prune_of_its_release_writes_nothing_back(
