@@ -15,6 +15,8 @@ unreachable Redis exits 1.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,10 +31,10 @@ from fakeslack import BOT_TOKEN as SLACK_TOKEN
 from fakeslack import FakeSlack
 from proctools import free_port
 
-from worker import notify, retention
+from worker import notify, retention, sidecars
 from worker.cli import main
 from worker.colors import Color
-from worker.config import parse_settings
+from worker.config import ConfigError, Settings, parse_settings
 from worker.machine import ReleaseState as S
 from worker.mattermost import POST_KEY
 from worker.notify import MESSAGE_KEY
@@ -287,3 +289,87 @@ def test_an_unreachable_redis_exits_1(prune: Callable[..., Result]) -> None:
     result = prune(url=f"redis://127.0.0.1:{free_port()}/0")
     assert result.exit_code == 1
     assert "Redis is unavailable, nothing more was removed" in result.output
+
+
+class Once(threading.Event):
+    """A stop event for one pass of `keep_pruning`, run in the test's own thread."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.set()
+        return True
+
+
+def automatic(redis_url: str, retention_age: str | None = "30d") -> Settings:
+    environ = {"REDIS_URL": redis_url}
+    if retention_age is not None:
+        environ["BLUEGREEN_RETENTION"] = retention_age
+    return parse_settings({}, environ)
+
+
+def test_the_worker_prunes_on_its_own_when_a_retention_is_set(
+        redis: redis_lib.Redis, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert "worker.retention.start" in sidecars.SIDECARS  # every worker runs it
+    caplog.set_level(logging.INFO, logger="worker.retention")
+    history = History(redis, now=time.time())  # the sidecar reads the real clock
+    old = history.release("v1-green", GREEN, S.ABORTED, age=100)
+    newest = history.release("v2-green", GREEN, S.ABORTED, age=95)
+    recent = history.release("v3-blue", BLUE, S.ABORTED, age=10)
+    stop = threading.Event()
+    thread = retention.start(automatic(redis_url), redis, stop)
+    deadline = time.monotonic() + 10
+    while not history.gone(old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()  # it stops when asked, not after its hour's wait
+    assert history.gone(old)
+    assert history.store.get(newest) is not None and history.store.get(recent) is not None
+    assert "retention: removed 1 release(s) that ended before " in caplog.text
+    assert "kept 1 the engine still reads" in caplog.text
+    assert 0 < redis.ttl(retention.RAN_KEY) <= retention.INTERVAL  # this hour's pass is taken
+
+
+def test_one_pass_an_interval_among_all_workers(redis: redis_lib.Redis,
+                                                 redis_url: str) -> None:
+    history = History(redis, now=time.time())
+    first = history.release("v1-green", GREEN, S.ABORTED, age=100)
+    history.release("v2-green", GREEN, S.ABORTED, age=99)  # stays: newest green
+    retention.keep_pruning(automatic(redis_url), redis, Once())  # one worker's pass
+    assert history.gone(first)
+    second = history.release("v1-blue", BLUE, S.ABORTED, age=100)
+    history.release("v2-blue", BLUE, S.ABORTED, age=99)
+    retention.keep_pruning(automatic(redis_url), redis, Once())  # another, the same hour
+    assert not history.gone(second)
+    redis.delete(retention.RAN_KEY)  # the hour is over (the key expires with it)
+    retention.keep_pruning(automatic(redis_url), redis, Once())
+    assert history.gone(second)
+
+
+def test_without_a_retention_nothing_is_pruned(redis: redis_lib.Redis, redis_url: str) -> None:
+    history = History(redis, now=time.time())
+    old = history.release("v1-green", GREEN, S.ABORTED, age=1000)
+    history.release("v2-green", GREEN, S.ABORTED, age=999)
+    stop = threading.Event()
+    retention.start(automatic(redis_url, None), redis, stop).join(5)  # ends at once
+    assert not stop.is_set() and not history.gone(old)
+    assert not redis.exists(retention.RAN_KEY)
+
+
+def test_a_failed_pass_is_logged_and_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    away = redis_lib.Redis.from_url(url, socket_connect_timeout=1)
+    retention.keep_pruning(automatic(url), away, Once())  # returns: it does not raise
+    assert "retention: the automatic prune failed; trying again in 3600 s" in caplog.text
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("90d", 90 * DAY), ("36h", 129600.0),
+                                                 ("45m", 2700.0), (" 30s ", 30.0)])
+def test_the_retention_is_a_duration(value: str, seconds: float) -> None:
+    assert automatic("redis://localhost:6379/0", value).retention == seconds
+
+
+@pytest.mark.parametrize("value", ["90", "0d", "-3d", "1w", "3 days"])
+def test_a_bad_retention_is_refused_at_start(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^BLUEGREEN_RETENTION: '{value.strip()}' is not "
+                                          r"a duration such as 90d, 36h or 45m$"):
+        automatic("redis://localhost:6379/0", value)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import re
 import sys
 import time
 from typing import NoReturn
@@ -28,6 +27,7 @@ from worker import manifests, retention, runner
 from worker.cli_ops import printable
 from worker.colors import Color
 from worker.config import AppConfig, ConfigError, Settings, SmokeCheck, load_settings
+from worker.config import parse_duration as parse_age
 from worker.releases import Release, ReleaseStore, new_release_id
 
 EXIT_USAGE = 2
@@ -143,16 +143,13 @@ def _describe_check(check: SmokeCheck) -> str:
             f"expect {check.status}{body}")
 
 
-DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([dhms])")
-SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-
-
 def parse_duration(text: str) -> float:
-    """`90d`, `36h`, `45m` or `30s` in seconds; click's error for anything else."""
-    match = DURATION.fullmatch(text.strip())
-    if match is None or float(match.group(1)) <= 0:
-        raise click.BadParameter(f"{text!r} is not a duration such as 90d, 36h or 45m")
-    return float(match.group(1)) * SECONDS[match.group(2)]
+    """`90d`, `36h`, `45m` or `30s` in seconds (`worker.config.parse_duration`); click's
+    error for anything else."""
+    try:
+        return parse_age(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.command("prune")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class Settings:
     public_url: str | None = None
     status_token: str | None = field(default=None, repr=False)
     web_redis_poll_us: int = DEFAULT_WEB_REDIS_POLL_US
+    retention: float | None = None  # s; BLUEGREEN_RETENTION (`worker.retention`)
     config_path: str | None = None
 
     def apps_for_repository(self, repo: str) -> list[AppConfig]:
@@ -166,7 +168,30 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "status_token": _env(environ, "BLUEGREEN_STATUS_TOKEN"),
         "web_redis_poll_us": _whole_number(environ, "WEB_REDIS_POLL_US",
                                            DEFAULT_WEB_REDIS_POLL_US, WEB_REDIS_POLL_US_MAX),
+        "retention": _duration(environ, "BLUEGREEN_RETENTION"),
     }
+
+
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([dhms])")
+SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """`90d`, `36h`, `45m` or `30s` in seconds; ValueError for anything else."""
+    match = DURATION.fullmatch(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration such as 90d, 36h or 45m")
+    return float(match.group(1)) * SECONDS[match.group(2)]
+
+
+def _duration(environ: Mapping[str, str], name: str) -> float | None:
+    value = _env(environ, name)
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:

@@ -16,19 +16,36 @@ Live, standby and rolled-back releases are never ended, so never pruned, nor is 
 queued, running or awaiting promotion. The delivery and tag dedupe keys expire on their
 own after `worker.submission.DEDUPE_TTL`. A release that changes while it is being
 pruned is left as it is (`forget` answers False).
+
+It runs when someone runs `bluegreen prune`, and on its own when `BLUEGREEN_RETENTION`
+is set (`90d`): a worker sidecar (`start`, `worker.sidecars`) then prunes what ended
+longer ago than that, at most once an `INTERVAL` among every worker sharing the Redis
+(the first to take `RAN_KEY` for the interval does it), and logs what it removed.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from redis import Redis
+
 from worker.colors import Color
+from worker.config import Settings
 from worker.mattermost import POST_KEY
 from worker.notify import MESSAGE_KEY
 from worker.releases import Release, ReleaseStore
 
+log = logging.getLogger(__name__)
+
 PAGE = 500
+INTERVAL = 3600.0  # s between automatic passes (BLUEGREEN_RETENTION), among all workers
+RAN_KEY = "bluegreen:retention:ran"  # who took the current interval's pass; expires with it
 
 
 @dataclass
@@ -92,3 +109,40 @@ def _protected(store: ReleaseStore, cache: dict[tuple[str, Color], dict[str, str
 
 def _chat_keys(release_id: str) -> list[str]:
     return [MESSAGE_KEY.format(release=release_id), POST_KEY.format(release=release_id)]
+
+
+def start(settings: Settings, redis: Redis, stop: threading.Event) -> threading.Thread:
+    """The sidecar: prune automatically while `BLUEGREEN_RETENTION` is set (else the
+    thread ends at once). It runs in the sidecars' own process (`worker.sidecars`)."""
+    thread = threading.Thread(target=keep_pruning, args=(settings, redis, stop),
+                              name="bluegreen-retention", daemon=True)
+    thread.start()
+    return thread
+
+
+def keep_pruning(settings: Settings, redis: Redis, stop: threading.Event, *,
+                 every: float = INTERVAL, clock: Callable[[], float] = time.time) -> None:
+    """Until `stop`, every `every` seconds: if no worker has taken this interval's pass
+    (`RAN_KEY`), take it and prune what ended `settings.retention` ago or earlier. A
+    failure (Redis away, say) is logged and the next interval tries again."""
+    if settings.retention is None:
+        return
+    store = ReleaseStore(redis, clock=clock)
+    me = f"{socket.gethostname()}-{os.getpid()}"
+    while not stop.is_set():
+        try:
+            if redis.set(RAN_KEY, me, nx=True, ex=max(1, round(every))):
+                _pass(store, before=clock() - settings.retention)
+        except Exception:  # a sidecar never stops on an error (worker.sidecars)
+            log.exception("retention: the automatic prune failed; trying again in %g s",
+                          every)
+        stop.wait(every)
+
+
+def _pass(store: ReleaseStore, *, before: float) -> None:
+    outcome = prune(store, before=before)
+    kept = sum(len(releases) for releases in outcome.kept.values())
+    log.info("retention: removed %d release(s) that ended before %s (BLUEGREEN_RETENTION); "
+             "kept %d the engine still reads; %d changed meanwhile and were left",
+             len(outcome.removed), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(before)),
+             kept, len(outcome.changed))

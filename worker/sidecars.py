@@ -28,7 +28,8 @@ from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
-SIDECARS: tuple[str, ...] = ("worker.notify.start", "worker.snapshot.start")
+SIDECARS: tuple[str, ...] = ("worker.notify.start", "worker.snapshot.start",
+                             "worker.retention.start")
 STOP_TIMEOUT = 5.0
 
 
