@@ -5,7 +5,8 @@ Covered: Foreground deletion (the owner waits, deleting, for the dependents that
 block it; dependents with finalizers are only marked), Background deletion of an
 owner whose dependents have another owner (they stay and lose only the reference to
 the gone one), the generation of an object marked deleting, a namespace terminating
-until its contents are gone (its conditions, 403 for new content, 409 for a second
+until its contents are gone (what waits in the foreground goes in the
+background; its conditions, 403 for new content, 409 for a second
 DELETE), and DELETE on a collection with its DeleteOptions (dry run, preconditions,
 propagation, `limit`); a dry-run DELETE answers what the delete would leave, and an
 update removing the last finalizer of an object being deleted deletes it.
@@ -280,6 +281,23 @@ def test_a_namespace_terminates_until_everything_in_it_is_gone(api: Api) -> None
     assert requests.get(url).status_code == 404, "gone with the last of its contents"
     made = requests.post(f"{api.url}/api/v1/namespaces", json={"metadata": {"name": "team"}})
     assert made.status_code == 201
+
+
+def test_a_terminating_namespace_deletes_what_waits_in_the_foreground_in_the_background(
+        api: Api) -> None:
+    requests.post(f"{api.url}/api/v1/namespaces", json={"metadata": {"name": "team"}})
+    team = "/api/v1/namespaces/team/configmaps"
+    owner = api.make("owner", namespace="team")
+    api.make("held", namespace="team", owners=(owner,), finalizers=("example.com/hold",))
+    requests.delete(f"{api.url}{team}/owner", json={"propagationPolicy": "Foreground"})
+    assert api.get(f"{team}/owner").json()["metadata"]["finalizers"] == ["foregroundDeletion"]
+
+    requests.delete(f"{api.url}/api/v1/namespaces/team")
+    # The namespace controller's own DELETE is Background: it takes foregroundDeletion
+    # away, and nothing else holds the owner.
+    assert api.names(team) == ["held"], "the owner no longer waits for its dependent"
+    release(api, f"{team}/held")
+    assert api.get("/api/v1/namespaces/team").status_code == 404
 
 
 def test_a_namespace_is_created_with_the_kubernetes_finalizer_whatever_its_spec_says(
