@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from sandbox.deletion import FOREGROUND, ORPHAN
+from sandbox.deletion import FOREGROUND, ORPHAN, gc_finalizers
 from sandbox.keyspace import object_key, scope_of
 from sandbox.resources import RESOURCES, ResourceType, now_rfc3339
 
@@ -352,8 +352,9 @@ def _deletes_anything(obj: Obj) -> bool:
     """Whether a Background delete would change the object (it strips the collector's
     finalizers from one already being deleted)."""
     meta = obj["metadata"]
-    finalizers = meta.get("finalizers") or ()
-    return not meta.get("deletionTimestamp") or ORPHAN in finalizers or FOREGROUND in finalizers
+    finalizers = list(meta.get("finalizers") or [])
+    return not meta.get("deletionTimestamp") or gc_finalizers(finalizers, "Background") != (
+        finalizers)
 
 
 def _namespaced_types() -> list[ResourceType]:
