@@ -276,7 +276,15 @@ def test_a_broken_object_is_logged_once_per_version_and_forgotten_once_gone(
             controllers.sync()
     logged = [r.getMessage() for r in caplog.records]
     assert logged and len(logged) == len(set(logged)), "each failing step once, not per pass"
-    assert controllers._failed
+    changed = store.get(DEPLOYMENTS, "default", "broken")
+    assert changed is not None
+    changed["metadata"]["labels"] = {"version": "2"}
+    store.update(DEPLOYMENTS, "default", changed)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="sandbox.controllers"):
+        for _ in range(3):
+            controllers.sync()
+    assert [r.getMessage() for r in caplog.records] == logged, "once again for a new version"
     store.delete(DEPLOYMENTS, "default", "broken")
     controllers.sync()
     assert controllers._failed == {}, "nothing kept about an object that is gone"
