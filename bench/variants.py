@@ -10,9 +10,10 @@ round, each variant gets one wrk run of the accepted-path pool of `intake.py` (n
 signed tag pushes) from an emptied Redis on a quiet machine, in alternating order
 (first to last, then last to first), so a variant is not always the one after a
 busy run. Prints each run and, per variant, the median answers/s, p99, CPU
-microseconds per answer of its web process and of its Redis (from `/proc`), and the
-median over the rounds of its answers/s divided by the first variant's in the same
-round. Writes `bench/results/<name>.json`. Needs Debian's wrk (as `intake.py`).
+microseconds per answer of its web process and of its Redis (`intake.measure`: from
+`/proc`, during the run and until the machine is quiet again), and the median over the
+rounds of its answers/s divided by the first variant's in the same round. Writes
+`bench/results/<name>.json`. Needs Debian's wrk (as `intake.py`).
 
 A variant is `NAME` or `NAME=TREE` or `NAME=TREE:KEY=VALUE,KEY=VALUE` (TREE empty: this
 checkout). Run, e.g.:
@@ -64,18 +65,11 @@ def start(procs: Processes, variant: Variant) -> None:
 
 def measure(procs: Processes, variant: Variant, pool: Path, connections: int,
             duration: float) -> dict[str, Any]:
-    """One wrk run of `variant` from an emptied Redis, with the CPU per answer of its web
-    process (master and workers) and of its Redis."""
+    """One run of `variant` from an emptied Redis (`intake.measure`: the CPU per answer of
+    its web process, master and workers, and of its Redis)."""
     intake.flush(variant.redis_url)
-    intake.settle()
-    pids = {"web": procs.procs[variant.name].pid,
-            "redis": procs.procs[f"redis-{variant.name}"].pid}
-    before = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
-    figures = intake.wrk(variant.url, pool, connections, duration)
-    after = {role: stack.cpu_seconds(pid) for role, pid in pids.items()}
-    figures["cpu_us_per_answer"] = {
-        role: round((after[role] - before[role]) / figures["requests"] * 1e6, 1) for role in pids}
-    return figures
+    roles = {"web": variant.name, "redis": f"redis-{variant.name}"}
+    return intake.measure(procs, roles, variant.url, pool, connections, duration)
 
 
 def summary(variants: list[Variant]) -> list[dict[str, Any]]:
@@ -86,16 +80,14 @@ def summary(variants: list[Variant]) -> list[dict[str, Any]]:
     for v in variants:
         ratios = [mine["requests_per_s"] / theirs["requests_per_s"]
                   for mine, theirs in zip(v.runs, first.runs, strict=True)]
+        over_first, over_first_range = intake.spread(ratios)
         rows.append({
             "variant": v.name,
-            "requests_per_s": statistics.median(r["requests_per_s"] for r in v.runs),
-            "p99_ms": statistics.median(r["p99_ms"] for r in v.runs),
-            "web_cpu_us_per_answer": statistics.median(
-                r["cpu_us_per_answer"]["web"] for r in v.runs),
-            "redis_cpu_us_per_answer": statistics.median(
-                r["cpu_us_per_answer"]["redis"] for r in v.runs),
-            "over_first": round(statistics.median(ratios), 3),
-            "over_first_range": [round(min(ratios), 3), round(max(ratios), 3)]})
+            "requests_per_s": round(statistics.median(r["requests_per_s"] for r in v.runs), 1),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in v.runs), 2),
+            **{cpu: intake.cpu_medians(v.runs, cpu)
+               for cpu in ("cpu_us_per_answer", "cpu_us_per_answer_with_drain")},
+            "over_first": over_first, "over_first_range": over_first_range})
     return rows
 
 
@@ -125,18 +117,15 @@ def main() -> None:
                     run = measure(procs, variant, pool, args.connections, args.duration)
                     variant.runs.append({"round": round_ + 1, **run})
                     print(f"round {round_ + 1} {variant.name:12s} {run['requests_per_s']:9,.0f}/s "
-                          f"p99 {run['p99_ms']:7.2f} ms  cpu µs/answer: web "
-                          f"{run['cpu_us_per_answer']['web']:.0f} redis "
-                          f"{run['cpu_us_per_answer']['redis']:.0f}  {run['statuses']}",
-                          flush=True)
+                          f"p99 {run['p99_ms']:7.2f} ms  cpu µs/answer: {intake.cpu_text(run)}"
+                          f"  {run['statuses']}", flush=True)
     rows = summary(variants)
     print(f"\nmedians of {args.rounds} rounds at {args.connections} connections "
           f"(x: answers/s over {variants[0].name}'s in the same round [range])")
     for row in rows:
         low, high = row["over_first_range"]
         print(f"  {row['variant']:12s} {row['requests_per_s']:9,.0f}/s  p99 {row['p99_ms']:7.2f} ms"
-              f"  web {row['web_cpu_us_per_answer']:.0f} µs  redis "
-              f"{row['redis_cpu_us_per_answer']:.0f} µs  x{row['over_first']} [{low}, {high}]")
+              f"  cpu µs/answer: {intake.cpu_text(row)}  x{row['over_first']} [{low}, {high}]")
     path = stack.write_results(args.name, {
         "connections": args.connections, "duration_s": args.duration, "rounds": args.rounds,
         "variants": [{"name": v.name, "tree": stack.git_commit(v.tree), "env": v.env,

@@ -11,7 +11,7 @@ gets one structured line per delivery and never a secret, signature or query str
 from __future__ import annotations
 
 import json
-import os
+import multiprocessing
 import re
 import runpy
 import signal
@@ -109,9 +109,16 @@ def test_gunicorn_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("WEB_CONCURRENCY")
     conf = runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))
     assert conf["bind"] == "0.0.0.0:8000"
-    assert conf["workers"] == max(2, min(os.cpu_count() or 1, 8))  # one per core, at least two
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 2), (2, 2), (4, 4), (16, 8)])
+def test_gunicorn_runs_one_worker_per_core_at_least_two_at_most_eight(
+        monkeypatch: pytest.MonkeyPatch, cores: int, workers: int) -> None:
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: cores)  # the machine's cores
+    assert runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))["workers"] == workers
     monkeypatch.setenv("WEB_CONCURRENCY", "zero")  # not a count: the default, not a crash
-    assert runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))["workers"] >= 2
+    assert runpy.run_path(str(ROOT / "webhook" / "gunicorn_conf.py"))["workers"] == workers
 
 
 def test_a_web_process_told_not_to_poll_queues_as_one_that_polls(

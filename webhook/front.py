@@ -108,7 +108,6 @@ class Front:
         self._count_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._stopping = False  # `last_counts` has taken over the writing of the counts
-        self._count_error: RedisError | None = None  # why the last write failed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -270,9 +269,8 @@ class Front:
         try:
             await self._linked().execute(*[("HINCRBY", metrics.WEBHOOKS_KEY, field, n)
                                            for field, n in counts.items()])
-            written, self._count_error = True, None
+            written = True
         except RedisError as e:
-            self._count_error = e
             return e
         finally:
             if not written:
@@ -288,12 +286,13 @@ class Front:
         if self._count_timer is not None:
             self._count_timer.cancel()
             self._count_timer = None
+        error: RedisError | None = None  # why the last write of ours failed
         try:
             async with asyncio.timeout(within):
                 while self._flushes or self._counts:
                     if self._flushes:  # a failed one puts its counts back
                         await asyncio.wait(set(self._flushes))
-                    elif await self._write_counts() is not None:
+                    elif (error := await self._write_counts()) is not None:
                         await asyncio.sleep(COUNT_LAST_RETRY_SECONDS)
         except TimeoutError:
             for task in self._flushes:
@@ -302,7 +301,7 @@ class Front:
                 await asyncio.wait(set(self._flushes))
             log.error("gave up on %d delivery counts: Redis did not confirm them within "
                       "%g s of the worker stopping (last error: %s)", self._counts.total(),
-                      within, self._count_error or "none, no answer yet")
+                      within, error or "none, no answer yet")
 
     async def bridge(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Any other request, to Flask; one access line after it."""

@@ -18,7 +18,8 @@
   const BAD = new Set(["failed", "rejected"]);
 
   // Bidirectional controls in server text (a tag, a message) would make it read in
-  // another order than it is: "v1-\u202enimda" shows as "v1-admin". Shown as marks.
+  // another order than it is: "v1-\u202enimda" shows as "v1-admin". Shown as marks: the
+  // same controls and marks as chat messages get (worker/chatmessages.py, visible_bidi).
   const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
   function shown(text) {
     return text.replace(BIDI, c =>
