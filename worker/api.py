@@ -33,7 +33,14 @@ from worker.commands import (
     resolve_target,
 )
 from worker.config import AppConfig, Settings
-from worker.releases import AuditEntry, Release, ReleaseState, ReleaseStore, is_release_id
+from worker.releases import (
+    AuditEntry,
+    Note,
+    Release,
+    ReleaseState,
+    ReleaseStore,
+    is_release_id,
+)
 from worker.submission import Submitted, TagEvent
 
 __all__ = ["Action", "AuditEntry", "Color", "Engine", "EngineError", "InvalidCommand",
@@ -114,8 +121,9 @@ class Engine:
                             pipe, self.redis, config, action=action.value,
                             release_id=target.id, color=color_value, actor=actor,
                             at_front=action in JUMP_THE_QUEUE, behind=behind)
-                        self.store.note(target.id, actor=actor, step=action.value, pipe=pipe,
-                                        message=f"{action.value} requested by {actor}")
+                        self.store.queue_note(pipe, target, Note(
+                            actor=actor, step=action.value,
+                            message=f"{action.value} requested by {actor}"))
                         pipe.execute()
                         break
                     except WatchError:

@@ -169,23 +169,22 @@ class ReleaseStore:
         return updated
 
     def note(self, release_id: str, *, actor: str, step: str, message: str,
-             route_before: Route | None = None, route_after: Route | None = None,
-             pipe: Pipeline | None = None) -> None:
-        """Append an audit entry without changing the state. Alone, it lands only if the
-        record is still there when it is written (`write_while_recorded`): a release pruned
-        in between (`forget`) gets no orphan audit trail or event, and the note raises
-        ReleaseNotFound. Given `pipe`, the entry is queued into the caller's transaction
-        or pipeline, which owns the atomicity (the record is not checked: a caller whose
-        release may be pruned uses `write_while_recorded` instead)."""
+             route_before: Route | None = None, route_after: Route | None = None) -> None:
+        """Append an audit entry without changing the state. It lands only if the record
+        is still there when it is written (`write_while_recorded`): a release pruned in
+        between (`forget`) gets no orphan audit trail or event, and the note raises
+        ReleaseNotFound. To add one to a transaction of one's own: `queue_note`."""
         note = Note(actor=actor, step=step, message=message, route_before=route_before,
                     route_after=route_after)
-        if pipe is not None:
-            key = RELEASE_KEY.format(id=release_id)
-            app, state, current_step = self.redis.hmget(key, ["app", "state", "step"])
-            self._queue_note(pipe, release_id, app, state, current_step, self._entry(note))
-            return
         if not self.write_while_recorded(release_id, note=note):
             raise ReleaseNotFound(release_id)
+
+    def queue_note(self, pipe: Pipeline, release: Release, note: Note) -> None:
+        """Queue `note`'s audit entry for `release`, as the caller read it, into the caller's
+        transaction, which owns the atomicity: nothing is read here (the record is not
+        checked: a caller whose release may be pruned uses `write_while_recorded`)."""
+        self._queue_note(pipe, release.id, release.app, release.state.value, release.step,
+                         self._entry(note))
 
     def write_while_recorded(self, release_id: str,
                              write: Callable[[Pipeline], object] = lambda pipe: None, *,
