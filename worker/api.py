@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions
-from redis import Redis, WatchError
+from redis import Redis
+from redis.client import Pipeline
 
 from worker import notify, queueing, queuestatus, submission
 from worker.colors import Color
@@ -33,7 +34,15 @@ from worker.commands import (
     resolve_target,
 )
 from worker.config import AppConfig, Settings
-from worker.releases import AuditEntry, Release, ReleaseState, ReleaseStore, is_release_id
+from worker.releases import (
+    AuditEntry,
+    Note,
+    Release,
+    ReleaseState,
+    ReleaseStore,
+    is_release_id,
+    watched,
+)
 from worker.submission import Submitted, TagEvent
 
 __all__ = ["Action", "AuditEntry", "Color", "Engine", "EngineError", "InvalidCommand",
@@ -102,24 +111,22 @@ class Engine:
         target = self.resolve(app, action, release=release, color=color)
         with redis_unavailable():
             color_value = (color or target.color).value if action is Action.DECOMMISSION else None
-            with self.redis.pipeline() as pipe:
-                while True:
-                    try:
-                        behind = None
-                        if action is Action.ABORT:  # at the front, but behind a rollback
-                            pipe.watch(queueing.queue_key(config.queue))  # type: ignore[no-untyped-call]
-                            behind = queueing.front_rollback(pipe, config.queue)
-                        pipe.multi()
-                        job_id = queueing.enqueue_command(
-                            pipe, self.redis, config, action=action.value,
-                            release_id=target.id, color=color_value, actor=actor,
-                            at_front=action in JUMP_THE_QUEUE, behind=behind)
-                        self.store.note(target.id, actor=actor, step=action.value, pipe=pipe,
-                                        message=f"{action.value} requested by {actor}")
-                        pipe.execute()
-                        break
-                    except WatchError:
-                        continue  # the queue moved between the read and the write
+            def queue_command(pipe: Pipeline) -> str:
+                behind = None
+                if action is Action.ABORT:  # at the front, but behind a rollback
+                    behind = queueing.front_rollback(pipe, config.queue)
+                pipe.multi()
+                job_id = queueing.enqueue_command(
+                    pipe, self.redis, config, action=action.value, release_id=target.id,
+                    color=color_value, actor=actor, at_front=action in JUMP_THE_QUEUE,
+                    behind=behind)
+                self.store.queue_note(pipe, target, Note(
+                    actor=actor, step=action.value,
+                    message=f"{action.value} requested by {actor}"))
+                return job_id
+            # an abort's place is read from the queue: it is WATCHed until the write
+            job_id = watched(self.redis, [queueing.queue_key(config.queue)]
+                             if action is Action.ABORT else [], queue_command)
             place = queueing.position(self.redis, config.queue, job_id)
             return Queued(job_id=job_id, position=place or 0,  # 0: a worker took it already
                           release=target)

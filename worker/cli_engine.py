@@ -26,8 +26,14 @@ from redis import Redis, RedisError
 from worker import manifests, retention, runner
 from worker.cli_ops import printable
 from worker.colors import Color
-from worker.config import AppConfig, ConfigError, Settings, SmokeCheck, load_settings
-from worker.config import parse_duration as parse_age
+from worker.config import (
+    AppConfig,
+    ConfigError,
+    Settings,
+    SmokeCheck,
+    load_settings,
+    parse_duration,
+)
 from worker.releases import Release, ReleaseStore, new_release_id
 
 EXIT_USAGE = 2
@@ -143,15 +149,6 @@ def _describe_check(check: SmokeCheck) -> str:
             f"expect {check.status}{body}")
 
 
-def parse_duration(text: str) -> float:
-    """`90d`, `36h`, `45m` or `30s` in seconds (`worker.config.parse_duration`); click's
-    error for anything else."""
-    try:
-        return parse_age(text)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 @click.command("prune")
 @click.option("--older-than", "age", default="90d", show_default=True, metavar="DURATION",
               help="Remove releases that ended longer ago than this (90d, 36h, 45m).")
@@ -166,8 +163,8 @@ def prune_command(age: str, apps: tuple[str, ...], dry_run: bool) -> None:
     release of each colour."""
     try:
         seconds = parse_duration(age)
-    except click.BadParameter as e:
-        fail(f"--older-than: {e.message}")
+    except ValueError as e:
+        fail(f"--older-than: {e}")
     try:
         settings = load_settings()
     except ConfigError as e:

@@ -97,7 +97,15 @@ def release_job_id(release_id: str) -> str:
 
 
 def command_job_id(release_id: str, action: str) -> str:
-    return f"{release_id}-{action}-{secrets.token_hex(3)}"  # (`waiting_command` reads this form)
+    return f"{release_id}-{action}-{secrets.token_hex(3)}"  # (`command_jobs` reads this form)
+
+
+def command_jobs(release_id: str | None = None, action: str | None = None) -> re.Pattern[str]:
+    """`command_job_id`'s form, matched whole: of `release_id`'s `action` jobs, or any
+    release's, any action's. A release's own job id ends in 8 hex digits: it never matches."""
+    release = ".+" if release_id is None else re.escape(release_id)
+    verb = "[a-z]+" if action is None else re.escape(action)
+    return re.compile(rf"{release}-{verb}-[0-9a-f]{{6}}")
 
 
 # The fields of a release's job that differ from one job to the next, in the order
@@ -188,8 +196,7 @@ def enqueue_command(pipe: Pipeline, redis: Redis, app: AppConfig, *, action: str
     return str(job.id)
 
 
-ROLLBACK_JOB = re.compile(r".+-rollback-[0-9a-f]{6}")
-"""A rollback's job id (`command_job_id`; a release's own id ends in 8 hex digits)."""
+ROLLBACK_JOB = command_jobs(action="rollback")
 FRONT = 10
 
 
@@ -205,9 +212,7 @@ def front_rollback(reader: Redis | Pipeline, queue: str) -> str | None:
     return last
 
 
-COMMAND_JOB_ID = re.compile(r".+-[a-z]+-[0-9a-f]{6}")
-"""Any command's job id (`command_job_id`); a release's job id is its id, which ends in
-8 hex digits, so never matches."""
+COMMAND_JOB_ID = command_jobs()
 AT_THE_FRONT = frozenset({"rollback", "abort"})
 """The commands queued at the front (`enqueue_command`'s `at_front`, `worker.api`)."""
 
@@ -226,7 +231,7 @@ def waiting_command(redis: Redis, queue: str, release_id: str, action: str) -> s
     another release whose tag happens to continue this one's id with `-abort-...`."""
     if action not in AT_THE_FRONT:
         raise ValueError(f"{action} jobs wait at the back of the queue, not at the front")
-    wanted = re.compile(rf"{re.escape(release_id)}-{re.escape(action)}-[0-9a-f]{{6}}")
+    wanted = command_jobs(release_id, action)
     own, start = release_job_id(release_id), 0
     # Commands queued in front meanwhile shift the pages back: an id may be read twice,
     # none is skipped (while the release runs, its worker holds the queue's lock: no

@@ -31,7 +31,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import Redis, WatchError
 from redis.client import Pipeline
@@ -59,7 +59,9 @@ from worker.redistext import as_text
 
 __all__ = ["NEW_RECORD_FIELDS", "AuditEntry", "IllegalTransition", "Move", "Note",
            "Release", "ReleaseId", "ReleaseNotFound", "ReleaseState", "ReleaseStore", "Route",
-           "is_release_id", "new_release_id"]
+           "is_release_id", "new_release_id", "watched"]
+
+T = TypeVar("T")
 
 PREFIX = "bluegreen:"
 RELEASE_KEY = PREFIX + "release:{id}"
@@ -169,23 +171,22 @@ class ReleaseStore:
         return updated
 
     def note(self, release_id: str, *, actor: str, step: str, message: str,
-             route_before: Route | None = None, route_after: Route | None = None,
-             pipe: Pipeline | None = None) -> None:
-        """Append an audit entry without changing the state. Alone, it lands only if the
-        record is still there when it is written (`write_while_recorded`): a release pruned
-        in between (`forget`) gets no orphan audit trail or event, and the note raises
-        ReleaseNotFound. Given `pipe`, the entry is queued into the caller's transaction
-        or pipeline, which owns the atomicity (the record is not checked: a caller whose
-        release may be pruned uses `write_while_recorded` instead)."""
+             route_before: Route | None = None, route_after: Route | None = None) -> None:
+        """Append an audit entry without changing the state. It lands only if the record
+        is still there when it is written (`write_while_recorded`): a release pruned in
+        between (`forget`) gets no orphan audit trail or event, and the note raises
+        ReleaseNotFound. To add one to a transaction of one's own: `queue_note`."""
         note = Note(actor=actor, step=step, message=message, route_before=route_before,
                     route_after=route_after)
-        if pipe is not None:
-            key = RELEASE_KEY.format(id=release_id)
-            app, state, current_step = self.redis.hmget(key, ["app", "state", "step"])
-            self._queue_note(pipe, release_id, app, state, current_step, self._entry(note))
-            return
         if not self.write_while_recorded(release_id, note=note):
             raise ReleaseNotFound(release_id)
+
+    def queue_note(self, pipe: Pipeline, release: Release, note: Note) -> None:
+        """Queue `note`'s audit entry for `release`, as the caller read it, into the caller's
+        transaction, which owns the atomicity: nothing is read here (the record is not
+        checked: a caller whose release may be pruned uses `write_while_recorded`)."""
+        self._queue_note(pipe, release.id, release.app, release.state.value, release.step,
+                         self._entry(note))
 
     def write_while_recorded(self, release_id: str,
                              write: Callable[[Pipeline], object] = lambda pipe: None, *,
@@ -197,22 +198,18 @@ class ReleaseStore:
         gone: a release pruned meanwhile (`forget`) gets nothing written back for it, no
         audit trail or event, nor the keys others keep for it (its chat records)."""
         key = RELEASE_KEY.format(id=release_id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    app, state, current_step = pipe.hmget(key, ["app", "state", "step"])
-                    if app is None:
-                        return False
-                    entry = self._entry(note) if note is not None else None
-                    pipe.multi()
-                    write(pipe)
-                    if entry is not None:
-                        self._queue_note(pipe, release_id, app, state, current_step, entry)
-                    pipe.execute()
-                    return True
-                except WatchError:
-                    continue  # the record changed (or went) between the read and the write
+
+        def write_if_recorded(pipe: Pipeline) -> bool:
+            app, state, current_step = pipe.hmget(key, ["app", "state", "step"])
+            if app is None:
+                return False
+            entry = self._entry(note) if note is not None else None
+            pipe.multi()
+            write(pipe)
+            if entry is not None:
+                self._queue_note(pipe, release_id, app, state, current_step, entry)
+            return True
+        return watched(self.redis, [key], write_if_recorded)
 
     def _entry(self, note: Note) -> AuditEntry:
         """A note's audit entry (no state change), stamped now."""
@@ -335,24 +332,20 @@ class ReleaseStore:
         """Read-modify-write records under WATCH, in one MULTI/EXEC; retried if someone
         wrote in between."""
         keys = [RELEASE_KEY.format(id=release_id) for release_id in release_ids]
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(*keys)  # type: ignore[no-untyped-call]
-                    current = []
-                    for release_id, key in zip(release_ids, keys, strict=True):
-                        raw = pipe.hgetall(key)
-                        if not raw:
-                            raise ReleaseNotFound(release_id)
-                        current.append(Release.from_hash(raw))
-                    changed = change(current)
-                    pipe.multi()
-                    for before, (updated, entry) in zip(current, changed, strict=True):
-                        self._queue_write(pipe, before, updated, entry)
-                    pipe.execute()
-                    return [updated for updated, _ in changed]
-                except WatchError:
-                    continue
+
+        def read_and_change(pipe: Pipeline) -> list[Release]:
+            current = []
+            for release_id, key in zip(release_ids, keys, strict=True):
+                raw = pipe.hgetall(key)
+                if not raw:
+                    raise ReleaseNotFound(release_id)
+                current.append(Release.from_hash(raw))
+            changed = change(current)
+            pipe.multi()
+            for before, (updated, entry) in zip(current, changed, strict=True):
+                self._queue_write(pipe, before, updated, entry)
+            return [updated for updated, _ in changed]
+        return watched(self.redis, keys, read_and_change)
 
     def _queue_write(self, pipe: Pipeline, current: Release, updated: Release,
                      entry: AuditEntry | None) -> None:
@@ -371,6 +364,24 @@ class ReleaseStore:
             pipe.rpush(AUDIT_KEY.format(id=updated.id), entry.encoded())
         _queue_event(pipe, updated.id, updated.app, updated.state, updated.step,
                      updated.updated_at)
+
+
+def watched(redis: Redis, keys: Sequence[str], body: Callable[[Pipeline], T]) -> T:
+    """Run `body` with `keys` WATCHed: it reads through the pipeline, then calls `multi()`
+    and queues its writes, which land in one MULTI/EXEC, and all of it runs again if a key
+    changed in between. A body that returns before `multi()` writes nothing. (Redis's own
+    `transaction` loop, but typed, and without an EXEC of nothing in that case.)"""
+    with redis.pipeline() as pipe:
+        while True:
+            try:
+                if keys:
+                    pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                result = body(pipe)
+                if pipe.explicit_transaction:
+                    pipe.execute()
+                return result
+            except WatchError:
+                continue  # a watched key changed between the read and the write
 
 
 def intake_entry(release: Release, message: str) -> AuditEntry:
