@@ -320,15 +320,17 @@ class FakeSlack(JsonServer):
         shown = sorted((m for (c, _), m in self.messages.items()
                         if c == channel and in_window(float(m["ts"]))),
                        key=lambda m: float(m["ts"]), reverse=True)
-        start = int(str(body.get("cursor") or "0").removeprefix("next:"))
+        try:
+            start = _offset(str(body.get("cursor") or ""))
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
         limit = min(int(body.get("limit") or 100), 999)
         page = shown[start:start + limit]
         with_metadata = _flag(body.get("include_all_metadata"))
         has_more = start + limit < len(shown)
         return {"ok": True, "has_more": has_more, "pin_count": 0,
                 "messages": [_as_history(m, with_metadata) for m in page],
-                "response_metadata": {"next_cursor": f"next:{start + limit}" if has_more else ""}}
-
+                "response_metadata": {"next_cursor": _cursor(start + limit) if has_more else ""}}
 
     def _list(self, body: dict[str, Any]) -> dict[str, Any]:
         """conversations.list, as Slack pages it (see the module docstring)."""

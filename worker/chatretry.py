@@ -4,7 +4,8 @@ A failed send is tried again after a backoff (`first` seconds, doubling with eac
 attempt, at most `longest`), or after the service's own `Retry-After` when it
 rate-limits us. A failure that retrying cannot fix (permanent) waits for the release's
 next change instead. A message's first failure leaves one note in the release's audit
-trail; the release goes on regardless. `worker.notify` (Slack) and `worker.mattermost`
+trail (`failure_note`), and its catching up another (`caught_up_note`); the release
+goes on regardless. `worker.notify` (Slack) and `worker.mattermost`
 keep their own records of attempts; this is the policy they share, with the failure
 both raise (`ChatFailure`) and how far back a send that may have worked is looked for
 (`LOOKBACK`).
@@ -66,3 +67,9 @@ def failure_note(what: str, reason: str, *, permanent: bool) -> str:
     then = ("it is tried again when the release next changes" if permanent
             else "retrying with backoff")
     return f"{what} not updated: {reason}; {then} (the release goes on regardless)"
+
+
+def caught_up_note(what: str, attempts: int) -> str:
+    """The audit note a message's send after `attempts` failed ones leaves (`what`: as for
+    `failure_note`)."""
+    return f"{what} caught up after {attempts} failed attempt{'s' if attempts > 1 else ''}"

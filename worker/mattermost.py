@@ -246,9 +246,8 @@ class MattermostDelivery:
             pipe.hset(key, mapping={"post_id": posted.id, "server_props": _stored(posted),
                                     "digest": post.digest(), "attempts": 0})
             pipe.hdel(key, "pending", "unsure")
-        note = Note(actor=ACTOR, step=CHAT_STEP, message=(
-            f"Mattermost post caught up after {attempts} failed "
-            f"attempt{'s' if attempts > 1 else ''}"))
+        note = Note(actor=ACTOR, step=CHAT_STEP,
+                    message=chatretry.caught_up_note("Mattermost post", attempts))
         self._write(release, write, note=note if attempts else None)
         return None
 

@@ -454,9 +454,8 @@ class Notifier:
             pipe.hset(key, mapping={**fields, "attempts": 0})
             pipe.hdel(key, "unsure")
             pipe.zrem(DIRTY_KEY, release.id)
-        note = Note(actor=ACTOR, step=chatmessages.CHAT_STEP, message=(
-            f"Slack message caught up after {attempts} failed "
-            f"attempt{'s' if attempts > 1 else ''}"))
+        note = Note(actor=ACTOR, step=chatmessages.CHAT_STEP,
+                    message=chatretry.caught_up_note("Slack message", attempts))
         self._write(release, write, note=note if attempts else None)
 
     def _write(self, release: Release, write: Callable[[Pipeline], object], *,
